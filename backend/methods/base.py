@@ -1,0 +1,56 @@
+"""The one interface every method provides: prepare once per scene, then answer queries fast."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..jobs import JobContext
+from ..priors import Prior
+from ..scene import Scene
+
+
+@dataclass
+class State:
+    """What prepare leaves behind: tensors (saved as safetensors) plus JSON-able metadata."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Selection:
+    """A score per element (vertex, Gaussian, point) and the threshold the method proposes."""
+
+    scores: np.ndarray  # (N,) float32
+    threshold: float = 0.5
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.scores >= self.threshold
+
+
+class Method(ABC):
+    """Subclasses set `name`, `scene_kinds` and `default_prior`, and implement prepare / query."""
+
+    name: ClassVar[str] = ""
+    scene_kinds: ClassVar[tuple[str, ...]] = ()
+    default_prior: ClassVar[str] = "geometric"
+    needs_prepare: ClassVar[bool] = True
+
+    def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
+        """Sizes (views, epochs, …) chosen for the device; callers override any key."""
+        return {}
+
+    @abstractmethod
+    def prepare(self, scene: Scene, prior: Prior, options: dict[str, Any], ctx: JobContext) -> State:
+        """The per-scene work (training, lifting); report progress and honour cancel through ctx."""
+
+    @abstractmethod
+    def query(self, scene: Scene, state: State, query: dict[str, Any]) -> Selection:
+        """Stateless: the same query on the same state gives the same selection."""

@@ -1,0 +1,35 @@
+"""2D priors by name. Import is lazy so `segany info` stays fast and optional packages stay optional."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ..errors import SegAnyError
+from .base import CAPABILITIES, Prior, PromptResult, Views
+
+_WHERE = {
+    "geometric": "segany.priors.geometric:GeometricPrior",
+    "oracle": "segany.priors.oracle:OraclePrior",
+    "sam": "segany.priors.sam:SamPrior",
+    "clip": "segany.priors.clip:ClipPrior",
+}
+
+
+def prior_names() -> list[str]:
+    return sorted(_WHERE)
+
+
+def prior_class(name: str) -> type[Prior]:
+    if name not in _WHERE:
+        raise SegAnyError("not_found", f"unknown prior {name!r}; available: {prior_names()}")
+    module, cls = _WHERE[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def get_prior(name: str, **options: Any) -> Prior:
+    """Instantiate a prior; options are provider-specific (checkpoint path, device, noise, labels)."""
+    return prior_class(name)(**options)
+
+
+__all__ = ["CAPABILITIES", "Prior", "PromptResult", "Views", "get_prior", "prior_class", "prior_names"]

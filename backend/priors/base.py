@@ -1,0 +1,88 @@
+"""The one interface every 2D prior provides; methods ask for capabilities by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..cameras import Cameras
+from ..errors import SegAnyError
+
+CAPABILITIES = ("prompt", "auto", "embed", "text")
+
+
+@dataclass
+class Views:
+    """Rendered views of a scene, what a 2D model looks at (numpy, CPU).
+
+    `ids` holds the element under each pixel (triangle for meshes, dominant Gaussian / point
+    for splats and points), -1 for background. `depth` is camera z (0 on background),
+    `normals` are world-space unit vectors (0 on background). `key` identifies the scene and
+    cameras so per-view results (e.g. SAM embeddings) can be cached.
+    """
+
+    rgb: np.ndarray  # (B, H, W, 3) float32 in [0, 1]
+    depth: np.ndarray  # (B, H, W) float32
+    normals: np.ndarray  # (B, H, W, 3) float32
+    ids: np.ndarray  # (B, H, W) int64
+    cameras: Cameras
+    key: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.rgb)
+
+
+@dataclass
+class PromptResult:
+    """SAM-style multimask answer: three candidates, small → large, with quality scores."""
+
+    masks: np.ndarray  # (3, H, W) bool
+    scores: np.ndarray  # (3,) float32
+    logits: np.ndarray | None = None  # (3, h, w) float32, feed back as `prev` for refinement
+
+
+class Prior:
+    """Base class; subclasses list what they can do in `capabilities`."""
+
+    name: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def require(self, capability: str) -> None:
+        if capability not in self.capabilities:
+            from . import prior_class, prior_names
+
+            able = [n for n in prior_names() if capability in prior_class(n).capabilities]
+            raise SegAnyError(
+                "unsupported",
+                f"prior {self.name!r} has no {capability!r} capability (it has {sorted(self.capabilities)}); "
+                f"priors with it: {able}",
+            )
+
+    def prompt(
+        self, views: Views, index: int, points: np.ndarray, labels: np.ndarray, prev: np.ndarray | None = None
+    ) -> PromptResult:
+        """Masks for point prompts in view `index`: points (P, 2) pixel x, y; labels (P,) 1 = positive, 0 = negative."""
+        self.require("prompt")
+        raise AssertionError("unreachable: a prior with 'prompt' overrides prompt()")
+
+    def auto_masks(self, views: Views, index: int) -> list[np.ndarray]:
+        """Segment-everything for view `index`: a list of granularity levels, fine → coarse, each (M, H, W) bool."""
+        self.require("auto")
+        raise AssertionError("unreachable: a prior with 'auto' overrides auto_masks()")
+
+    def embed(self, views: Views) -> np.ndarray:
+        """Per-pixel embedding maps (B, h, w, D) float32, unit length along D; h, w may be coarser than H, W."""
+        self.require("embed")
+        raise AssertionError("unreachable: a prior with 'embed' overrides embed()")
+
+    def embed_text(self, words: list[str]) -> np.ndarray:
+        """Text embeddings (T, D), unit length, in the same space as `embed_crops`."""
+        self.require("text")
+        raise AssertionError("unreachable: a prior with 'text' overrides embed_text()")
+
+    def embed_crops(self, views: Views, index: int, masks: np.ndarray) -> np.ndarray:
+        """Embeddings (M, D) of the masked image regions (M, H, W) of view `index`."""
+        self.require("text")
+        raise AssertionError("unreachable: a prior with 'text' overrides embed_crops()")
