@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, fields
-from typing import ClassVar, Union
+from typing import ClassVar
 
 import numpy as np
 
@@ -24,7 +24,7 @@ def _check(name: str, arr: np.ndarray | None, shape: tuple, dtype: type, require
             raise SegAnyError("invalid_array", f"{name} is missing")
         return None
     arr = np.asarray(arr)
-    if arr.ndim != len(shape) or any(s not in (-1, None) and s != d for s, d in zip(shape, arr.shape)):
+    if arr.ndim != len(shape) or any(s not in (-1, None) and s != d for s, d in zip(shape, arr.shape, strict=False)):
         want = "×".join("N" if s in (-1, None) else str(s) for s in shape)
         raise SegAnyError("invalid_array", f"{name} has shape {arr.shape}, expected {want}")
     if arr.dtype.kind not in "fiub":
@@ -34,7 +34,11 @@ def _check(name: str, arr: np.ndarray | None, shape: tuple, dtype: type, require
 
 def _finite(name: str, arr: np.ndarray | None) -> None:
     if arr is not None and not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).any(axis=tuple(range(1, arr.ndim))).sum()) if arr.ndim > 1 else int((~np.isfinite(arr)).sum())
+        bad = (
+            int((~np.isfinite(arr)).any(axis=tuple(range(1, arr.ndim))).sum())
+            if arr.ndim > 1
+            else int((~np.isfinite(arr)).sum())
+        )
         raise SegAnyError("invalid_geometry", f"{name} has {bad} rows with NaN or Inf values")
 
 
@@ -110,7 +114,7 @@ class SplatScene:
 
     @property
     def sh_degree(self) -> int:
-        return int(round(self.sh.shape[1] ** 0.5)) - 1
+        return round(self.sh.shape[1] ** 0.5) - 1
 
     @property
     def n_elements(self) -> int:
@@ -145,7 +149,7 @@ class PointScene:
         return len(self.xyz)
 
 
-Scene = Union[MeshScene, SplatScene, PointScene]
+Scene = MeshScene | SplatScene | PointScene
 SCENE_TYPES: dict[str, type] = {t.kind: t for t in (MeshScene, SplatScene, PointScene)}
 
 
@@ -162,7 +166,9 @@ def scene_from_arrays(kind: str, arrays: dict[str, np.ndarray], limits: dict[str
     allowed = {f.name for f in fields(cls) if f.name != "warnings"}
     unknown = set(arrays) - allowed
     if unknown:
-        raise SegAnyError("invalid_array", f"unknown arrays for a {kind} scene: {sorted(unknown)}; allowed: {sorted(allowed)}")
+        raise SegAnyError(
+            "invalid_array", f"unknown arrays for a {kind} scene: {sorted(unknown)}; allowed: {sorted(allowed)}"
+        )
     check_limits(kind, {k: np.shape(v)[0] if np.ndim(v) else 0 for k, v in arrays.items()}, limits)
     return cls(**arrays)
 
@@ -173,7 +179,9 @@ def check_limits(kind: str, counts: dict[str, int], limits: dict[str, int] | Non
     for name, n in counts.items():
         cap = lim["max_faces"] if name in ("faces", "face_parts") else lim["max_elements"]
         if n > cap:
-            raise SegAnyError("too_large", f"{kind} scene: {name} has {n:,} rows, over the limit of {cap:,} (raise it in the config)")
+            raise SegAnyError(
+                "too_large", f"{kind} scene: {name} has {n:,} rows, over the limit of {cap:,} (raise it in the config)"
+            )
 
 
 def scene_id(scene: Scene) -> str:

@@ -1,0 +1,334 @@
+"""The one object the CLI, the server and the tests drive: scenes, jobs, queries, cache.
+
+Prepare jobs run on one worker thread (compute-bound; more would only fight over the cores);
+queries run on the caller's thread, so a long job never blocks a short query.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .cache import Cache, options_key
+from .errors import SegAnyError
+from .jobs import JobContext
+from .methods import Method, Selection, State, get_method, method_names
+from .priors import get_prior, prior_class, prior_names
+from .scene import Scene, scene_from_arrays, scene_id
+
+JobCallback = Callable[["Job"], None]
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SegAnyError(
+            "unsupported", f"device {device!r} was asked for but torch sees no CUDA GPU; use 'cpu' or 'auto'"
+        )
+    return device
+
+
+@dataclass
+class Job:
+    """A prepare run: watch `status`/`fraction`, call `cancel()`, `wait()` or `result()`."""
+
+    id: str
+    method: str
+    scene_id: str
+    prior: str
+    status: str = "queued"  # queued | running | done | failed | cancelled
+    fraction: float = 0.0
+    message: str = ""
+    error: SegAnyError | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    ctx: JobContext = field(default_factory=JobContext)
+    _done: threading.Event = field(default_factory=threading.Event)
+    _listeners: list[JobCallback] = field(default_factory=list)
+
+    def cancel(self) -> None:
+        self.ctx.cancel_event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def result(self, timeout: float | None = None) -> dict[str, Any]:
+        if not self._done.wait(timeout):
+            raise SegAnyError("busy", f"job {self.id} is still {self.status} ({self.fraction:.0%})")
+        if self.error is not None:
+            raise self.error
+        return self.to_dict()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job": self.id,
+            "method": self.method,
+            "scene_id": self.scene_id,
+            "prior": self.prior,
+            "status": self.status,
+            "fraction": self.fraction,
+            "message": self.message,
+            "error": self.error.to_dict() if self.error else None,
+            "seconds": (self.finished or time.time()) - self.started,
+        }
+
+    def _notify(self) -> None:
+        for fn in list(self._listeners):
+            fn(self)
+
+
+class Engine:
+    """Scenes in memory, prepared state in memory and on disk, one compute worker."""
+
+    def __init__(
+        self,
+        cache_dir: Path | None = None,
+        device: str = "auto",
+        limits: dict[str, int] | None = None,
+        checkpoints: dict[str, str] | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.cache = Cache(cache_dir)
+        self.limits = limits or {}
+        self.checkpoints = dict(checkpoints or {})
+        self._scenes: dict[str, Scene] = {}
+        self._states: dict[tuple[str, str, str], State] = {}
+        self._jobs: dict[str, Job] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segany-job")
+        self._methods: dict[str, Method] = {}
+
+    # scenes -----------------------------------------------------------------------------------
+    def add_scene(self, scene: Scene) -> str:
+        sid = scene_id(scene)
+        with self._lock:
+            self._scenes.setdefault(sid, scene)
+        return sid
+
+    def add_arrays(self, kind: str, arrays: dict[str, np.ndarray]) -> str:
+        return self.add_scene(scene_from_arrays(kind, arrays, self.limits))
+
+    def load_scene(self, path: str | Path) -> str:
+        from .formats import load_scene
+
+        return self.add_scene(load_scene(Path(path), limits=self.limits))
+
+    def get_scene(self, sid: str) -> Scene:
+        with self._lock:
+            if sid not in self._scenes:
+                raise SegAnyError("not_found", f"no scene {sid!r} in this backend; send or load it first")
+            return self._scenes[sid]
+
+    def drop_scene(self, sid: str) -> None:
+        with self._lock:
+            self.get_scene(sid)
+            del self._scenes[sid]
+            for key in [k for k in self._states if k[1] == sid]:
+                del self._states[key]
+
+    def scenes(self) -> list[dict[str, Any]]:
+        with self._lock:
+            items = list(self._scenes.items())
+        return [
+            {
+                "scene_id": sid,
+                "kind": s.kind,
+                "n_elements": s.n_elements,
+                "warnings": list(s.warnings),
+                "prepared": sorted({f"{m}:{p}" for (m, i, p) in self._states if i == sid}),
+            }
+            for sid, s in items
+        ]
+
+    # catalogue --------------------------------------------------------------------------------
+    def method(self, name: str) -> Method:
+        with self._lock:
+            if name not in self._methods:
+                self._methods[name] = get_method(name)
+            return self._methods[name]
+
+    def methods(self) -> list[dict[str, Any]]:
+        out = []
+        for name in method_names():
+            m = self.method(name)
+            out.append({"name": name, "scene_kinds": list(m.scene_kinds), "default_prior": m.default_prior})
+        return out
+
+    def priors(self) -> list[dict[str, Any]]:
+        return [{"name": n, "capabilities": sorted(prior_class(n).capabilities)} for n in prior_names()]
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "segany": __version__,
+            "torch": torch.__version__,
+            "device": self.device,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "cache_dir": str(self.cache.root),
+            "checkpoints": {k: {"path": v, "exists": Path(v).is_file()} for k, v in self.checkpoints.items()},
+            "methods": method_names(),
+            "priors": prior_names(),
+        }
+
+    # jobs -------------------------------------------------------------------------------------
+    def _prior_for(self, method: Method, prior: str | None, prior_options: dict[str, Any]) -> tuple[str, Any]:
+        name = prior or method.default_prior
+        opts = dict(prior_options)
+        if name in self.checkpoints and "checkpoint" not in opts:
+            opts["checkpoint"] = self.checkpoints[name]
+        if name in ("sam", "clip"):
+            opts.setdefault("device", self.device)
+        return name, get_prior(name, **opts)
+
+    def status(self, method: str, sid: str, prior: str | None = None) -> str:
+        """'prepared' (in memory), 'cached' (on disk), 'running' or 'none'."""
+        m = self.method(method)
+        pname = prior or m.default_prior
+        with self._lock:
+            if (method, sid, pname) in self._states:
+                return "prepared"
+            if any(j.method == method and j.scene_id == sid and not j.done for j in self._jobs.values()):
+                return "running"
+        return "cached" if self.cache.latest(sid, method, pname) else "none"
+
+    def submit(
+        self,
+        method: str,
+        sid: str,
+        prior: str | None = None,
+        options: dict[str, Any] | None = None,
+        prior_options: dict[str, Any] | None = None,
+        on_progress: JobCallback | None = None,
+    ) -> Job:
+        """Start a prepare job; it returns at once. Cached work is reused, not recomputed."""
+        m = self.method(method)
+        scene = self.get_scene(sid)
+        if scene.kind not in m.scene_kinds:
+            raise SegAnyError(
+                "unsupported", f"method {method!r} works on {list(m.scene_kinds)} scenes, not {scene.kind!r}"
+            )
+        opts = {**m.default_options(scene, self.device), **(options or {})}
+        pname = prior or m.default_prior
+        popts = dict(prior_options or {})
+        key = options_key(method, pname, opts, popts)
+        job = Job(id=f"j{next(self._ids)}", method=method, scene_id=sid, prior=pname)
+        job.ctx = JobContext(device=self.device, on_progress=lambda f, msg: self._on_progress(job, f, msg))
+        if on_progress is not None:
+            job._listeners.append(on_progress)
+        with self._lock:
+            self._jobs[job.id] = job
+        self._worker.submit(self._run, job, m, scene, opts, popts, key)
+        return job
+
+    def _on_progress(self, job: Job, fraction: float, message: str) -> None:
+        job.fraction, job.message = fraction, message
+        job._notify()
+
+    def _run(self, job: Job, m: Method, scene: Scene, opts: dict, popts: dict, key: str) -> None:
+        try:
+            job.ctx.check()
+            job.status = "running"
+            job._notify()
+            state = self.cache.load(job.scene_id, job.method, key)
+            if state is None:
+                _, prior = self._prior_for(m, job.prior, popts)
+                state = m.prepare(scene, prior, opts, job.ctx)
+                job.ctx.check()
+                record = {"prior": job.prior, "options": _jsonable(opts)}
+                self.cache.save(job.scene_id, job.method, key, state, record)
+                job.message = "prepared"
+            else:
+                job.message = "loaded from cache"
+            with self._lock:
+                self._states[(job.method, job.scene_id, job.prior)] = state
+            job.fraction, job.status = 1.0, "done"
+        except SegAnyError as exc:
+            job.error, job.status = exc, "cancelled" if exc.code == "cancelled" else "failed"
+        except Exception as exc:
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            where = f"{Path(frame.filename).name}:{frame.lineno}"
+            job.error = SegAnyError("internal", f"{type(exc).__name__}: {exc} (at {where})")
+            job.status = "failed"
+        finally:
+            job.finished = time.time()
+            job._done.set()
+            job._notify()
+
+    def job(self, job_id: str) -> Job:
+        with self._lock:
+            if job_id not in self._jobs:
+                raise SegAnyError("not_found", f"no job {job_id!r}")
+            return self._jobs[job_id]
+
+    def jobs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [j.to_dict() for j in self._jobs.values()]
+
+    def prepare(
+        self,
+        method: str,
+        sid: str,
+        prior: str | None = None,
+        options: dict[str, Any] | None = None,
+        prior_options: dict[str, Any] | None = None,
+        on_progress: JobCallback | None = None,
+    ) -> dict[str, Any]:
+        """Blocking prepare; raises the job's error."""
+        return self.submit(method, sid, prior, options, prior_options, on_progress).result()
+
+    # queries ----------------------------------------------------------------------------------
+    def state(self, method: str, sid: str, prior: str | None = None) -> State:
+        m = self.method(method)
+        pname = prior or m.default_prior
+        with self._lock:
+            state = self._states.get((method, sid, pname))
+        if state is None and not m.needs_prepare:
+            state = State(tensors={}, meta={"prior": pname})
+        if state is None:
+            found = self.cache.latest(sid, method, pname)
+            if found is None:
+                raise SegAnyError(
+                    "not_prepared", f"run prepare for method {method!r} with prior {pname!r} on this scene first"
+                )
+            state = found[1]
+        with self._lock:
+            self._states[(method, sid, pname)] = state
+        return state
+
+    def query(self, method: str, sid: str, query: dict[str, Any], prior: str | None = None) -> Selection:
+        scene = self.get_scene(sid)
+        return self.method(method).query(scene, self.state(method, sid, prior), query)
+
+    def close(self) -> None:
+        with self._lock:
+            for j in self._jobs.values():
+                j.cancel()
+        self._worker.shutdown(wait=True, cancel_futures=True)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return {"array": str(obj.dtype), "shape": list(obj.shape)}
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    return obj
