@@ -1,0 +1,267 @@
+"""`segany` command line: info, serve, demo, segment, cache, bench, eval, models."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import SegAnyError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="SegAny: click-to-segment meshes, splats and points."
+)
+cache_app = typer.Typer(no_args_is_help=True, help="List and clear the on-disk cache.")
+models_app = typer.Typer(no_args_is_help=True, help="Model files (SAM, CLIP): list, fetch, verify, where.")
+app.add_typer(cache_app, name="cache")
+app.add_typer(models_app, name="models")
+console = Console()
+
+CacheOpt = Annotated[
+    Path | None, typer.Option("--cache-dir", help="cache directory (default $SEGANY_CACHE or ~/.cache/segany)")
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
+
+
+def _engine(cache_dir: Path | None = None, device: str = "auto"):
+    from .engine import Engine
+
+    checkpoints = {
+        name: os.environ[var]
+        for name, var in (("sam", "SEGANY_SAM_CHECKPOINT"), ("clip", "SEGANY_CLIP_CHECKPOINT"))
+        if os.environ.get(var)
+    }
+    return Engine(cache_dir=cache_dir, device=device, checkpoints=checkpoints)
+
+
+def _fail(exc: SegAnyError) -> None:
+    console.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+    raise typer.Exit(2)
+
+
+def run_prepare(engine, method: str, sid: str, prior: str | None, options: dict | None = None) -> dict:
+    """Prepare with a progress bar; Ctrl+C cancels the job cleanly."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(f"prepare {method}", total=1.0)
+
+        def show(job) -> None:
+            bar.update(task, completed=job.fraction, description=f"prepare {method}: {job.message}"[:70])
+
+        job = engine.submit(method, sid, prior=prior, options=options, on_progress=show)
+        try:
+            while not job.wait(0.2):
+                pass
+        except KeyboardInterrupt:
+            job.cancel()
+            job.wait()
+        return job.result()
+
+
+@app.command()
+def info(cache_dir: CacheOpt = None, device: DeviceOpt = "auto") -> None:
+    """Versions, device, methods, priors, checkpoints found and the cache place."""
+    engine = _engine(cache_dir, device)
+    data = engine.info()
+    data["priors"] = engine.priors()
+    data["methods"] = engine.methods()
+    from .models import list_models
+
+    data["models"] = list_models()
+    console.print_json(json.dumps(data, default=str))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="listen address; loopback unless you really mean otherwise")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="0 = chosen by the OS")] = 0,
+    state_file: Annotated[Path | None, typer.Option(help="where port, pid and token are written (mode 0600)")] = None,
+    parent_pid: Annotated[int | None, typer.Option(help="exit when this process dies (Blender)")] = None,
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Run the backend server (what the Blender add-on starts)."""
+    from .server import serve as run_server
+
+    run_server(_engine(cache_dir, device), host=host, port=port, state_file=state_file, parent_pid=parent_pid)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("segany-demo"),
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """The main job on the built-in sample: prepare iSeg, click a part, write a coloured PLY and a PNG."""
+    from .demo import run_demo
+
+    try:
+        paths = run_demo(_engine(cache_dir, device), out, prepare=run_prepare)
+    except SegAnyError as exc:
+        _fail(exc)
+    for label, path in paths.items():
+        console.print(f"{label}: {path}")
+
+
+@app.command()
+def segment(
+    path: Annotated[Path, typer.Argument(help="mesh / splat / point file")],
+    click: Annotated[list[str], typer.Option(help="element index with sign, e.g. 120 or -45 (negative click); repeat")],
+    method: str = "iseg",
+    prior: Annotated[str | None, typer.Option(help="2D prior (default: the method's)")] = None,
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("segany-out"),
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Segment a file from clicks: writes result.ply (scores + colours) and result.png."""
+    from .demo import write_result
+
+    engine = _engine(cache_dir, device)
+    try:
+        sid = engine.load_scene(path)
+        run_prepare(engine, method, sid, prior)
+        clicks = [[abs(int(c)), -1 if c.strip().startswith("-") else 1] for c in click]
+        sel = engine.query(method, sid, {"clicks": clicks}, prior=prior)
+        paths = write_result(engine.get_scene(sid), sel, out, clicks)
+    except SegAnyError as exc:
+        _fail(exc)
+    for label, p in paths.items():
+        console.print(f"{label}: {p}")
+
+
+@cache_app.command("list")
+def cache_list(cache_dir: CacheOpt = None) -> None:
+    """Cached prepare results, newest first."""
+    from .cache import Cache
+
+    cache = Cache(cache_dir)
+    table = Table(title=f"cache {cache.root}")
+    for col in ("scene", "method", "prior", "key", "created"):
+        table.add_column(col)
+    for e in sorted(cache.entries(), key=lambda e: e.record.get("created", 0), reverse=True):
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.record.get("created", 0)))
+        table.add_row(e.scene_id[:12], e.method, str(e.record.get("prior")), e.key, created)
+    console.print(table)
+    console.print(f"{cache.size_bytes() / 1e6:.1f} MB")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    scene: Annotated[str | None, typer.Option(help="only this scene id")] = None, cache_dir: CacheOpt = None
+) -> None:
+    """Remove cached results (all, or one scene's)."""
+    from .cache import Cache
+
+    n = Cache(cache_dir).clear(scene)
+    console.print(f"removed {n} entries")
+
+
+@app.command()
+def bench(
+    name: Annotated[str, typer.Argument(help="protocol | kernels | iseg | addon")],
+    out: Annotated[Path, typer.Option(help="output directory for NAME.json and NAME.png")] = Path("bench-out"),
+    quick: Annotated[bool, typer.Option(help="tiny sizes: a smoke test, not a measurement")] = False,
+) -> None:
+    """Run a benchmark: prints a table, writes OUT/NAME.json and OUT/NAME.png."""
+    from .bench import run_bench
+
+    try:
+        run_bench(name, out, quick=quick)
+    except SegAnyError as exc:
+        _fail(exc)
+    console.print(f"wrote {out / (name + '.json')} and {out / (name + '.png')}")
+
+
+@app.command("eval")
+def evaluate(
+    method: Annotated[str, typer.Option(help="method to evaluate")] = "iseg",
+    prior: Annotated[str, typer.Option(help="2D prior")] = "geometric",
+    data: Annotated[Path, typer.Option(help="PSB-layout directory or a directory of labelled PLY files")] = Path(
+        "../shared/data/psb"
+    ),
+    ids: Annotated[str | None, typer.Option(help="comma-separated shape ids")] = None,
+    clicks: Annotated[int, typer.Option(help="clicks per target")] = 20,
+    noise: Annotated[str | None, typer.Option(help="oracle noise: 'default' or none")] = None,
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("eval-out"),
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Evaluate a method with simulated clicks against a classical baseline; writes results.json, report.md, PNG."""
+    from .eval import run_eval
+
+    try:
+        run_eval(
+            method=method,
+            prior=prior,
+            data=data,
+            ids=ids.split(",") if ids else None,
+            clicks=clicks,
+            out=out,
+            engine=_engine(cache_dir, device),
+            prior_options={"noise": noise} if noise else None,
+        )
+    except SegAnyError as exc:
+        _fail(exc)
+    console.print((out / "report.md").read_text())
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Known model files and whether they are present."""
+    from .models import list_models
+
+    console.print_json(json.dumps(list_models(), default=str))
+
+
+@models_app.command("where")
+def models_where(name: Annotated[str, typer.Argument()]) -> None:
+    """Path a model file is (or would be) stored at."""
+    from .models import where
+
+    console.print(str(where(name)))
+
+
+@models_app.command("fetch")
+def models_fetch(name: Annotated[str, typer.Argument()], url: Annotated[str | None, typer.Option()] = None) -> None:
+    """Download (resuming) and verify a model file."""
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    from .models import fetch
+
+    with Progress(TextColumn(name), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
+        task = bar.add_task(name, total=None)
+        try:
+            path = fetch(
+                name, url_override=url, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+        except SegAnyError as exc:
+            _fail(exc)
+    console.print(f"verified: {path}")
+
+
+@models_app.command("verify")
+def models_verify(name: Annotated[str, typer.Argument()]) -> None:
+    """Re-hash a downloaded model file against its known SHA-256."""
+    from .models import verify
+
+    try:
+        console.print(str(verify(name)))
+    except SegAnyError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":
+    app()
