@@ -194,3 +194,12 @@ def scene_id(scene: Scene) -> str:
         h.update(np.asarray(arr.shape, dtype=np.int64).tobytes())
         h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
     return h.hexdigest()
+
+
+def element_positions(scene: Scene) -> np.ndarray:
+    """Where each selectable element sits: vertices, Gaussian means or points, (N, 3)."""
+    if isinstance(scene, MeshScene):
+        return scene.vertices
+    if isinstance(scene, SplatScene):
+        return scene.means
+    return scene.xyz

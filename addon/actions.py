@@ -1,0 +1,160 @@
+"""What the operators, the click tool and the scripting API do, as plain functions on Blender data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import bpy
+import numpy as np
+
+from . import properties, results, runtime, scene_read, selection_math
+from .client import RemoteError
+
+
+def object_key(obj: bpy.types.Object) -> int:
+    """Runtime key of an object: stable while Blender runs, survives renames."""
+    return obj.session_uid
+
+
+def next_color(obj: bpy.types.Object) -> tuple[float, float, float, float]:
+    return selection_math.segment_color(len(obj.segany_segments))
+
+
+def unique_name(obj: bpy.types.Object, name: str) -> str:
+    """name, or name.001, .002 … so a new segment never overwrites an earlier one's outputs."""
+    taken = {s.name for s in obj.segany_segments}
+    if name not in taken:
+        return name
+    k = 1
+    while f"{name}.{k:03d}" in taken:
+        k += 1
+    return f"{name}.{k:03d}"
+
+
+def start_prepare(obj: bpy.types.Object, settings: properties.SegAnySettings) -> None:
+    """Read the object, send it and start the prepare job in the background (UI path)."""
+    rt = runtime.current()
+    scene = scene_read.read_object(obj)
+    rt.prepare(object_key(obj), scene, settings.method, settings.prior or None, settings.option_dict())
+
+
+def prepare_blocking(
+    obj: bpy.types.Object,
+    method: str,
+    prior: str | None = None,
+    options: dict[str, Any] | None = None,
+    timeout: float | None = None,
+) -> runtime.ObjectState:
+    """Send the object and run (or load from cache) the method's prepare; returns the object's state."""
+    rt = runtime.current()
+    key = object_key(obj)
+    scene = scene_read.read_object(obj)
+    sid = rt.send_sync(key, scene)
+    st = rt.state(key)
+    st.method, st.prior, st.status = method, prior or "", "preparing"
+    client = rt.backend.ensure()
+    try:
+        popts = rt.backend.config.prior_options(prior)
+        result = client.submit(method, sid, prior=prior, options=options, prior_options=popts).result(timeout)
+    except RemoteError as exc:
+        st.status, st.message = "failed", runtime.error_text(exc)
+        raise
+    st.status, st.fraction, st.message = "prepared", 1.0, str(result.get("message", "prepared"))
+    st.from_cache = "cache" in st.message
+    return st
+
+
+@dataclass
+class Segmented:
+    """What `segment` made: the scores, the threshold used, and the Blender data written."""
+
+    scores: np.ndarray
+    threshold: float
+    segment: str
+    made: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.scores >= self.threshold
+
+    @property
+    def count(self) -> int:
+        return int(self.mask.sum())
+
+
+def accept(
+    obj: bpy.types.Object,
+    scores: np.ndarray,
+    threshold: float,
+    output: str,
+    name: str,
+    color: tuple[float, ...] | None = None,
+    binary: bool = True,
+    method: str = "",
+    clicks: list | None = None,
+) -> Segmented:
+    """Keep a selection as a segment (scores attribute + list entry) and write it in the chosen output."""
+    color = color or next_color(obj)
+    name = unique_name(obj, name)
+    seg = properties.add_segment(obj, name, scores, threshold, color, method, clicks)
+    made = results.apply(obj, scores, threshold, output, name, color, binary)
+    return Segmented(np.asarray(scores, np.float32), threshold, seg.name, made)
+
+
+def segment(
+    obj: bpy.types.Object,
+    clicks: list[tuple[int, int]],
+    method: str = "iseg",
+    prior: str | None = None,
+    output: str = "vertex_group",
+    name: str = "Segment",
+    threshold: float | None = None,
+    binary: bool = True,
+    options: dict[str, Any] | None = None,
+    timeout: float | None = None,
+) -> Segmented:
+    """Blocking click → selection → Blender data, for scripts and the explicit operator."""
+    if not clicks:
+        raise ValueError("give at least one click: [(element_index, +1 or -1), ...]")
+    n = len(obj.data.vertices) if obj.type == "MESH" else len(getattr(obj.data, "points", []))
+    bad = [c for c in clicks if not (0 <= int(c[0]) < n) or int(c[1]) not in (-1, 1)]
+    if bad:
+        raise ValueError(f"clicks {bad} are out of range: indices in 0..{n - 1}, signs +1 or -1")
+    st = prepare_blocking(obj, method, prior, options, timeout)
+    rt = runtime.current()
+    plain = [[int(i), int(s)] for i, s in clicks]
+    sel = rt.backend.ensure().query(method, st.scene_id, {"clicks": plain}, prior=prior)
+    thr = float(sel.threshold if threshold is None else threshold)
+    return accept(
+        obj, np.asarray(sel.scores, np.float32), thr, output, name, binary=binary, method=method, clicks=plain
+    )
+
+
+def label(
+    obj: bpy.types.Object,
+    words: list[str],
+    method: str = "sas",
+    prior: str | None = None,
+    options: dict[str, Any] | None = None,
+    timeout: float | None = None,
+) -> dict[str, Segmented]:
+    """Open-vocabulary labels: one segment (float attribute `segany_label_<word>`) per word."""
+    if not words:
+        raise ValueError("give at least one word to label")
+    st = prepare_blocking(obj, method, prior, options, timeout)
+    client = runtime.current().backend.ensure()
+    out = {}
+    for word in words:
+        sel = client.query(method, st.scene_id, {"words": [word]}, prior=prior)
+        scores = np.asarray(sel.scores, np.float32)
+        out[word] = accept(obj, scores, float(sel.threshold), "attribute", f"segany_label_{word}", method=method)
+    return out
+
+
+def apply_segment(obj: bpy.types.Object, index: int, output: str, name: str | None = None, binary: bool = True) -> Any:
+    """Write an existing segment in another output form (from its stored scores)."""
+    seg = obj.segany_segments[index]
+    scores = properties.segment_scores(obj, seg)
+    return results.apply(obj, scores, seg.threshold, output, name or seg.name, tuple(seg.color), binary)

@@ -1,0 +1,95 @@
+"""SegAny's scripting API inside Blender (batch labelling, `blender -b --python script.py`).
+
+    import bl_ext.user_default.segany.api as segany    # the extension's module; repo name may differ
+
+    obj = bpy.data.objects["chair"]
+    done = segany.segment(obj, clicks=[(120, +1), (877, -1)], method="iseg", output="vertex_group", name="seat")
+    print(done.count, "vertices in", done.segment)
+
+Every call blocks until the backend answers (the backend starts on first use, with the interpreter
+set in the preferences). Prepared work is cached by the backend, so a second run on the same geometry
+skips the training. Errors are `ValueError` (bad input), `RemoteError` (the backend refused: `.code` is
+stable, e.g. 'not_found' for a method this backend does not have) or `BackendUnavailable`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+from . import actions, results, runtime
+from .actions import Segmented
+from .client import BackendUnavailable, RemoteError
+from .properties import OUTPUT_ITEMS
+
+OUTPUTS = tuple(item[0] for item in OUTPUT_ITEMS)
+
+
+def backend_info() -> dict[str, Any]:
+    """Start or reuse the backend and return its info (version, device, methods, priors, cache)."""
+    return runtime.current().backend.ensure().info()
+
+
+def prepare(obj: bpy.types.Object, method: str = "iseg", prior: str | None = None, options: dict | None = None,
+            timeout: float | None = None) -> runtime.ObjectState:  # fmt: skip
+    """Send obj and run the method's per-object preparation (or load it from the cache)."""
+    return actions.prepare_blocking(obj, method, prior, options, timeout)
+
+
+def segment(
+    obj: bpy.types.Object,
+    clicks: list[tuple[int, int]],
+    method: str = "iseg",
+    prior: str | None = None,
+    output: str = "vertex_group",
+    name: str = "Segment",
+    threshold: float | None = None,
+    binary: bool = True,
+    options: dict | None = None,
+    timeout: float | None = None,
+) -> Segmented:
+    """Clicks [(vertex or point index, +1 add / -1 remove), ...] → a segment written as `output`
+    (one of OUTPUTS). Returns scores, threshold, mask, count and what was made."""
+    return actions.segment(obj, clicks, method, prior, output, name, threshold, binary, options, timeout)
+
+
+def label(obj: bpy.types.Object, words: list[str], method: str = "sas", prior: str | None = None,
+          options: dict | None = None, timeout: float | None = None) -> dict[str, Segmented]:  # fmt: skip
+    """Open-vocabulary labels: one float attribute `segany_label_<word>` per word."""
+    return actions.label(obj, words, method, prior, options, timeout)
+
+
+def apply(obj: bpy.types.Object, segment_index: int, output: str, name: str | None = None) -> Any:
+    """Write an existing segment (from obj.segany_segments) in another output form."""
+    return actions.apply_segment(obj, segment_index, output, name)
+
+
+def export_ply(obj: bpy.types.Object, path: str, segment_index: int | None = None) -> int:
+    """Write a splat object's Gaussians (all, or one segment's) as a standard 3DGS PLY; returns the count."""
+    mask = None
+    if segment_index is not None:
+        seg = obj.segany_segments[segment_index]
+        from .properties import segment_scores
+
+        mask = segment_scores(obj, seg) >= seg.threshold
+    return results.export_splat_ply(obj, path, mask)
+
+
+def stop_backend() -> None:
+    runtime.current().backend.stop()
+
+
+__all__ = [
+    "OUTPUTS",
+    "BackendUnavailable",
+    "RemoteError",
+    "Segmented",
+    "apply",
+    "backend_info",
+    "export_ply",
+    "label",
+    "prepare",
+    "segment",
+    "stop_backend",
+]

@@ -1,0 +1,80 @@
+"""The click tool's logic without the modal operator: clicks, undo, live scores, accept / cancel.
+
+The modal operator only turns events into these calls; tests and the benchmark call them directly
+(modal operators do not run in background mode).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from .client import Selection
+from .runtime import Runtime, error_text
+
+Show = Callable[[np.ndarray, float], None]
+
+
+class ClickSession:
+    """Positive / negative clicks on one object; every change re-queries, the newest answer is shown."""
+
+    def __init__(self, rt: Runtime, key: int, show: Show, clear: Callable[[], None]) -> None:
+        self.rt = rt
+        self.key = key
+        self.show = show
+        self.clear = clear
+        self.clicks: list[tuple[int, int]] = []
+        self.scores: np.ndarray | None = None
+        self.threshold = 0.5
+        self.error = ""
+        self.timings: dict[str, float] = {}
+        self._generation = 0
+
+    def add(self, element: int, positive: bool = True) -> bool:
+        """A click on element (from the picker); -1 (a miss) is ignored. Returns whether a query went out."""
+        if element < 0:
+            return False
+        self.clicks.append((int(element), 1 if positive else -1))
+        self._send()
+        return True
+
+    def undo(self) -> None:
+        """Forget the last click (Ctrl+Z in the tool)."""
+        if not self.clicks:
+            return
+        self.clicks.pop()
+        if self.clicks:
+            self._send()
+        else:
+            self._generation += 1
+            self.scores = None
+            self.clear()
+
+    def _send(self) -> None:
+        self._generation += 1
+        generation = self._generation
+        clicks = [list(c) for c in self.clicks]
+        t_event = time.perf_counter()
+
+        def done(sel: Selection, timing: dict[str, float]) -> None:
+            if generation != self._generation:
+                return  # an older answer arriving after a newer click or an undo
+            self.scores = np.asarray(sel.scores, np.float32)
+            self.threshold = float(sel.threshold)
+            self.error = ""
+            t0 = time.perf_counter()
+            self.show(self.scores, self.threshold)
+            t1 = time.perf_counter()
+            self.timings = {**timing, "write_s": t1 - t0, "event_to_result_s": t1 - t_event}
+
+        def failed(exc: BaseException) -> None:
+            if generation == self._generation:
+                self.error = error_text(exc)
+
+        self.rt.query(self.key, {"clicks": clicks}, done, failed)
+
+    @property
+    def selected(self) -> int:
+        return 0 if self.scores is None else int((self.scores >= self.threshold).sum())

@@ -1,0 +1,121 @@
+"""The "SegAny" sidebar tab in the 3D viewport: backend, the object's scene, prepare, the click tool, and
+the segments made so far."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import actions, preferences, runtime
+
+STATUS_TEXT = {
+    "not sent": "Not sent to the backend yet",
+    "sending": "Sending…",
+    "sent": "Sent",
+    "preparing": "Preparing",
+    "prepared": "Prepared",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+}
+
+
+def scene_status(rt: runtime.Runtime, obj: bpy.types.Object) -> tuple[str, str]:
+    """(text, icon) describing the object's scene: sent / preparing x% / prepared (from cache) / failed."""
+    st = rt.state(actions.object_key(obj))
+    text = STATUS_TEXT.get(st.status, st.status)
+    if st.status == "preparing":
+        text = f"Preparing {st.method}: {st.fraction:.0%} {st.message}"
+    elif st.status == "prepared":
+        text = f"Prepared {st.method}" + (" (from cache)" if st.from_cache else "")
+    elif st.status in ("failed", "cancelled") and st.message:
+        text = st.message
+    if st.scene_id and st.status not in ("preparing",):
+        text += f" · {st.kind} {st.n_elements:,} · {st.scene_id[:8]}"
+    icon = {"prepared": "CHECKMARK", "failed": "ERROR", "preparing": "SORTTIME"}.get(st.status, "INFO")
+    return text, icon
+
+
+class SEGANY_UL_segments(bpy.types.UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        row = layout.row(align=True)
+        row.prop(item, "color", text="", emboss=True)
+        row.prop(item, "name", text="", emboss=False)
+        row.label(text=f"{item.count:,}")
+
+
+class SEGANY_PT_main(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "SegAny"
+    bl_label = "SegAny"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        rt = runtime.current_or_none()
+        text, icon = preferences.status_line(rt, preferences.get())
+        box = layout.box()
+        box.label(text=text, icon=icon)
+        row = box.row(align=True)
+        if rt is None or rt.backend.status in ("stopped", "error"):
+            row.operator("segany.backend_start", icon="PLAY")
+        if rt is not None and rt.backend.status in ("dead", "error", "running"):
+            row.operator("segany.backend_restart", icon="FILE_REFRESH")
+        obj = context.active_object
+        if rt is None or obj is None or obj.type not in ("MESH", "POINTCLOUD"):
+            layout.label(text="Select a mesh, splat or point-cloud object")
+            return
+        settings = context.scene.segany
+        col = layout.column()
+        col.prop(settings, "method")
+        col.prop(settings, "prior")
+        col.prop(settings, "options")
+        text, icon = scene_status(rt, obj)
+        col.label(text=text, icon=icon)
+        st = rt.state(actions.object_key(obj))
+        if st.status == "preparing":
+            row = col.row(align=True)
+            if hasattr(row, "progress"):
+                row.progress(factor=st.fraction, type="BAR", text=f"{st.fraction:.0%}")
+            row.operator("segany.cancel", icon="CANCEL")
+        else:
+            col.operator("segany.prepare", icon="PLAY")
+        col.separator()
+        col.prop(settings, "output")
+        col.prop(settings, "output_name")
+        row = col.row(align=True)
+        row.prop(settings, "binary")
+        row.prop(settings, "use_threshold")
+        if settings.use_threshold:
+            col.prop(settings, "threshold", slider=True)
+        col.prop(settings, "pick_radius")
+        tool = col.row()
+        tool.scale_y = 1.4
+        tool.enabled = st.status == "prepared"
+        tool.operator("segany.click_tool", icon="RESTRICT_SELECT_OFF")
+
+
+class SEGANY_PT_segments(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "SegAny"
+    bl_label = "Segments"
+    bl_parent_id = "SEGANY_PT_main"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        obj = context.active_object
+        return obj is not None and obj.type in ("MESH", "POINTCLOUD")
+
+    def draw(self, context: bpy.types.Context) -> None:
+        obj = context.active_object
+        layout = self.layout
+        row = layout.row()
+        row.template_list("SEGANY_UL_segments", "", obj, "segany_segments", obj, "segany_segment_index", rows=4)
+        side = row.column(align=True)
+        side.operator("segany.segment_remove", icon="REMOVE", text="")
+        buttons = layout.row(align=True)
+        buttons.operator("segany.segment_apply", icon="CHECKMARK")
+        if obj.type == "POINTCLOUD" or (obj.type == "MESH" and len(obj.data.polygons) == 0):
+            buttons.operator("segany.export_ply", icon="EXPORT", text="Export PLY")
+
+
+CLASSES = (SEGANY_UL_segments, SEGANY_PT_main, SEGANY_PT_segments)

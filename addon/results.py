@@ -1,0 +1,258 @@
+"""Write a selection (a score per vertex / point) into Blender data. Plain functions: the operators, the
+scripting API, tests and benchmarks all call these. Bulk writes go through foreach_set."""
+
+from __future__ import annotations
+
+import bmesh
+import bpy
+import numpy as np
+
+from . import scene_read, selection_math, splat_layout
+
+PREVIEW_ATTRIBUTE = "segany_preview"
+_DROP = "segany_drop"
+OUTPUTS = ("vertex_group", "attribute", "bool_attribute", "selection", "material", "face_set", "object")
+
+
+def _n(data: bpy.types.ID) -> int:
+    return len(data.vertices) if isinstance(data, bpy.types.Mesh) else len(data.points)
+
+
+def _check_size(data: bpy.types.ID, values: np.ndarray) -> None:
+    if len(values) != _n(data):
+        raise ValueError(f"{len(values)} scores for {_n(data)} elements of {data.name!r}: the geometry changed")
+
+
+def write_float_attribute(data: bpy.types.ID, name: str, values: np.ndarray) -> bpy.types.Attribute:
+    """A FLOAT attribute on the POINT domain (mesh vertices or point-cloud points), created if missing."""
+    values = np.ascontiguousarray(values, np.float32)
+    _check_size(data, values)
+    attr = data.attributes.get(name)
+    if attr is not None and (attr.data_type != "FLOAT" or attr.domain != "POINT"):
+        data.attributes.remove(attr)
+        attr = None
+    if attr is None:
+        attr = data.attributes.new(name, "FLOAT", "POINT")
+    attr.data.foreach_set("value", values)
+    data.update_tag()
+    return attr
+
+
+def write_bool_attribute(data: bpy.types.ID, name: str, mask: np.ndarray) -> bpy.types.Attribute:
+    """A BOOLEAN attribute on the POINT domain: usable by geometry nodes as a selection."""
+    mask = np.ascontiguousarray(mask, bool)
+    _check_size(data, mask)
+    attr = data.attributes.get(name)
+    if attr is not None and (attr.data_type != "BOOLEAN" or attr.domain != "POINT"):
+        data.attributes.remove(attr)
+        attr = None
+    if attr is None:
+        attr = data.attributes.new(name, "BOOLEAN", "POINT")
+    attr.data.foreach_set("value", mask)
+    data.update_tag()
+    return attr
+
+
+def write_vertex_group(
+    obj: bpy.types.Object, name: str, scores: np.ndarray, threshold: float, binary: bool = True
+) -> bpy.types.VertexGroup:
+    """A vertex group whose weights are 1.0 above threshold (binary) or the scores themselves.
+
+    Weights are written one `add` call per distinct weight level (see selection_math.weight_buckets):
+    Blender has no bulk setter for vertex-group weights.
+    """
+    if obj.type != "MESH":
+        raise ValueError(f"{obj.name!r} is a {obj.type.lower()}: vertex groups exist only on meshes")
+    _check_size(obj.data, np.asarray(scores))
+    w = selection_math.weights(scores, threshold, binary)
+    vg = obj.vertex_groups.get(name)
+    if vg is None:
+        vg = obj.vertex_groups.new(name=name)
+    else:
+        vg.remove(np.arange(len(w)).tolist())
+    for weight, idx in selection_math.weight_buckets(w):
+        vg.add(idx.tolist(), weight, "REPLACE")
+    obj.vertex_groups.active_index = vg.index
+    obj.data.update_tag()
+    return vg
+
+
+def _topology(mesh: bpy.types.Mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    totals = np.empty(len(mesh.polygons), np.int32)
+    mesh.polygons.foreach_get("loop_total", totals)
+    loop_verts = np.empty(len(mesh.loops), np.int32)
+    mesh.loops.foreach_get("vertex_index", loop_verts)
+    edges = np.empty(len(mesh.edges) * 2, np.int32)
+    mesh.edges.foreach_get("vertices", edges)
+    return totals, loop_verts, edges
+
+
+def faces_of(mesh: bpy.types.Mesh, mask: np.ndarray, rule: str = "all") -> np.ndarray:
+    """Face mask from a vertex mask (all corners selected, or a majority)."""
+    totals, loop_verts, _ = _topology(mesh)
+    return selection_math.face_mask(mask, totals, loop_verts, rule)
+
+
+def set_selection(obj: bpy.types.Object, mask: np.ndarray) -> int:
+    """Make the mask the mesh's vertex / edge / face selection (edit mode or object mode); returns the count."""
+    mesh = obj.data
+    mask = np.ascontiguousarray(mask, bool)
+    _check_size(mesh, mask)
+    if obj.mode == "EDIT":
+        bm = bmesh.from_edit_mesh(mesh)
+        bm.verts.ensure_lookup_table()
+        for v, sel in zip(bm.verts, mask.tolist(), strict=True):
+            v.select_set(sel)
+        bm.select_flush_mode()
+        bmesh.update_edit_mesh(mesh, loop_triangles=False, destructive=False)
+        return int(mask.sum())
+    totals, loop_verts, edges = _topology(mesh)
+    mesh.vertices.foreach_set("select", mask)
+    mesh.edges.foreach_set("select", selection_math.edge_mask(mask, edges))
+    mesh.polygons.foreach_set("select", selection_math.face_mask(mask, totals, loop_verts, "all"))
+    mesh.update_tag()
+    return int(mask.sum())
+
+
+def add_material_slot(obj: bpy.types.Object, name: str, color: tuple[float, ...], mask: np.ndarray) -> int:
+    """A new material (segment colour in viewport and Principled base colour) on the segment's faces."""
+    mesh = obj.data
+    mat = bpy.data.materials.new(name)
+    mat.diffuse_color = (*color[:3], 1.0)
+    if hasattr(mat, "use_nodes") and not mat.use_nodes:
+        mat.use_nodes = True
+    bsdf = mat.node_tree.nodes.get("Principled BSDF") if mat.node_tree else None
+    if bsdf is not None:
+        bsdf.inputs["Base Color"].default_value = (*color[:3], 1.0)
+    mesh.materials.append(mat)
+    slot = len(mesh.materials) - 1
+    faces = faces_of(mesh, mask, "majority")
+    idx = np.empty(len(mesh.polygons), np.int32)
+    mesh.polygons.foreach_get("material_index", idx)
+    idx[faces] = slot
+    mesh.polygons.foreach_set("material_index", idx)
+    mesh.update_tag()
+    return slot
+
+
+def add_face_set(mesh: bpy.types.Mesh, mask: np.ndarray) -> int:
+    """Put the segment's faces into a new sculpt face set (the `.sculpt_face_set` FACE attribute)."""
+    faces = faces_of(mesh, mask, "majority")
+    attr = mesh.attributes.get(".sculpt_face_set")
+    ids = np.ones(len(mesh.polygons), np.int32)
+    if attr is None:
+        attr = mesh.attributes.new(".sculpt_face_set", "INT", "FACE")
+    else:
+        attr.data.foreach_get("value", ids)
+    new_id = int(ids.max(initial=0)) + 1
+    ids[faces] = new_id
+    attr.data.foreach_set("value", ids)
+    mesh.update_tag()
+    return new_id
+
+
+def separate(obj: bpy.types.Object, mask: np.ndarray, name: str) -> bpy.types.Object:
+    """A new object holding only the segment (all attributes, materials and UVs kept); the original stays."""
+    mask = np.ascontiguousarray(mask, bool)
+    _check_size(obj.data, mask)
+    new = obj.copy()
+    new.data = obj.data.copy()
+    new.name = new.data.name = name
+    for coll in obj.users_collection:
+        coll.objects.link(new)
+    if obj.type == "MESH":
+        bm = bmesh.new()
+        bm.from_mesh(new.data)
+        bm.verts.ensure_lookup_table()
+        drop = [bm.verts[i] for i in np.flatnonzero(~mask).tolist()]
+        bmesh.ops.delete(bm, geom=drop, context="VERTS")
+        bm.to_mesh(new.data)
+        bm.free()
+    else:
+        write_bool_attribute(new.data, _DROP, ~mask)
+        _remove_points(new)
+    return new
+
+
+def _remove_points(obj: bpy.types.Object) -> None:
+    """Delete the flagged points of a point cloud: there is no bmesh for point clouds, so apply a tiny
+    geometry-nodes modifier (Delete Geometry on the flag attribute)."""
+    tree = bpy.data.node_groups.new(".segany_delete_points", "GeometryNodeTree")
+    tree.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    tree.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    nin, nout = tree.nodes.new("NodeGroupInput"), tree.nodes.new("NodeGroupOutput")
+    named = tree.nodes.new("GeometryNodeInputNamedAttribute")
+    named.data_type = "BOOLEAN"
+    named.inputs["Name"].default_value = _DROP
+    delete = tree.nodes.new("GeometryNodeDeleteGeometry")
+    tree.links.new(nin.outputs[0], delete.inputs["Geometry"])
+    tree.links.new(named.outputs["Attribute"], delete.inputs["Selection"])
+    tree.links.new(delete.outputs["Geometry"], nout.inputs[0])
+    mod = obj.modifiers.new("segany_separate", "NODES")
+    mod.node_group = tree
+    try:
+        with bpy.context.temp_override(active_object=obj, object=obj):
+            bpy.ops.object.modifier_apply(modifier=mod.name)
+    finally:
+        bpy.data.node_groups.remove(tree)
+    drop = obj.data.attributes.get(_DROP)
+    if drop is not None:
+        obj.data.attributes.remove(drop)
+
+
+def show_preview(data: bpy.types.ID, scores: np.ndarray, threshold: float, color: tuple[float, ...]) -> None:
+    """Colour the elements live while clicking: a POINT colour attribute, made the active one."""
+    colors = selection_math.preview_colors(scores, threshold, color)
+    attr = data.color_attributes.get(PREVIEW_ATTRIBUTE)
+    if attr is None:
+        attr = data.color_attributes.new(PREVIEW_ATTRIBUTE, "FLOAT_COLOR", "POINT")
+    attr.data.foreach_set("color", colors.ravel())
+    if hasattr(data.color_attributes, "active_color"):  # meshes; point clouds have no active colour
+        data.color_attributes.active_color = attr
+    data.update_tag()
+
+
+def clear_preview(data: bpy.types.ID) -> None:
+    attr = data.color_attributes.get(PREVIEW_ATTRIBUTE)
+    if attr is not None:
+        data.color_attributes.remove(attr)
+        data.update_tag()
+
+
+def export_splat_ply(obj: bpy.types.Object, path: str, mask: np.ndarray | None) -> int:
+    """Write the (selected) Gaussians of a splat object as a standard 3DGS PLY; returns how many."""
+    scene = scene_read.read_object(obj)
+    if scene.kind != "splats":
+        raise ValueError(f"{obj.name!r} is not a Gaussian-splat object (no f_dc_* / radiance:base attributes)")
+    return splat_layout.write_ply(path, scene.arrays, mask)
+
+
+def apply(
+    obj: bpy.types.Object,
+    scores: np.ndarray,
+    threshold: float,
+    output: str,
+    name: str,
+    color: tuple[float, ...] = (1.0, 0.3, 0.1, 1.0),
+    binary: bool = True,
+) -> object:
+    """Write one selection in the chosen form; returns what was made (group, attribute, slot, id, object)."""
+    scores = np.asarray(scores, np.float32)
+    mask = scores >= threshold
+    if output == "vertex_group":
+        return write_vertex_group(obj, name, scores, threshold, binary)
+    if output == "attribute":
+        return write_float_attribute(obj.data, name, scores)
+    if output == "bool_attribute":
+        return write_bool_attribute(obj.data, name, mask)
+    if output == "object":
+        return separate(obj, mask, name)
+    if obj.type != "MESH" or len(obj.data.polygons) == 0:
+        raise ValueError(f"output {output!r} needs a mesh with faces; use 'attribute' for splats and points")
+    if output == "selection":
+        return set_selection(obj, mask)
+    if output == "material":
+        return add_material_slot(obj, name, color, mask)
+    if output == "face_set":
+        return add_face_set(obj.data, mask)
+    raise ValueError(f"unknown output {output!r}; expected one of {OUTPUTS}")

@@ -1,0 +1,256 @@
+"""iSeg as a SegAny method: prepare trains the feature field and the click decoder; a query is one pass."""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import asdict
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ...errors import SegAnyError
+from ...jobs import JobContext
+from ...priors import Prior
+from ...scene import MeshScene, Scene
+from ..base import Method, Selection, State
+from .data import make_samples, pixel_corners, visible_vertices
+from .decoder import PRESETS, ClickScorer, Decoder, DecoderConfig
+from .encoder import EncoderConfig, normalise
+from .rendering import embed_raster, orbit_cameras, rasterize, render_views
+from .train import Schedule, train_decoder, train_encoder
+
+FORMAT = "iseg/1"
+_INT_OPTIONS = (
+    "views", "resolution", "encoder_width", "encoder_depth", "fourier", "encoder_steps", "encoder_pixels",
+    "click_vertices", "views_per_click", "second_clicks", "min_mask_pixels", "decoder_steps", "decoder_batch",
+    "decoder_pixels", "seed",
+)  # fmt: skip
+_FLOAT_OPTIONS = ("sigma", "encoder_lr", "decoder_lr", "dice_weight", "threshold")
+_CHOICES = {"mask": ("smallest", "best"), "decoder": tuple(PRESETS)}
+
+
+def _check_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """Refuse unknown keys and out-of-range values with a message naming the option."""
+    known = set(_INT_OPTIONS) | set(_FLOAT_OPTIONS) | set(_CHOICES) | {"device"}
+    unknown = sorted(set(opts) - known)
+    if unknown:
+        raise SegAnyError("bad_request", f"unknown iseg options {unknown}; known: {sorted(known)}")
+    out = dict(opts)
+    for k in _INT_OPTIONS:
+        v = out[k]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if k in ("second_clicks", "seed") else 1):
+            raise SegAnyError("bad_request", f"iseg option {k!r} must be a positive integer, got {v!r}")
+        out[k] = int(v)
+    for k in _FLOAT_OPTIONS:
+        v = out[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+            raise SegAnyError("bad_request", f"iseg option {k!r} must be a non-negative number, got {v!r}")
+        out[k] = float(v)
+    for k, allowed in _CHOICES.items():
+        if out[k] not in allowed:
+            raise SegAnyError("bad_request", f"iseg option {k!r} must be one of {list(allowed)}, got {out[k]!r}")
+    if not 0.0 < out["threshold"] < 1.0:
+        raise SegAnyError("bad_request", f"iseg option 'threshold' must be in (0, 1), got {out['threshold']}")
+    return out
+
+
+def parse_clicks(query: dict[str, Any], n_vertices: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """{"clicks": [[vertex, sign], ...]} → vertices (C,) long, positive (C,) bool; sign +1 adds, -1 removes."""
+    if not isinstance(query, dict) or "clicks" not in query:
+        raise SegAnyError("bad_request", 'an iseg query is {"clicks": [[vertex, sign], ...]} with sign +1 or -1')
+    clicks = query["clicks"]
+    try:
+        arr = np.asarray(clicks, dtype=np.float64).reshape(-1, 2) if len(clicks) else np.zeros((0, 2))
+    except (TypeError, ValueError) as exc:
+        raise SegAnyError("bad_request", f"clicks must be a list of [vertex, sign] pairs, got {clicks!r}") from exc
+    if len(arr) != len(clicks) or not np.isfinite(arr).all():
+        raise SegAnyError("bad_request", f"clicks must be a list of [vertex, sign] pairs, got {clicks!r}")
+    verts, signs = arr[:, 0], arr[:, 1]
+    bad = (verts != np.round(verts)) | (verts < 0) | (verts >= n_vertices)
+    if bad.any():
+        raise SegAnyError(
+            "bad_request", f"click vertex {clicks[int(np.argmax(bad))][0]!r} is not a vertex index in 0..{n_vertices - 1}"
+        )
+    if not np.isin(signs, (1, -1)).all():
+        raise SegAnyError("bad_request", f"click signs must be +1 (add) or -1 (remove), got {sorted(set(signs) - {1, -1})}")
+    return torch.as_tensor(verts.astype(np.int64)), torch.as_tensor(signs > 0)
+
+
+class _Scorers:
+    """Rebuilt decoders per live State object, so repeated clicks skip the rebuild (bounded LRU)."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[int, tuple[weakref.ref, ClickScorer]] = OrderedDict()
+
+    def get(self, state: State) -> ClickScorer:
+        key = id(state)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0]() is state:
+                self._items.move_to_end(key)
+                return hit[1]
+        scorer = build_scorer(state)
+        with self._lock:
+            self._items[key] = (weakref.ref(state), scorer)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return scorer
+
+
+def build_scorer(state: State) -> ClickScorer:
+    """The decoder and features of a state (from prepare or from disk) as a ClickScorer."""
+    meta = state.meta
+    if meta.get("format") != FORMAT:
+        raise SegAnyError("not_prepared", f"this state is not an iSeg state ({meta.get('format')!r}); run prepare again")
+    cfg = DecoderConfig(dim=int(meta["decoder"]["dim"]), widths=tuple(int(w) for w in meta["decoder"]["widths"]))
+    decoder = Decoder(cfg)
+    decoder.load_state_dict({k[len("decoder.") :]: v for k, v in state.tensors.items() if k.startswith("decoder.")})
+    return ClickScorer(decoder, state.tensors["features"].float())
+
+
+def _tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+class ISeg(Method):
+    """Interactive attention on meshes (Lang et al., SIGGRAPH Asia 2024), trained per mesh from a 2D prior."""
+
+    name: ClassVar[str] = "iseg"
+    scene_kinds: ClassVar[tuple[str, ...]] = ("mesh",)
+    default_prior: ClassVar[str] = "geometric"
+
+    def __init__(self) -> None:
+        self._scorers = _Scorers()
+
+    def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
+        """iSeg's sizes on a GPU; on a CPU fewer views and steps and the light decoder (see the README)."""
+        gpu = str(device).startswith("cuda")
+        n = scene.n_elements
+        return {
+            "views": 100 if gpu else 24,
+            "resolution": 224 if gpu else 192,
+            "encoder_width": 256 if gpu else 128,
+            "encoder_depth": 4 if gpu else 2,
+            "fourier": 256 if gpu else 128,
+            "sigma": 5.0,
+            "encoder_steps": 2000 if gpu else 150,
+            "encoder_pixels": 16384 if gpu else 4096,
+            "encoder_lr": 1e-3,
+            "click_vertices": max(32, round(0.03 * n)) if gpu else 64,
+            "views_per_click": 8 if gpu else 3,
+            "second_clicks": 5 if gpu else 2,
+            "mask": "smallest",
+            "min_mask_pixels": 4,
+            "decoder": "full" if gpu else "light",
+            "decoder_steps": 3000 if gpu else 300,
+            "decoder_batch": 16,
+            "decoder_pixels": 1024 if gpu else 384,
+            "decoder_lr": 1e-4 if gpu else 1e-3,
+            "dice_weight": 1.0,
+            "threshold": 0.5,
+            "seed": 0,
+        }
+
+    def prepare(self, scene: Scene, prior: Prior, options: dict[str, Any], ctx: JobContext) -> State:
+        if not isinstance(scene, MeshScene):
+            raise SegAnyError("unsupported", f"iseg segments meshes, not {scene.kind!r} scenes")
+        prior.require("prompt")
+        prior.require("embed")
+        opts = _check_options({**self.default_options(scene, ctx.device), **options})
+        device = torch.device(ctx.device if str(ctx.device).startswith("cuda") and torch.cuda.is_available() else "cpu")
+        gen = torch.Generator().manual_seed(opts["seed"])
+        rng = np.random.default_rng(opts["seed"])
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+
+        ctx.progress(0.0, "rendering views")
+        vertices = torch.as_tensor(scene.vertices)
+        faces = torch.as_tensor(scene.faces)
+        positions, centre, scale = normalise(vertices)
+        cameras = orbit_cameras(scene.vertices, opts["views"], opts["resolution"])
+        raster = rasterize(scene, cameras)
+        views = render_views(scene, cameras, raster)
+        timings["render"] = time.perf_counter() - t0
+
+        ctx.progress(0.03, "prior embeddings")
+        emb = torch.as_tensor(prior.embed(views))
+        emb_raster = embed_raster(scene, cameras, raster, emb.shape[1], emb.shape[2])
+        emb_corners = pixel_corners(emb_raster.tri_ids, emb_raster.bary, faces)
+        targets = emb.reshape(len(views), -1, emb.shape[-1])[emb_corners.view, emb_corners.pixel].float()
+        timings["embed"] = time.perf_counter() - t0 - sum(timings.values())
+
+        enc_cfg = EncoderConfig(
+            out_dim=int(emb.shape[-1]), width=opts["encoder_width"], depth=opts["encoder_depth"],
+            fourier=opts["fourier"], sigma=opts["sigma"],
+        )  # fmt: skip
+        enc_sched = Schedule(opts["encoder_steps"], opts["encoder_lr"], opts["encoder_pixels"])
+        encoder, features, enc_losses = train_encoder(
+            positions.to(device), emb_corners, targets.to(device), enc_cfg, enc_sched, ctx.sub(0.15, 0.4), gen
+        )
+        timings["encoder"] = time.perf_counter() - t0 - sum(timings.values())
+
+        from segany.kernels.fps import farthest_point_sampling
+
+        n_clicks = min(opts["click_vertices"], len(vertices))
+        click_vertices = farthest_point_sampling(vertices, n_clicks, start=0).cpu().numpy().astype(np.int64)
+        tri_np, bary_np = raster.tri_ids.cpu().numpy(), raster.bary.cpu().numpy()
+        visible = visible_vertices(tri_np, bary_np, scene.faces, len(vertices))
+        samples = make_samples(
+            prior, views, visible, positions.numpy(), click_vertices, opts, rng, ctx.sub(0.4, 0.65)
+        )
+        if len(samples) == 0:
+            raise SegAnyError(
+                "unsupported", "no training clicks: no sampled vertex is visible with a usable mask in any view"
+            )
+        timings["samples"] = time.perf_counter() - t0 - sum(timings.values())
+
+        corners = pixel_corners(raster.tri_ids, raster.bary, faces)
+        dec_cfg = DecoderConfig(dim=enc_cfg.out_dim, widths=PRESETS[opts["decoder"]])
+        dec_sched = Schedule(opts["decoder_steps"], opts["decoder_lr"], opts["decoder_batch"], opts["decoder_pixels"])
+        decoder, dec_losses = train_decoder(
+            features, samples, corners, dec_cfg, dec_sched, opts["dice_weight"], ctx.sub(0.65, 1.0), gen
+        )
+        timings["decoder"] = time.perf_counter() - t0 - sum(timings.values())
+        ctx.progress(1.0, "prepared")
+
+        tensors = {
+            "centre": centre.contiguous(),
+            "scale": scale.contiguous(),
+            "features": features.detach().cpu().float().contiguous(),
+            "click_vertices": torch.as_tensor(click_vertices),
+            **_tensors("encoder", encoder),
+            **_tensors("decoder", decoder),
+        }
+        meta = {
+            "format": FORMAT,
+            "n_vertices": len(vertices),
+            "n_faces": len(faces),
+            "encoder": asdict(enc_cfg),
+            "decoder": {"dim": dec_cfg.dim, "widths": list(dec_cfg.widths), "preset": opts["decoder"]},
+            "threshold": opts["threshold"],
+            "options": {k: v for k, v in opts.items() if k != "device"},
+            "samples": samples.counts(),
+            "losses": {"encoder_last": float(np.mean(enc_losses[-10:])), "decoder_last": float(np.mean(dec_losses[-10:]))},
+            "timings": timings,
+        }
+        return State(tensors=tensors, meta=meta)
+
+    def query(self, scene: Scene, state: State, query: dict[str, Any]) -> Selection:
+        n = int(state.meta.get("n_vertices", -1))
+        if n != scene.n_elements:
+            raise SegAnyError(
+                "not_prepared", f"the iseg state was prepared for {n} vertices but the scene has {scene.n_elements}"
+            )
+        vertices, positive = parse_clicks(query, n)
+        threshold = float(state.meta.get("threshold", 0.5))
+        if len(vertices) == 0:
+            return Selection(np.zeros(n, dtype=np.float32), threshold)
+        probs = self._scorers.get(state)(vertices, positive)
+        return Selection(probs.numpy().astype(np.float32), threshold)

@@ -1,0 +1,116 @@
+"""The two optimisations of iSeg's prepare, both supervised through rendering.
+
+Each step draws covered pixels and evaluates the networks only on the vertices of those pixels'
+triangles (rendering a pixel needs nothing else), so a step costs the same on a 5K- and a 50K-vertex
+mesh; the loss is exactly the one on rendered images, restricted to the drawn pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ...jobs import JobContext
+from .data import PixelCorners, Samples
+from .decoder import Decoder, DecoderConfig
+from .encoder import Encoder, EncoderConfig
+
+
+@dataclass(frozen=True)
+class Schedule:
+    steps: int
+    lr: float
+    batch: int  # pixels per step (encoder) / samples per step (decoder)
+    pixels: int = 0  # pixels per sample (decoder)
+
+
+def _cosine(optim: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / steps)))
+
+
+def train_encoder(
+    positions: torch.Tensor,
+    corners: PixelCorners,
+    targets: torch.Tensor,
+    cfg: EncoderConfig,
+    sched: Schedule,
+    ctx: JobContext,
+    generator: torch.Generator,
+) -> tuple[Encoder, torch.Tensor, list[float]]:
+    """Fit the field to the prior's embeddings (MSE inside the silhouette, iSeg's loss).
+
+    positions (V, 3) normalised; targets (N, D) embedding at each corner row. Returns the encoder, the
+    per-vertex features (V, D) and the loss curve.
+    """
+    encoder = Encoder(cfg, generator).to(positions.device)
+    optim = torch.optim.Adam(encoder.parameters(), sched.lr)
+    lr_sched = _cosine(optim, sched.steps)
+    n = len(corners.pixel)
+    losses = []
+    for step in range(sched.steps):
+        ctx.progress(step / sched.steps, f"encoder step {step + 1}/{sched.steps}")
+        rows = torch.randint(n, (min(sched.batch, n),), generator=generator)
+        used, inverse = torch.unique(corners.vertices[rows], return_inverse=True)
+        feats = encoder(positions[used])
+        rendered = (feats[inverse] * corners.weights[rows].unsqueeze(-1)).sum(dim=1)
+        loss = (rendered - targets[rows]).pow(2).sum(dim=-1).mean()
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        lr_sched.step()
+        losses.append(float(loss))
+    encoder.eval()
+    with torch.no_grad():
+        features = torch.cat([encoder(chunk) for chunk in positions.split(65536)])
+    return encoder, features, losses
+
+
+def dice_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft dice per sample over its drawn pixels, averaged; balances small masks against BCE's bias."""
+    inter = (prob * target).sum(dim=-1)
+    return (1 - (2 * inter + 1) / (prob.sum(dim=-1) + target.sum(dim=-1) + 1)).mean()
+
+
+def train_decoder(
+    features: torch.Tensor,
+    samples: Samples,
+    corners: PixelCorners,
+    cfg: DecoderConfig,
+    sched: Schedule,
+    dice_weight: float,
+    ctx: JobContext,
+    generator: torch.Generator,
+) -> tuple[Decoder, list[float]]:
+    """Fit the click decoder so its probabilities, rendered into each sample's view, match the mask."""
+    decoder = Decoder(cfg).to(features.device)
+    optim = torch.optim.Adam(decoder.parameters(), sched.lr)
+    lr_sched = _cosine(optim, sched.steps)
+    view = torch.as_tensor(samples.view)
+    clicks = torch.as_tensor(samples.clicks)
+    positive = torch.as_tensor(samples.positive)
+    valid = torch.as_tensor(samples.valid)
+    masks = torch.as_tensor(samples.masks).reshape(len(samples), -1)
+    start = corners.offsets[view]
+    count = corners.offsets[view + 1] - start
+    losses = []
+    for step in range(sched.steps):
+        ctx.progress(step / sched.steps, f"decoder step {step + 1}/{sched.steps}")
+        s = torch.randint(len(samples), (sched.batch,), generator=generator)
+        u = torch.rand(len(s), sched.pixels, generator=generator)
+        rows = start[s, None] + (u * count[s, None]).long()
+        target = masks[s[:, None], corners.pixel[rows]].float()
+        verts = corners.vertices[rows].reshape(len(s), -1)
+        logits = decoder(features[verts], features[clicks[s]], positive[s], valid[s])
+        prob = torch.sigmoid(logits).reshape(len(s), sched.pixels, 3)
+        rendered = (prob * corners.weights[rows]).sum(dim=-1).clamp(1e-6, 1 - 1e-6)
+        loss = F.binary_cross_entropy(rendered, target) + dice_weight * dice_loss(rendered, target)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        lr_sched.step()
+        losses.append(float(loss))
+    return decoder.eval(), losses
+

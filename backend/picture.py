@@ -1,0 +1,63 @@
+"""PNG pictures of a selection: the scene from a few views, selected elements in a highlight colour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .cameras import cameras_for_scene
+from .scene import MeshScene, PointScene, Scene, SplatScene
+
+HIGHLIGHT = np.array([1.0, 0.45, 0.05], np.float32)
+BASE = np.array([0.72, 0.74, 0.78], np.float32)
+
+
+def selection_colors(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Per-element colour: grey below the threshold, orange above, brighter with the score."""
+    s = np.clip(np.asarray(scores, np.float32), 0.0, 1.0)[:, None]
+    return np.where(s >= threshold, HIGHLIGHT * (0.6 + 0.4 * s), BASE).astype(np.float32)
+
+
+def recolored(scene: Scene, colors: np.ndarray) -> Scene:
+    """The same geometry with per-element colours replaced (for rendering only)."""
+    if isinstance(scene, MeshScene):
+        return MeshScene(scene.vertices, scene.faces, vertex_colors=colors)
+    if isinstance(scene, SplatScene):
+        sh = np.zeros_like(scene.sh)
+        sh[:, 0, :] = (colors - 0.5) / 0.28209479177387814
+        return SplatScene(scene.means, scene.quats, scene.log_scales, scene.logit_opacities, sh)
+    return PointScene(scene.xyz, rgb=colors, normals=scene.normals)
+
+
+def render_grid(scene: Scene, path: Path, n_views: int = 4, size: int = 320, marks: np.ndarray | None = None) -> Path:
+    """Render n_views orbit views side by side into a PNG; `marks` (M, 3) world points drawn as dots."""
+    from .views import render_views
+
+    cams = cameras_for_scene(scene, n_views, size, size, elevation_range=(10.0, 40.0))
+    views = render_views(scene, cams)
+    tiles = (views.rgb.clip(0, 1) * 255).astype(np.uint8)
+    if marks is not None and len(marks):
+        for i in range(n_views):
+            _draw_marks(tiles[i], views.depth[i], cams.viewmats[i], cams.Ks[i], np.asarray(marks, np.float64))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(list(tiles), axis=1)).save(path)
+    return path
+
+
+def _draw_marks(tile: np.ndarray, depth: np.ndarray, viewmat: np.ndarray, k: np.ndarray, marks: np.ndarray) -> None:
+    """Blue dots at the visible projections of world points (clicks), drawn in place."""
+    cam = np.c_[marks, np.ones(len(marks))] @ viewmat.T
+    size_y, size_x = depth.shape
+    yy, xx = np.mgrid[-4:5, -4:5]
+    disk = xx**2 + yy**2 <= 16
+    for x_cam, y_cam, z in cam[:, :3]:
+        if z <= 0:
+            continue
+        x, y = int(k[0, 0] * x_cam / z + k[0, 2]), int(k[1, 1] * y_cam / z + k[1, 2])
+        if not (4 <= x < size_x - 4 and 4 <= y < size_y - 4):
+            continue
+        if depth[y, x] == 0 or z <= depth[y, x] * 1.02:
+            tile[y - 4 : y + 5, x - 4 : x + 5][disk] = (30, 90, 255)

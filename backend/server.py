@@ -1,0 +1,545 @@
+"""The backend's socket server: the wire protocol of DESIGN.md in front of one Engine.
+
+Loopback only unless a host is given; the port is the OS's choice unless given; port, pid and a
+random token go to a state file only the user can read. A connection's first frame must be a hello
+with that token, or it gets one `unauthorized` frame and is closed.
+
+Threads: one accept loop, one reader per connection (answers short ops inline), a small pool for
+ops that may take long (scene upload/load, queries, waiting for a result), one event writer per
+connection (job progress never waits on a slow client), and the engine's own job worker. A long job
+therefore never blocks a query. A connection that goes away cancels its unfinished jobs. With
+`parent_pid`, the server exits when that process dies (Blender quit or crashed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import logging
+import os
+import queue
+import secrets
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .addon import wire
+from .addon.client import default_state_file
+from .engine import Engine, Job
+from .errors import SegAnyError
+
+log = logging.getLogger("segany.server")
+
+# An unauthenticated peer gets this long per read to say hello; after the hello, reads block without
+# a timeout (the peer is the user's own program, and a closed peer ends the read at once).
+HELLO_TIMEOUT = 10.0
+PARALLEL_OPS = 4
+# Before the token is checked nothing big is read: a hello is a small header and no payload.
+PREAUTH_LIMITS = wire.Limits(max_header=4096, max_payload=0, max_arrays=0, max_elements=0)
+SLOW_OPS = frozenset({"scene.add", "scene.load", "query", "job.result"})
+
+ReadyFn = Callable[[str, int], None]
+# An op's answer: reply fields and arrays, or None when the op already sent its reply itself.
+Reply = tuple[dict[str, Any], dict[str, np.ndarray] | None] | None
+
+
+class _Conn:
+    """One client connection: its socket, its jobs, and the writer for job events."""
+
+    def __init__(self, sock: socket.socket, peer: str) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.send_lock = threading.Lock()
+        self.order_lock = threading.RLock()  # a job's events go out only after its submit reply
+        self.jobs: dict[str, Job] = {}
+        self.closed = False
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.writer = threading.Thread(target=self._write_events, name=f"segany-events-{peer}", daemon=True)
+        self.writer.start()
+
+    def send(self, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
+        buffers = wire.encode(header, arrays)
+        try:
+            with self.send_lock:
+                for buf in buffers:
+                    self.sock.sendall(buf)
+        except OSError as e:
+            log.debug("client %s went away while we sent (%s)", self.peer, e)
+
+    def error(self, rid: Any, code: str, message: str) -> None:
+        self.send({"id": rid, "ok": False, "error": {"code": code, "message": message}})
+
+    def _write_events(self) -> None:
+        while True:
+            event = self.events.get()
+            if event is None:
+                return
+            self.send(event)
+
+    def close(self) -> None:
+        with self.order_lock:
+            self.closed = True
+            unfinished = [j for j in self.jobs.values() if not j.done]
+        for job in unfinished:
+            job.cancel()
+        if unfinished:
+            log.info("client %s left: cancelled %d unfinished job(s)", self.peer, len(unfinished))
+        self.events.put(None)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            log.debug("socket of %s already shut down", self.peer)
+        self.sock.close()
+
+
+def _field(header: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    value = header.get(name, default)
+    if value is ...:
+        raise SegAnyError("bad_request", f"op {header.get('op')!r} needs the field {name!r}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if value is not default and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise SegAnyError("bad_request", f"field {name!r} must be {want}, got {type(value).__name__}")
+    return value
+
+
+def _plain(obj: Any) -> Any:
+    """Engine results as JSON: numpy scalars to numbers, paths to strings, small arrays described."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return {"array": str(obj.dtype), "shape": list(obj.shape)}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+class Server:
+    """Start with start() (non-blocking) or serve() (blocking); stop() from anywhere."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state_file: str | Path | None = None,
+        parent_pid: int | None = None,
+        limits: wire.Limits | None = None,
+    ) -> None:
+        self.engine = engine
+        self.host = host
+        self.port = port
+        self.state_file = Path(state_file) if state_file is not None else default_state_file()
+        self.parent_pid = parent_pid
+        self.limits = limits or wire.Limits()
+        self.token = secrets.token_hex(32)
+        self._conns: set[_Conn] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=PARALLEL_OPS, thread_name_prefix="segany-op")
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._ops: dict[str, Callable[[_Conn, dict[str, Any], dict[str, np.ndarray]], Reply]] = {
+            "hello": self._op_hello,
+            "info": self._op_info,
+            "echo": self._op_echo,
+            "scene.add": self._op_scene_add,
+            "scene.load": self._op_scene_load,
+            "scene.drop": self._op_scene_drop,
+            "scene.list": self._op_scene_list,
+            "job.submit": self._op_job_submit,
+            "job.status": self._op_job_status,
+            "job.cancel": self._op_job_cancel,
+            "job.result": self._op_job_result,
+            "query": self._op_query,
+            "shutdown": self._op_shutdown,
+        }
+
+    # lifecycle ----------------------------------------------------------------------------
+    def start(self) -> tuple[str, int]:
+        """Bind, write the state file, start the accept loop; returns (host, port)."""
+        listener = socket.create_server((self.host, self.port), backlog=64)
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        self._write_state()
+        self._spawn(self._accept_loop, "segany-accept")
+        if self.parent_pid is not None:
+            self._spawn(self._watch_parent, "segany-parent-watch")
+        log.info("SegAny backend listening on %s:%d (state file %s)", self.host, self.port, self.state_file)
+        return self.host, self.port
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    def stop(self) -> None:
+        """Close the listener and every connection (their jobs are cancelled), remove the state file."""
+        if self._stopping.is_set():
+            self._stopped.wait()
+            return
+        self._stopping.set()
+        self._wake_w.send(b"x")
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            conn.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._remove_state()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout=5)
+        self._wake_r.close()
+        self._wake_w.close()
+        self._stopped.set()
+
+    def _write_state(self) -> None:
+        """Atomically, mode 0600 from the first byte: a reader sees the old file or the whole new one."""
+        self.state_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        doc = {
+            "host": self.host,
+            "port": self.port,
+            "pid": os.getpid(),
+            "token": self.token,
+            "version": __version__,
+            "protocol": wire.VERSION,
+        }
+        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.state_file)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _remove_state(self) -> None:
+        """Remove the state file only if it is still ours (a newer server may have replaced it)."""
+        try:
+            if json.loads(self.state_file.read_text(encoding="utf-8")).get("token") == self.token:
+                self.state_file.unlink()
+        except (OSError, ValueError) as e:
+            log.debug("state file %s not removed: %s", self.state_file, e)
+
+    def _watch_parent(self) -> None:
+        # A direct child also notices re-parenting, which is immune to the parent's pid being reused.
+        direct = os.name == "posix" and os.getppid() == self.parent_pid
+        while not self._stopping.wait(0.5):
+            if (direct and os.getppid() != self.parent_pid) or not _alive(self.parent_pid):
+                log.info("parent process %s is gone: shutting down", self.parent_pid)
+                threading.Thread(target=self.stop, name="segany-stop", daemon=True).start()
+                return
+
+    # connections --------------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self._listener, selectors.EVENT_READ)
+        sel.register(self._wake_r, selectors.EVENT_READ)
+        try:
+            while not self._stopping.is_set():
+                for key, _ in sel.select():
+                    if key.fileobj is self._wake_r:
+                        return
+                    try:
+                        sock, addr = self._listener.accept()
+                    except OSError as e:
+                        log.warning("accept failed: %s", e)
+                        continue
+                    threading.Thread(
+                        target=self._serve_conn, args=(sock, f"{addr[0]}:{addr[1]}"), name="segany-conn", daemon=True
+                    ).start()
+        finally:
+            sel.close()
+            self._listener.close()
+
+    def _serve_conn(self, sock: socket.socket, peer: str) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Conn(sock, peer)
+        with self._lock:
+            if self._stopping.is_set():
+                conn.close()
+                return
+            self._conns.add(conn)
+        try:
+            if self._authenticate(conn):
+                self._read_requests(conn)
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+
+    def _authenticate(self, conn: _Conn) -> bool:
+        conn.sock.settimeout(HELLO_TIMEOUT)
+        reason = "the first frame must be a hello carrying the token from the backend's state file"
+        rid = None
+        try:
+            frame = wire.read_frame(conn.sock, PREAUTH_LIMITS)
+        except wire.WireError as e:
+            frame, reason = None, f"{reason} ({e.message})"
+        except OSError:
+            return False
+        if frame is not None:
+            header, _ = frame
+            rid = header.get("id") if isinstance(header.get("id"), (int, str)) else None
+            token = header.get("token")
+            if header.get("op") == "hello" and isinstance(token, str):
+                if hmac.compare_digest(token.encode("utf-8"), self.token.encode("utf-8")):
+                    conn.sock.settimeout(None)
+                    conn.send({"id": rid, "ok": True, **self._hello_fields()})
+                    return True
+                reason = "wrong token: read it from the backend's state file (only its user can)"
+        conn.error(rid, "unauthorized", reason)
+        return False
+
+    def _read_requests(self, conn: _Conn) -> None:
+        while not self._stopping.is_set():
+            try:
+                frame = wire.read_frame(conn.sock, self.limits)
+            except wire.WireError as e:
+                # The stream position is lost after a bad frame: answer, then close.
+                conn.error(_rid(e.header), e.code, e.message)
+                return
+            except OSError:
+                return
+            if frame is None:
+                return
+            header, arrays = frame
+            op = header.get("op")
+            if op in SLOW_OPS:
+                try:
+                    self._pool.submit(self._answer, conn, header, arrays)
+                except RuntimeError:
+                    return  # the pool is shut down: the server is stopping
+            else:
+                self._answer(conn, header, arrays)
+
+    def _answer(self, conn: _Conn, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        rid = _rid(header)
+        op = header.get("op")
+        try:
+            if "id" in header and rid is None:
+                raise SegAnyError("bad_request", "the request id must be an integer or a string")
+            handler = self._ops.get(op) if isinstance(op, str) else None
+            if handler is None:
+                raise SegAnyError("bad_request", f"unknown op {op!r}; known ops: {sorted(self._ops)}")
+            reply = handler(conn, header, arrays)
+            if reply is not None:
+                fields, out = reply
+                conn.send({"id": rid, "ok": True, **_plain(fields)}, out)
+        except SegAnyError as e:
+            conn.error(rid, e.code, e.message)
+        except wire.WireError as e:
+            conn.error(rid, "internal", f"the reply to {op!r} could not be framed: {e.message}")
+        except Exception as e:
+            log.error("op %r failed:\n%s", op, traceback.format_exc())
+            frame = traceback.extract_tb(e.__traceback__)[-1]
+            where = f"{Path(frame.filename).name}:{frame.lineno}"
+            conn.error(rid, "internal", f"{type(e).__name__}: {e} (op {op!r}, at {where})")
+
+    # ops ----------------------------------------------------------------------------------
+    def _hello_fields(self) -> dict[str, Any]:
+        return {
+            "server": "segany",
+            "version": __version__,
+            "protocol": wire.VERSION,
+            "pid": os.getpid(),
+            "limits": self.limits.to_dict(),
+        }
+
+    def _op_hello(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+        return self._hello_fields(), None
+
+    def _op_info(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+        with self._lock:
+            clients = len(self._conns)
+        return {**self.engine.info(), "server": {**self._hello_fields(), "clients": clients}}, None
+
+    def _op_echo(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+        """Diagnostics: measures the link (the add-on's connection test, `segany bench protocol`)."""
+        if _field(h, "return_arrays", bool, True):
+            return {"time": time.time()}, a
+        return {"time": time.time(), "received": {k: int(v.nbytes) for k, v in a.items()}}, None
+
+    def _scene_reply(self, sid: str) -> dict[str, Any]:
+        scene = self.engine.get_scene(sid)
+        return {"scene_id": sid, "kind": scene.kind, "n_elements": scene.n_elements, "warnings": list(scene.warnings)}
+
+    def _op_scene_add(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+        return self._scene_reply(self.engine.add_arrays(_field(h, "kind", str), a)), None
+
+    def _op_scene_load(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+        return self._scene_reply(self.engine.load_scene(_field(h, "path", str))), None
+
+    def _op_scene_drop(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+        self.engine.drop_scene(_field(h, "scene_id", str))
+        return {}, None
+
+    def _op_scene_list(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+        return {"scenes": self.engine.scenes()}, None
+
+    def _op_job_submit(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+        method = _field(h, "method", str)
+        sid = _field(h, "scene_id", str)
+        prior = _field(h, "prior", (str, type(None)), None)
+        options = _field(h, "options", dict, {})
+        prior_options = _field(h, "prior_options", dict, {})
+        finals: set[str] = set()
+
+        def forward(job: Job) -> None:
+            with conn.order_lock:
+                if conn.closed or job.id in finals:
+                    return
+                if job.done:
+                    finals.add(job.id)
+                    conn.events.put(_final_event(job))
+                else:
+                    event = {"event": "progress", "job": job.id, "status": job.status}
+                    conn.events.put({**event, "fraction": job.fraction, "message": job.message})
+
+        with conn.order_lock:
+            job = self.engine.submit(method, sid, prior, options, prior_options, on_progress=forward)
+            conn.jobs[job.id] = job
+            # Replying under order_lock: the client learns the job id before any of its events.
+            conn.send({"id": _rid(h), "ok": True, "job": job.id, "status": job.status})
+        return None
+
+    def _op_job_status(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+        return self.engine.job(_field(h, "job", str)).to_dict(), None
+
+    def _op_job_cancel(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+        job = self.engine.job(_field(h, "job", str))
+        job.cancel()
+        return job.to_dict(), None
+
+    def _op_job_result(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+        wait = _field(h, "wait", (int, float), 0.0)
+        return self.engine.job(_field(h, "job", str)).result(timeout=max(0.0, min(float(wait), 3600.0))), None
+
+    def _op_query(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+        query = {**_field(h, "query", dict, {}), **a}
+        prior = _field(h, "prior", (str, type(None)), None)
+        sel = self.engine.query(_field(h, "method", str), _field(h, "scene_id", str), query, prior=prior)
+        out = {k: np.asarray(v) for k, v in sel.extras.items()}
+        out["scores"] = np.asarray(sel.scores, dtype=np.float32)
+        return {"threshold": float(sel.threshold), "n": int(out["scores"].shape[0])}, out
+
+    def _op_shutdown(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+        conn.send({"id": _rid(h), "ok": True})
+        threading.Thread(target=self.stop, name="segany-stop", daemon=True).start()
+        return None
+
+
+def _final_event(job: Job) -> dict[str, Any]:
+    event = "done" if job.status == "done" else ("cancelled" if job.status == "cancelled" else "failed")
+    out: dict[str, Any] = {"event": event, "job": job.id, "status": job.status}
+    if job.error is not None:
+        out["error"] = job.error.to_dict()
+    else:
+        out["result"] = _plain(job.to_dict())
+    return out
+
+
+def _rid(header: dict[str, Any] | None) -> int | str | None:
+    rid = (header or {}).get("id")
+    return rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else None
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether process `pid` still runs (zombies count as dead). Never signals it on Windows."""
+    if pid is None:
+        return True
+    if sys.platform == "win32":
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def serve(
+    engine: Engine,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    state_file: str | Path | None = None,
+    parent_pid: int | None = None,
+    ready: ReadyFn | None = None,
+    limits: wire.Limits | None = None,
+) -> None:
+    """Run until shutdown (op, SIGTERM, Ctrl+C or parent death); closes the engine at the end."""
+    server = Server(engine, host, port, state_file, parent_pid, limits)
+    server.start()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: threading.Thread(target=server.stop, daemon=True).start())
+    if ready is not None:
+        ready(server.host, server.port)
+    try:
+        while not server.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        engine.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m segany.server`: the server without the CLI's imports (what tests and Blender start)."""
+    parser = argparse.ArgumentParser(prog="python -m segany.server", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--state-file", type=Path, default=None)
+    parser.add_argument("--parent-pid", type=int, default=None)
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    def announce(host: str, port: int) -> None:
+        print(json.dumps({"ready": True, "host": host, "port": port, "pid": os.getpid()}), flush=True)
+
+    engine = Engine(cache_dir=args.cache_dir, device=args.device)
+    serve(engine, args.host, args.port, args.state_file, args.parent_pid, ready=announce)
+
+
+if __name__ == "__main__":
+    main()

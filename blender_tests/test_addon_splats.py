@@ -1,0 +1,166 @@
+"""Splat objects in both Blender layouts, read into scene arrays, results written back, 3DGS PLY export.
+
+The raw layout comes from Blender 5.0's own PLY importer on the real donut.ply; the decoded (5.3+)
+layout is built as a point cloud with the attribute names and meanings of Blender 5.3's importer
+(bpy 5.0.1 has point clouds but not that importer). The backend's own converters and PLY reader are the
+independent references.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from plyfile import PlyData
+
+DONUT = Path("/work/shared/data/splats/donut.ply")
+
+
+def import_donut() -> object:
+    import bpy
+
+    assert bpy.ops.wm.ply_import(filepath=str(DONUT)) == {"FINISHED"}
+    return bpy.context.active_object
+
+
+def decoded_pointcloud(arrays: dict[str, np.ndarray], name: str = "splats53") -> object:
+    """A 5.3-style splat point cloud: vertex mesh with the decoded attributes, converted to a point cloud."""
+    import bpy
+    from bl_ext.user_default.segany import splat_layout
+
+    n = len(arrays["means"])
+    me = bpy.data.meshes.new(name)
+    me.vertices.add(n)
+    me.vertices.foreach_set("co", arrays["means"].ravel())
+    kinds = {4: ("FLOAT_COLOR", "color"), 3: ("FLOAT_VECTOR", "vector")}
+    for attr_name, values in splat_layout.to_decoded(arrays).items():
+        if attr_name == "rotation":
+            a = me.attributes.new(attr_name, "QUATERNION", "POINT")
+            a.data.foreach_set("value", values.ravel())
+            continue
+        dtype, key = kinds[values.shape[1]]
+        a = me.attributes.new(attr_name, dtype, "POINT")
+        a.data.foreach_set(key, values.ravel())
+    ob = bpy.data.objects.new(name, me)
+    bpy.context.scene.collection.objects.link(ob)
+    with bpy.context.temp_override(active_object=ob, object=ob, selected_objects=[ob], selected_editable_objects=[ob]):
+        assert bpy.ops.object.convert(target="POINTCLOUD") == {"FINISHED"}
+    ob = bpy.data.objects[name]
+    assert ob.type == "POINTCLOUD"
+    return ob
+
+
+def test_blender50_importer_gives_raw_layout_equal_to_the_file(addon: object, fresh_scene: object) -> None:
+    from bl_ext.user_default.segany import scene_read
+    from segany.formats.gaussians import splats_from_blender_raw
+
+    ob = import_donut()
+    assert ob.type == "MESH" and len(ob.data.polygons) == 0
+    scene = scene_read.read_object(ob)
+    assert scene.kind == "splats" and scene.layout == "raw" and scene.n_elements == 45624
+    v = PlyData.read(str(DONUT))["vertex"]
+    np.testing.assert_array_equal(scene.arrays["means"], np.stack([v["x"], v["y"], v["z"]], 1))
+    np.testing.assert_array_equal(scene.arrays["logit_opacities"], v["opacity"])
+    np.testing.assert_array_equal(scene.arrays["quats"][:, 0], v["rot_0"])
+    np.testing.assert_array_equal(scene.arrays["sh"][:, 0, 2], v["f_dc_2"])
+    attrs = {a: scene_read.read_attribute(ob.data, a) for a in ob.data.attributes.keys() if not a.startswith(".")}
+    ref = splats_from_blender_raw(attrs)
+    for key in ("means", "quats", "log_scales", "logit_opacities", "sh"):
+        np.testing.assert_array_equal(scene.arrays[key], getattr(ref, key), err_msg=key)
+
+
+def test_decoded_pointcloud_layout_matches_the_backend_converter(addon: object, fresh_scene: object) -> None:
+    from bl_ext.user_default.segany import scene_read
+    from segany.formats.gaussians import splats_from_blender_decoded
+
+    rng = np.random.default_rng(0)
+    n = 500
+    arrays = {
+        "means": rng.normal(size=(n, 3)).astype(np.float32),
+        "quats": (q := rng.normal(size=(n, 4)).astype(np.float32)) / np.linalg.norm(q, axis=1, keepdims=True),
+        "log_scales": rng.normal(-3, 0.5, size=(n, 3)).astype(np.float32),
+        "logit_opacities": rng.normal(0, 2, size=n).astype(np.float32),
+        "sh": rng.normal(0, 0.3, size=(n, 4, 3)).astype(np.float32),
+    }
+    ob = decoded_pointcloud(arrays)
+    scene = scene_read.read_object(ob)
+    assert scene.kind == "splats" and scene.layout == "decoded" and scene.n_elements == n
+    for key in arrays:
+        np.testing.assert_allclose(scene.arrays[key], arrays[key], rtol=1e-4, atol=2e-4, err_msg=key)
+    attrs = {a.name: scene_read.read_attribute(ob.data, a.name) for a in ob.data.attributes if not a.name.startswith(".")}
+    ref = splats_from_blender_decoded(attrs)
+    for key in arrays:
+        np.testing.assert_allclose(scene.arrays[key], getattr(ref, key), rtol=1e-5, atol=1e-5, err_msg=key)
+
+
+@pytest.mark.parametrize("layout", ["raw", "decoded"])
+def test_results_written_back_keep_the_original_attributes(addon: object, fresh_scene: object, layout: str) -> None:
+    from bl_ext.user_default.segany import results, scene_read
+
+    ob = import_donut()
+    if layout == "decoded":
+        ob = decoded_pointcloud(scene_read.read_object(ob).arrays, "donut53")
+    before = {a.name: (a.data_type, a.domain) for a in ob.data.attributes}
+    originals = {k: scene_read.read_attribute(ob.data, k) for k in before if not k.startswith(".")}
+    n = scene_read.read_object(ob).n_elements
+    scores = np.linspace(0, 1, n, dtype=np.float32)
+    results.apply(ob, scores, 0.5, "attribute", "segany_part")
+    results.apply(ob, scores, 0.5, "bool_attribute", "segany_part_mask")
+    results.show_preview(ob.data, scores, 0.5, (1, 0, 0, 1))
+    after = {a.name: (a.data_type, a.domain) for a in ob.data.attributes}
+    assert {k: v for k, v in after.items() if k in before} == before
+    for k, v in originals.items():
+        np.testing.assert_array_equal(scene_read.read_attribute(ob.data, k), v, err_msg=k)
+    np.testing.assert_array_equal(scene_read.read_attribute(ob.data, "segany_part"), scores)
+    np.testing.assert_array_equal(scene_read.read_attribute(ob.data, "segany_part_mask"), scores >= 0.5)
+    assert scene_read.read_object(ob).kind == "splats"  # still a splat object with our extras
+
+
+@pytest.mark.parametrize("layout", ["raw", "decoded"])
+def test_export_segment_as_standard_3dgs_ply(addon: object, fresh_scene: object, tmp_path: Path, layout: str) -> None:
+    from bl_ext.user_default.segany import results, scene_read
+    from segany.formats import load_scene
+
+    ob = import_donut()
+    if layout == "decoded":
+        ob = decoded_pointcloud(scene_read.read_object(ob).arrays, "donut53")
+    arrays = scene_read.read_object(ob).arrays
+    mask = arrays["means"][:, 2] > np.median(arrays["means"][:, 2])
+    path = tmp_path / "segment.ply"
+    assert results.export_splat_ply(ob, str(path), mask) == int(mask.sum())
+    ply = PlyData.read(str(path))
+    names = [p.name for p in ply["vertex"].properties]
+    assert names[:9] == ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    assert names[-8:] == ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    back = load_scene(path)
+    assert back.kind == "splats" and back.n_elements == int(mask.sum())
+    np.testing.assert_array_equal(back.means, arrays["means"][mask])
+    np.testing.assert_array_equal(back.logit_opacities, arrays["logit_opacities"][mask])
+    np.testing.assert_array_equal(back.sh, arrays["sh"][mask])
+    if layout == "raw":  # the raw layout round-trips the original file's values bit for bit
+        v = PlyData.read(str(DONUT))["vertex"]
+        np.testing.assert_array_equal(back.log_scales[:, 1], v["scale_1"][mask])
+
+
+def test_higher_sh_degree_round_trips_through_both_layouts(addon: object, fresh_scene: object, tmp_path: Path) -> None:
+    """f_rest_* are channel-major in the PLY; the decoded layout keeps one attribute per coefficient."""
+    import bpy
+    from bl_ext.user_default.segany import scene_read, splat_layout
+
+    rng = np.random.default_rng(1)
+    n, k = 64, 9
+    arrays = {
+        "means": rng.normal(size=(n, 3)).astype(np.float32),
+        "quats": np.tile(np.float32([1, 0, 0, 0]), (n, 1)),
+        "log_scales": np.full((n, 3), -2, np.float32),
+        "logit_opacities": np.zeros(n, np.float32),
+        "sh": rng.normal(size=(n, k, 3)).astype(np.float32),
+    }
+    path = tmp_path / "sh2.ply"
+    splat_layout.write_ply(str(path), arrays)
+    assert bpy.ops.wm.ply_import(filepath=str(path)) == {"FINISHED"}
+    raw = scene_read.read_object(bpy.context.active_object)
+    np.testing.assert_array_equal(raw.arrays["sh"], arrays["sh"])
+    dec = scene_read.read_object(decoded_pointcloud(arrays, "sh2_53"))
+    np.testing.assert_allclose(dec.arrays["sh"], arrays["sh"], atol=1e-6)

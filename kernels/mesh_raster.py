@@ -1,0 +1,476 @@
+"""Mesh rasterization for a batch of OpenCV cameras: per-pixel triangle id, depth, barycentrics, normals.
+
+Conventions (the same as `segany.cameras`): `viewmats` are world-to-camera 4×4 (x right, y down,
+z forward), `Ks` pixel intrinsics; pixel (x, y) covers [x, x+1) × [y, y+1) and is sampled at its centre
+(x + 0.5, y + 0.5) with u = fx·X/Z + cx, v = fy·Y/Z + cy.
+
+What a pixel gets: the closest triangle hit by the ray through its centre (both faces are drawn: no
+back-face culling, since scanned and artist meshes are often inconsistently oriented). `depth` is the
+camera-space z of the hit (not the distance along the ray), `bary` are the perspective-correct barycentric
+weights of the hit point with respect to the triangle's vertices (hit = Σ bary_i · vertex_i), `normals` are
+the unit geometric face normals in world space, normalize((v1 − v0) × (v2 − v0)), not flipped towards the
+camera. Background: tri_ids −1, depth 0, bary 0, normals 0.
+
+Near plane: triangles are clipped at z = `near` (default 1e-3 scene units), not discarded: the in-plane
+test below is exact for triangles that cross the camera plane, pixels whose hit has z < near are
+rejected, and the pixel bounding box of a crossing triangle is taken from its clipped polygon.
+
+How (torch path, CPU and CUDA, no per-pixel or per-triangle Python loops): each triangle gets three
+homogeneous edge functions e_i(u, v) = (V_j × V_k) · K⁻¹(u, v, 1) in camera space (Olano & Greer 1997),
+their signs normalised by the sign of det = V_0 · (V_1 × V_2); a pixel is inside iff all e_i ≥ 0, its
+barycentrics are e / Σe and its depth det / Σe. Shared edges evaluate to exact negatives of each other,
+so closed meshes have no cracks. Triangles are bucketed by the size of their pixel bounding box (1, 2, 4,
+8, 16 px squares; larger boxes are cut into 16×16 tiles), each bucket is evaluated as one broadcast tensor
+op, and the depth test is one `scatter_reduce(amin)` on a packed int64 key (float32 bits of the depth
+<< 32 | face id): exact depth order, ties go to the lower face id. The "embree" backend casts the same
+primary rays with Embree (CPU only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from segany.errors import SegAnyError
+
+_MAX_KEY = torch.iinfo(torch.int64).max
+_CHUNK_PIXELS = 1 << 22
+
+
+@dataclass
+class MeshRaster:
+    """Per-pixel visibility of a mesh in B views of height H and width W."""
+
+    tri_ids: torch.Tensor  # (B, H, W) int64, -1 = background
+    depth: torch.Tensor  # (B, H, W) float32 camera-space z, 0 = background
+    bary: torch.Tensor  # (B, H, W, 3) float32 perspective-correct barycentrics, 0 = background
+    normals: torch.Tensor  # (B, H, W, 3) float32 world-space unit face normals, 0 = background
+    viewmats: torch.Tensor  # (B, 4, 4) the cameras it was rendered with (shading needs the view rays)
+    Ks: torch.Tensor  # (B, 3, 3)
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B, H, W) bool, True where a triangle was hit."""
+        return self.tri_ids >= 0
+
+
+def rasterize_mesh(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    width: int,
+    height: int,
+    backend: str = "auto",
+    near: float = 1e-3,
+) -> MeshRaster:
+    """Rasterize a triangle mesh into B views; `backend` is "auto", "torch" or "embree" ("auto" = torch).
+
+    Outputs live on the device of `vertices`.
+    """
+    vertices = torch.as_tensor(vertices)
+    device = vertices.device
+    vertices = vertices.to(torch.float32)
+    faces = torch.as_tensor(faces, device=device).to(torch.int64)
+    viewmats = torch.as_tensor(viewmats, device=device).to(torch.float32).reshape(-1, 4, 4)
+    Ks = torch.as_tensor(Ks, device=device).to(torch.float32).reshape(-1, 3, 3)
+    _check_inputs(vertices, faces, viewmats, Ks, width, height)
+    if backend in ("auto", "torch", "cpu", "cuda"):
+        tri_ids, depth, bary = _raster_torch(vertices, faces, viewmats, Ks, width, height, near)
+    elif backend == "embree":
+        if device.type != "cpu":
+            raise SegAnyError("unsupported", "the embree backend runs on the CPU; pass CPU tensors or backend='torch'")
+        tri_ids, depth, bary = _raster_embree(vertices, faces, viewmats, Ks, width, height, near)
+    else:
+        raise SegAnyError("bad_request", f"unknown mesh raster backend {backend!r}: use auto, torch or embree")
+    pix = torch.nonzero(tri_ids.reshape(-1) >= 0).squeeze(1)
+    hit_faces = tri_ids.reshape(-1).index_select(0, pix)
+    pix_normals = torch.zeros((tri_ids.numel(), 3), dtype=torch.float32, device=device)
+    pix_normals.index_copy_(0, pix, _face_normals(vertices, faces).index_select(0, hit_faces))
+    pix_normals = pix_normals.reshape(*tri_ids.shape, 3)
+    return MeshRaster(tri_ids, depth, bary, pix_normals, viewmats, Ks)
+
+
+def interpolate(attr: torch.Tensor, faces: torch.Tensor, raster: MeshRaster) -> torch.Tensor:
+    """Barycentric interpolation of a per-vertex attribute (V, C) into (B, H, W, C); 0 on background.
+
+    Differentiable with respect to `attr` (one fused embedding_bag gather-and-weight on the visible pixels),
+    which is how iSeg trains per-vertex features from 2D losses.
+    """
+    squeeze = attr.dim() == 1
+    if squeeze:
+        attr = attr[:, None]
+    faces = torch.as_tensor(faces, device=attr.device).to(torch.int64)
+    tri = raster.tri_ids.reshape(-1)
+    fg_idx = torch.nonzero(tri >= 0).squeeze(1)
+    corner_ids = faces[tri[fg_idx]]
+    weights = raster.bary.reshape(-1, 3)[fg_idx].to(attr.dtype)
+    values = torch.nn.functional.embedding_bag(corner_ids, attr, per_sample_weights=weights, mode="sum")
+    out = attr.new_zeros((tri.numel(), attr.shape[1])).index_copy(0, fg_idx, values)
+    out = out.reshape(*raster.tri_ids.shape, attr.shape[1])
+    return out[..., 0] if squeeze else out
+
+
+def shade(
+    raster: MeshRaster,
+    vertex_colors: torch.Tensor | None = None,
+    faces: torch.Tensor | None = None,
+    light_dir: torch.Tensor | None = None,
+    ambient: float = 0.3,
+    background: float = 1.0,
+) -> torch.Tensor:
+    """Two-sided Lambert shading, rgb (B, H, W, 3) in [0, 1], for 2D models that look at renders.
+
+    The light is a headlight (along each pixel's view ray) unless `light_dir` (world-space direction
+    towards the light) is given. Albedo: `vertex_colors` (V, 3) in [0, 1] interpolated over the faces
+    (then `faces` is needed), else a neutral grey 0.7. Background is `background` (white by default, as
+    in the usual object-centric renders that SAM and CLIP see).
+    """
+    n = raster.normals
+    if light_dir is None:
+        light = -_view_rays(raster.viewmats, raster.Ks, n.shape[2], n.shape[1])
+    else:
+        light = torch.as_tensor(light_dir, dtype=n.dtype, device=n.device)
+        light = (light / light.norm()).expand_as(n)
+    lambert = (n * light).sum(-1).abs()
+    intensity = ambient + (1.0 - ambient) * lambert
+    if vertex_colors is None:
+        albedo = torch.full_like(n, 0.7)
+    else:
+        if faces is None:
+            raise SegAnyError("bad_request", "shade() with vertex_colors needs the faces to interpolate them")
+        colors = torch.as_tensor(vertex_colors, device=n.device).to(torch.float32)
+        albedo = interpolate(colors, faces, raster)
+    rgb = (albedo * intensity[..., None]).clamp(0.0, 1.0)
+    return torch.where(raster.mask[..., None], rgb, torch.full_like(rgb, background))
+
+
+def pick_vertex(raster: MeshRaster, faces: torch.Tensor, vertices: torch.Tensor, view: int, x: float, y: float) -> int:
+    """The vertex under pixel (x, y) of `view`: of the hit triangle's three corners, the one closest in 3D
+    to the surface point under the pixel centre. -1 on background or outside the image."""
+    _, height, width = raster.tri_ids.shape
+    xi, yi = int(np.floor(x)), int(np.floor(y))
+    if not (0 <= xi < width and 0 <= yi < height):
+        return -1
+    tri = int(raster.tri_ids[view, yi, xi])
+    if tri < 0:
+        return -1
+    corners = torch.as_tensor(faces)[tri].to(torch.int64).cpu()
+    pts = torch.as_tensor(vertices).cpu().to(torch.float64)[corners]
+    hit = raster.bary[view, yi, xi].cpu().to(torch.float64) @ pts
+    return int(corners[torch.argmin((pts - hit).norm(dim=1))])
+
+
+def _check_inputs(
+    vertices: torch.Tensor, faces: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int
+) -> None:
+    if vertices.dim() != 2 or vertices.shape[1] != 3:
+        raise SegAnyError("invalid_array", f"vertices must be (V, 3), got {tuple(vertices.shape)}")
+    if faces.dim() != 2 or faces.shape[1] != 3:
+        raise SegAnyError("invalid_array", f"faces must be (F, 3), got {tuple(faces.shape)}")
+    if len(faces) and (int(faces.min()) < 0 or int(faces.max()) >= len(vertices)):
+        raise SegAnyError("invalid_geometry", f"face indices must lie in [0, {len(vertices)})")
+    if len(faces) >= 2**31:
+        raise SegAnyError("too_large", "at most 2^31 - 1 faces can be rasterized")
+    if len(viewmats) != len(Ks):
+        raise SegAnyError("invalid_array", f"{len(viewmats)} viewmats but {len(Ks)} intrinsics")
+    if not (0 < width <= 16384 and 0 < height <= 16384):
+        raise SegAnyError("invalid_array", f"image size {width}×{height} is out of range")
+
+
+def _face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    v0, v1, v2 = (vertices[faces[:, i]] for i in range(3))
+    n = torch.linalg.cross(v1 - v0, v2 - v0)
+    return n / n.norm(dim=1, keepdim=True).clamp_min(1e-30)
+
+
+def _view_rays(viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """(B, H, W, 3) unit world-space directions of the rays through the pixel centres."""
+    dev = viewmats.device
+    u = torch.arange(width, device=dev, dtype=torch.float32) + 0.5
+    v = torch.arange(height, device=dev, dtype=torch.float32) + 0.5
+    x = (u[None, None, :] - Ks[:, 0, 2, None, None]) / Ks[:, 0, 0, None, None]
+    y = (v[None, :, None] - Ks[:, 1, 2, None, None]) / Ks[:, 1, 1, None, None]
+    d_cam = torch.stack(torch.broadcast_tensors(x, y, torch.ones_like(x)), dim=-1)  # (B, H, W, 3)
+    d_world = torch.einsum("bji,bhwj->bhwi", viewmats[:, :3, :3], d_cam)
+    return d_world / d_world.norm(dim=-1, keepdim=True)
+
+
+def _cross(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Cross product of column lists, written out so that cross(a, b) == -cross(b, a) bit for bit."""
+    ax, ay, az = a
+    bx, by, bz = b
+    return [ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx]
+
+
+def _segment_ids(lengths: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For positive `lengths`: the owning segment of each of the `total` = Σ lengths slots, and each
+    segment's first slot (a cumsum of start marks; torch's repeat_interleave is several times slower)."""
+    first = torch.cumsum(lengths, 0) - lengths
+    marks = torch.zeros(total, dtype=torch.int32, device=lengths.device)
+    marks.index_fill_(0, first[1:], 1)
+    return torch.cumsum(marks, 0, dtype=torch.int32), first
+
+
+def _raster_torch(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    width: int,
+    height: int,
+    near: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n_views = len(viewmats)
+    tri_ids = torch.full((n_views, height * width), -1, dtype=torch.int64, device=vertices.device)
+    depth = torch.zeros((n_views, height * width), dtype=torch.float32, device=vertices.device)
+    bary = torch.zeros((n_views, height * width, 3), dtype=torch.float32, device=vertices.device)
+    corners = [faces[:, k].contiguous() for k in range(3)]
+    for b in range(n_views):
+        _raster_view(vertices, corners, viewmats[b], Ks[b], width, height, near, tri_ids[b], depth[b], bary[b])
+    shape = (n_views, height, width)
+    return tri_ids.reshape(shape), depth.reshape(shape), bary.reshape(*shape, 3)
+
+
+def _raster_view(
+    vertices: torch.Tensor,
+    corners: list[torch.Tensor],
+    viewmat: torch.Tensor,
+    K: torch.Tensor,
+    width: int,
+    height: int,
+    near: float,
+    tri_ids: torch.Tensor,
+    depth: torch.Tensor,
+    bary: torch.Tensor,
+) -> None:
+    """One view: fill tri_ids, depth (H·W,) and bary (H·W, 3) in place."""
+    fx, fy, cx, cy = (float(x) for x in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+    cam = (vertices.double() @ viewmat[:3, :3].double().T + viewmat[:3, 3].double()).T.contiguous()  # (3, V)
+    cam32 = cam.float()
+
+    # 1. pixel bounding boxes (float32 is plenty: the box is widened and only has to be a superset)
+    xyz = [[cam32[d].index_select(0, c) for d in range(3)] for c in corners]  # [corner][coord] (F,)
+    zc = [p[2].clamp_min(near) for p in xyz]
+    us = [fx * p[0] / z + cx for p, z in zip(xyz, zc, strict=True)]
+    vs = [fy * p[1] / z + cy for p, z in zip(xyz, zc, strict=True)]
+    umin = torch.minimum(torch.minimum(us[0], us[1]), us[2])
+    umax = torch.maximum(torch.maximum(us[0], us[1]), us[2])
+    vmin = torch.minimum(torch.minimum(vs[0], vs[1]), vs[2])
+    vmax = torch.maximum(torch.maximum(vs[0], vs[1]), vs[2])
+    n_front = sum((p[2] >= near).int() for p in xyz)
+    crossing = torch.nonzero((n_front > 0) & (n_front < 3)).squeeze(1)
+    if len(crossing):
+        tri = torch.stack([torch.stack([cam[d].index_select(0, c[crossing]) for d in range(3)], 1) for c in corners], 1)
+        box = _clipped_box(tri, fx, fy, cx, cy, near).float()
+        for arr, col in zip((umin, umax, vmin, vmax), box.unbind(1), strict=True):
+            arr.index_copy_(0, crossing, col)
+    big = float(4 * max(width, height) + 8)
+    margin = 1e-3
+    x0 = torch.ceil((umin - (0.5 + margin)).clamp(-big, big)).clamp(0, width).int()
+    x1 = torch.floor((umax - (0.5 - margin)).clamp(-big, big)).clamp(-1, width - 1).int()
+    y0 = torch.ceil((vmin - (0.5 + margin)).clamp(-big, big)).clamp(0, height).int()
+    y1 = torch.floor((vmax - (0.5 - margin)).clamp(-big, big)).clamp(-1, height - 1).int()
+    live = torch.nonzero((x0 <= x1) & (y0 <= y1) & (n_front > 0)).squeeze(1)
+
+    # 2. edge functions of the live triangles, in float64, rounded once to float32
+    p = [[cam[d].index_select(0, c.index_select(0, live)) for d in range(3)] for c in corners]
+    edges = [_cross(p[j], p[k]) for j, k in ((1, 2), (2, 0), (0, 1))]
+    det = p[0][0] * edges[0][0] + p[0][1] * edges[0][1] + p[0][2] * edges[0][2]
+    sign = torch.where(det < 0, -1.0, 1.0)
+    coeffs = []  # [edge][a, b, c] (L,) float32 with e = a·u + (b·v + c)
+    for ex, ey, ez in edges:
+        a = ex * sign / fx
+        b = ey * sign / fy
+        coeffs.append([a.float(), b.float(), (ez * sign - a * cx - b * cy).float()])
+    absdet = det.abs().float()
+    x0, x1, y0 = x0.index_select(0, live), x1.index_select(0, live), y0.index_select(0, live)
+    rows = (y1.index_select(0, live) - y0 + 1) * (det != 0)
+    face = live.int()
+
+    # 3. scan-convert in chunks of bounded pixel count, then the depth test
+    zbuf = torch.full((height * width,), _MAX_KEY, dtype=torch.int64, device=vertices.device)
+    work = torch.cumsum(rows.long() * (x1 - x0 + 1), 0)
+    lo = 0
+    while lo < len(live):
+        budget = (int(work[lo - 1]) if lo else 0) + _CHUNK_PIXELS
+        hi = max(lo + 1, int(torch.searchsorted(work, budget, right=True)))
+        sl = slice(lo, hi)
+        _raster_spans(
+            zbuf,
+            [[c[sl] for c in e] for e in coeffs],
+            absdet[sl],
+            face[sl],
+            x0[sl],
+            x1[sl],
+            y0[sl],
+            rows[sl],
+            width,
+            near,
+        )
+        lo = hi
+
+    # 4. decode ids and depth, barycentrics of the winners
+    pix = torch.nonzero(zbuf != _MAX_KEY).squeeze(1)
+    if not len(pix):
+        return
+    key = zbuf.index_select(0, pix)
+    winner = (key & 0xFFFFFFFF).int()
+    tri_ids.index_copy_(0, pix, winner.long())
+    depth.index_copy_(0, pix, (key >> 32).int().view(torch.float32))
+    slot_of = torch.zeros(len(corners[0]), dtype=torch.int64, device=face.device)
+    slot_of.index_copy_(0, live, torch.arange(len(live), device=face.device))
+    slot = slot_of.index_select(0, winner)
+    u = (pix % width).float() + 0.5
+    v = (pix // width).float() + 0.5
+    e = [
+        (a.index_select(0, slot) * u + (b.index_select(0, slot) * v + c.index_select(0, slot))).clamp_min(0.0)
+        for a, b, c in coeffs
+    ]
+    total = (e[0] + e[1] + e[2]).clamp_min(1e-30)
+    bary.index_copy_(0, pix, torch.stack(e, dim=1) / total[:, None])
+
+
+def _clipped_box(tri: torch.Tensor, fx: float, fy: float, cx: float, cy: float, near: float) -> torch.Tensor:
+    """(n, 4) umin, umax, vmin, vmax of camera-space triangles (n, corner, xyz) crossing z = near, clipped
+    to z >= near: the box of their corners in front plus the points where their edges cross the plane."""
+    z = tri[..., 2]
+    pts = [tri[:, i] for i in range(3)]
+    ok = [z[:, i] >= near for i in range(3)]
+    for i, j in ((0, 1), (1, 2), (2, 0)):
+        zi, zj = z[:, i], z[:, j]
+        crosses = (zi - near) * (zj - near) < 0
+        t = ((near - zi) / torch.where(crosses, zj - zi, torch.ones_like(zi))).clamp(0.0, 1.0)
+        pts.append(tri[:, i] + t[:, None] * (tri[:, j] - tri[:, i]))
+        ok.append(crosses)
+    p = torch.stack(pts, dim=1)  # (n, 6, 3)
+    keep = torch.stack(ok, dim=1)
+    zc = p[..., 2].clamp_min(near)
+    u = fx * p[..., 0] / zc + cx
+    v = fy * p[..., 1] / zc + cy
+    inf = torch.full_like(u, float("inf"))
+    return torch.stack(
+        (
+            torch.where(keep, u, inf).amin(1),
+            torch.where(keep, u, -inf).amax(1),
+            torch.where(keep, v, inf).amin(1),
+            torch.where(keep, v, -inf).amax(1),
+        ),
+        dim=1,
+    )
+
+
+def _raster_spans(
+    zbuf: torch.Tensor,
+    coeffs: list[list[torch.Tensor]],
+    absdet: torch.Tensor,
+    face: torch.Tensor,
+    x0: torch.Tensor,
+    x1: torch.Tensor,
+    y0: torch.Tensor,
+    rows: torch.Tensor,
+    width: int,
+    near: float,
+) -> None:
+    """Scan-convert triangles row by row and fold their hits into zbuf with one scatter_reduce(amin).
+
+    In a pixel row, each edge e = a·u + (b·v + c) ≥ 0 bounds u from one side at -(b·v + c)/a. Two
+    triangles sharing an edge compute that bound from exactly negated coefficients, so the bound is
+    bit-identical and every pixel centre lands in at least one of them (no cracks)."""
+    n_rows = int(rows.sum())
+    if n_rows == 0:
+        return
+    nz = torch.nonzero(rows).squeeze(1)
+    rows = rows.index_select(0, nz)
+    owner, first = _segment_ids(rows, n_rows)
+    tri = nz.index_select(0, owner)
+    py = y0.index_select(0, tri) + (
+        torch.arange(n_rows, device=zbuf.device, dtype=torch.int32) - first.int().index_select(0, owner)
+    )
+    v = py.float() + 0.5
+    inf = torch.tensor(float("inf"), device=zbuf.device)
+    u_lo = torch.full((n_rows,), -float("inf"), device=zbuf.device)
+    u_hi = torch.full((n_rows,), float("inf"), device=zbuf.device)
+    a_sum = torch.zeros(n_rows, device=zbuf.device)
+    r_sum = torch.zeros(n_rows, device=zbuf.device)
+    for a_t, b_t, c_t in coeffs:
+        a = a_t.index_select(0, tri)
+        r = b_t.index_select(0, tri) * v + c_t.index_select(0, tri)
+        bound = -r / a
+        u_lo = torch.maximum(u_lo, torch.where(a > 0, bound, torch.where((a == 0) & (r < 0), inf, -inf)))
+        u_hi = torch.minimum(u_hi, torch.where(a < 0, bound, inf))
+        a_sum += a
+        r_sum += r
+    xs = torch.maximum(torch.ceil((u_lo - 0.5).clamp(-1, width)).int(), x0.index_select(0, tri))
+    xe = torch.minimum(torch.floor((u_hi - 0.5).clamp(-1, width)).int(), x1.index_select(0, tri))
+    length = (xe - xs + 1).clamp_min(0)
+    n_pix = int(length.sum())
+    if n_pix == 0:
+        return
+    nz = torch.nonzero(length).squeeze(1)
+    owner, first = _segment_ids(length.index_select(0, nz), n_pix)
+    row = nz.index_select(0, owner)
+    t = tri.index_select(0, row)
+    px = torch.arange(n_pix, device=zbuf.device, dtype=torch.int32) + (
+        xs.index_select(0, row) - first.int().index_select(0, owner)
+    )
+    z = absdet.index_select(0, t) / (a_sum.index_select(0, row) * (px.float() + 0.5) + r_sum.index_select(0, row))
+    key = torch.stack((face.index_select(0, t), z.view(torch.int32)), dim=1)
+    key = torch.where(z >= near, key.view(torch.int64).squeeze(1), _MAX_KEY)
+    target = py.index_select(0, row) * width + px
+    zbuf.scatter_reduce_(0, target.long(), key, "amin")
+
+
+def _raster_embree(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    width: int,
+    height: int,
+    near: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Primary rays through the pixel centres, cast with Embree; same outputs as the torch path."""
+    from embreex import rtcore_scene
+    from embreex.mesh_construction import TriangleMesh
+
+    scene = rtcore_scene.EmbreeScene()
+    tris = vertices.detach().cpu().numpy()[faces.cpu().numpy()].astype(np.float32)
+    TriangleMesh(scene, tris)
+    n_views = len(viewmats)
+    tri_ids = np.full((n_views, height * width), -1, dtype=np.int64)
+    depth = np.zeros((n_views, height * width), dtype=np.float32)
+    bary = np.zeros((n_views, height * width, 3), dtype=np.float32)
+    for b in range(n_views):
+        origins, dirs = primary_rays(viewmats[b].numpy(), Ks[b].numpy(), width, height, near)
+        hit = scene.run(origins, dirs, output=1)
+        ids = hit["primID"].astype(np.int64)
+        fg = ids >= 0
+        tri_ids[b, fg] = ids[fg]
+        depth[b, fg] = hit["tfar"][fg] + near  # dirs have unit camera z, so t is camera depth minus near
+        u, v = hit["u"][fg], hit["v"][fg]
+        bary[b, fg] = np.stack((1.0 - u - v, u, v), axis=1)
+    shape = (n_views, height, width)
+    return (
+        torch.from_numpy(tri_ids.reshape(shape)),
+        torch.from_numpy(depth.reshape(shape)),
+        torch.from_numpy(bary.reshape(*shape, 3)),
+    )
+
+
+def primary_rays(
+    viewmat: np.ndarray, K: np.ndarray, width: int, height: int, near: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """World-space rays through the pixel centres of one camera, (H·W, 3) each, row-major.
+
+    Directions are not normalised: each has camera-space z = 1, so a hit's ray parameter t is its camera
+    depth (minus `near`, since the origins sit on the near plane).
+    """
+    u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    d_cam = np.stack(((u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)), axis=-1).reshape(-1, 3)
+    rot = viewmat[:3, :3].astype(np.float64)
+    center = -rot.T @ viewmat[:3, 3].astype(np.float64)
+    dirs = d_cam @ rot
+    origins = center[None, :] + near * dirs
+    return origins.astype(np.float32), dirs.astype(np.float32)
