@@ -119,7 +119,7 @@ def add_material_slot(obj: bpy.types.Object, name: str, color: tuple[float, ...]
     mesh = obj.data
     mat = bpy.data.materials.new(name)
     mat.diffuse_color = (*color[:3], 1.0)
-    if hasattr(mat, "use_nodes") and not mat.use_nodes:
+    if mat.node_tree is None:  # Blender < 5.0 makes the node tree on request
         mat.use_nodes = True
     bsdf = mat.node_tree.nodes.get("Principled BSDF") if mat.node_tree else None
     if bsdf is not None:

@@ -28,7 +28,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ log = logging.getLogger("segany.server")
 # a timeout (the peer is the user's own program, and a closed peer ends the read at once).
 HELLO_TIMEOUT = 10.0
 PARALLEL_OPS = 4
+INFLIGHT_GRACE = 60.0  # how long a half-closed connection waits for its slow ops' replies
 # Before the token is checked nothing big is read: a hello is a small header and no payload.
 PREAUTH_LIMITS = wire.Limits(max_header=4096, max_payload=0, max_arrays=0, max_elements=0)
 SLOW_OPS = frozenset({"scene.add", "scene.load", "query", "job.result"})
@@ -65,6 +66,8 @@ class _Conn:
         self.order_lock = threading.RLock()  # a job's events go out only after its submit reply
         self.jobs: dict[str, Job] = {}
         self.closed = False
+        self.eof = False  # the client sent its last frame (it may still read our replies)
+        self.inflight: set[Future] = set()
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.writer = threading.Thread(target=self._write_events, name=f"segany-events-{peer}", daemon=True)
         self.writer.start()
@@ -327,14 +330,19 @@ class Server:
             except OSError:
                 return
             if frame is None:
+                # A half-closed client still gets the replies to what it sent.
+                conn.eof = True
+                wait(list(conn.inflight), timeout=INFLIGHT_GRACE)
                 return
             header, arrays = frame
             op = header.get("op")
             if op in SLOW_OPS:
                 try:
-                    self._pool.submit(self._answer, conn, header, arrays)
+                    future = self._pool.submit(self._answer, conn, header, arrays)
                 except RuntimeError:
                     return  # the pool is shut down: the server is stopping
+                conn.inflight.add(future)
+                future.add_done_callback(conn.inflight.discard)
             else:
                 self._answer(conn, header, arrays)
 
@@ -437,8 +445,13 @@ class Server:
         return job.to_dict(), None
 
     def _op_job_result(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
-        wait = _field(h, "wait", (int, float), 0.0)
-        return self.engine.job(_field(h, "job", str)).result(timeout=max(0.0, min(float(wait), 3600.0))), None
+        job = self.engine.job(_field(h, "job", str))
+        deadline = time.monotonic() + max(0.0, min(float(_field(h, "wait", (int, float), 0.0)), 3600.0))
+        # Wait in slices so a waiter whose client left frees its pool thread at once.
+        while not job.wait(max(0.0, min(0.25, deadline - time.monotonic()))) and not (conn.closed or conn.eof):
+            if time.monotonic() >= deadline:
+                break
+        return job.result(timeout=0), None
 
     def _op_query(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
         query = {**_field(h, "query", dict, {}), **a}

@@ -28,7 +28,7 @@ primary rays with Embree (CPU only).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from segany.errors import SegAnyError
 
 _MAX_KEY = torch.iinfo(torch.int64).max
 _CHUNK_PIXELS = 1 << 22
+_W_BITS_MAX = torch.iinfo(torch.int32).max
 
 
 @dataclass
@@ -246,6 +247,7 @@ def _raster_view(
     bary: torch.Tensor,
 ) -> None:
     """One view: fill tri_ids, depth (H·W,) and bary (H·W, 3) in place."""
+    device = vertices.device
     fx, fy, cx, cy = (float(x) for x in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
     cam = (vertices.double() @ viewmat[:3, :3].double().T + viewmat[:3, 3].double()).T.contiguous()  # (3, V)
     cam32 = cam.float()
@@ -273,63 +275,90 @@ def _raster_view(
     y0 = torch.ceil((vmin - (0.5 + margin)).clamp(-big, big)).clamp(0, height).int()
     y1 = torch.floor((vmax - (0.5 - margin)).clamp(-big, big)).clamp(-1, height - 1).int()
     live = torch.nonzero((x0 <= x1) & (y0 <= y1) & (n_front > 0)).squeeze(1)
+    if not len(live):
+        return
+    x0, x1, y0, y1 = (t.index_select(0, live) for t in (x0, x1, y0, y1))
 
-    # 2. edge functions of the live triangles, in float64, rounded once to float32
+    # 2. edge functions of the live triangles in float64: e_i = a_i·u + b_i·v + c_i in pixel units
     p = [[cam[d].index_select(0, c.index_select(0, live)) for d in range(3)] for c in corners]
     edges = [_cross(p[j], p[k]) for j, k in ((1, 2), (2, 0), (0, 1))]
     det = p[0][0] * edges[0][0] + p[0][1] * edges[0][1] + p[0][2] * edges[0][2]
     sign = torch.where(det < 0, -1.0, 1.0)
-    coeffs = []  # [edge][a, b, c] (L,) float32 with e = a·u + (b·v + c)
-    for ex, ey, ez in edges:
-        a = ex * sign / fx
-        b = ey * sign / fy
-        coeffs.append([a.float(), b.float(), (ez * sign - a * cx - b * cy).float()])
-    absdet = det.abs().float()
-    x0, x1, y0 = x0.index_select(0, live), x1.index_select(0, live), y0.index_select(0, live)
-    rows = (y1.index_select(0, live) - y0 + 1) * (det != 0)
-    face = live.int()
+    inv_det = 1.0 / (det * sign)
+    visible = det != 0
+    lower, upper = [], []  # per edge: (slope, offset) of its bound on u as a function of v, or a dummy
+    bary_coeffs = []  # e_i / |det| for edges 0 and 1, as (a, b, c)
+    # Σ e_i / |det| = 1 / z, as (A, B, C) with 1/z = A·u + (B·v + C)
+    ex, ey, ez = (sum(e[k] for e in edges) * sign for k in range(3))
+    w_a = ex * inv_det / fx
+    w_b = ey * inv_det / fy
+    w_coeffs = [w_a.float(), w_b.float(), (ez * inv_det - w_a * cx - w_b * cy).float()]
+    n_lower = n_upper = 0
+    inv_det32 = inv_det.float()
+    for i, (ex, ey, ez) in enumerate(edges):
+        a64 = ex * sign / fx
+        b64 = ey * sign / fy
+        c64 = ez * sign - a64 * cx - b64 * cy
+        # from here on float32; every step is sign-symmetric, so neighbours share their edge's bits exactly
+        a, b, c = a64.float(), b64.float(), c64.float()
+        if i < 2:
+            bary_coeffs.append([t * inv_det32 for t in (a, b, c)])
+        # a > 0: u >= -(b·v + c)/a; a < 0: u <= -(b·v + c)/a
+        slope, offset = -b / a, -c / a
+        is_lower, is_upper = a > 0, a < 0
+        n_lower = n_lower + is_lower.int()
+        n_upper = n_upper + is_upper.int()
+        lower.append([torch.where(is_lower, slope, 0.0), torch.where(is_lower, offset, -torch.inf)])
+        upper.append([torch.where(is_upper, slope, 0.0), torch.where(is_upper, offset, torch.inf)])
+        flat = a == 0
+        if bool(flat.any()):  # the edge is a pixel row: b·v + c >= 0 limits the rows
+            vlim = -c / b
+            y0 = torch.where(flat & (b > 0), torch.maximum(y0, torch.ceil((vlim - 0.5).clamp(-1, height)).int()), y0)
+            y1 = torch.where(flat & (b < 0), torch.minimum(y1, torch.floor((vlim - 0.5).clamp(-1, height)).int()), y1)
+            visible &= ~(flat & (b == 0) & (c < 0))
+    rows = ((y1 - y0 + 1).clamp_min(0) * visible).int()
+    general = (n_front.index_select(0, live) < 3) | (n_lower > 2) | (n_upper > 2)
+    tri = _Spans(
+        face=live.int(),
+        x0=x0,
+        x1=x1,
+        y0=y0,
+        rows=rows,
+        w=w_coeffs,
+        lower=lower,
+        upper=upper,
+    )
 
-    # 3. scan-convert in chunks of bounded pixel count, then the depth test
-    zbuf = torch.full((height * width,), _MAX_KEY, dtype=torch.int64, device=vertices.device)
-    work = torch.cumsum(rows.long() * (x1 - x0 + 1), 0)
-    lo = 0
-    while lo < len(live):
-        budget = (int(work[lo - 1]) if lo else 0) + _CHUNK_PIXELS
-        hi = max(lo + 1, int(torch.searchsorted(work, budget, right=True)))
-        sl = slice(lo, hi)
-        _raster_spans(
-            zbuf,
-            [[c[sl] for c in e] for e in coeffs],
-            absdet[sl],
-            face[sl],
-            x0[sl],
-            x1[sl],
-            y0[sl],
-            rows[sl],
-            width,
-            near,
-        )
-        lo = hi
+    # 3. scan-convert in chunks of bounded pixel count, then the depth test. Triangles in front of the
+    # near plane have at most two left and two right bounding edges and need no per-pixel near test.
+    zbuf = torch.full((height * width,), _MAX_KEY, dtype=torch.int64, device=device)
+    hard = torch.nonzero(general).squeeze(1)
+    if not len(hard):
+        _scan_chunks(zbuf, tri.two_slots(), width, None)
+    else:
+        simple = torch.nonzero(~general).squeeze(1)
+        if len(simple):
+            _scan_chunks(zbuf, tri.select(simple).two_slots(), width, None)
+        _scan_chunks(zbuf, tri.select(hard), width, 1.0 / near)
 
-    # 4. decode ids and depth, barycentrics of the winners
-    pix = torch.nonzero(zbuf != _MAX_KEY).squeeze(1)
-    if not len(pix):
-        return
-    key = zbuf.index_select(0, pix)
-    winner = (key & 0xFFFFFFFF).int()
-    tri_ids.index_copy_(0, pix, winner.long())
-    depth.index_copy_(0, pix, (key >> 32).int().view(torch.float32))
-    slot_of = torch.zeros(len(corners[0]), dtype=torch.int64, device=face.device)
-    slot_of.index_copy_(0, live, torch.arange(len(live), device=face.device))
-    slot = slot_of.index_select(0, winner)
-    u = (pix % width).float() + 0.5
-    v = (pix // width).float() + 0.5
-    e = [
-        (a.index_select(0, slot) * u + (b.index_select(0, slot) * v + c.index_select(0, slot))).clamp_min(0.0)
-        for a, b, c in coeffs
-    ]
-    total = (e[0] + e[1] + e[2]).clamp_min(1e-30)
-    bary.index_copy_(0, pix, torch.stack(e, dim=1) / total[:, None])
+    # 4. decode ids and depth; barycentrics of the winners
+    fg = zbuf != _MAX_KEY
+    face = torch.where(fg, zbuf & 0xFFFFFFFF, 0)
+    w = (_W_BITS_MAX - (zbuf >> 32)).int().view(torch.float32)
+    tri_ids.copy_(torch.where(fg, face, -1))
+    depth.copy_(torch.where(fg, 1.0 / w, 0.0))
+    slot_of = torch.zeros(len(corners[0]), dtype=torch.int64, device=device)
+    slot_of.index_copy_(0, live, torch.arange(len(live), device=device))
+    slot = slot_of.index_select(0, face)
+    u = torch.arange(width, device=device, dtype=torch.float32).add_(0.5).repeat(height)
+    v = torch.arange(height, device=device, dtype=torch.float32).add_(0.5).repeat_interleave(width)
+    inv_w = torch.where(fg, 1.0 / w, 0.0)
+    b0, b1 = (
+        ((a.index_select(0, slot) * u + (b.index_select(0, slot) * v + c.index_select(0, slot))) * inv_w).clamp(0, 1)
+        for a, b, c in bary_coeffs
+    )
+    b2 = torch.where(fg, (1.0 - b0 - b1).clamp_min(0.0), 0.0)
+    bary.copy_(torch.stack((b0, b1, b2), dim=1))
 
 
 def _clipped_box(tri: torch.Tensor, fx: float, fy: float, cx: float, cy: float, near: float) -> torch.Tensor:
@@ -361,65 +390,104 @@ def _clipped_box(tri: torch.Tensor, fx: float, fy: float, cx: float, cy: float, 
     )
 
 
-def _raster_spans(
-    zbuf: torch.Tensor,
-    coeffs: list[list[torch.Tensor]],
-    absdet: torch.Tensor,
-    face: torch.Tensor,
-    x0: torch.Tensor,
-    x1: torch.Tensor,
-    y0: torch.Tensor,
-    rows: torch.Tensor,
-    width: int,
-    near: float,
-) -> None:
+@dataclass
+class _Spans:
+    """Live triangles of one view, as flat per-triangle columns the scan converter gathers from."""
+
+    face: torch.Tensor  # (L,) int32 face id
+    x0: torch.Tensor  # (L,) int32 pixel bounding box, inclusive
+    x1: torch.Tensor
+    y0: torch.Tensor
+    rows: torch.Tensor  # (L,) int32 number of pixel rows to scan from y0
+    w: list[torch.Tensor]  # (A, B, C): 1/z = A·u + (B·v + C)
+    lower: list[list[torch.Tensor]]  # per slot (slope, offset): u >= slope·v + offset
+    upper: list[list[torch.Tensor]]  # per slot (slope, offset): u <= slope·v + offset
+
+    def select(self, idx: torch.Tensor) -> _Spans:
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t.index_select(0, idx)
+
+        return _Spans(
+            pick(self.face),
+            pick(self.x0),
+            pick(self.x1),
+            pick(self.y0),
+            pick(self.rows),
+            [pick(t) for t in self.w],
+            [[pick(t) for t in s] for s in self.lower],
+            [[pick(t) for t in s] for s in self.upper],
+        )
+
+    def two_slots(self) -> _Spans:
+        """Keep two bound slots per side (valid when no triangle has three edges on one side)."""
+        return replace(self, lower=_two_of_three(self.lower, -torch.inf), upper=_two_of_three(self.upper, torch.inf))
+
+
+def _two_of_three(slots: list[list[torch.Tensor]], dummy: float) -> list[list[torch.Tensor]]:
+    used = [s[1] != dummy for s in slots]
+    first = [torch.where(used[0], s0, s1) for s0, s1 in zip(slots[0], slots[1], strict=True)]
+    second = [torch.where(used[0] & used[1], s1, s2) for s1, s2 in zip(slots[1], slots[2], strict=True)]
+    return [first, second]
+
+
+def _scan_chunks(zbuf: torch.Tensor, tri: _Spans, width: int, max_w: float | None) -> None:
+    """Scan-convert in chunks of at most about _CHUNK_PIXELS candidate pixels (bounded memory)."""
+    work = torch.cumsum(tri.rows.long() * (tri.x1 - tri.x0 + 1).clamp_min(0), 0)
+    n = len(tri.face)
+    lo = 0
+    while lo < n:
+        budget = (int(work[lo - 1]) if lo else 0) + _CHUNK_PIXELS
+        hi = max(lo + 1, int(torch.searchsorted(work, budget, right=True)))
+        part = tri if (lo, hi) == (0, n) else tri.select(torch.arange(lo, hi, device=zbuf.device))
+        _scan(zbuf, part, width, max_w)
+        lo = hi
+
+
+def _scan(zbuf: torch.Tensor, tri: _Spans, width: int, max_w: float | None) -> None:
     """Scan-convert triangles row by row and fold their hits into zbuf with one scatter_reduce(amin).
 
-    In a pixel row, each edge e = a·u + (b·v + c) ≥ 0 bounds u from one side at -(b·v + c)/a. Two
-    triangles sharing an edge compute that bound from exactly negated coefficients, so the bound is
-    bit-identical and every pixel centre lands in at least one of them (no cracks)."""
-    n_rows = int(rows.sum())
+    Key = (bits of 1/z flipped so that nearer is smaller) << 32 | face: exact depth order, ties to the
+    lower face id. `max_w` (1/near) turns on the per-pixel near-plane test."""
+    device = zbuf.device
+    n_rows = int(tri.rows.sum())
     if n_rows == 0:
         return
-    nz = torch.nonzero(rows).squeeze(1)
-    rows = rows.index_select(0, nz)
-    owner, first = _segment_ids(rows, n_rows)
-    tri = nz.index_select(0, owner)
-    py = y0.index_select(0, tri) + (
-        torch.arange(n_rows, device=zbuf.device, dtype=torch.int32) - first.int().index_select(0, owner)
-    )
+    nz = torch.nonzero(tri.rows).squeeze(1)
+    owner, first = _segment_ids(tri.rows.index_select(0, nz), n_rows)
+    t = nz.index_select(0, owner)
+    local = torch.arange(n_rows, device=device, dtype=torch.int32) - first.int().index_select(0, owner)
+    py = tri.y0.index_select(0, t) + local
     v = py.float() + 0.5
-    inf = torch.tensor(float("inf"), device=zbuf.device)
-    u_lo = torch.full((n_rows,), -float("inf"), device=zbuf.device)
-    u_hi = torch.full((n_rows,), float("inf"), device=zbuf.device)
-    a_sum = torch.zeros(n_rows, device=zbuf.device)
-    r_sum = torch.zeros(n_rows, device=zbuf.device)
-    for a_t, b_t, c_t in coeffs:
-        a = a_t.index_select(0, tri)
-        r = b_t.index_select(0, tri) * v + c_t.index_select(0, tri)
-        bound = -r / a
-        u_lo = torch.maximum(u_lo, torch.where(a > 0, bound, torch.where((a == 0) & (r < 0), inf, -inf)))
-        u_hi = torch.minimum(u_hi, torch.where(a < 0, bound, inf))
-        a_sum += a
-        r_sum += r
-    xs = torch.maximum(torch.ceil((u_lo - 0.5).clamp(-1, width)).int(), x0.index_select(0, tri))
-    xe = torch.minimum(torch.floor((u_hi - 0.5).clamp(-1, width)).int(), x1.index_select(0, tri))
+    u_lo = u_hi = None
+    for slope, offset in tri.lower:
+        bound = slope.index_select(0, t) * v + offset.index_select(0, t)
+        u_lo = bound if u_lo is None else torch.maximum(u_lo, bound)
+    for slope, offset in tri.upper:
+        bound = slope.index_select(0, t) * v + offset.index_select(0, t)
+        u_hi = bound if u_hi is None else torch.minimum(u_hi, bound)
+    xs = torch.ceil((u_lo - 0.5).clamp(0, width)).int()
+    xe = torch.floor((u_hi - 0.5).clamp(-1, width - 1)).int()
     length = (xe - xs + 1).clamp_min(0)
     n_pix = int(length.sum())
     if n_pix == 0:
         return
     nz = torch.nonzero(length).squeeze(1)
     owner, first = _segment_ids(length.index_select(0, nz), n_pix)
-    row = nz.index_select(0, owner)
-    t = tri.index_select(0, row)
-    px = torch.arange(n_pix, device=zbuf.device, dtype=torch.int32) + (
-        xs.index_select(0, row) - first.int().index_select(0, owner)
-    )
-    z = absdet.index_select(0, t) / (a_sum.index_select(0, row) * (px.float() + 0.5) + r_sum.index_select(0, row))
-    key = torch.stack((face.index_select(0, t), z.view(torch.int32)), dim=1)
-    key = torch.where(z >= near, key.view(torch.int64).squeeze(1), _MAX_KEY)
-    target = py.index_select(0, row) * width + px
-    zbuf.scatter_reduce_(0, target.long(), key, "amin")
+    t = t.index_select(0, nz)
+    x_off = xs.index_select(0, nz) - first.int()
+    pix_off = py.index_select(0, nz).long() * width + x_off
+    w_a = tri.w[0].index_select(0, t)
+    w_t = tri.w[1].index_select(0, t) * v.index_select(0, nz) + tri.w[2].index_select(0, t)
+    face = tri.face.index_select(0, t)
+
+    ramp = torch.arange(n_pix, device=device, dtype=torch.int32)
+    u = (ramp + x_off.index_select(0, owner)).float() + 0.5
+    w = w_a.index_select(0, owner) * u + w_t.index_select(0, owner)
+    key = torch.stack((face.index_select(0, owner), _W_BITS_MAX - w.view(torch.int32)), dim=1)
+    key = key.view(torch.int64).squeeze(1)
+    if max_w is not None:
+        key = torch.where((w > 0) & (w <= max_w), key, _MAX_KEY)
+    zbuf.scatter_reduce_(0, pix_off.index_select(0, owner) + ramp, key, "amin")
 
 
 def _raster_embree(

@@ -18,14 +18,15 @@ import torch
 from segany.errors import SegAnyError
 from torch import Tensor
 
-TILE = 16
+TILE = 8
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
 T_MIN = 1e-4
 LOG_ALPHA_MIN, LOG_ALPHA_MAX = math.log(ALPHA_MIN), math.log(ALPHA_MAX)
+LOG_ALPHA_SKIP = math.nextafter(LOG_ALPHA_MIN, -math.inf)  # threshold_ keeps x > this, i.e. alpha >= 1/255
 EPS2D = 0.3
 CHUNK = 32  # Gaussians per tile evaluated together: small enough that saturated tiles stop early.
-TILE_GROUP = 256  # tiles evaluated together: bounds memory to ~TILE_GROUP·256·CHUNK floats per temporary.
+TILE_GROUP = 256  # tiles evaluated together: bounds memory to ~TILE_GROUP·64·CHUNK floats per temporary.
 
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
@@ -186,6 +187,7 @@ class _Plan:
     """Intersection lists of all B·TH·TW tiles: Gaussian (flat b·N+n) ids by tile, then depth."""
 
     gids: Tensor  # (M,) int64
+    tiles: Tensor  # (M,) int64, ascending
     starts: Tensor  # (n_tiles,) int64
     counts: Tensor  # (n_tiles,) int64
     tiles_x: int
@@ -193,36 +195,65 @@ class _Plan:
     width: int
     height: int
 
+    def origins(self, tiles: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """Pixel coordinates of the top-left corner of each tile."""
+        in_view = tiles % (self.tiles_x * self.tiles_y)
+        return (in_view % self.tiles_x * TILE).to(dtype), (in_view // self.tiles_x * TILE).to(dtype)
+
+
+def _min_quad_on_rect(dx0: Tensor, dx1: Tensor, dy0: Tensor, dy1: Tensor, con: Tensor) -> Tensor:
+    """min of q(d) = a·dx² + 2b·dx·dy + c·dy² over the rectangle [dx0, dx1] × [dy0, dy1] (offsets from the mean).
+
+    0 when the mean is inside; otherwise the minimum lies on an edge, where q is a 1D quadratic.
+    """
+    a, b, c = con.unbind(-1)
+    best = None
+    for fixed, lo, hi, p, r in (
+        (dx0, dy0, dy1, a, c),
+        (dx1, dy0, dy1, a, c),
+        (dy0, dx0, dx1, c, a),
+        (dy1, dx0, dx1, c, a),
+    ):
+        t = (-b * fixed / r).clamp(lo, hi)
+        q = p * fixed * fixed + 2 * b * fixed * t + r * t * t
+        best = q if best is None else torch.minimum(best, q)
+    inside = (dx0 <= 0) & (dx1 >= 0) & (dy0 <= 0) & (dy1 >= 0)
+    return torch.where(inside, torch.zeros_like(best), best)
+
 
 @torch.no_grad()
 def _plan(proj: Projected, width: int, height: int) -> _Plan:
-    """Enumerate (tile, Gaussian) pairs from each Gaussian's bounding box and sort them by (tile, depth)."""
+    """Enumerate the (tile, Gaussian) pairs whose alpha >= 1/255 ellipse reaches the tile's pixel centres,
+    sorted by (tile, depth)."""
     b, n = proj.depths.shape
     tw, th = -(-width // TILE), -(-height // TILE)
     dev = proj.depths.device
-    mx, my = proj.means2d[..., 0].reshape(-1), proj.means2d[..., 1].reshape(-1)
+    m2 = proj.means2d.detach().reshape(-1, 2)
     rx, ry = proj.radii[..., 0].reshape(-1), proj.radii[..., 1].reshape(-1)
-    x0 = torch.floor((mx - rx) / TILE).clamp(0, tw).long()
-    x1 = torch.floor((mx + rx) / TILE + 1).clamp(0, tw).long()
-    y0 = torch.floor((my - ry) / TILE).clamp(0, th).long()
-    y1 = torch.floor((my + ry) / TILE + 1).clamp(0, th).long()
+    x0 = torch.floor((m2[:, 0] - rx) / TILE).clamp(0, tw).long()
+    x1 = torch.floor((m2[:, 0] + rx) / TILE + 1).clamp(0, tw).long()
+    y0 = torch.floor((m2[:, 1] - ry) / TILE).clamp(0, th).long()
+    y1 = torch.floor((m2[:, 1] + ry) / TILE + 1).clamp(0, th).long()
     live = rx > 0
     nx, ny = (x1 - x0) * live, (y1 - y0) * live
     counts = nx * ny
     total = int(counts.sum())
     src = torch.repeat_interleave(torch.arange(b * n, device=dev), counts, output_size=total)
-    first = torch.cumsum(counts, 0) - counts
-    local = torch.arange(total, device=dev) - first[src]
+    local = torch.arange(total, device=dev) - (torch.cumsum(counts, 0) - counts)[src]
     w = nx[src]
     tx = x0[src] + local % w
     ty = y0[src] + local // w
-    tile = (src // n) * (tw * th) + ty * tw + tx
+    # Bounding boxes of tilted ellipses cover tiles the ellipse never reaches: drop those pairs exactly.
+    px0 = (tx * TILE).to(m2.dtype) + 0.5 - m2[src, 0]
+    py0 = (ty * TILE).to(m2.dtype) + 0.5 - m2[src, 1]
+    q = _min_quad_on_rect(px0, px0 + (TILE - 1), py0, py0 + (TILE - 1), proj.conics.detach().reshape(-1, 3)[src])
+    reach = 2.0 * (proj.log_opacity.detach().reshape(-1)[src] - LOG_ALPHA_MIN)
+    hit = q <= reach * 1.0002 + 1e-3
+    src, tile = src[hit], ((src // n) * (tw * th) + ty * tw + tx)[hit]
     zbits = proj.depths.detach().float().reshape(-1).view(torch.int32).long()
     order = torch.argsort((tile << 32) | zbits[src])
-    gids = src[order]
     per_tile = torch.bincount(tile, minlength=b * th * tw)
-    starts = torch.cumsum(per_tile, 0) - per_tile
-    return _Plan(gids, starts, per_tile, tw, th, width, height)
+    return _Plan(src[order], tile[order], torch.cumsum(per_tile, 0) - per_tile, per_tile, tw, th, width, height)
 
 
 def _pixel_basis(dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -255,17 +286,24 @@ class _Chunk:
 
 
 def _weights_inplace(log_alpha: Tensor, t_prev: Tensor) -> tuple[Tensor, Tensor]:
-    """Blend weights (A, 256, K) and transmittance after each Gaussian, reusing `log_alpha`'s memory.
+    """Blend weights (A, P, K) and transmittance after each Gaussian, reusing `log_alpha`'s memory.
 
-    w_k = α_k·T_{k-1} with T_k = T_prev·Π_{i<=k}(1−α_i); a pixel stops (weights 0 from there on) at the first
-    Gaussian that would take T under 1e-4, as in 3DGS.
+    T_k = T_prev·Π_{i<=k}(1−α_i) and w_k = α_k·T_{k-1} = T_{k-1} − T_k; a pixel stops (weights 0 from there
+    on) at the first Gaussian that would take T under 1e-4, as in 3DGS. Written for the fewest passes over
+    the big tensor: this loop is the CPU cost of rendering.
     """
-    log_alpha.clamp_(max=LOG_ALPHA_MAX).masked_fill_(log_alpha < LOG_ALPHA_MIN, -math.inf)
-    alpha = log_alpha.exp_()
-    keep = torch.rsub(alpha, 1.0)
-    t_incl = torch.cumprod(keep, dim=-1).mul_(t_prev[..., None])
-    weights = keep.reciprocal_().mul_(t_incl).mul_(alpha)
-    return weights.masked_fill_(t_incl < T_MIN, 0.0), t_incl
+    log_alpha.clamp_(max=LOG_ALPHA_MAX)
+    torch.nn.functional.threshold_(log_alpha, LOG_ALPHA_SKIP, -math.inf)
+    t_incl = torch.rsub(log_alpha.exp_(), 1.0)
+    t_incl[..., 0] *= t_prev
+    t_incl.cumprod_(dim=-1)
+    weights = log_alpha
+    torch.sub(t_incl[..., :-1], t_incl[..., 1:], out=weights[..., 1:])
+    torch.sub(t_prev, t_incl[..., 0], out=weights[..., 0])
+    stopping = (t_incl[..., -1] < T_MIN) & (t_prev > 0)
+    if bool(stopping.any()):
+        weights.masked_fill_(t_incl < T_MIN, 0.0)
+    return weights, t_incl
 
 
 def _weights_autograd(log_alpha: Tensor, t_prev: Tensor) -> tuple[Tensor, Tensor]:
@@ -278,10 +316,27 @@ def _weights_autograd(log_alpha: Tensor, t_prev: Tensor) -> tuple[Tensor, Tensor
     return weights, t_incl
 
 
+def _pair_coefficients(proj: Projected, plan: _Plan, dtype: torch.dtype) -> Tensor:
+    """(M+1, 6, 1) numbers per (tile, Gaussian) pair such that log-alpha at tile pixel p = basis[p] · coef.
+
+    Tile-local coordinates keep the expanded quadratic well conditioned in float32. Row M is a sentinel
+    with log-alpha = −inf that pads the per-tile lists.
+    """
+    ox, oy = plan.origins(plan.tiles, dtype)
+    m2 = proj.means2d.reshape(-1, 2).to(dtype)[plan.gids]
+    a, b, c = proj.conics.reshape(-1, 3).to(dtype)[plan.gids].unbind(-1)
+    lo = proj.log_opacity.reshape(-1).to(dtype)[plan.gids]
+    mx, my = m2[:, 0] - ox, m2[:, 1] - oy
+    const = lo - 0.5 * a * mx * mx - b * mx * my - 0.5 * c * my * my
+    coef = torch.stack([-0.5 * a, -b, -0.5 * c, a * mx + b * my, b * mx + c * my, const], dim=1)
+    pad = torch.tensor([[0, 0, 0, 0, 0, -math.inf]], dtype=dtype, device=coef.device)
+    return torch.cat([coef, pad])
+
+
 def _composite(
     proj: Projected, plan: _Plan, cols: Tensor, keep_chunks: bool, top_k: int
 ) -> tuple[Tensor, list[_Chunk], Tensor | None, Tensor | None]:
-    """Blend per-Gaussian channels `cols` (B·N, D) into tiles: (n_tiles, 256, D+1), last channel = alpha.
+    """Blend per-Gaussian channels `cols` (B·N, D) into tiles: (n_tiles, P, D+1), last channel = alpha.
 
     With grad mode on it is differentiable by autograd in every input (the geometric-gradient path); with it
     off it updates its buffers in place (the fast path that `_Blend` wraps).
@@ -289,25 +344,20 @@ def _composite(
     dev, dtype = cols.device, cols.dtype
     inplace = not torch.is_grad_enabled()
     weights_fn = _weights_inplace if inplace else _weights_autograd
-    n_tiles = plan.counts.numel()
-    d = cols.shape[1] + 1
+    n_tiles, n_pix = plan.counts.numel(), TILE * TILE
     cols1 = torch.cat([cols, torch.ones_like(cols[:, :1])], dim=1)
     basis = _pixel_basis(dtype, dev)
-    m2 = proj.means2d.reshape(-1, 2).to(dtype)
-    con = proj.conics.reshape(-1, 3).to(dtype)
-    lop = proj.log_opacity.reshape(-1).to(dtype)
-    in_view = torch.arange(n_tiles, device=dev) % (plan.tiles_x * plan.tiles_y)
-    ox = (in_view % plan.tiles_x * TILE).to(dtype)
-    oy = (in_view // plan.tiles_x * TILE).to(dtype)
+    coef = _pair_coefficients(proj, plan, dtype)
+    n_pairs = plan.gids.numel()
+    gids = torch.cat([plan.gids, plan.gids.new_zeros(1)])
     ends = plan.starts + plan.counts
-    out = torch.zeros(n_tiles, TILE * TILE, d, dtype=dtype, device=dev)
+    out = torch.zeros(n_tiles, n_pix, cols1.shape[1], dtype=dtype, device=dev)
     trans = _tile_pixels_inside(plan, dev).to(dtype)
     top_w = top_i = None
     if top_k:
-        top_w = torch.zeros(n_tiles, TILE * TILE, top_k, dtype=dtype, device=dev)
-        top_i = torch.full((n_tiles, TILE * TILE, top_k), -1, dtype=torch.long, device=dev)
+        top_w = torch.zeros(n_tiles, n_pix, top_k, dtype=dtype, device=dev)
+        top_i = torch.full((n_tiles, n_pix, top_k), -1, dtype=torch.long, device=dev)
     chunks: list[_Chunk] = []
-    last = plan.gids.numel() - 1
     k_ar = torch.arange(CHUNK, device=dev)
     occupied = torch.nonzero(plan.counts > 0).flatten()
     for g0 in range(0, occupied.numel(), TILE_GROUP):
@@ -315,15 +365,10 @@ def _composite(
         j = 0
         while active.numel():
             pos = plan.starts[active, None] + j * CHUNK + k_ar
-            gid = plan.gids[pos.clamp(max=last)]
-            mx = m2[gid, 0] - ox[active, None]
-            my = m2[gid, 1] - oy[active, None]
-            a, b, c = con[gid].unbind(-1)
-            lo = torch.where(pos < ends[active, None], lop[gid], torch.full_like(mx, -math.inf))
-            const = lo - 0.5 * a * mx * mx - b * mx * my - 0.5 * c * my * my
-            coef = torch.stack([-0.5 * a, -b, -0.5 * c, a * mx + b * my, b * mx + c * my, const], dim=1)
+            pos = torch.where(pos < ends[active, None], pos, n_pairs)
+            gid = gids[pos]
             t_prev = trans[active]
-            weights, t_incl = weights_fn(torch.matmul(basis, coef), t_prev)
+            weights, t_incl = weights_fn(torch.matmul(basis, coef[pos].transpose(1, 2)), t_prev)
             res = torch.bmm(weights, cols1[gid])
             t_new = torch.where(t_incl[..., -1] < T_MIN, torch.zeros_like(t_prev), t_prev - res[..., -1])
             if inplace:

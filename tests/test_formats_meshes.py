@@ -150,3 +150,11 @@ def test_large_mesh_ply_is_fast(tmp_path):
     t2 = time.perf_counter()
     np.testing.assert_array_equal(back.faces, s.faces)
     assert t1 - t0 < 3.0 and t2 - t1 < 3.0, (t1 - t0, t2 - t1)
+
+
+def test_obj_groups_are_parts(tmp_path):
+    text = "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\ng top\nf 1 2 3\nf 1 2 4\ng side\nf 1 3 4\n"
+    (tmp_path / "g.obj").write_text(text)
+    s = load_scene(tmp_path / "g.obj")
+    assert sorted(np.bincount(s.face_parts).tolist()) == [1, 2]
+    assert len(s.vertices) == 4 + 3  # each part keeps only the vertices it uses

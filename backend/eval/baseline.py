@@ -157,7 +157,7 @@ class RandomWalkBaseline:
         if known is not None:
             return known
         seed = self._seeds(list(clicks))
-        if len(clicks) == 1 or not (seed < 0).any() and len(clicks) == int((seed > 0).any()):
+        if len(clicks) == 1:
             chosen = self._sweep(self._potential(seed, ABSORB), seed, MAX_SWEEP_SHARE)
         else:
             chosen = self._refine(self._answer(clicks[:-1]), seed)

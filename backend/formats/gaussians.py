@@ -17,6 +17,8 @@ attributes are decoded (source: blender io/ply/importer/ply_import_gsplat.cc and
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..errors import SegAnyError
@@ -49,8 +51,10 @@ def sh_from_dc_rest(f_dc: np.ndarray, f_rest: np.ndarray) -> np.ndarray:
     if f_rest.shape[1] % 3:
         raise SegAnyError("corrupt_file", f"{f_rest.shape[1]} f_rest properties is not a multiple of 3")
     k1 = f_rest.shape[1] // 3
-    rest = f_rest.reshape(n, 3, k1).transpose(0, 2, 1)
-    return np.concatenate([f_dc.reshape(n, 1, 3), rest], axis=1)
+    sh = np.empty((n, k1 + 1, 3), np.float32)
+    sh[:, 0] = f_dc
+    sh[:, 1:] = f_rest.reshape(n, 3, k1).transpose(0, 2, 1)
+    return sh
 
 
 def rest_from_sh(sh: np.ndarray) -> np.ndarray:
@@ -59,37 +63,30 @@ def rest_from_sh(sh: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(sh[:, 1:, :].transpose(0, 2, 1).reshape(n, -1))
 
 
-def splats_from_fields(get: dict[str, np.ndarray] | object, names: list[str] | set[str]) -> SplatScene:
-    """SplatScene from named per-Gaussian columns holding raw 3DGS PLY values (`get[name]` -> (N,))."""
-
-    def col(*keys: str) -> np.ndarray:
-        return np.stack([np.asarray(get[k], dtype=np.float32) for k in keys], axis=1)
-
+def splats_from_fields(block: Callable[[list[str]], np.ndarray], names: list[str] | set[str]) -> SplatScene:
+    """SplatScene from raw 3DGS PLY values; `block(keys)` returns those columns as an (N, len(keys)) array."""
     n_rest = count_rest(names)
-    f_rest = col(*[f"f_rest_{i}" for i in range(n_rest)]) if n_rest else np.zeros((len(get["x"]), 0), np.float32)
-    sh = sh_from_dc_rest(col("f_dc_0", "f_dc_1", "f_dc_2"), f_rest)
+    dc = block(["f_dc_0", "f_dc_1", "f_dc_2"])
+    f_rest = block([f"f_rest_{i}" for i in range(n_rest)]) if n_rest else np.zeros((len(dc), 0), np.float32)
     return SplatScene(
-        means=col("x", "y", "z"),
-        quats=col("rot_0", "rot_1", "rot_2", "rot_3"),
-        log_scales=col("scale_0", "scale_1", "scale_2"),
-        logit_opacities=np.asarray(get["opacity"], dtype=np.float32),
-        sh=sh,
+        means=block(["x", "y", "z"]),
+        quats=block(["rot_0", "rot_1", "rot_2", "rot_3"]),
+        log_scales=block(["scale_0", "scale_1", "scale_2"]),
+        logit_opacities=block(["opacity"])[:, 0],
+        sh=sh_from_dc_rest(dc, f_rest),
     )
 
 
-def splat_columns(scene: SplatScene) -> list[tuple[str, np.ndarray]]:
-    """The standard 3DGS PLY vertex properties in the order viewers expect, as float32 columns."""
-    n = scene.n_elements
-    zeros = np.zeros(n, np.float32)
-    rest = rest_from_sh(scene.sh)
-    cols = [("x", scene.means[:, 0]), ("y", scene.means[:, 1]), ("z", scene.means[:, 2])]
-    cols += [("nx", zeros), ("ny", zeros), ("nz", zeros)]
-    cols += [(f"f_dc_{c}", scene.sh[:, 0, c]) for c in range(3)]
-    cols += [(f"f_rest_{i}", rest[:, i]) for i in range(rest.shape[1])]
-    cols += [("opacity", scene.logit_opacities)]
-    cols += [(f"scale_{i}", scene.log_scales[:, i]) for i in range(3)]
-    cols += [(f"rot_{i}", scene.quats[:, i]) for i in range(4)]
-    return cols
+def splat_matrix(scene: SplatScene) -> tuple[list[str], np.ndarray]:
+    """The standard 3DGS PLY vertex layout: property names in the order viewers expect and one float32
+    (N, P) matrix whose rows are the binary records (x y z nx ny nz f_dc_* f_rest_* opacity scale_* rot_*)."""
+    n_rest = 3 * (scene.sh.shape[1] - 1)
+    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    names += [f"f_rest_{i}" for i in range(n_rest)]
+    names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    blocks = [scene.means, np.zeros_like(scene.means), scene.sh[:, 0], rest_from_sh(scene.sh),
+              scene.logit_opacities[:, None], scene.log_scales, scene.quats]  # fmt: skip
+    return names, np.concatenate(blocks, axis=1, dtype=np.float32)
 
 
 def _attr(attrs: dict[str, np.ndarray], name: str, width: int | None, n: int | None) -> np.ndarray:
@@ -121,7 +118,7 @@ def splats_from_blender_raw(attrs: dict[str, np.ndarray]) -> SplatScene:
     n_rest = count_rest(attrs)
     cols.update({f"f_rest_{i}": _attr(attrs, f"f_rest_{i}", None, n) for i in range(n_rest)})
     cols.update(x=pos[:, 0], y=pos[:, 1], z=pos[:, 2])
-    return splats_from_fields(cols, cols.keys())
+    return splats_from_fields(lambda keys: np.stack([cols[k] for k in keys], axis=1), cols.keys())
 
 
 def splats_from_blender_decoded(attrs: dict[str, np.ndarray]) -> SplatScene:

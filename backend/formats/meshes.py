@@ -1,8 +1,9 @@
 """OBJ, OFF, STL, GLB and glTF meshes through trimesh, one MeshScene per file with a part id per face.
 
-Files are loaded with `process=False` so vertex and face order match the file (labels per face stay
-aligned). Multi-part files (OBJ objects, glTF nodes) become one mesh: each part's transform is applied,
-its unused vertices dropped, and `face_parts` records the part of every face. The size limits are
+Files are loaded with `process=False` so a single-part file keeps the file's vertex and face order.
+Multi-part files (OBJ objects and groups, glTF nodes) become one mesh, parts in the order trimesh lists
+them (by name for OBJ): each part's transform is applied, its unused vertices dropped, and `face_parts`
+records the part of every face. The size limits are
 checked from the file's own counts (OFF and STL headers, glTF accessors, OBJ line counts) before
 trimesh parses anything.
 """
@@ -113,7 +114,8 @@ def _colors(m: trimesh.Trimesh) -> np.ndarray | None:
 
 
 def _parts(path: Path, fmt: str) -> list[trimesh.Trimesh]:
-    kw = {"split_objects": True, "group_material": False, "maintain_order": True} if fmt == "obj" else {}
+    obj = {"split_objects": True, "split_groups": True, "group_material": False, "maintain_order": True}
+    kw = obj if fmt == "obj" else {}
     loaded = trimesh.load(str(path), file_type=fmt, force="scene", process=False, **kw)
     return [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
 
@@ -134,6 +136,10 @@ def read_mesh(path: Path, fmt: str, limits: dict[str, int] | None = None) -> Mes
     if fmt == "stl":  # STL stores each triangle's corners separately; weld them into a connected mesh
         for m in parts:
             m.merge_vertices()
+    # the pre-check counted polygons and instanced meshes once; check the triangles actually produced
+    check_limits(
+        "mesh", {"vertices": sum(len(m.vertices) for m in parts), "faces": sum(len(m.faces) for m in parts)}, limits
+    )
     if len(parts) == 1:
         m = parts[0]
         return MeshScene(vertices=m.vertices, faces=m.faces, vertex_colors=_colors(m))

@@ -21,7 +21,7 @@ from plyfile import PlyData, PlyElement
 
 from ..errors import SegAnyError
 from ..scene import MeshScene, PointScene, Scene, SplatScene
-from .gaussians import splat_columns
+from .gaussians import splat_matrix
 
 Columns = list[tuple[str, np.ndarray]]
 
@@ -63,6 +63,8 @@ def _structured(cols: Columns, n: int) -> np.ndarray:
 
 def _packed(arr: np.ndarray) -> np.ndarray:
     """The PLY binary record: every fixed-size list field gets its uchar length in front."""
+    if not any(arr.dtype[name].shape for name in arr.dtype.names):
+        return arr
     fields, values = [], []
     for name in arr.dtype.names:
         base, shape = arr.dtype[name].base, arr.dtype[name].shape
@@ -84,7 +86,7 @@ def _write_ply(path: str | os.PathLike, elements: list[tuple[str, np.ndarray]], 
     def write(f: BinaryIO) -> None:
         f.write(ply.header.encode("ascii") + b"\n")
         for _, a in elements:
-            f.write(_packed(a).tobytes())
+            f.write(np.ascontiguousarray(_packed(a)).view(np.uint8))
 
     return atomic_write(path, write)
 
@@ -173,7 +175,9 @@ def write_splat_ply(path: str | os.PathLike, scene: SplatScene, mask: np.ndarray
     `mask` is a boolean per Gaussian or an index array; None writes them all.
     """
     sub = _splat_subset(scene, mask)
-    return _write_ply(path, [("vertex", _structured(splat_columns(sub), sub.n_elements))], "SegAny 3DGS")
+    names, mat = splat_matrix(sub)
+    records = mat.view(np.dtype([(name, "<f4") for name in names])).reshape(-1)  # the same bytes, no copy
+    return _write_ply(path, [("vertex", records)], "SegAny 3DGS")
 
 
 def write_point_ply(path: str | os.PathLike, scene: PointScene, labels: np.ndarray | None = None) -> Path:
@@ -198,6 +202,7 @@ def write_labelled_ply(path: str | os.PathLike, scene: Scene, labels: np.ndarray
         return _mesh_ply(path, scene, None, None, _per("labels", labels, n_f, "face", np.int32), None)
     if isinstance(scene, SplatScene):
         lab = _per("labels", labels, scene.n_elements, "Gaussian", np.int32)
-        cols = [*splat_columns(scene), ("label", lab)]
+        names, mat = splat_matrix(scene)
+        cols = [*zip(names, mat.T, strict=True), ("label", lab)]
         return _write_ply(path, [("vertex", _structured(cols, scene.n_elements))], "SegAny 3DGS labelled")
     return write_point_ply(path, scene, labels)

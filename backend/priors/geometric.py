@@ -27,6 +27,7 @@ from ..errors import SegAnyError
 from .base import Prior, PromptResult, Views
 
 ROOT_DEATH = 2.0  # height at which whole objects "die": they outlive every merge
+SAME_SIZE = 0.4  # |log area ratio| under which two nested candidates count as the same size
 
 
 @dataclass
@@ -57,18 +58,31 @@ class RegionTree:
         return np.flatnonzero((self.birth <= height) & (self.death > height))
 
 
-def _camera_geometry(views: Views, index: int, smooth: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Camera-space points (H, W, 3), normals facing the camera (H, W, 3) and pixel footprint (H, W)."""
-    z = views.depth[index].astype(np.float64)
-    k = views.cameras.Ks[index].astype(np.float64)
-    rot = views.cameras.viewmats[index, :3, :3].astype(np.float64)
-    h, w = z.shape
-    ys, xs = np.mgrid[0:h, 0:w]
+def _box(fg: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """Bounding box of the foreground grown by `margin` pixels: all the work happens inside it."""
+    rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
+    if not len(rows):
+        return slice(0, 0), slice(0, 0)
+    h, w = fg.shape
+    return (
+        slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, h)),
+        slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w)),
+    )
+
+
+def _camera_geometry(
+    views: Views, index: int, box: tuple[slice, slice], smooth: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Camera-space points, normals facing the camera (both (h, w, 3)) and pixel footprint (h, w) in `box`."""
+    z = views.depth[index][box].astype(np.float32)
+    k = views.cameras.Ks[index]
+    rot = views.cameras.viewmats[index, :3, :3]
+    ys, xs = np.mgrid[box[0], box[1]].astype(np.float32)
     pts = np.stack(((xs + 0.5 - k[0, 2]) / k[0, 0] * z, (ys + 0.5 - k[1, 2]) / k[1, 1] * z, z), axis=-1)
-    nrm = views.normals[index].astype(np.float64) @ rot.T
+    nrm = views.normals[index][box].astype(np.float32) @ rot.T
     nrm = np.where(((nrm * pts).sum(-1) > 0)[..., None], -nrm, nrm)
     if smooth > 0:
-        fg = (z > 0).astype(np.float64)
+        fg = (z > 0).astype(np.float32)
         blur = np.stack([ndimage.gaussian_filter(nrm[..., c] * fg, smooth) for c in range(3)], axis=-1)
         blur /= np.maximum(np.linalg.norm(blur, axis=-1, keepdims=True), 1e-12)
         nrm = blur * fg[..., None]
@@ -90,23 +104,26 @@ class BoundaryWeights:
     """How strongly each cue separates regions; tuned on PSB views (see docs in the README)."""
 
     concave_angle: float = 0.35  # turning (≈ radians) at which a concave crease counts as a full boundary
-    convex: float = 0.25  # weight of convex creases (part edges inside one part)
+    concave_min: float = 0.0  # turning below which a concavity is surface texture, not a boundary
+    convex: float = 0.1  # weight of convex creases (part edges inside one part)
     convex_angle: float = 0.8
     jump_ratio: float = 4.0  # depth step, in expected pixel footprints, that counts as an occlusion
-    colour: float = 0.5  # weight of colour edges
+    colour: float = 0.3  # weight of colour edges
     colour_step: float = 0.15  # RGB distance that counts as a full colour edge
     scales: tuple[int, ...] = (1, 2, 4)
     smooth: float = 1.0  # Gaussian blur (pixels) of the normals: faceting is not a boundary
-    basin_depth: float = 0.05  # watershed seeds: minima of the (blurred) boundary map at least this deep
+    basin_depth: float = 0.03  # watershed seeds: minima of the (blurred) boundary map at least this deep
 
 
 def boundary_map(views: Views, index: int, weights: BoundaryWeights = BoundaryWeights()) -> np.ndarray:
     """Per-pixel boundary strength in [0, 1] (0 on background): concave creases, depth jumps, colour edges."""
-    fg = views.ids[index] >= 0
-    pts, nrm, foot = _camera_geometry(views, index, weights.smooth)
+    full = views.ids[index] >= 0
+    box = _box(full, max(weights.scales) + 2)
+    fg = full[box]
+    pts, nrm, foot = _camera_geometry(views, index, box, weights.smooth)
     facing = np.maximum(np.abs((nrm * pts).sum(-1)) / np.maximum(np.linalg.norm(pts, axis=-1), 1e-12), 0.15)
     reach = foot / facing  # expected 3D distance to the next pixel on the same surface
-    bound = np.zeros(fg.shape)
+    bound = np.zeros(fg.shape, dtype=np.float32)
     jump = np.zeros(fg.shape, dtype=bool)
     for axis in (0, 1):
         p0, p1 = _pairs(pts, axis, 1)
@@ -124,11 +141,11 @@ def boundary_map(views: Views, index: int, weights: BoundaryWeights = BoundaryWe
             dist = np.linalg.norm(d, axis=-1)
             ok = f0 & f1 & fg & (dist < weights.jump_ratio * 2 * s * np.maximum(r0, r1))
             turn = -((n1 - n0) * d).sum(-1) / np.maximum(dist, 1e-12)
-            concave = np.clip(turn / weights.concave_angle, 0, 1)
+            concave = np.clip((turn - weights.concave_min) / (weights.concave_angle - weights.concave_min), 0, 1)
             convex = weights.convex * np.clip(-turn / weights.convex_angle, 0, 1)
             bound = np.maximum(bound, np.where(ok, np.maximum(concave, convex), 0))
     if weights.colour > 0:
-        rgb = views.rgb[index].astype(np.float64)
+        rgb = views.rgb[index][box].astype(np.float32)
         for axis in (0, 1):
             c0, c1 = _pairs(rgb, axis, 1)
             f0, f1 = _pairs(fg, axis, 1)
@@ -136,7 +153,9 @@ def boundary_map(views: Views, index: int, weights: BoundaryWeights = BoundaryWe
             bound = np.maximum(bound, np.where(f0 & f1, edge, 0))
     bound[jump] = 1.0
     bound[~fg] = 0.0
-    return bound.astype(np.float32)
+    out = np.zeros(full.shape, dtype=np.float32)
+    out[box] = bound
+    return out
 
 
 def _leaves(bound: np.ndarray, fg: np.ndarray, depth: float) -> np.ndarray:
@@ -237,7 +256,8 @@ class GeometricPrior(Prior):
     """Part masks and embeddings from rendered geometry alone: the default prior, needs no weights.
 
     `levels` are the merge heights at which automatic masks are cut (fine → coarse; whole objects are
-    always added last); `embed_dim` is D of the embedding map.
+    always added last); `embed_dim` is D of the embedding map; regions under `min_area` (a fraction
+    of the view's foreground) merge early.
     """
 
     name: ClassVar[str] = "geometric"
@@ -248,6 +268,7 @@ class GeometricPrior(Prior):
         levels: tuple[float, ...] = (0.15, 0.35, 0.6),
         embed_dim: int = 32,
         weights: BoundaryWeights | None = None,
+        min_area: float = 0.03,
         cache_size: int = 64,
     ) -> None:
         if embed_dim < 4:
@@ -255,6 +276,7 @@ class GeometricPrior(Prior):
         self.levels = tuple(sorted(levels))
         self.embed_dim = embed_dim
         self.weights = weights or BoundaryWeights()
+        self.min_area = min_area
         self._trees: OrderedDict[tuple, RegionTree] = OrderedDict()
         self._cache_size = cache_size
 
@@ -267,8 +289,10 @@ class GeometricPrior(Prior):
         fg = views.ids[index] >= 0
         bound = boundary_map(views, index, self.weights)
         n_fg = max(int(fg.sum()), 1)
-        leaves = _leaves(bound, fg, self.weights.basin_depth)
-        tree = build_tree(leaves, bound, min_area=max(16, n_fg // 100))
+        box = _box(fg, 2)
+        leaves = np.full(fg.shape, -1, dtype=np.int32)
+        leaves[box] = _leaves(bound[box], fg[box], self.weights.basin_depth)
+        tree = build_tree(leaves, bound, min_area=max(16, int(n_fg * self.min_area)))
         self._trees[key] = tree
         while len(self._trees) > self._cache_size:
             self._trees.popitem(last=False)
@@ -379,16 +403,27 @@ def _prev_mask(prev: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def _candidates(tree: RegionTree, leaf: int) -> tuple[list[int], list[float]]:
-    """Three nodes on the leaf's ancestor chain that live longest, small → large, with their persistence."""
+    """Three long-lived nodes of distinct size on the leaf's ancestor chain, small → large, with their lifetimes.
+
+    Lifetime (merge height at death − at birth) measures how clearly a region stands apart. The root
+    (the whole object) only competes when the chain is short, and nodes of about the same area as a
+    chosen one are suppressed so the three candidates differ like SAM's sub-part / part / object.
+    """
     chain = tree.chain(leaf)
     life = tree.death[chain] - tree.birth[chain]
+    area = tree.area[chain].astype(np.float64)
+    left = life.copy()
     if len(chain) > 3:
-        life[-1] = 0.0
-    order = sorted(np.argsort(-life, kind="stable")[:3].tolist())
-    while len(order) < 3:
-        order.append(order[-1])
-    nodes = [chain[i] for i in order]
-    return nodes, [float(min(1.0, life[i])) for i in order]
+        left[-1] = 0.0
+    picked: list[int] = []
+    while len(picked) < 3 and left.max() >= 0:
+        j = int(np.argmax(left))
+        picked.append(j)
+        left[np.abs(np.log(area / area[j])) < SAME_SIZE] = -1.0
+    picked.sort()
+    while len(picked) < 3:
+        picked.append(picked[-1])
+    return [chain[i] for i in picked], [float(min(1.0, life[i])) for i in picked]
 
 
 def _negative_subtrees(tree: RegionTree, neg: list[int], pos: list[int]) -> list[int]:
