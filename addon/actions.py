@@ -21,6 +21,19 @@ def next_color(obj: bpy.types.Object) -> tuple[float, float, float, float]:
     return selection_math.segment_color(len(obj.segany_segments))
 
 
+def parse_clicks(text: str) -> list[tuple[int, int]]:
+    """ "12 40 -7" or "12,+40,-7" → [(12, 1), (40, 1), (7, -1)]; the sign is read from the text, so "-0"
+    removes element 0 (the same convention as `segany segment --click`)."""
+    out = []
+    for token in text.replace(",", " ").split():
+        try:
+            index = abs(int(token))
+        except ValueError:
+            raise ValueError(f"click {token!r} is not an element index like 12 or -7") from None
+        out.append((index, -1 if token.startswith("-") else 1))
+    return out
+
+
 def unique_name(obj: bpy.types.Object, name: str) -> str:
     """name, or name.001, .002 … so a new segment never overwrites an earlier one's outputs."""
     taken = {s.name for s in obj.segany_segments}

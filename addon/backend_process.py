@@ -10,11 +10,10 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .client import BackendUnavailable, Client, RemoteError
+from .client import BackendUnavailable, Client, RemoteError, launch_backend
 
 LOG_TAIL = 1500
 
@@ -35,22 +34,12 @@ class BackendConfig:
     checkpoints: dict[str, str] = field(default_factory=dict)
     start_timeout: float = 120.0
 
-    def command(self, parent_pid: int) -> list[str]:
-        """The server command line (argument list, never a shell string)."""
-        cmd = [
-            self.python,
-            "-m",
-            "segany.server",
-            "--state-file",
-            str(self.state_file),
-            "--parent-pid",
-            str(parent_pid),
-        ]
-        if self.cache_dir:
-            cmd += ["--cache-dir", self.cache_dir]
+    def server_args(self) -> list[str]:
+        """Extra `python -m segany.server` arguments (a list, never a shell string)."""
+        args = ["--cache-dir", self.cache_dir] if self.cache_dir else []
         if self.device and self.device != "auto":
-            cmd += ["--device", self.device]
-        return cmd
+            args += ["--device", self.device]
+        return args
 
     def prior_options(self, prior: str | None) -> dict[str, str]:
         """Checkpoints travel with each job (prior_options), so a connected remote backend gets them too."""
@@ -109,7 +98,6 @@ class Backend:
         self.status = "stopped"  # stopped | starting | running | dead | error
         self.message = "Not started: it starts on the first Prepare or click"
         self._lock = threading.RLock()
-        self._log_handle = None
 
     # state -------------------------------------------------------------------------------------
     @property
@@ -197,46 +185,23 @@ class Backend:
         state = Path(self.config.state_file)
         state.parent.mkdir(parents=True, exist_ok=True)
         state.unlink(missing_ok=True)
-        self._close_log()
         log_path = Path(self.config.log_file or state.with_suffix(".log"))
+        log_path.unlink(missing_ok=True)
         self.config.log_file = log_path
-        self._log_handle = open(log_path, "wb")  # noqa: SIM115 (stays open while the process runs)
         self.status, self.message = "starting", "Starting the backend (loading torch takes a few seconds)"
         try:
-            self.process = subprocess.Popen(
-                self.config.command(os.getpid()),
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_handle,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            self.process, client = launch_backend(
+                self.config.python, state, self.config.server_args(), os.getpid(), log_path, self.config.start_timeout
             )
+        except BackendUnavailable as e:  # before OSError: it is a ConnectionError
+            self.status = "error"
+            self.message = f"The backend did not start. Is segany installed for {self.config.python}? {e}"
+            raise BackendUnavailable(self.message) from None
         except OSError as e:
             self.status = "error"
             self.message = f"Cannot run {self.config.python}: {e.strerror or e}. Check the backend interpreter path"
             raise BackendUnavailable(self.message) from None
-        deadline = time.monotonic() + self.config.start_timeout
-        while time.monotonic() < deadline:
-            code = self.process.poll()
-            if code is not None:
-                self.status = "error"
-                self.message = (
-                    f"The backend exited at start (code {code}). Is segany installed for {self.config.python}? "
-                    f"Log: {self.log_tail()}"
-                )
-                self.process = None
-                raise BackendUnavailable(self.message)
-            if state.is_file():
-                try:
-                    client = Client.from_state_file(state, timeout=30.0)
-                except (BackendUnavailable, RemoteError):
-                    time.sleep(0.05)
-                    continue
-                return self._connected(client, f"Running (pid {self.process.pid})")
-            time.sleep(0.05)
-        self.stop()
-        self.status = "error"
-        self.message = f"The backend did not start within {self.config.start_timeout:.0f} s. Log: {self.log_tail()}"
-        raise BackendUnavailable(self.message)
+        return self._connected(client, f"Running (pid {self.process.pid})")
 
     def _connected(self, client: Client, message: str) -> Client:
         self.client = client
@@ -266,14 +231,8 @@ class Backend:
                     except subprocess.TimeoutExpired:
                         proc.kill()
                         proc.wait(timeout=3)
-            self._close_log()
             self.status, self.message = "stopped", "Stopped"
 
     def restart(self) -> Client:
         self.stop()
         return self.ensure()
-
-    def _close_log(self) -> None:
-        if self._log_handle is not None:
-            self._log_handle.close()
-            self._log_handle = None

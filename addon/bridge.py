@@ -27,6 +27,8 @@ class Bridge:
     def __init__(self) -> None:
         self._work: queue.Queue[Any] = queue.Queue()
         self._inbox: queue.Queue[tuple[Callback, tuple[Any, ...]]] = queue.Queue()
+        self._inflight = 0  # work queued or running: its answer is on the way
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="segany-bridge", daemon=True)
         self._thread.start()
 
@@ -42,6 +44,8 @@ class Bridge:
         Work with the same `key` supersedes queued work with that key that has not started yet (a burst
         of clicks sends only the newest query).
         """
+        with self._lock:
+            self._inflight += 1
         self._work.put((fn, on_done, on_error, key, time.perf_counter()))
 
     def post(self, callback: Callback, *args: Any) -> None:
@@ -66,12 +70,13 @@ class Bridge:
                 return ran
 
     def pending(self) -> bool:
-        return not self._inbox.empty() or not self._work.empty()
+        """True while work runs or waits, or callbacks wait for drain(): the timer should poll fast."""
+        return self._inflight > 0 or not self._inbox.empty()
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Block until the worker has nothing queued or running (tests and batch scripts)."""
         done = threading.Event()
-        self._work.put((done.set, None, None, None, time.perf_counter()))
+        self.run(done.set)
         return done.wait(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
@@ -83,19 +88,25 @@ class Bridge:
             item = self._work.get()
             if item is _STOP:
                 return
-            fn, on_done, on_error, key, _ = item
-            if key is not None and self._superseded(key):
-                continue
             try:
-                value = fn()
-            except Exception as exc:
-                if on_error is not None:
-                    self.post(on_error, exc)
-                else:
-                    log.exception("SegAny background call failed")
-                continue
-            if on_done is not None:
-                self.post(on_done, value)
+                self._one(*item[:4])
+            finally:
+                with self._lock:
+                    self._inflight -= 1
+
+    def _one(self, fn: Callable[[], Any], on_done: Callback | None, on_error: Callback | None, key: str | None) -> None:
+        if key is not None and self._superseded(key):
+            return
+        try:
+            value = fn()
+        except Exception as exc:
+            if on_error is not None:
+                self.post(on_error, exc)
+            else:
+                log.exception("SegAny background call failed")
+            return
+        if on_done is not None:
+            self.post(on_done, value)
 
     def _superseded(self, key: str) -> bool:
         """True when newer work with the same key waits in the queue (peeked without removing it)."""

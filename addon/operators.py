@@ -85,13 +85,16 @@ class SEGANY_OT_cancel(bpy.types.Operator):
 
 class SEGANY_OT_segment(bpy.types.Operator):
     """Segment the active object from explicit clicks (element indices and signs); blocks until done.
-    For scripts: bpy.ops.segany.segment(clicks=[{"index": 12, "sign": 1}], output="vertex_group")"""
+    For scripts: bpy.ops.segany.segment(clicks="12 40 -7", output="vertex_group")"""
 
     bl_idname = "segany.segment"
     bl_label = "Segment From Clicks"
     bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012 (Blender reads a set)
 
-    clicks: bpy.props.CollectionProperty(type=properties.SegAnyClick)
+    clicks: bpy.props.StringProperty(
+        name="Clicks",
+        description='Element indices, "-" in front removes: "12 40 -7" (like `segany segment --click`; -0 removes 0)',
+    )
     method: bpy.props.StringProperty(name="Method", default="iseg")
     prior: bpy.props.StringProperty(name="Prior", default="")
     options: bpy.props.StringProperty(name="Options", default="", description="Method options as JSON")
@@ -109,7 +112,7 @@ class SEGANY_OT_segment(bpy.types.Operator):
             opts = json.loads(self.options) if self.options.strip() else None
             done = actions.segment(
                 _active(context),
-                [(c.index, c.sign) for c in self.clicks],
+                actions.parse_clicks(self.clicks),
                 method=self.method,
                 prior=self.prior or None,
                 output=self.output,

@@ -75,14 +75,7 @@ class SegAnySegment(bpy.types.PropertyGroup):
     count: bpy.props.IntProperty(name="Selected Elements")
 
 
-class SegAnyClick(bpy.types.PropertyGroup):
-    """A click for the explicit SEGANY_OT_segment operator: element index and sign (+1 add, -1 remove)."""
-
-    index: bpy.props.IntProperty(name="Index", min=0)
-    sign: bpy.props.IntProperty(name="Sign", default=1, min=-1, max=1)
-
-
-CLASSES = (SegAnySettings, SegAnySegment, SegAnyClick)
+CLASSES = (SegAnySettings, SegAnySegment)
 
 
 def register() -> None:

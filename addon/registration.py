@@ -18,15 +18,18 @@ CLASSES = (
     click_tool.SEGANY_OT_click_tool,
     *panels.CLASSES,
 )
-TIMER_INTERVAL = 0.02
+TIMER_BUSY = 0.005  # while answers are expected: a click's result waits at most this long for the main thread
+TIMER_IDLE = 0.1
 
 
 def drain() -> float:
     """The timer: run the bridge's queued callbacks on the main thread (tests call this directly)."""
     rt = runtime.current_or_none()
-    if rt is not None:
-        rt.bridge.drain()
-    return TIMER_INTERVAL
+    if rt is None:
+        return TIMER_IDLE
+    rt.bridge.drain()
+    busy = rt.bridge.pending() or any(st.status in ("sending", "preparing") for st in rt.objects.values())
+    return TIMER_BUSY if busy else TIMER_IDLE
 
 
 def redraw() -> None:
@@ -56,7 +59,7 @@ def register() -> None:
     properties.register()
     rt = runtime.install(runtime.Runtime(preferences.config_from(preferences.get())))
     rt.changed = redraw
-    bpy.app.timers.register(drain, first_interval=TIMER_INTERVAL, persistent=True)
+    bpy.app.timers.register(drain, first_interval=TIMER_IDLE, persistent=True)
     bpy.app.handlers.load_post.append(_on_load)
     atexit.register(_on_exit)
 

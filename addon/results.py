@@ -124,6 +124,8 @@ def add_material_slot(obj: bpy.types.Object, name: str, color: tuple[float, ...]
     bsdf = mat.node_tree.nodes.get("Principled BSDF") if mat.node_tree else None
     if bsdf is not None:
         bsdf.inputs["Base Color"].default_value = (*color[:3], 1.0)
+    if len(mesh.materials) == 0:
+        mesh.materials.append(None)  # an empty first slot keeps the other faces as they looked
     mesh.materials.append(mat)
     slot = len(mesh.materials) - 1
     faces = faces_of(mesh, mask, "majority")

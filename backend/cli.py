@@ -42,7 +42,7 @@ def _engine(cache_dir: Path | None = None, device: str = "auto"):
 
 
 def _fail(exc: SegAnyError) -> None:
-    console.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+    typer.echo(f"error [{exc.code}] {exc.message}", err=True)
     raise typer.Exit(2)
 
 

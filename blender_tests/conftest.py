@@ -135,5 +135,7 @@ def run_blender(script: str, timeout: float = 180.0, user_dir: Path | None = Non
         [sys.executable, "-c", body], env=env, capture_output=True, text=True, timeout=timeout, cwd=str(ROOT)
     )
     if proc.returncode != 0:
-        raise AssertionError(f"blender subprocess failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"blender subprocess failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc

@@ -130,5 +130,3 @@ def test_stop_ends_the_process_and_removes_the_state_file(rt: object) -> None:
     rt.backend.stop()
     assert not pid_alive(pid) and not state.exists() and rt.backend.status == "stopped"
     assert not rt.backend.alive()  # the next call that needs it starts a new one (ensure)
-
-

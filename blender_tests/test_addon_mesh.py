@@ -18,6 +18,7 @@ def _grid_scores(ob: object) -> tuple[np.ndarray, np.ndarray]:
 
 def test_read_mesh_uses_original_vertices_under_modifiers(addon: object, fresh_scene: object) -> None:
     from bl_ext.user_default.segany import scene_read
+
     from segany.scene import MeshScene
 
     ob = grid_mesh(x=8, y=6)
@@ -78,7 +79,9 @@ def test_projection_pick_matches_blenders_location_3d_to_region_2d(addon: object
     assert picked == 200 and depth[target] > 0
 
 
-@pytest.mark.parametrize("output", ["vertex_group", "attribute", "bool_attribute", "selection", "material", "face_set", "object"])
+@pytest.mark.parametrize(
+    "output", ["vertex_group", "attribute", "bool_attribute", "selection", "material", "face_set", "object"]
+)
 def test_every_output_form(addon: object, fresh_scene: object, output: str) -> None:
     import bpy
     from bl_ext.user_default.segany import results, scene_read
@@ -100,7 +103,7 @@ def test_every_output_form(addon: object, fresh_scene: object, output: str) -> N
         faces = np.array([all(mask[i] for i in p.vertices) for p in me.polygons])
         np.testing.assert_array_equal(np.array([p.select for p in me.polygons]), faces)
     elif output == "material":
-        assert made == 0 and me.materials[made].diffuse_color[1] == pytest.approx(0.8)
+        assert made == 1 and me.materials[0] is None and me.materials[made].diffuse_color[1] == pytest.approx(0.8)
         assert sum(1 for p in me.polygons if p.material_index == made) > 0
     elif output == "face_set":
         attr = me.attributes[".sculpt_face_set"]

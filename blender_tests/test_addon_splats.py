@@ -53,6 +53,7 @@ def decoded_pointcloud(arrays: dict[str, np.ndarray], name: str = "splats53") ->
 
 def test_blender50_importer_gives_raw_layout_equal_to_the_file(addon: object, fresh_scene: object) -> None:
     from bl_ext.user_default.segany import scene_read
+
     from segany.formats.gaussians import splats_from_blender_raw
 
     ob = import_donut()
@@ -64,7 +65,7 @@ def test_blender50_importer_gives_raw_layout_equal_to_the_file(addon: object, fr
     np.testing.assert_array_equal(scene.arrays["logit_opacities"], v["opacity"])
     np.testing.assert_array_equal(scene.arrays["quats"][:, 0], v["rot_0"])
     np.testing.assert_array_equal(scene.arrays["sh"][:, 0, 2], v["f_dc_2"])
-    attrs = {a: scene_read.read_attribute(ob.data, a) for a in ob.data.attributes.keys() if not a.startswith(".")}
+    attrs = {a: scene_read.read_attribute(ob.data, a) for a in ob.data.attributes if not a.startswith(".")}
     ref = splats_from_blender_raw(attrs)
     for key in ("means", "quats", "log_scales", "logit_opacities", "sh"):
         np.testing.assert_array_equal(scene.arrays[key], getattr(ref, key), err_msg=key)
@@ -72,6 +73,7 @@ def test_blender50_importer_gives_raw_layout_equal_to_the_file(addon: object, fr
 
 def test_decoded_pointcloud_layout_matches_the_backend_converter(addon: object, fresh_scene: object) -> None:
     from bl_ext.user_default.segany import scene_read
+
     from segany.formats.gaussians import splats_from_blender_decoded
 
     rng = np.random.default_rng(0)
@@ -88,7 +90,9 @@ def test_decoded_pointcloud_layout_matches_the_backend_converter(addon: object, 
     assert scene.kind == "splats" and scene.layout == "decoded" and scene.n_elements == n
     for key in arrays:
         np.testing.assert_allclose(scene.arrays[key], arrays[key], rtol=1e-4, atol=2e-4, err_msg=key)
-    attrs = {a.name: scene_read.read_attribute(ob.data, a.name) for a in ob.data.attributes if not a.name.startswith(".")}
+    attrs = {
+        a.name: scene_read.read_attribute(ob.data, a.name) for a in ob.data.attributes if not a.name.startswith(".")
+    }
     ref = splats_from_blender_decoded(attrs)
     for key in arrays:
         np.testing.assert_allclose(scene.arrays[key], getattr(ref, key), rtol=1e-5, atol=1e-5, err_msg=key)
@@ -120,6 +124,7 @@ def test_results_written_back_keep_the_original_attributes(addon: object, fresh_
 @pytest.mark.parametrize("layout", ["raw", "decoded"])
 def test_export_segment_as_standard_3dgs_ply(addon: object, fresh_scene: object, tmp_path: Path, layout: str) -> None:
     from bl_ext.user_default.segany import results, scene_read
+
     from segany.formats import load_scene
 
     ob = import_donut()

@@ -1,0 +1,33 @@
+"""Device-agnostic compute kernels: torch tensors in, torch tensors out, on the device of the inputs.
+
+- mesh_raster: triangle id, depth, barycentrics and normals per pixel; attribute interpolation with
+  gradients; shading; picking (torch z-buffer on CPU and CUDA, Embree on CPU).
+- splat_raster: 3D Gaussian splatting of colours and any feature channels, with gradients.
+- volume: ray marching through a density grid built from a point cloud.
+- knn: k nearest neighbours (KD-tree on CPU, tiled brute force on CUDA).
+- scatter: sum / mean / max / min reductions by index (torch-scatter when installed).
+- fps: farthest-point sampling.
+- similarity: SAGA's scale-gated cosine similarity of per-Gaussian features to a query, in one pass.
+
+Functions that have several engines take `backend=`; "auto" picks by the inputs' device
+(`resolve_backend`, the one place that rule lives).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from segany.errors import SegAnyError
+
+
+def resolve_backend(backend: str, device: torch.device, cpu: str, cuda: str, others: tuple[str, ...] = ()) -> str:
+    """The engine to run: for "auto" the `cpu` or `cuda` engine by the inputs' device; "cpu" / "cuda" force
+    that device's engine; any name in `others` runs as asked. Unknown names raise an actionable error."""
+    if backend == "auto":
+        return cuda if device.type == "cuda" else cpu
+    if backend in ("cpu", "cuda"):
+        return cpu if backend == "cpu" else cuda
+    if backend in others:
+        return backend
+    names = ", ".join(("auto", "cpu", "cuda", *others))
+    raise SegAnyError("bad_request", f"unknown backend {backend!r}: use one of {names}")

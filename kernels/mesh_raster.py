@@ -32,7 +32,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+
 from segany.errors import SegAnyError
+from segany.kernels import resolve_backend
 
 _MAX_KEY = torch.iinfo(torch.int64).max
 _CHUNK_PIXELS = 1 << 22
@@ -66,7 +68,7 @@ def rasterize_mesh(
     backend: str = "auto",
     near: float = 1e-3,
 ) -> MeshRaster:
-    """Rasterize a triangle mesh into B views; `backend` is "auto", "torch" or "embree" ("auto" = torch).
+    """Rasterize a triangle mesh into B views; `backend` is "auto" (= "torch", CPU or CUDA) or "embree" (CPU).
 
     Outputs live on the device of `vertices`.
     """
@@ -77,14 +79,12 @@ def rasterize_mesh(
     viewmats = torch.as_tensor(viewmats, device=device).to(torch.float32).reshape(-1, 4, 4)
     Ks = torch.as_tensor(Ks, device=device).to(torch.float32).reshape(-1, 3, 3)
     _check_inputs(vertices, faces, viewmats, Ks, width, height)
-    if backend in ("auto", "torch", "cpu", "cuda"):
+    if resolve_backend(backend, device, cpu="torch", cuda="torch", others=("torch", "embree")) == "torch":
         tri_ids, depth, bary = _raster_torch(vertices, faces, viewmats, Ks, width, height, near)
-    elif backend == "embree":
+    else:
         if device.type != "cpu":
             raise SegAnyError("unsupported", "the embree backend runs on the CPU; pass CPU tensors or backend='torch'")
         tri_ids, depth, bary = _raster_embree(vertices, faces, viewmats, Ks, width, height, near)
-    else:
-        raise SegAnyError("bad_request", f"unknown mesh raster backend {backend!r}: use auto, torch or embree")
     pix = torch.nonzero(tri_ids.reshape(-1) >= 0).squeeze(1)
     hit_faces = tri_ids.reshape(-1).index_select(0, pix)
     pix_normals = torch.zeros((tri_ids.numel(), 3), dtype=torch.float32, device=device)

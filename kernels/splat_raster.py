@@ -15,8 +15,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-from segany.errors import SegAnyError
 from torch import Tensor
+
+from segany.errors import SegAnyError
 
 TILE = 8
 ALPHA_MIN = 1.0 / 255.0

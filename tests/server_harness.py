@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
 from segany.addon.client import Client
 from segany.jobs import JobContext
 from segany.methods import Method, Selection, State
@@ -75,13 +76,14 @@ def register() -> None:
 def start(state_file: Path, cache_dir: Path, *extra: str) -> subprocess.Popen:
     """Start the harness process; returns once its state file names it (the server is listening)."""
     cmd = [sys.executable, str(HERE), "--state-file", str(state_file), "--cache-dir", str(cache_dir), "--device", "cpu"]
-    log = open(state_file.with_suffix(".log"), "ab")  # noqa: SIM115 - the child owns it
+    log_path = cache_dir.parent / f"{state_file.stem}.log"
+    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen([*cmd, *extra], stdout=log, stderr=log)
     log.close()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"harness server exited: {state_file.with_suffix('.log').read_text()[-3000:]}")
+            raise RuntimeError(f"harness server exited: {log_path.read_text()[-3000:]}")
         try:
             if json.loads(state_file.read_text())["pid"] == proc.pid:
                 return proc

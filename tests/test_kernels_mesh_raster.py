@@ -14,11 +14,11 @@ K = np.array([[14.0, 0.0, 8.0], [0.0, 13.0, 7.5], [0.0, 0.0, 1.0]], dtype=np.flo
 EDGE_TOL = 1e-5  # pixels whose centre is this close (in barycentrics) to an edge may go either way
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
-    """OpenCV world-to-camera matrix: z towards the target, y down."""
+def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """OpenCV world-to-camera matrix: z towards the target, y down, world +z up."""
     z = target - eye
     z = z / np.linalg.norm(z)
-    x = np.cross(z, up)
+    x = np.cross(z, np.array([0.0, 0.0, 1.0]))
     x = x / np.linalg.norm(x)
     y = np.cross(z, x)
     m = np.eye(4)
@@ -217,7 +217,9 @@ def test_cuda_matches_cpu() -> None:
     viewmat = look_at(np.array([0.3, -3.0, 1.0]), np.zeros(3))
     k = np.array([[200.0, 0, 64], [0, 200.0, 64], [0, 0, 1]], dtype=np.float32)
     cpu = rasterize_mesh(torch.from_numpy(vertices), torch.from_numpy(faces), viewmat[None], k[None], 128, 128)
-    gpu = rasterize_mesh(torch.from_numpy(vertices).cuda(), torch.from_numpy(faces).cuda(), viewmat[None], k[None], 128, 128)
+    gpu = rasterize_mesh(
+        torch.from_numpy(vertices).cuda(), torch.from_numpy(faces).cuda(), viewmat[None], k[None], 128, 128
+    )
     assert gpu.tri_ids.is_cuda
     assert (gpu.tri_ids.cpu() == cpu.tri_ids).float().mean() > 0.999
     same = gpu.tri_ids.cpu() == cpu.tri_ids

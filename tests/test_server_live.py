@@ -19,6 +19,7 @@ import pytest
 import server_harness
 import wire_fuzz
 from hypothesis import HealthCheck, given, settings
+
 from segany.addon import wire
 from segany.addon.client import BackendUnavailable, Client, RemoteError
 
@@ -266,9 +267,8 @@ def test_fuzzed_frames_against_the_live_server(backend, batch: list[bytes]) -> N
         hello = i % 4 != 0  # most authenticate first, so the frame reaches the full parser and the ops
         frames = _raw_exchange(backend[1], frame, hello=hello)
         for f in frames:
-            assert isinstance(f.get("ok"), bool), f
-            if not f["ok"]:
-                assert f["error"]["code"] != "internal", f
+            assert isinstance(f.get("ok"), bool) or f.get("event") in ("progress", "done", "failed", "cancelled"), f
+            assert (f.get("error") or {}).get("code") != "internal", f
         if not hello:
             assert len(frames) <= 1 and all(f["error"]["code"] == "unauthorized" for f in frames)
 

@@ -13,6 +13,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from segany.addon import wire
 from segany.errors import CODES
 

@@ -1,6 +1,6 @@
 """Parser fuzzing: generated and mutated frames never crash, hang or over-allocate the reader.
 
-16,000 frames here and 6,000 in the live-server fuzz of test_server_live.py.
+24,000 frames here and 6,000 in the live-server fuzz of test_server_live.py.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import resource
 import numpy as np
 import wire_fuzz
 from hypothesis import HealthCheck, given, settings
+
 from segany.addon import wire
 
-EXAMPLES, BATCH = 1_000, 16  # 16,000 frames
+EXAMPLES, BATCH = 1_500, 16  # 24,000 frames
 
 
 def _drain(data: bytes) -> list[dict]:

@@ -98,7 +98,7 @@ def _paired(fn: Any, base: Any, n: int, warmup: int = 3) -> tuple[np.ndarray, np
 def run(out_dir: Path, quick: bool = False) -> dict:
     n_small = 200 if quick else 3000
     n_points = 100_000 if quick else 1_000_000
-    repeats = 5 if quick else 15
+    repeats = 5 if quick else 100
     arr = np.random.default_rng(0).random((n_points, 3), dtype=np.float32)
     tiny = np.zeros(16, dtype=np.uint8)
     mb = arr.nbytes / 1e6
@@ -121,9 +121,9 @@ def run(out_dir: Path, quick: bool = False) -> dict:
             _stop(client, proc)
             bare.close()
     ms = 1e3
-    up_s, up_b = float(np.median(up)), float(np.median(up_bare))
-    down_s = float(np.median(both)) - up_s
-    down_b = float(np.median(both_bare)) - up_b
+    # Arrays: best of N, the least load-disturbed estimate on a shared machine (medians go in `extra`).
+    up_s, up_b = float(up.min()), float(up_bare.min())
+    rt_s, rt_b = float(both.min()), float(both_bare.min())
     case = f"{n_points:,}×3 float32 ({mb:.1f} MB)"
     rows = [
         Row("small request", "round trip p50", float(np.median(small)) * ms, "ms", "bare socket",
@@ -131,18 +131,24 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         Row("small request", "round trip p99", float(np.percentile(small, 99)) * ms, "ms", "bare socket",
             float(np.percentile(small_bare, 99)) * ms),
         Row(case, "upload", up_s * ms, "ms", "bare socket", up_b * ms, "<= 1.2× bare"),
-        Row(case, "download (round trip − upload)", down_s * ms, "ms", "bare socket", down_b * ms, "<= 1.2× bare"),
-        Row(case, "round trip", float(np.median(both)) * ms, "ms", "bare socket", float(np.median(both_bare)) * ms,
+        Row(case, "download (round trip − upload)", (rt_s - up_s) * ms, "ms", "bare socket", (rt_b - up_b) * ms,
             "<= 1.2× bare"),
+        Row(case, "round trip", rt_s * ms, "ms", "bare socket", rt_b * ms, "<= 1.2× bare"),
     ]  # fmt: skip
     extra = {
         "small_requests": n_small,
         "array_repeats": repeats,
-        "upload_MBps": mb / up_s,
-        "upload_MBps_bare": mb / up_b,
-        "small_p50_ms": rows[0].value,
-        "array_overhead_upload": up_s / up_b - 1,
-        "array_overhead_round_trip": float(np.median(both)) / float(np.median(both_bare)) - 1,
+        "array_statistic": "min over repeats, protocol and bare interleaved",
+        "upload_GBps": mb / 1e3 / up_s,
+        "upload_GBps_bare": mb / 1e3 / up_b,
+        "median_ms": {
+            "upload": float(np.median(up)) * ms,
+            "upload_bare": float(np.median(up_bare)) * ms,
+            "round_trip": float(np.median(both)) * ms,
+            "round_trip_bare": float(np.median(both_bare)) * ms,
+        },
+        "overhead_upload": up_s / up_b - 1,
+        "overhead_round_trip": rt_s / rt_b - 1,
     }
     return write_report("protocol", out_dir, rows, extra)
 

@@ -33,8 +33,9 @@ CONCAVE_ETA = 1.0
 CONVEX_ETA = 0.2
 ABSORB = 1e-3  # absorption per node for the positive-only diffusion, relative to a mean node degree
 MAX_SWEEP_SHARE = 0.5  # the positive-only region covers at most this share of the graph volume
-PRIOR_WEIGHT = 1e-2  # pull of the previous answer, relative to a mean node degree
+PRIOR_WEIGHT = 1e-4  # pull of the previous answer, relative to a mean node degree
 MEMO_SIZE = 256
+REFINE_BAND = 0.0
 
 
 def _concavity_weights(
@@ -121,7 +122,7 @@ class RandomWalkBaseline:
             x[free] = spsolve(luu.tocsc(), -self.L[free][:, fixed] @ x[fixed])
         return np.clip(x, 0.0, 1.0)
 
-    def _sweep(self, x: np.ndarray, seed: np.ndarray, max_share: float) -> np.ndarray:
+    def _sweep(self, x: np.ndarray, seed: np.ndarray, max_share: float, band: float = 0.0) -> np.ndarray:
         """The level set of x with the lowest conductance that keeps every positive and no negative seed."""
         order = np.lexsort((seed <= 0, seed < 0, -x))
         rank = np.empty(self.n, dtype=np.int64)
@@ -135,6 +136,11 @@ class RandomWalkBaseline:
         last_pos = int(rank[seed > 0].max())
         first_neg = int(rank[seed < 0].min()) if (seed < 0).any() else self.n
         conductance[(k < last_pos) | (k >= first_neg) | (vol / total > max_share)] = np.inf
+        if band > 0:
+            level = x[order]
+            conductance[(level > 0.5 + band) | (level < 0.5 - band)] = np.inf
+        if not np.isfinite(conductance).any():
+            return (x >= 0.5).astype(np.float64)
         chosen = np.zeros(self.n)
         chosen[order[: int(np.argmin(conductance)) + 1]] = 1.0
         return chosen
@@ -149,7 +155,9 @@ class RandomWalkBaseline:
         luu = self.L[free][:, free] + sp.identity(int(free.sum())) * gamma
         rhs = gamma * previous[free] - self.L[free][:, fixed] @ x[fixed]
         x[free] = spsolve(luu.tocsc(), rhs)
-        return (x >= 0.5).astype(np.float64)
+        if REFINE_BAND <= 0:
+            return (x >= 0.5).astype(np.float64)
+        return self._sweep(x, seed, 1.0, band=REFINE_BAND)
 
     def _answer(self, clicks: tuple[Click, ...]) -> np.ndarray:
         """Node selection after `clicks`, each click refining the answer to the ones before it (memoised)."""

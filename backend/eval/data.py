@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import trimesh
 
 from ..errors import SegAnyError
-from ..scene import MeshScene, Scene
+from ..scene import MeshScene, PointScene, Scene
 
 PSB_BLOCKS = (
     "human", "cup", "glasses", "airplane", "ant", "chair", "octopus", "table", "teddy", "hand",
@@ -105,13 +105,24 @@ def load_psb_shape(data: Path, shape_id: str, category: str | None = None) -> Sh
     return Shape(shape_id, category or psb_category(shape_id), scene, labels, str(off))
 
 
+def _face_majority(faces: np.ndarray, vertex_labels: np.ndarray) -> np.ndarray:
+    """Per-face labels from per-vertex ones: the label two or three corners agree on, else the first corner's."""
+    a, b, c = vertex_labels[faces].T
+    return np.where((b == c) & (a != b), b, a)
+
+
 def load_ply_shape(path: Path, category: str | None = None) -> Shape:
     from ..formats import load_scene_with_labels
 
     scene, labels = load_scene_with_labels(path)
     if labels is None:
         raise SegAnyError("unsupported", f"{path} has no integer 'label' property to evaluate against")
-    return Shape(path.stem, category or psb_category(path.stem), scene, np.asarray(labels, dtype=np.int64), str(path))
+    if isinstance(scene, PointScene):
+        scene = replace(scene, labels=None)  # ground truth never reaches a method
+    labels = np.asarray(labels, dtype=np.int64)
+    if isinstance(scene, MeshScene) and len(labels) == len(scene.vertices) != len(scene.faces):
+        labels = _face_majority(scene.faces, labels)
+    return Shape(path.stem, category or psb_category(path.stem), scene, labels, str(path))
 
 
 def iter_shapes(data: Path, ids: list[str] | None = None) -> Iterator[Shape]:

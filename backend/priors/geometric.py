@@ -27,6 +27,7 @@ from ..errors import SegAnyError
 from .base import Prior, PromptResult, Views
 
 ROOT_DEATH = 2.0  # height at which whole objects "die": they outlive every merge
+SPECTRAL_POWER = 4  # singular values raised to this: the coarse structure dominates (tuned on PSB)
 SAME_SIZE = 0.4  # |log area ratio| under which two nested candidates count as the same size
 
 
@@ -118,6 +119,8 @@ class BoundaryWeights:
 def boundary_map(views: Views, index: int, weights: BoundaryWeights = BoundaryWeights()) -> np.ndarray:
     """Per-pixel boundary strength in [0, 1] (0 on background): concave creases, depth jumps, colour edges."""
     full = views.ids[index] >= 0
+    if not full.any():
+        return np.zeros(full.shape, dtype=np.float32)
     box = _box(full, max(weights.scales) + 2)
     fg = full[box]
     pts, nrm, foot = _camera_geometry(views, index, box, weights.smooth)
@@ -196,7 +199,7 @@ def build_tree(leaves: np.ndarray, bound: np.ndarray, min_area: int) -> RegionTr
     death = [ROOT_DEATH] * n_leaf
     adj: list[dict[int, list[float]]] = [{} for _ in range(n_leaf)]
     pairs, sums, counts = _adjacency(leaves, bound) if n_leaf > 1 else (np.zeros((0, 2), int), [], [])
-    for (a, b), s, c in zip(pairs.tolist(), sums, counts):
+    for (a, b), s, c in zip(pairs.tolist(), sums, counts, strict=True):
         adj[a][b] = [s, c]
         adj[b][a] = [s, c]
 
@@ -287,11 +290,13 @@ class GeometricPrior(Prior):
             self._trees.move_to_end(key)
             return self._trees[key]
         fg = views.ids[index] >= 0
-        bound = boundary_map(views, index, self.weights)
         n_fg = max(int(fg.sum()), 1)
-        box = _box(fg, 2)
         leaves = np.full(fg.shape, -1, dtype=np.int32)
-        leaves[box] = _leaves(bound[box], fg[box], self.weights.basin_depth)
+        bound = np.zeros(fg.shape, dtype=np.float32)
+        if fg.any():
+            bound = boundary_map(views, index, self.weights)
+            box = _box(fg, 2)
+            leaves[box] = _leaves(bound[box], fg[box], self.weights.basin_depth)
         tree = build_tree(leaves, bound, min_area=max(16, int(n_fg * self.min_area)))
         self._trees[key] = tree
         while len(self._trees) > self._cache_size:
@@ -303,7 +308,9 @@ class GeometricPrior(Prior):
         out = []
         for h in (*self.levels, ROOT_DEATH - 1e-9):
             nodes = tree.cut(h)
-            out.append(np.stack([tree.mask([n]) for n in nodes]) if len(nodes) else np.zeros((0, *tree.leaves.shape), bool))
+            out.append(
+                np.stack([tree.mask([n]) for n in nodes]) if len(nodes) else np.zeros((0, *tree.leaves.shape), bool)
+            )
         return out
 
     def prompt(
@@ -320,8 +327,12 @@ class GeometricPrior(Prior):
         n_leaf = tree.members.shape[1] - 1
         hit = tree.leaves[ys, xs]
         base = np.zeros((h, w), dtype=bool) if prev is None else _prev_mask(prev, h, w)
-        pos = [int(leaf) for leaf, lab, y, x in zip(hit, labels, ys, xs) if lab > 0 and leaf < n_leaf and not base[y, x]]
-        neg = [int(leaf) for leaf, lab in zip(hit, labels) if lab <= 0 and leaf < n_leaf]
+        pos = [
+            int(leaf)
+            for leaf, lab, y, x in zip(hit, labels, ys, xs, strict=True)
+            if lab > 0 and leaf < n_leaf and not base[y, x]
+        ]
+        neg = [int(leaf) for leaf, lab in zip(hit, labels, strict=True) if lab <= 0 and leaf < n_leaf]
         picks = [_candidates(tree, leaf) for leaf in pos]
         removed = tree.mask(_negative_subtrees(tree, neg, pos)) if neg else np.zeros((h, w), bool)
         masks = np.zeros((3, h, w), dtype=bool)
@@ -334,7 +345,10 @@ class GeometricPrior(Prior):
         return PromptResult(masks=masks, scores=scores, logits=logits)
 
     def embed(self, views: Views) -> np.ndarray:
-        """Unit vectors per pixel from a co-clustering of elements with the regions of every view and level."""
+        """Unit vectors per pixel from a co-clustering of elements with the regions of every view and level.
+
+        The finest level is left out: its over-segmentation would make vectors within a part differ.
+        """
         b, h, w = views.ids.shape
         stride = max(1, -(-max(h, w) // 256))
         ids = views.ids[:, stride // 2 :: stride, stride // 2 :: stride]
@@ -352,7 +366,7 @@ class GeometricPrior(Prior):
             tree = self.tree(views, i)
             fg = views.ids[i] >= 0
             elem = inverse[i][fg] - int(has_bg)
-            for weight, h_cut in zip((1.0, 1.0, 1.0, 0.5), (*self.levels, ROOT_DEATH - 1e-9)):
+            for weight, h_cut in [*((1.0, lv) for lv in self.levels[1:]), (0.5, ROOT_DEATH - 1e-9)]:
                 nodes = tree.cut(h_cut)
                 lookup = np.full(tree.members.shape[1], -1, dtype=np.int64)
                 for j, node in enumerate(nodes):
@@ -384,8 +398,8 @@ def _spectral(a: sp.csr_matrix, dim: int) -> np.ndarray:
         vec = np.ones((a.shape[0], 1))
     else:
         rng = np.random.default_rng(0)
-        u, s, _ = svds(z, k=k, v0=rng.standard_normal(min(z.shape)), random_state=0)
-        vec = u * s
+        u, s, _ = svds(z, k=k, v0=rng.standard_normal(min(z.shape)))
+        vec = u * s**SPECTRAL_POWER
     vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
     return vec.astype(np.float32)
 

@@ -109,7 +109,8 @@ def build_scorer(state: State) -> ClickScorer:
     meta = state.meta
     if meta.get("format") != FORMAT:
         raise SegAnyError("not_prepared", f"this state is not an iSeg state ({meta.get('format')!r}); run prepare again")
-    cfg = DecoderConfig(dim=int(meta["decoder"]["dim"]), widths=tuple(int(w) for w in meta["decoder"]["widths"]))
+    dec = meta["decoder"]
+    cfg = DecoderConfig(int(dec["dim"]), tuple(int(w) for w in dec["widths"]), bool(dec["product"]))
     decoder = Decoder(cfg)
     decoder.load_state_dict({k[len("decoder.") :]: v for k, v in state.tensors.items() if k.startswith("decoder.")})
     return ClickScorer(decoder, state.tensors["features"].float())
@@ -212,7 +213,9 @@ class ISeg(Method):
         timings["samples"] = time.perf_counter() - t0 - sum(timings.values())
 
         corners = pixel_corners(raster.tri_ids, raster.bary, faces)
-        dec_cfg = DecoderConfig(dim=enc_cfg.out_dim, widths=PRESETS[opts["decoder"]])
+        dec_cfg = DecoderConfig(
+            dim=enc_cfg.out_dim, widths=PRESETS[opts["decoder"]], product=opts["decoder"] == "light"
+        )
         dec_sched = Schedule(opts["decoder_steps"], opts["decoder_lr"], opts["decoder_batch"], opts["decoder_pixels"])
         decoder, dec_losses = train_decoder(
             features, samples, corners, dec_cfg, dec_sched, opts["dice_weight"], ctx.sub(0.65, 1.0), gen
@@ -233,7 +236,7 @@ class ISeg(Method):
             "n_vertices": len(vertices),
             "n_faces": len(faces),
             "encoder": asdict(enc_cfg),
-            "decoder": {"dim": dec_cfg.dim, "widths": list(dec_cfg.widths), "preset": opts["decoder"]},
+            "decoder": {**asdict(dec_cfg), "widths": list(dec_cfg.widths), "preset": opts["decoder"]},
             "threshold": opts["threshold"],
             "options": {k: v for k, v in opts.items() if k != "device"},
             "samples": samples.counts(),

@@ -61,7 +61,7 @@ def train_encoder(
         loss.backward()
         optim.step()
         lr_sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     encoder.eval()
     with torch.no_grad():
         features = torch.cat([encoder(chunk) for chunk in positions.split(65536)])
@@ -111,6 +111,6 @@ def train_decoder(
         loss.backward()
         optim.step()
         lr_sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return decoder.eval(), losses
 

@@ -1,0 +1,227 @@
+"""results.json, report.md and iou_vs_clicks.png of `segany eval`.
+
+results.json schema (version 1; other tools read it — add keys, never rename or remove them):
+
+    {
+      "schema": 1,
+      "summary": {                      # keyed by method name: the evaluated method and "baseline"
+        "<method>": {
+          "miou@1": float, "miou@3": float, "miou@5": float,   # percent, mean over all targets
+          "noc@80": float, "noc@85": float, "noc@90": float,   # mean clicks to reach the IoU; the
+                                                               # click budget when never reached
+          "seconds_per_click": float,   # mean query time over every simulated click
+          "prepare_seconds": float,     # mean per-shape prepare time (cache hits included as measured)
+          "targets": int, "shapes": int,
+          "mean_iou": [float, ...]      # percent after click 1..clicks, mean over targets
+        }
+      },
+      "categories": {"<category>": {"<method>": {same keys as a summary entry}}},
+      "shapes": [
+        {
+          "id": str, "category": str, "kind": "mesh" | "splats" | "points", "source": str,
+          "n_vertices": int,            # scored elements: vertices, Gaussians or points
+          "n_faces": int,               # 0 for splats and points
+          "targets": [{"label": int, "fraction": float}],      # fraction of surface area / elements
+          "methods": {
+            "<method>": {
+              "prepare_seconds": float, "prepare_note": str,
+              "summary": {same keys as a summary entry, over this shape's targets},
+              "targets": [{
+                "label": int, "fraction": float,
+                "iou": [float, ...],    # 0..1 after click 1..clicks
+                "clicks": [[element, sign], ...],   # vertex index on meshes; +1 / -1
+                "seconds": [float, ...] # query time of each click made
+              }]
+            }
+          }
+        }
+      ],
+      "config": {"method", "prior", "method_options", "prior_options", "clicks", "data", "ids",
+                 "protocol": {...}, "date": ISO-8601 UTC, "versions": {...}}
+    }
+
+Arrays in options (e.g. oracle labels) are written as {"array": dtype, "shape": [...]}.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SegAnyError
+from .metrics import MIOU_AT, NOC_AT, mean_curve, summarize
+from .targets import MAX_TARGETS, MIN_FRACTION
+
+SCHEMA = 1
+PROTOCOL = {
+    "segmentation": 0,
+    "target_min_fraction": MIN_FRACTION,
+    "max_targets": MAX_TARGETS,
+    "clicks": "largest error region (surface area), farthest element from its boundary (graph geodesic)",
+    "mesh_selection": "face selected when the mean of its vertex scores >= the method's threshold",
+    "iou": "surface-area weighted on meshes, element count on splats and points",
+}
+KEYS = [*(f"miou@{k}" for k in MIOU_AT), *(f"noc@{t}" for t in NOC_AT)]
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return {"array": str(obj.dtype), "shape": list(obj.shape)}
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _versions() -> dict[str, str]:
+    import scipy
+
+    from .. import __version__
+
+    out = {"segany": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    out["scipy"] = scipy.__version__
+    try:
+        import torch
+
+        out["torch"] = torch.__version__
+    except ImportError:
+        out["torch"] = "absent"
+    return out
+
+
+def aggregate(runs: list[dict[str, Any]], prepare: list[float], cap: int, n_shapes: int) -> dict[str, Any]:
+    """Summary entry over target runs (see the schema); `prepare` holds per-shape prepare seconds."""
+    curves = [r["iou"] for r in runs]
+    seconds = [s for r in runs for s in r["seconds"]]
+    entry: dict[str, Any] = summarize(curves, cap)
+    entry["seconds_per_click"] = float(np.mean(seconds)) if seconds else 0.0
+    entry["prepare_seconds"] = float(np.mean(prepare)) if prepare else 0.0
+    entry["targets"] = len(curves)
+    entry["shapes"] = n_shapes
+    entry["mean_iou"] = mean_curve(curves)
+    return entry
+
+
+def build_results(config: dict[str, Any], shapes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The results.json object from per-shape records (evaluate_shape's output)."""
+    cap = int(config["clicks"])
+    methods: list[str] = []
+    for s in shapes:
+        methods += [m for m in s["methods"] if m not in methods]
+    for s in shapes:
+        for m, rec in s["methods"].items():
+            rec["summary"] = aggregate(rec["targets"], [rec["prepare_seconds"]], cap, 1)
+
+    def over(subset: list[dict[str, Any]]) -> dict[str, Any]:
+        out = {}
+        for m in methods:
+            have = [s["methods"][m] for s in subset if m in s["methods"]]
+            runs = [r for h in have for r in h["targets"]]
+            out[m] = aggregate(runs, [h["prepare_seconds"] for h in have], cap, len(have))
+        return out
+
+    categories = sorted({s["category"] for s in shapes})
+    full_config = {
+        **config,
+        "protocol": PROTOCOL,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+    }
+    return _jsonable(
+        {
+            "schema": SCHEMA,
+            "summary": over(shapes),
+            "categories": {c: over([s for s in shapes if s["category"] == c]) for c in categories},
+            "shapes": shapes,
+            "config": full_config,
+        }
+    )
+
+
+def _row(name: str, entry: dict[str, Any]) -> str:
+    cells = [f"{entry[k]:.1f}" if k.startswith("miou") else f"{entry[k]:.2f}" for k in KEYS if k in entry]
+    cells.append(f"{1000 * entry['seconds_per_click']:.1f}")
+    cells.append(f"{entry['prepare_seconds']:.2f}")
+    return f"| {name} | {entry['targets']} | " + " | ".join(cells) + " |"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """report.md: overall, per category and per shape tables, method vs baseline."""
+    cfg = results["config"]
+    head = "| {} | targets | mIoU@1 | mIoU@3 | mIoU@5 | NoC@80 | NoC@85 | NoC@90 | ms/click | prepare s |"
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    prior = f", prior `{cfg['prior']}`" if cfg.get("prior") else ""
+    lines = [
+        f"# segany eval: `{cfg['method']}`{prior}",
+        "",
+        f"Data `{cfg['data']}`, {len(results['shapes'])} shapes, up to {cfg['clicks']} simulated clicks per target, "
+        f"{cfg['date']}. mIoU in percent (area-weighted on meshes); NoC = clicks to reach the IoU "
+        f"(capped at {cfg['clicks']}); times per click are query times.",
+        "",
+        "## Overall",
+        "",
+        head.format("method"),
+        rule,
+    ]
+    lines += [_row(m, e) for m, e in results["summary"].items()]
+    lines += ["", "## Per category", "", head.format("category / method"), rule]
+    for cat, per in results["categories"].items():
+        lines += [_row(f"{cat} / {m}", e) for m, e in per.items()]
+    lines += ["", "## Per shape", "", head.format("shape / method"), rule]
+    for s in results["shapes"]:
+        lines += [_row(f"{s['id']} ({s['category']}) / {m}", r["summary"]) for m, r in s["methods"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Mean IoU after each click, one line per method, overall."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for m, entry in results["summary"].items():
+        curve = entry["mean_iou"]
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=f"{m} (mIoU@5 {entry['miou@5']:.1f})")
+    ax.set_xlabel("number of clicks")
+    ax.set_ylabel("mean IoU (%)")
+    ax.set_ylim(0, 100)
+    ax.set_xlim(left=1)
+    ax.grid(alpha=0.3)
+    cfg = results["config"]
+    ax.set_title(f"{cfg['method']} vs baseline, {len(results['shapes'])} shapes", fontsize=10)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_outputs(results: dict[str, Any], out: Path, plot_png: bool = True) -> None:
+    """results.json and report.md (atomically), and the PNG when asked (skipped for partial saves)."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out / "results.json", json.dumps(results, indent=1))
+        _atomic_write(out / "report.md", markdown(results))
+        if plot_png:
+            plot(results, out / "iou_vs_clicks.png")
+    except OSError as exc:
+        raise SegAnyError("io_error", f"cannot write the evaluation results to {out}: {exc}") from exc

@@ -1,0 +1,109 @@
+"""What the harness clicks on: a method behind the Engine, or the in-harness classical baseline.
+
+Both answer `query(clicks) -> Selection` for the shape last given to `prepare`, so the protocol code
+never knows which one it drives.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..methods.base import Selection
+from ..scene import PointScene, Scene, SplatScene
+from .baseline import RandomWalkBaseline
+from .clicks import Click
+from .data import Shape
+from .geometry import Geometry
+
+
+class Scorer(Protocol):
+    name: str
+
+    def prepare(self, shape: Shape, geom: Geometry) -> str:
+        """Per-shape work; returns a short note (e.g. 'loaded from cache')."""
+
+    def query(self, clicks: list[Click]) -> Selection: ...
+
+    def release(self) -> None:
+        """Drop what prepare kept for the current shape."""
+
+
+def element_normals(scene: Scene) -> np.ndarray | None:
+    """Normals for the baseline's concavity test: given normals, or each Gaussian's shortest axis."""
+    if isinstance(scene, PointScene):
+        return scene.normals
+    if isinstance(scene, SplatScene):
+        w, x, y, z = (scene.quats / np.linalg.norm(scene.quats, axis=1, keepdims=True)).T
+        rot = np.stack(
+            [
+                np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=1),
+                np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=1),
+                np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=1),
+            ],
+            axis=1,
+        )
+        axis = np.argmin(scene.log_scales, axis=1)
+        return rot[np.arange(len(axis)), :, axis]
+    return None
+
+
+class BaselineScorer:
+    """The classical random-walker baseline (see baseline.py); no model, no prior."""
+
+    name = "baseline"
+
+    def __init__(self) -> None:
+        self._walker: RandomWalkBaseline | None = None
+
+    def prepare(self, shape: Shape, geom: Geometry) -> str:
+        self._walker = RandomWalkBaseline(geom, element_normals(shape.scene))
+        return "graph built"
+
+    def query(self, clicks: list[Click]) -> Selection:
+        if self._walker is None:
+            raise AssertionError("BaselineScorer.query before prepare")
+        return self._walker.query(clicks)
+
+    def release(self) -> None:
+        self._walker = None
+
+
+class EngineScorer:
+    """A product method run the way the CLI and the server run it: through the Engine."""
+
+    def __init__(
+        self,
+        engine: Any,
+        method: str,
+        prior: str | None,
+        options: dict[str, Any] | None = None,
+        prior_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.name = method
+        self.prior = prior
+        self.options = dict(options or {})
+        self.prior_options = dict(prior_options or {})
+        self._sid: str | None = None
+
+    def prepare(self, shape: Shape, geom: Geometry) -> str:
+        self._sid = self.engine.add_scene(shape.scene)
+        popts = dict(self.prior_options)
+        if self.prior == "oracle":
+            popts["labels"] = shape.labels
+        result = self.engine.prepare(
+            self.name, self._sid, prior=self.prior, options=self.options, prior_options=popts
+        )
+        return str(result.get("message", "")) if isinstance(result, dict) else ""
+
+    def query(self, clicks: list[Click]) -> Selection:
+        if self._sid is None:
+            raise AssertionError("EngineScorer.query before prepare")
+        return self.engine.query(self.name, self._sid, {"clicks": [[int(e), int(s)] for e, s in clicks]}, prior=self.prior)
+
+    def release(self) -> None:
+        if self._sid is not None:
+            self.engine.drop_scene(self._sid)
+            self._sid = None
