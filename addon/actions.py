@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import bpy
@@ -86,7 +86,7 @@ class Segmented:
     threshold: float
     segment: str
     made: Any = None
-    timings: dict[str, float] = field(default_factory=dict)
+    prepared: str = ""  # how the method's per-object work was had: "prepared" or "loaded from cache"
 
     @property
     def mask(self) -> np.ndarray:

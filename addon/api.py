@@ -19,7 +19,7 @@ from typing import Any
 import bpy
 
 from . import actions, results, runtime
-from .actions import Segmented
+from .actions import Segmented, parse_clicks
 from .client import BackendUnavailable, RemoteError
 from .properties import OUTPUT_ITEMS
 
@@ -89,6 +89,7 @@ __all__ = [
     "backend_info",
     "export_ply",
     "label",
+    "parse_clicks",
     "prepare",
     "segment",
     "stop_backend",

@@ -109,8 +109,14 @@ class Backend:
         return None
 
     def alive(self) -> bool:
-        """True when we hold a working connection; marks the backend dead (with a message) when not."""
-        with self._lock:
+        """True when we hold a working connection; marks the backend dead (with a message) when not.
+
+        Never waits: while another thread starts or stops the backend it answers from the status, so
+        Blender's main thread can call it from a timer or a panel.
+        """
+        if not self._lock.acquire(blocking=False):
+            return self.status == "running"
+        try:
             if self.client is None:
                 return False
             if self.process is not None and self.process.poll() is not None:
@@ -120,6 +126,8 @@ class Backend:
                 self._mark_dead("The connection to the backend broke")
                 return False
             return True
+        finally:
+            self._lock.release()
 
     def _mark_dead(self, why: str) -> None:
         tail = self.log_tail()

@@ -91,6 +91,9 @@ class _Pending:
 class Job:
     """A backend job seen from the client: progress in `events` (a queue) and/or a callback.
 
+    `events` receives the backend's event headers (progress, then done / failed / cancelled), or a
+    local {"event": "lost"} when the backend goes away first.
+
     The callback runs on the client's reader thread: keep it short and never touch Blender data
     from it (poll `events` from a timer instead).
     """
@@ -150,7 +153,7 @@ class Job:
     def _fail(self, error: Exception) -> None:
         self._error = error
         self.status = "lost"
-        self.events.put({"event": "failed", "job": self.id, "error": {"code": "unavailable", "message": str(error)}})
+        self.events.put({"event": "lost", "job": self.id, "message": str(error)})  # local: the backend is gone
         self._done.set()
 
 
@@ -471,7 +474,9 @@ def launch_backend(
         cmd += ["--parent-pid", str(parent_pid)]
     log_file = open(log_path, "ab") if log_path is not None else None  # noqa: SIM115 - handed to the child
     try:
-        proc = subprocess.Popen(cmd, stdout=log_file or subprocess.DEVNULL, stderr=log_file or subprocess.DEVNULL)
+        out = log_file or subprocess.DEVNULL
+        flags = subprocess.CREATE_NO_WINDOW if sys.platform == "win32" else 0  # no console window over Blender
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, creationflags=flags)
     finally:
         if log_file is not None:
             log_file.close()

@@ -47,7 +47,8 @@ class SEGANY_OT_backend_stop(bpy.types.Operator):
     bl_label = "Stop Backend"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        runtime.current().backend.stop()
+        rt = runtime.current()
+        rt.bridge.run(rt.backend.stop, lambda _none: rt.changed())  # off the main thread: it may wait seconds
         return {"FINISHED"}
 
 

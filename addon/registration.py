@@ -28,6 +28,8 @@ def drain() -> float:
     if rt is None:
         return TIMER_IDLE
     rt.bridge.drain()
+    if rt.backend.status == "running" and not rt.backend.alive():
+        rt.changed()  # it died (crash, killed): the panel now says so and offers Restart
     busy = rt.bridge.pending() or any(st.status in ("sending", "preparing") for st in rt.objects.values())
     return TIMER_BUSY if busy else TIMER_IDLE
 

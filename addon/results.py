@@ -65,11 +65,10 @@ def write_vertex_group(
         raise ValueError(f"{obj.name!r} is a {obj.type.lower()}: vertex groups exist only on meshes")
     _check_size(obj.data, np.asarray(scores))
     w = selection_math.weights(scores, threshold, binary)
-    vg = obj.vertex_groups.get(name)
-    if vg is None:
-        vg = obj.vertex_groups.new(name=name)
-    else:
-        vg.remove(np.arange(len(w)).tolist())
+    old = obj.vertex_groups.get(name)
+    if old is not None:  # replacing is far cheaper than un-assigning every vertex; modifiers use the name
+        obj.vertex_groups.remove(old)
+    vg = obj.vertex_groups.new(name=name)
     for weight, idx in selection_math.weight_buckets(w):
         vg.add(idx.tolist(), weight, "REPLACE")
     obj.vertex_groups.active_index = vg.index

@@ -64,16 +64,17 @@ def segment_color(i: int) -> tuple[float, float, float, float]:
 def preview_colors(
     scores: np.ndarray, threshold: float, color: tuple[float, ...], base: np.ndarray | None = None
 ) -> np.ndarray:
-    """RGBA per element: the segment colour where selected, faded by score below threshold, else the base."""
+    """RGBA per element: the segment colour where selected, faded in by score below threshold, else the base.
+
+    One blend factor per element and one broadcast written in place (no boolean-mask scatter of rows).
+    """
     s = np.asarray(scores, np.float32)
-    n = len(s)
-    out = np.empty((n, 4), np.float32)
-    out[:] = NEUTRAL if base is None else base
-    c = np.asarray(color[:4] if len(color) >= 4 else (*color[:3], 1.0), np.float32)
-    mask = s >= threshold
-    out[mask] = c
-    soft = (~mask) & (s > 0)
-    if soft.any():
-        t = (np.clip(s[soft], 0.0, 1.0) * 0.5)[:, None]
-        out[soft] = out[soft] * (1.0 - t) + c * t
+    t = np.clip(s, 0.0, 1.0)
+    t *= 0.5
+    np.putmask(t, s >= threshold, 1.0)
+    c = np.asarray((*color[:3], 1.0), np.float32)
+    b = np.asarray(NEUTRAL if base is None else base, np.float32)
+    out = np.empty((len(s), 4), np.float32)
+    np.multiply(t[:, None], c - b, out=out)
+    out += b
     return out

@@ -21,7 +21,7 @@ import json
 import math
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -60,12 +60,7 @@ class Limits:
     max_elements: int = 2_000_000_000
 
     def to_dict(self) -> dict[str, int]:
-        return {
-            "max_header": self.max_header,
-            "max_payload": self.max_payload,
-            "max_arrays": self.max_arrays,
-            "max_elements": self.max_elements,
-        }
+        return asdict(self)
 
 
 def _pad(n: int) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ log = logging.getLogger("segany.server")
 # a timeout (the peer is the user's own program, and a closed peer ends the read at once).
 HELLO_TIMEOUT = 10.0
 PARALLEL_OPS = 4
+LINGER_SECONDS, LINGER_BYTES = 1.0, 1 << 20  # after a refusal: how long / how much input to discard
 INFLIGHT_GRACE = 60.0  # how long a half-closed connection waits for its slow ops' replies
 # Before the token is checked nothing big is read: a hello is a small header and no payload.
 PREAUTH_LIMITS = wire.Limits(max_header=4096, max_payload=0, max_arrays=0, max_elements=0)
@@ -83,6 +85,25 @@ class _Conn:
 
     def error(self, rid: Any, code: str, message: str) -> None:
         self.send({"id": rid, "ok": False, "error": {"code": code, "message": message}})
+
+    def refuse(self, rid: Any, code: str, message: str) -> None:
+        """Send a last error, then let the peer read it before the socket closes.
+
+        Closing with unread input makes the kernel send a reset, which can destroy the error frame
+        before the peer reads it; so half-close and discard the peer's input for a moment first.
+        """
+        self.error(rid, code, message)
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.settimeout(LINGER_SECONDS)
+            drained = 0
+            while drained < LINGER_BYTES:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except OSError as e:
+            log.debug("linger on %s ended: %s", self.peer, e)
 
     def _write_events(self) -> None:
         while True:
@@ -179,7 +200,12 @@ class Server:
     # lifecycle ----------------------------------------------------------------------------
     def start(self) -> tuple[str, int]:
         """Bind, write the state file, start the accept loop; returns (host, port)."""
-        listener = socket.create_server((self.host, self.port), backlog=64)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.create_server((self.host, self.port), family=family, backlog=64)
+        if not ipaddress.ip_address(
+            socket.gethostbyname(self.host) if family == socket.AF_INET else self.host
+        ).is_loopback:
+            log.warning("listening on %s, beyond this machine: only the token keeps others out", self.host)
         self._listener = listener
         self.port = listener.getsockname()[1]
         self._write_state()
@@ -304,6 +330,8 @@ class Server:
             frame = wire.read_frame(conn.sock, PREAUTH_LIMITS)
         except wire.WireError as e:
             frame, reason = None, f"{reason} ({e.message})"
+        except TimeoutError:
+            frame, reason = None, f"{reason} (none came within {HELLO_TIMEOUT:g} s)"
         except OSError:
             return False
         if frame is not None:
@@ -316,7 +344,7 @@ class Server:
                     conn.send({"id": rid, "ok": True, **self._hello_fields()})
                     return True
                 reason = "wrong token: read it from the backend's state file (only its user can)"
-        conn.error(rid, "unauthorized", reason)
+        conn.refuse(rid, "unauthorized", reason)
         return False
 
     def _read_requests(self, conn: _Conn) -> None:
@@ -325,7 +353,7 @@ class Server:
                 frame = wire.read_frame(conn.sock, self.limits)
             except wire.WireError as e:
                 # The stream position is lost after a bad frame: answer, then close.
-                conn.error(_rid(e.header), e.code, e.message)
+                conn.refuse(_rid(e.header), e.code, e.message)
                 return
             except OSError:
                 return

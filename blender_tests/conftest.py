@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,7 @@ def addon() -> object:
     prefs.cache_dir = str(USER_DIR / "cache")
     yield module
     addon_utils().disable(PKG, default_set=True)
+    shutil.rmtree(USER_DIR)
 
 
 @pytest.fixture(scope="session")

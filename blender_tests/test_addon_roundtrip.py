@@ -132,7 +132,7 @@ def test_prepare_can_be_cancelled_from_the_ui_path(rt: object, prepared: object)
     key = actions.object_key(ob)
     rt.prepare(key, scene_read.read_object(ob), "iseg", None, {**ISEG_TINY, "encoder_steps": 100000, "seed": 7})
     st = rt.state(key)
-    drain_until(lambda: st.status == "preparing" and st.job is not None, timeout=60)
+    drain_until(lambda: st.status == "preparing" and st.fraction > 0, timeout=120)  # running, mid-training
     rt.cancel(key)
     drain_until(lambda: st.status in ("cancelled", "failed", "prepared"), timeout=60)
     assert st.status == "cancelled", st.message
@@ -198,7 +198,6 @@ def test_workbench_render_shows_the_segment_colour_where_the_segment_is(
     img = bpy.data.images.load(str(tmp_path / "segment.png"))
     w, h = img.size
     px = np.array(img.pixels[:], np.float32).reshape(h, w, 4)[:, :, :3]
-    Path("/tmp/segany_render_test.png").write_bytes((tmp_path / "segment.png").read_bytes())
 
     depsgraph = bpy.context.evaluated_depsgraph_get()
     slot = len(ob.data.materials) - 1
@@ -208,13 +207,14 @@ def test_workbench_render_shows_the_segment_colour_where_the_segment_is(
         ok, _loc, _n, index, hit_ob, _m = scene.ray_cast(depsgraph, cam.location, (centre - cam.location).normalized())
         if not ok or hit_ob.name != ob.name or index != poly.index or poly.area < 0.02:
             continue
+        normal = (ob.matrix_world.to_3x3() @ poly.normal).normalized()
+        if normal.dot((cam.location - centre).normalized()) < 0.3:  # grazing faces cover no pixel centre
+            continue
         uv = world_to_camera_view(scene, cam, centre)
         x, y = int(uv.x * w), int(uv.y * h)
         if not (0 <= x < w and 0 <= y < h):
             continue
         match = bool(np.abs(px[y, x] - _srgb(color)).max() < 0.04)
-        if not match and poly.material_index == slot:
-            print("MISMATCH", poly.index, px[y, x], _srgb(color), uv, poly.area)
         hits[poly.material_index == slot].append(match)
     assert len(hits[True]) >= 5 and len(hits[False]) >= 5, {k: len(v) for k, v in hits.items()}
     assert np.mean(hits[True]) >= 0.9 and np.mean(hits[False]) <= 0.1, {k: np.mean(v) for k, v in hits.items()}

@@ -65,7 +65,8 @@ def test_blender50_importer_gives_raw_layout_equal_to_the_file(addon: object, fr
     np.testing.assert_array_equal(scene.arrays["logit_opacities"], v["opacity"])
     np.testing.assert_array_equal(scene.arrays["quats"][:, 0], v["rot_0"])
     np.testing.assert_array_equal(scene.arrays["sh"][:, 0, 2], v["f_dc_2"])
-    attrs = {a: scene_read.read_attribute(ob.data, a) for a in ob.data.attributes if not a.startswith(".")}
+    names = [a.name for a in ob.data.attributes if not a.name.startswith(".")]
+    attrs = {a: scene_read.read_attribute(ob.data, a) for a in names}
     ref = splats_from_blender_raw(attrs)
     for key in ("means", "quats", "log_scales", "logit_opacities", "sh"):
         np.testing.assert_array_equal(scene.arrays[key], getattr(ref, key), err_msg=key)
@@ -169,3 +170,26 @@ def test_higher_sh_degree_round_trips_through_both_layouts(addon: object, fresh_
     np.testing.assert_array_equal(raw.arrays["sh"], arrays["sh"])
     dec = scene_read.read_object(decoded_pointcloud(arrays, "sh2_53"))
     np.testing.assert_allclose(dec.arrays["sh"], arrays["sh"], atol=1e-6)
+
+
+def test_point_picker_finds_the_front_gaussian_under_the_cursor(addon: object, fresh_scene: object) -> None:
+    """Project with a real camera's matrices (object moved, so the object transform matters too)."""
+    import bpy
+    from bl_ext.user_default.segany import pick_math, picking, scene_read
+
+    ob = import_donut()
+    ob.location = (0.5, -0.2, 0.3)
+    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    bpy.context.scene.collection.objects.link(cam)
+    cam.location = (0.0, -3.0, 0.8)
+    cam.rotation_euler = (1.3, 0.0, 0.0)
+    bpy.context.view_layer.update()
+    w, h = 400, 300
+    persp = cam.calc_matrix_camera(bpy.context.evaluated_depsgraph_get(), x=w, y=h) @ cam.matrix_world.inverted()
+    picker = picking.PointPicker(ob, radius_px=6)
+    local = scene_read.positions(ob.data)
+    xy, depth = pick_math.project(local, np.array(persp @ ob.matrix_world), w, h)
+    inside = np.flatnonzero((xy[:, 0] > 50) & (xy[:, 0] < w - 50) & (xy[:, 1] > 50) & (xy[:, 1] < h - 50))
+    front = inside[np.argmin(depth[inside])]
+    assert picker.pick_matrix(persp, w, h, tuple(xy[front])) == front
+    assert picker.pick_matrix(persp, w, h, (-500.0, -500.0)) == -1

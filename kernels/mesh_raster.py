@@ -39,6 +39,7 @@ from segany.kernels import resolve_backend
 _MAX_KEY = torch.iinfo(torch.int64).max
 _CHUNK_PIXELS = 1 << 22
 _W_BITS_MAX = torch.iinfo(torch.int32).max
+_FAR = 1e30  # the bound of an unused edge slot, in pixels
 
 
 @dataclass
@@ -249,22 +250,25 @@ def _raster_view(
     """One view: fill tri_ids, depth (H·W,) and bary (H·W, 3) in place."""
     device = vertices.device
     fx, fy, cx, cy = (float(x) for x in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
-    cam = (vertices.double() @ viewmat[:3, :3].double().T + viewmat[:3, 3].double()).T.contiguous()  # (3, V)
-    cam32 = cam.float()
+    cam = vertices.double() @ viewmat[:3, :3].double().T + viewmat[:3, 3].double()  # (V, 3)
+    x, y, z = cam.float().T.contiguous()
+    front_v = z >= near
+    iz = front_v / z.clamp_min(near)  # 1/z, and 0 marks a vertex behind the near plane
+    pu = fx * x * iz + cx
+    pv = fy * y * iz + cy
 
-    # 1. pixel bounding boxes (float32 is plenty: the box is widened and only has to be a superset)
-    xyz = [[cam32[d].index_select(0, c) for d in range(3)] for c in corners]  # [corner][coord] (F,)
-    zc = [p[2].clamp_min(near) for p in xyz]
-    us = [fx * p[0] / z + cx for p, z in zip(xyz, zc, strict=True)]
-    vs = [fy * p[1] / z + cy for p, z in zip(xyz, zc, strict=True)]
+    # 1. pixel bounding boxes of the projected triangles (of the clipped ones where they cross z = near)
+    us = [pu.index_select(0, c) for c in corners]
+    vs = [pv.index_select(0, c) for c in corners]
+    izs = [iz.index_select(0, c) for c in corners]
+    n_front = (izs[0] > 0).int() + (izs[1] > 0).int() + (izs[2] > 0).int()
     umin = torch.minimum(torch.minimum(us[0], us[1]), us[2])
     umax = torch.maximum(torch.maximum(us[0], us[1]), us[2])
     vmin = torch.minimum(torch.minimum(vs[0], vs[1]), vs[2])
     vmax = torch.maximum(torch.maximum(vs[0], vs[1]), vs[2])
-    n_front = sum((p[2] >= near).int() for p in xyz)
     crossing = torch.nonzero((n_front > 0) & (n_front < 3)).squeeze(1)
     if len(crossing):
-        tri = torch.stack([torch.stack([cam[d].index_select(0, c[crossing]) for d in range(3)], 1) for c in corners], 1)
+        tri = torch.stack([cam.index_select(0, c.index_select(0, crossing)) for c in corners], 1)
         box = _clipped_box(tri, fx, fy, cx, cy, near).float()
         for arr, col in zip((umin, umax, vmin, vmax), box.unbind(1), strict=True):
             arr.index_copy_(0, crossing, col)
@@ -277,60 +281,62 @@ def _raster_view(
     live = torch.nonzero((x0 <= x1) & (y0 <= y1) & (n_front > 0)).squeeze(1)
     if not len(live):
         return
-    x0, x1, y0, y1 = (t.index_select(0, live) for t in (x0, x1, y0, y1))
+    x0, x1, y0, y1, n_front = (t.index_select(0, live) for t in (x0, x1, y0, y1, n_front))
+    us, vs, izs = ([t.index_select(0, live) for t in group] for group in (us, vs, izs))
 
-    # 2. edge functions of the live triangles in float64: e_i = a_i·u + b_i·v + c_i in pixel units
-    p = [[cam[d].index_select(0, c.index_select(0, live)) for d in range(3)] for c in corners]
-    edges = [_cross(p[j], p[k]) for j, k in ((1, 2), (2, 0), (0, 1))]
-    det = p[0][0] * edges[0][0] + p[0][1] * edges[0][1] + p[0][2] * edges[0][2]
-    sign = torch.where(det < 0, -1.0, 1.0)
-    inv_det = 1.0 / (det * sign)
-    visible = det != 0
+    # 2. edge functions in pixel units, e_i = a_i·u + b_i·v + c_i >= 0 inside, with weights k_i such that
+    # Σ k_i·e_i = 1/z and bary_i = k_i·e_i·z. Triangles in front of the near plane: 2D edge functions of
+    # the projected triangle (k_i = (1/z_i) / |2·area|); swapping an edge's ends negates a, b and c bit
+    # for bit, so neighbours are watertight. Triangles crossing it: homogeneous edge functions in float64.
+    edges, weights = [], []
+    for j, k in ((1, 2), (2, 0), (0, 1)):
+        edges.append([vs[j] - vs[k], us[k] - us[j], us[j] * vs[k] - vs[j] * us[k]])
+    area2 = edges[0][2] + edges[1][2] + edges[2][2]
+    sign = torch.sign(area2)
+    inv_area = 1.0 / area2.abs()
+    edges = [[t * sign for t in e] for e in edges]
+    weights = [t * inv_area for t in izs]
+    visible = area2 != 0
+    cross_live = torch.nonzero(n_front < 3).squeeze(1)
+    if len(cross_live):
+        h_edges, h_weights, h_visible = _homogeneous_edges(
+            [cam.index_select(0, c.index_select(0, live.index_select(0, cross_live))) for c in corners],
+            fx, fy, cx, cy,
+        )  # fmt: skip
+        for e, h in zip(edges, h_edges, strict=True):
+            for t, ht in zip(e, h, strict=True):
+                t.index_copy_(0, cross_live, ht)
+        for w, hw in zip(weights, h_weights, strict=True):
+            w.index_copy_(0, cross_live, hw)
+        visible.index_copy_(0, cross_live, h_visible)
+
     lower, upper = [], []  # per edge: (slope, offset) of its bound on u as a function of v, or a dummy
-    bary_coeffs = []  # e_i / |det| for edges 0 and 1, as (a, b, c)
-    # Σ e_i / |det| = 1 / z, as (A, B, C) with 1/z = A·u + (B·v + C)
-    ex, ey, ez = (sum(e[k] for e in edges) * sign for k in range(3))
-    w_a = ex * inv_det / fx
-    w_b = ey * inv_det / fy
-    w_coeffs = [w_a.float(), w_b.float(), (ez * inv_det - w_a * cx - w_b * cy).float()]
     n_lower = n_upper = 0
-    inv_det32 = inv_det.float()
-    for i, (ex, ey, ez) in enumerate(edges):
-        a64 = ex * sign / fx
-        b64 = ey * sign / fy
-        c64 = ez * sign - a64 * cx - b64 * cy
-        # from here on float32; every step is sign-symmetric, so neighbours share their edge's bits exactly
-        a, b, c = a64.float(), b64.float(), c64.float()
-        if i < 2:
-            bary_coeffs.append([t * inv_det32 for t in (a, b, c)])
-        # a > 0: u >= -(b·v + c)/a; a < 0: u <= -(b·v + c)/a
-        slope, offset = -b / a, -c / a
+    for a, b, c in edges:
+        # a > 0: u >= -(b·v + c)/a; a < 0: u <= -(b·v + c)/a. Unused slots are (0, ∓_FAR); the selects
+        # are arithmetic (x·1 + y·0 == x bit for bit) because torch.where is slow on random masks.
+        flat = a == 0
+        a_safe = a + flat.float()
+        slope, offset = -b / a_safe, -c / a_safe
         is_lower, is_upper = a > 0, a < 0
         n_lower = n_lower + is_lower.int()
         n_upper = n_upper + is_upper.int()
-        lower.append([torch.where(is_lower, slope, 0.0), torch.where(is_lower, offset, -torch.inf)])
-        upper.append([torch.where(is_upper, slope, 0.0), torch.where(is_upper, offset, torch.inf)])
-        flat = a == 0
+        lo, hi = is_lower.float(), is_upper.float()
+        lower.append([slope * lo, offset * lo - _FAR * (1.0 - lo)])
+        upper.append([slope * hi, offset * hi + _FAR * (1.0 - hi)])
         if bool(flat.any()):  # the edge is a pixel row: b·v + c >= 0 limits the rows
             vlim = -c / b
             y0 = torch.where(flat & (b > 0), torch.maximum(y0, torch.ceil((vlim - 0.5).clamp(-1, height)).int()), y0)
             y1 = torch.where(flat & (b < 0), torch.minimum(y1, torch.floor((vlim - 0.5).clamp(-1, height)).int()), y1)
             visible &= ~(flat & (b == 0) & (c < 0))
+    w_coeffs = [sum(e[m] * k for e, k in zip(edges, weights, strict=True)) for m in range(3)]
+    bary_coeffs = [[t * k for t in e] for e, k in zip(edges[:2], weights[:2], strict=True)]
     rows = ((y1 - y0 + 1).clamp_min(0) * visible).int()
-    general = (n_front.index_select(0, live) < 3) | (n_lower > 2) | (n_upper > 2)
-    tri = _Spans(
-        face=live.int(),
-        x0=x0,
-        x1=x1,
-        y0=y0,
-        rows=rows,
-        w=w_coeffs,
-        lower=lower,
-        upper=upper,
-    )
+    general = (n_front < 3) | (n_lower > 2) | (n_upper > 2)
+    tri = _Spans(face=live.int(), x0=x0, x1=x1, y0=y0, rows=rows, w=w_coeffs, lower=lower, upper=upper)
 
-    # 3. scan-convert in chunks of bounded pixel count, then the depth test. Triangles in front of the
-    # near plane have at most two left and two right bounding edges and need no per-pixel near test.
+    # 3. scan-convert in chunks of bounded pixel count, then the depth test. Most triangles have at most
+    # two left and two right bounding edges and, in front of the near plane, need no per-pixel near test.
     zbuf = torch.full((height * width,), _MAX_KEY, dtype=torch.int64, device=device)
     hard = torch.nonzero(general).squeeze(1)
     if not len(hard):
@@ -345,20 +351,40 @@ def _raster_view(
     fg = zbuf != _MAX_KEY
     face = torch.where(fg, zbuf & 0xFFFFFFFF, 0)
     w = (_W_BITS_MAX - (zbuf >> 32)).int().view(torch.float32)
+    inv_w = torch.where(fg, 1.0 / w, 0.0)
     tri_ids.copy_(torch.where(fg, face, -1))
-    depth.copy_(torch.where(fg, 1.0 / w, 0.0))
+    depth.copy_(inv_w)
     slot_of = torch.zeros(len(corners[0]), dtype=torch.int64, device=device)
     slot_of.index_copy_(0, live, torch.arange(len(live), device=device))
     slot = slot_of.index_select(0, face)
     u = torch.arange(width, device=device, dtype=torch.float32).add_(0.5).repeat(height)
     v = torch.arange(height, device=device, dtype=torch.float32).add_(0.5).repeat_interleave(width)
-    inv_w = torch.where(fg, 1.0 / w, 0.0)
     b0, b1 = (
         ((a.index_select(0, slot) * u + (b.index_select(0, slot) * v + c.index_select(0, slot))) * inv_w).clamp(0, 1)
         for a, b, c in bary_coeffs
     )
-    b2 = torch.where(fg, (1.0 - b0 - b1).clamp_min(0.0), 0.0)
+    b2 = (1.0 - b0 - b1).clamp_min(0.0) * fg
     bary.copy_(torch.stack((b0, b1, b2), dim=1))
+
+
+def _homogeneous_edges(
+    corners: list[torch.Tensor], fx: float, fy: float, cx: float, cy: float
+) -> tuple[list[list[torch.Tensor]], list[torch.Tensor], torch.Tensor]:
+    """Edge functions of camera-space triangles (corner list of (n, 3) float64) that may cross the camera
+    plane: e_i = (V_j × V_k) · K⁻¹(u, v, 1), signs normalised by det = V_0 · (V_1 × V_2), so that e >= 0
+    exactly where the pixel ray hits the triangle in front of the camera (Olano & Greer 1997). Returns
+    the float32 (a, b, c) per edge, the weights 1/|det| and which triangles are not degenerate."""
+    p = [list(c.unbind(1)) for c in corners]
+    crosses = [_cross(p[j], p[k]) for j, k in ((1, 2), (2, 0), (0, 1))]
+    det = p[0][0] * crosses[0][0] + p[0][1] * crosses[0][1] + p[0][2] * crosses[0][2]
+    sign = torch.sign(det)
+    edges = []
+    for ex, ey, ez in crosses:
+        a = ex * sign / fx
+        b = ey * sign / fy
+        edges.append([a.float(), b.float(), (ez * sign - a * cx - b * cy).float()])
+    inv_det = (1.0 / det.abs()).float()
+    return edges, [inv_det] * 3, det != 0
 
 
 def _clipped_box(tri: torch.Tensor, fx: float, fy: float, cx: float, cy: float, near: float) -> torch.Tensor:
@@ -420,13 +446,14 @@ class _Spans:
 
     def two_slots(self) -> _Spans:
         """Keep two bound slots per side (valid when no triangle has three edges on one side)."""
-        return replace(self, lower=_two_of_three(self.lower, -torch.inf), upper=_two_of_three(self.upper, torch.inf))
+        return replace(self, lower=_two_of_three(self.lower, -_FAR), upper=_two_of_three(self.upper, _FAR))
 
 
 def _two_of_three(slots: list[list[torch.Tensor]], dummy: float) -> list[list[torch.Tensor]]:
-    used = [s[1] != dummy for s in slots]
-    first = [torch.where(used[0], s0, s1) for s0, s1 in zip(slots[0], slots[1], strict=True)]
-    second = [torch.where(used[0] & used[1], s1, s2) for s1, s2 in zip(slots[1], slots[2], strict=True)]
+    used = [(s[1] != dummy).float() for s in slots]
+    both = used[0] * used[1]
+    first = [s0 * used[0] + s1 * (1.0 - used[0]) for s0, s1 in zip(slots[0], slots[1], strict=True)]
+    second = [s1 * both + s2 * (1.0 - both) for s1, s2 in zip(slots[1], slots[2], strict=True)]
     return [first, second]
 
 

@@ -12,6 +12,7 @@ chunk of Gaussians per tile; tiles whose pixels are all saturated leave the batc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,7 @@ LOG_ALPHA_MIN, LOG_ALPHA_MAX = math.log(ALPHA_MIN), math.log(ALPHA_MAX)
 LOG_ALPHA_SKIP = math.nextafter(LOG_ALPHA_MIN, -math.inf)  # threshold_ keeps x > this, i.e. alpha >= 1/255
 EPS2D = 0.3
 CHUNK = 32  # Gaussians per tile evaluated together: small enough that saturated tiles stop early.
+SAVE_BUDGET = 1 << 30  # bytes of blend weights kept for the backward before it recomputes them instead
 TILE_GROUP = 256  # tiles evaluated together: bounds memory to ~TILE_GROUP·64·CHUNK floats per temporary.
 
 SH_C0 = 0.28209479177387814
@@ -279,11 +281,7 @@ def _tile_pixels_inside(plan: _Plan, device: torch.device) -> Tensor:
     return inside.repeat(n_views, 1)
 
 
-@dataclass
-class _Chunk:
-    tiles: Tensor  # (A,) tile ids
-    gids: Tensor  # (A, K) flat Gaussian ids (any valid id where padded: their weight is 0)
-    weights: Tensor  # (A, 256, K)
+ChunkFn = Callable[[Tensor, Tensor, Tensor], None]  # (tiles (A,), Gaussian ids (A, K), weights (A, P, K))
 
 
 def _weights_inplace(log_alpha: Tensor, t_prev: Tensor) -> tuple[Tensor, Tensor]:
@@ -335,12 +333,13 @@ def _pair_coefficients(proj: Projected, plan: _Plan, dtype: torch.dtype) -> Tens
 
 
 def _composite(
-    proj: Projected, plan: _Plan, cols: Tensor, keep_chunks: bool, top_k: int
-) -> tuple[Tensor, list[_Chunk], Tensor | None, Tensor | None]:
+    proj: Projected, plan: _Plan, cols: Tensor, top_k: int, on_chunk: ChunkFn | None = None
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Blend per-Gaussian channels `cols` (B·N, D) into tiles: (n_tiles, P, D+1), last channel = alpha.
 
     With grad mode on it is differentiable by autograd in every input (the geometric-gradient path); with it
-    off it updates its buffers in place (the fast path that `_Blend` wraps).
+    off it updates its buffers in place (the fast path that `_Blend` wraps). `on_chunk` sees every chunk's
+    blend weights (padded Gaussians have weight 0).
     """
     dev, dtype = cols.device, cols.dtype
     inplace = not torch.is_grad_enabled()
@@ -358,7 +357,6 @@ def _composite(
     if top_k:
         top_w = torch.zeros(n_tiles, n_pix, top_k, dtype=dtype, device=dev)
         top_i = torch.full((n_tiles, n_pix, top_k), -1, dtype=torch.long, device=dev)
-    chunks: list[_Chunk] = []
     k_ar = torch.arange(CHUNK, device=dev)
     occupied = torch.nonzero(plan.counts > 0).flatten()
     for g0 in range(0, occupied.numel(), TILE_GROUP):
@@ -369,8 +367,9 @@ def _composite(
             pos = torch.where(pos < ends[active, None], pos, n_pairs)
             gid = gids[pos]
             t_prev = trans[active]
-            weights, t_incl = weights_fn(torch.matmul(basis, coef[pos].transpose(1, 2)), t_prev)
-            res = torch.bmm(weights, cols1[gid])
+            pair_coef = torch.index_select(coef, 0, pos.reshape(-1)).reshape(*pos.shape, 6).transpose(1, 2)
+            weights, t_incl = weights_fn(torch.matmul(basis, pair_coef), t_prev)
+            res = torch.bmm(weights, torch.index_select(cols1, 0, gid.reshape(-1)).reshape(*gid.shape, -1))
             t_new = torch.where(t_incl[..., -1] < T_MIN, torch.zeros_like(t_prev), t_prev - res[..., -1])
             if inplace:
                 out.index_add_(0, active, res)
@@ -378,8 +377,8 @@ def _composite(
             else:
                 out = out.index_add(0, active, res)
                 trans = trans.index_copy(0, active, t_new)
-            if keep_chunks:
-                chunks.append(_Chunk(active, gid, weights))
+            if on_chunk is not None:
+                on_chunk(active, gid, weights)
             if top_k:
                 cand_w = torch.cat([top_w[active], weights.detach()], dim=-1)
                 cand_i = torch.cat([top_i[active], gid[:, None, :].expand_as(weights)], dim=-1)
@@ -389,17 +388,30 @@ def _composite(
             more = (plan.counts[active] > (j + 1) * CHUNK) & (t_new > 0).any(dim=1)
             active = active[more]
             j += 1
-    return out, chunks, top_w, top_i
+    return out, top_w, top_i
 
 
 class _Blend(torch.autograd.Function):
-    """Blending with the backward computed from the saved per-pixel weights: d cols = Σ_pixels w · d out."""
+    """Blending with the backward computed from the per-pixel weights: d cols = Σ_pixels w · d out.
+
+    The forward keeps the weights while they fit in SAVE_BUDGET bytes; past that the backward recomputes
+    them (one more forward pass) instead of holding gigabytes for large images.
+    """
 
     @staticmethod
     def forward(ctx, cols: Tensor, proj: Projected, plan: _Plan, top_k: int):  # type: ignore[override]
-        out, chunks, top_w, top_i = _composite(proj, plan, cols, keep_chunks=cols.requires_grad, top_k=top_k)
-        ctx.chunks = chunks
-        ctx.shape = cols.shape
+        saved: list[tuple[Tensor, Tensor, Tensor]] = []
+        used = [0]
+
+        def keep(tiles: Tensor, gid: Tensor, weights: Tensor) -> None:
+            used[0] += weights.numel() * weights.element_size()
+            if used[0] <= SAVE_BUDGET:
+                saved.append((tiles, gid, weights))
+
+        out, top_w, top_i = _composite(proj, plan, cols, top_k, keep if cols.requires_grad else None)
+        ctx.chunks = saved if used[0] <= SAVE_BUDGET else None
+        ctx.geometry = (proj, plan)
+        ctx.save_for_backward(cols)
         if top_k:
             ctx.mark_non_differentiable(top_w, top_i)
             return out, top_w, top_i
@@ -407,11 +419,20 @@ class _Blend(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out: Tensor, *_):  # type: ignore[override]
-        n, d = ctx.shape
+        (cols,) = ctx.saved_tensors
+        n, d = cols.shape
         grad = torch.zeros(n, d, dtype=d_out.dtype, device=d_out.device)
-        for ch in ctx.chunks:
-            g = torch.bmm(ch.weights.transpose(1, 2), d_out[ch.tiles, :, :d])
-            grad.index_add_(0, ch.gids.reshape(-1), g.reshape(-1, d))
+
+        def accumulate(tiles: Tensor, gid: Tensor, weights: Tensor) -> None:
+            g = torch.bmm(weights.transpose(1, 2), d_out[tiles, :, :d])
+            grad.index_add_(0, gid.reshape(-1), g.reshape(-1, d))
+
+        if ctx.chunks is None:
+            with torch.no_grad():
+                _composite(*ctx.geometry, cols, 0, accumulate)
+        else:
+            for chunk in ctx.chunks:
+                accumulate(*chunk)
         return grad, None, None, None
 
 
@@ -542,7 +563,7 @@ def _rasterize_gsplat(
         parts.append(sh_to_rgb(sh, means, viewmats, degree))
     if features is not None:
         parts.append(features[None].expand(b, -1, -1))
-    colors = torch.cat(parts, dim=-1)
+    colors = torch.cat([p.to(parts[-1].dtype) for p in parts], dim=-1)
     img, alphas, _ = rasterization(
         means,
         quats,
@@ -599,10 +620,11 @@ def _rasterize_torch(
         parts.append(sh_to_rgb(sh, means if geo_grad else means.detach(), viewmats, degree))
     if features is not None:
         parts.append(features[None].expand(b, -1, -1))
-    parts.append((proj.depths if geo_grad else proj.depths.detach())[..., None].to(parts[0].dtype))
-    cols = torch.cat(parts, dim=-1).reshape(b * n, -1)
+    parts.append((proj.depths if geo_grad else proj.depths.detach())[..., None])
+    dtype = parts[-2].dtype  # blend in the features' precision (the SH colours' when there are none)
+    cols = torch.cat([p.to(dtype) for p in parts], dim=-1).reshape(b * n, -1)
     if geo_grad:
-        out, _, top_w, top_i = _composite(proj, plan, cols, keep_chunks=False, top_k=top_k)
+        out, top_w, top_i = _composite(proj, plan, cols, top_k)
     else:
         out, top_w, top_i = _Blend.apply(cols, proj, plan, top_k)
     img = _untile(out, plan)

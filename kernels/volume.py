@@ -2,7 +2,7 @@
 skipping, per-sample weights, and rendered depth / alpha / per-point (or per-voxel) values with gradients.
 
 Point clouds have no surface, so SA3D-style lifting renders them as a fog that is dense where points are:
-each point adds a small Gaussian bump of optical thickness to a voxel grid. Rays walk the grid's 8³-voxel
+each point adds a small Gaussian bump of optical thickness to a voxel grid. Rays walk the grid's 4³-voxel
 blocks with a DDA and sample only inside blocks that hold density (the empty-space skipping), at a fixed
 step, with weight w = T·(1 − exp(−σδ)) and T the transmittance before the sample. On CUDA tensors the
 sampling and compositing go to nerfacc (`OccGridEstimator`, `render_weight_from_density`,
@@ -11,7 +11,6 @@ sampling and compositing go to nerfacc (`OccGridEstimator`, `render_weight_from_
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -54,7 +53,7 @@ class DensityGrid:
         return self.lo + self.voxel * torch.tensor(self.shape, dtype=self.lo.dtype, device=self.lo.device)
 
     def blocks(self) -> Tensor:
-        """(⌈X/8⌉, ⌈Y/8⌉, ⌈Z/8⌉) bool: blocks holding any occupied voxel."""
+        """(⌈X/4⌉, ⌈Y/4⌉, ⌈Z/4⌉) bool: blocks holding any occupied voxel."""
         occ = self.occupied.float()[None, None]
         return F.max_pool3d(occ, BLOCK, stride=BLOCK, ceil_mode=True)[0, 0] > 0
 
@@ -93,7 +92,7 @@ def build_density_grid(
         raise SegAnyError("invalid_array", f"points has shape {tuple(points.shape)}, expected (P, 3) with P > 0")
     if not 2 <= resolution <= 1024:
         raise SegAnyError("invalid_array", f"resolution {resolution} is out of range 2..1024")
-    pts = points.detach().float()
+    pts = points.detach() if points.is_floating_point() else points.detach().float()
     if aabb is None:
         lo, hi = pts.min(0).values, pts.max(0).values
     else:
@@ -117,26 +116,19 @@ def build_density_grid(
 
 
 def _value_sources(counts: Tensor, occupied: Tensor) -> Tensor:
-    """For each occupied voxel the nearest voxel that holds points (itself if it does), by growing shells."""
-    nx, ny, nz = counts.shape
-    has = counts > 0
-    src = torch.full((nx * ny * nz,), -1, dtype=torch.long, device=counts.device)
-    todo = torch.nonzero(occupied & ~has)
-    src[torch.nonzero(has.reshape(-1)).flatten()] = torch.nonzero(has.reshape(-1)).flatten()
-    r = 1
-    while todo.numel() and r <= 4:
-        offsets = sorted(itertools.product(range(-r, r + 1), repeat=3), key=lambda o: sum(v * v for v in o))
-        for off in offsets:
-            if not todo.numel():
-                break
-            nb = todo + torch.tensor(off, device=todo.device)
-            ok = ((nb >= 0) & (nb < torch.tensor([nx, ny, nz], device=nb.device))).all(dim=1)
-            nb = nb.clamp_min(0).minimum(torch.tensor([nx - 1, ny - 1, nz - 1], device=nb.device))
-            hit = ok & has[nb[:, 0], nb[:, 1], nb[:, 2]]
-            flat_todo = (todo[hit, 0] * ny + todo[hit, 1]) * nz + todo[hit, 2]
-            src[flat_todo] = (nb[hit, 0] * ny + nb[hit, 1]) * nz + nb[hit, 2]
-            todo = todo[~hit]
-        r += 1
+    """For each occupied voxel the nearest voxel that holds points (itself if it does); -1 elsewhere."""
+    from scipy.spatial import cKDTree
+
+    has = (counts > 0).reshape(-1)
+    src = torch.full((counts.numel(),), -1, dtype=torch.long, device=counts.device)
+    with_pts = torch.nonzero(has).flatten()
+    src[with_pts] = with_pts
+    todo = torch.nonzero(occupied.reshape(-1) & ~has).flatten()
+    if todo.numel() and with_pts.numel():
+        shape = counts.shape
+        tree = cKDTree(torch.stack(torch.unravel_index(with_pts, shape), 1).cpu().numpy())
+        _, nearest = tree.query(torch.stack(torch.unravel_index(todo, shape), 1).cpu().numpy())
+        src[todo] = with_pts[torch.from_numpy(nearest).to(counts.device)]
     return src
 
 
@@ -203,34 +195,52 @@ def _samples_in(
     return row, t_mid, vox, grid.density.reshape(-1)[vox]
 
 
+def _block_distance(blocks: Tensor) -> Tensor:
+    """Chessboard distance (in blocks) from each block to the nearest occupied one; 0 on occupied blocks."""
+    from scipy.ndimage import distance_transform_cdt
+
+    if not bool(blocks.any()):
+        return torch.full(blocks.shape, max(blocks.shape), dtype=torch.long, device=blocks.device)
+    dist = distance_transform_cdt(~blocks.cpu().numpy(), metric="chessboard")
+    return torch.from_numpy(dist).long().to(blocks.device)
+
+
 def _march_torch(
     grid: DensityGrid, origins: Tensor, dirs: Tensor, near: float, far: float, step: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """3D DDA over the 8³ blocks, front to back for all rays at once: sample only inside occupied blocks,
-    weight the samples as they come (w = T·(1 − e^{−σδ})), and retire rays once T < 1e-4.
+    """March all rays at once over the 4³-voxel blocks, front to back: a ray in an occupied block samples it
+    and moves to the next block; a ray in an empty block leaps out of the whole cube of blocks that the
+    distance transform says is empty (the empty-space skipping). Samples are weighted as they come
+    (w = T·(1 − e^{−σδ})) and rays retire once T < 1e-4.
 
     Returns (ray, t_start, t_end, voxel, weight) of the samples with density, front to back within each ray.
     """
-    blocks = grid.blocks()
-    bdims = torch.tensor(blocks.shape, device=origins.device)
+    dist = _block_distance(grid.blocks()).reshape(-1)
+    bdims = torch.tensor(-(-torch.tensor(grid.shape) // BLOCK), device=origins.device)
     side = grid.voxel * BLOCK
     t0, t1 = _ray_box(origins, dirs, grid.lo, grid.hi)
     t0, t1 = t0.clamp_min(near), t1.clamp_max(far)
     rays = torch.nonzero(t1 > t0).flatten()
-    o, d, t, tend, base = origins[rays], dirs[rays], t0[rays], t1[rays], t0[rays]
-    idx = torch.floor((o + (t + 1e-6 * side)[:, None] * d - grid.lo) / side).long()
-    idx = torch.minimum(idx.clamp_min(0), bdims - 1)
-    sgn = torch.where(d >= 0, 1, -1)
-    safe_d = torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
-    t_next = ((idx + (sgn > 0).long()).to(d.dtype) * side + grid.lo - o) / safe_d
-    t_delta = side / safe_d.abs()
-    log_t = torch.zeros_like(t, dtype=torch.float64)
+    safe_d = torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12), dirs)
+    # Per-ray state in one float tensor: [o 0:3, 1/d 3:6, d 6:9, t 9, t_end 10, t_start 11]; rays retire by
+    # one gather per step.
+    fs = torch.cat([origins, 1.0 / safe_d, dirs, t0[:, None], t1[:, None], t0[:, None]], dim=1)[rays]
+    log_t = torch.zeros(rays.numel(), dtype=torch.float64, device=rays.device)
     outs: list[tuple[Tensor, ...]] = []
     while rays.numel():
-        t_exit = torch.minimum(t_next.min(dim=1).values, tend)
-        occ = torch.nonzero(blocks[idx[:, 0], idx[:, 1], idx[:, 2]] & (t_exit > t)).flatten()
+        o, inv_d, t = fs[:, 0:3], fs[:, 3:6], fs[:, 9]
+        idx = torch.floor((o + (t + 1e-5 * side)[:, None] * fs[:, 6:9] - grid.lo) / side).long()
+        idx = torch.minimum(idx.clamp_min(0), bdims - 1)
+        k = dist[(idx[:, 0] * bdims[1] + idx[:, 1]) * bdims[2] + idx[:, 2]]
+        # Exit of the empty cube of half-width k−1 around the block (just the block itself when k <= 1).
+        reach = idx + torch.where(inv_d > 0, 1, 0) + torch.where(inv_d > 0, 1, -1) * (k - 1).clamp_min(0)[:, None]
+        t_exit = torch.minimum(((reach.to(o.dtype) * side + grid.lo - o) * inv_d).min(dim=1).values, fs[:, 10])
+        occ = torch.nonzero((k == 0) & (t_exit > t)).flatten()
         if occ.numel():
-            row, t_mid, vox, sigma = _samples_in(grid, o[occ], d[occ], base[occ], t[occ], t_exit[occ], step)
+            f_occ = fs[occ]
+            row, t_mid, vox, sigma = _samples_in(
+                grid, f_occ[:, 0:3], f_occ[:, 6:9], f_occ[:, 11], t[occ], t_exit[occ], step
+            )
             keep = sigma > 0
             row, t_mid, vox, sigma = row[keep], t_mid[keep], vox[keep], sigma[keep]
             tau = (sigma * step).double()
@@ -244,14 +254,9 @@ def _march_torch(
             live = w > 0
             outs.append((rays[occ][row][live], t_mid[live], vox[live], w[live].to(sigma.dtype)))
             log_t = log_t.index_add(0, occ[row], -tau)
-        axis = t_next.argmin(dim=1, keepdim=True)
-        idx = idx.scatter_add(1, axis, sgn.gather(1, axis))
-        t_next = t_next.scatter_add(1, axis, t_delta.gather(1, axis))
-        t = t_exit
-        alive = (t < tend) & ((idx >= 0) & (idx < bdims)).all(dim=1) & (log_t >= math.log(T_MIN))
-        rays, o, d, t, tend, base, idx, t_next, t_delta, sgn, log_t = (
-            v[alive] for v in (rays, o, d, t, tend, base, idx, t_next, t_delta, sgn, log_t)
-        )
+        fs[:, 9] = t_exit
+        alive = torch.nonzero((t_exit < fs[:, 10]) & (log_t >= math.log(T_MIN))).flatten()
+        fs, log_t, rays = fs[alive], log_t[alive], rays[alive]
     if not outs:
         empty = torch.zeros(0, dtype=dirs.dtype, device=dirs.device)
         return torch.zeros(0, dtype=torch.long, device=dirs.device), empty, empty, empty.long(), empty

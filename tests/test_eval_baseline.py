@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
 from eval_shapes import tower_on_slab
+
 from segany.eval.generate import points_from_mesh
 from segany.eval.geometry import mesh_geometry, point_geometry
 from segany.eval.run import click_target

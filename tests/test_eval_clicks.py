@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
 from eval_shapes import PSB, split_box
+
 from segany.eval.clicks import error_regions, next_click
 from segany.eval.data import load_psb_shape
 from segany.eval.generate import points_from_mesh
@@ -30,7 +30,7 @@ def test_positive_in_missed_region_negative_in_false_region_largest_first() -> N
     small_miss = gt & (c[:, 0] < -0.49) & (np.abs(c[:, 1]) < 0.25) & (np.abs(c[:, 2]) < 0.25)
     big_false = (~gt) & (c[:, 0] > 0.49)  # the whole face x = +0.5
     pred = (gt & ~small_miss) | big_false
-    ids, sizes, signs = error_regions(geom, gt, pred)
+    _, sizes, signs = error_regions(geom, gt, pred)
     assert len(sizes) == 2 and sorted(signs.tolist()) == [-1, 1]
     vertex, sign = next_click(geom, gt, pred)
     assert sign == -1  # the false region is the larger one

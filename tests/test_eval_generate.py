@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 from eval_shapes import split_box, write_psb
+
 from segany.eval.data import iter_shapes
 from segany.eval.generate import generate_labelled, points_from_mesh, shade, splats_from_mesh
 from segany.scene import PointScene, SplatScene

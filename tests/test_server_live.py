@@ -21,7 +21,9 @@ import wire_fuzz
 from hypothesis import HealthCheck, given, settings
 
 from segany.addon import wire
-from segany.addon.client import BackendUnavailable, Client, RemoteError
+from segany.addon.client import BackendUnavailable, Client, RemoteError, RequestTimeout
+from segany.samples import sample_mesh
+from segany.scene import scene_arrays
 
 LIVE_EXAMPLES, LIVE_BATCH = 400, 15  # 6,000 frames, each on its own connection
 
@@ -226,6 +228,42 @@ def test_a_long_job_does_not_block_queries_and_can_be_cancelled(backend, client:
     assert seen and all(0.0 <= f <= 1.0 for f, _ in seen)
 
 
+def test_a_request_timeout_leaves_the_client_usable(client: Client) -> None:
+    sid = client.add_scene("points", _points(8, 11))["scene_id"]
+    job = client.submit("test_sleep", sid, options={"seconds": 20.0, "tag": "timeout"})
+    with pytest.raises(RequestTimeout):
+        client.request("job.result", timeout=0.3, job=job.id, wait=1.5)
+    time.sleep(1.5)  # the late reply arrives and is dropped
+    assert client.ping() > 0 and client.alive
+    job.cancel()
+    assert job.wait(30) and job.status == "cancelled"
+
+
+ISEG_TINY = {
+    "views": 4, "resolution": 64, "encoder_steps": 10, "encoder_pixels": 512, "decoder_steps": 10,
+    "click_vertices": 8, "views_per_click": 2, "second_clicks": 1, "decoder_pixels": 128,
+}  # fmt: skip
+
+
+def test_a_real_iseg_prepare_over_the_wire(backend, client: Client) -> None:
+    """The real method end to end (tiny sizes): progress events, other requests answered meanwhile, clicks."""
+    mesh = sample_mesh(max_edge=0.3)
+    sid = client.add_scene("mesh", scene_arrays(mesh))["scene_id"]
+    job = client.submit("iseg", sid, options=ISEG_TINY)
+    assert job.events.get(timeout=60)["event"] == "progress"
+    with server_harness.connect(backend[1]) as other:
+        while not job.done:
+            t0 = time.perf_counter()
+            assert sid in [s["scene_id"] for s in other.scenes()]
+            assert time.perf_counter() - t0 < 1.0, "a short request waited for the prepare"
+            time.sleep(0.2)
+    result = job.result(timeout=300)
+    assert result["status"] == "done" and result["method"] == "iseg"
+    sel = client.query("iseg", sid, {"clicks": [[0, 1]]})
+    assert sel.scores.shape == (len(mesh.vertices),) and sel.scores.dtype == np.float32
+    assert np.isfinite(sel.scores).all() and 0.0 <= sel.threshold <= 1.0
+
+
 def test_job_done_event_carries_the_result(client: Client) -> None:
     sid = client.add_scene("points", _points(32, 3))["scene_id"]
     job = client.submit("test_sleep", sid, options={"seconds": 0.3, "n": 1})
@@ -280,6 +318,8 @@ def test_after_fuzzing_the_server_is_alive_and_small(backend, client: Client) ->
     status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
     rss_kb = int(next(line.split()[1] for line in status if line.startswith("VmRSS")))
     assert rss_kb < 2_000_000, f"server RSS {rss_kb} kB after fuzzing"
+    threads = int(next(line.split()[1] for line in status if line.startswith("Threads")))
+    assert threads < 64, f"{threads} threads left after thousands of connections"
 
 
 def test_shutdown_op_stops_the_server_and_removes_the_state_file(backend) -> None:

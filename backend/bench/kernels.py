@@ -9,11 +9,15 @@
   interpolation of 32-channel vertex features with backward vs a plain gather-and-sum;
 - splat / volume rows from `segany.bench.kernels_splat.bench_rows(quick)` when that module exists.
 On a machine with CUDA the raster and the similarity are also timed on the GPU.
+
+torch runs with SEGANY_BENCH_THREADS threads (default 1): embreex casts on one thread, and on a shared
+or busy machine torch's OpenMP threads wait on each other so much that multi-threaded figures mean little.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,15 @@ from .report import Row, timeit, write_report
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("SEGANY_BENCH_THREADS", "1")))
+    try:
+        return _run(out_dir, quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(out_dir: Path, quick: bool) -> dict:
     rows: list[Row] = []
     extra: dict[str, Any] = {"quick": quick, "torch_threads": torch.get_num_threads()}
     rows += _mesh_rows(quick, extra)
@@ -96,7 +109,7 @@ def _mesh_rows(quick: bool, extra: dict[str, Any], device: str = "cpu") -> list[
     t_embree = timeit(lambda: scene.run(origins, dirs, output=1), repeat=repeat)
     t_torch = timeit(raster, repeat=repeat)
     case = f"mesh raster {len(faces) // 1000}K tris {size}² ({device})"
-    rows = [Row(case, "time", t_torch, "s", "embreex primary rays (CPU)", t_embree, "<= embree")]
+    rows = [Row(case, "time", t_torch, "s", "embreex primary rays (CPU, 1 thread)", t_embree, "<= embree")]
     result = raster()
     hit = rasterize_mesh(
         torch.from_numpy(vertices), torch.from_numpy(faces), viewmat[None], k[None], size, size, "embree"
@@ -107,15 +120,6 @@ def _mesh_rows(quick: bool, extra: dict[str, Any], device: str = "cpu") -> list[
         "pixels_covered": float(result.mask.float().mean()),
         "ids_equal_to_embree": agree,
     }
-    if device == "cpu":
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            t_one = timeit(raster, repeat=repeat)
-        finally:
-            torch.set_num_threads(threads)
-        rows.append(Row(f"{case}, 1 thread", "time", t_one, "s", "embreex primary rays (1 thread)", t_embree))
-
     attr = torch.randn(len(vertices), 32, device=device, requires_grad=True)
 
     def ours() -> None:

@@ -4,9 +4,9 @@ Samples are area-weighted points on the surface; each inherits the label of its 
 from shading a neutral grey albedo with the face normal under a fixed light — geometry only, so the
 labels cannot leak into what a 2D model sees (tests check that relabelling changes no colour).
 Splats lie flat along their face: the Gaussian's shortest axis is the face normal, in-plane size from
-the sampling density. Output, written by `segany.formats.write_labelled_ply`: `<out>/splats/<id>.ply` (3DGS layout plus an
-int `label` per Gaussian) and `<out>/points/<id>.ply` (xyz, normals, uchar rgb, `label`), each folder
-with a categories.json so `segany eval --data <out>/splats` knows the categories.
+the sampling density. Output, written by `segany.formats.write_labelled_ply`: `<out>/splats/<id>.ply`
+(3DGS layout plus an int `label` per Gaussian) and `<out>/points/<id>.ply` (xyz, normals, uchar rgb,
+`label`), each folder with a categories.json so `segany eval --data <out>/splats` knows the categories.
 """
 
 from __future__ import annotations

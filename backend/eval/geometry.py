@@ -16,6 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from ..errors import SegAnyError
+
 KNN = 8
 
 
@@ -44,7 +46,9 @@ class Geometry:
         """Labelled elements the method selects: a face when the mean of its vertex scores passes."""
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         if len(scores) != self.n_click:
-            raise ValueError(f"the method returned {len(scores)} scores for {self.n_click} elements")
+            raise SegAnyError(
+                "invalid_array", f"the method returned {len(scores)} scores for a scene of {self.n_click} elements"
+            )
         if self.faces is None:
             return scores >= threshold
         return scores[self.faces].mean(axis=1) >= threshold

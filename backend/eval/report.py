@@ -120,7 +120,7 @@ def build_results(config: dict[str, Any], shapes: list[dict[str, Any]]) -> dict[
     for s in shapes:
         methods += [m for m in s["methods"] if m not in methods]
     for s in shapes:
-        for m, rec in s["methods"].items():
+        for rec in s["methods"].values():
             rec["summary"] = aggregate(rec["targets"], [rec["prepare_seconds"]], cap, 1)
 
     def over(subset: list[dict[str, Any]]) -> dict[str, Any]:
@@ -135,7 +135,7 @@ def build_results(config: dict[str, Any], shapes: list[dict[str, Any]]) -> dict[
     full_config = {
         **config,
         "protocol": PROTOCOL,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
     return _jsonable(
@@ -167,7 +167,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Data `{cfg['data']}`, {len(results['shapes'])} shapes, up to {cfg['clicks']} simulated clicks per target, "
         f"{cfg['date']}. mIoU in percent (area-weighted on meshes); NoC = clicks to reach the IoU "
-        f"(capped at {cfg['clicks']}); times per click are query times.",
+        f"(capped at {cfg['clicks']}); times per click are query times. `baseline` is the classical random "
+        "walker with concavity-aware weights (no 2D model, no training), clicked by the same protocol.",
         "",
         "## Overall",
         "",
@@ -190,6 +191,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for m, entry in results["summary"].items():
@@ -199,9 +201,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("mean IoU (%)")
     ax.set_ylim(0, 100)
     ax.set_xlim(left=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    cfg = results["config"]
-    ax.set_title(f"{cfg['method']} vs baseline, {len(results['shapes'])} shapes", fontsize=10)
+    n = len(results["shapes"])
+    ax.set_title(f"{' vs '.join(results['summary'])}: {n} shape{'s' if n != 1 else ''}, mean over targets", fontsize=10)
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path)

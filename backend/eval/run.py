@@ -30,9 +30,7 @@ def shape_geometry(shape: Shape) -> Geometry:
         geom = point_geometry(scene.xyz if isinstance(scene, PointScene) else scene.means)
     if len(shape.labels) != geom.n_labelled:
         unit = "faces" if isinstance(scene, MeshScene) else "elements"
-        raise SegAnyError(
-            "invalid_array", f"shape {shape.id}: {len(shape.labels)} labels for {geom.n_labelled} {unit}"
-        )
+        raise SegAnyError("invalid_array", f"shape {shape.id}: {len(shape.labels)} labels for {geom.n_labelled} {unit}")
     return geom
 
 
@@ -59,7 +57,9 @@ def click_target(geom: Geometry, target: Target, scorer: Scorer, clicks: int) ->
     return {"label": target.label, "fraction": target.fraction, "iou": curve, "clicks": done, "seconds": seconds}
 
 
-def evaluate_shape(shape: Shape, scorers: list[Scorer], clicks: int, progress: Progress | None = None) -> dict[str, Any]:
+def evaluate_shape(
+    shape: Shape, scorers: list[Scorer], clicks: int, progress: Progress | None = None
+) -> dict[str, Any]:
     geom = shape_geometry(shape)
     targets = select_targets(shape.labels, geom.weights)
     scene = shape.scene
@@ -69,7 +69,7 @@ def evaluate_shape(shape: Shape, scorers: list[Scorer], clicks: int, progress: P
         "kind": scene.kind,
         "source": shape.source,
         "n_vertices": int(scene.n_elements),
-        "n_faces": int(len(scene.faces)) if isinstance(scene, MeshScene) else 0,
+        "n_faces": len(scene.faces) if isinstance(scene, MeshScene) else 0,
         "targets": [{"label": t.label, "fraction": t.fraction} for t in targets],
         "methods": {},
     }

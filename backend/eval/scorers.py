@@ -93,15 +93,15 @@ class EngineScorer:
         popts = dict(self.prior_options)
         if self.prior == "oracle":
             popts["labels"] = shape.labels
-        result = self.engine.prepare(
-            self.name, self._sid, prior=self.prior, options=self.options, prior_options=popts
-        )
+        result = self.engine.prepare(self.name, self._sid, prior=self.prior, options=self.options, prior_options=popts)
         return str(result.get("message", "")) if isinstance(result, dict) else ""
 
     def query(self, clicks: list[Click]) -> Selection:
         if self._sid is None:
             raise AssertionError("EngineScorer.query before prepare")
-        return self.engine.query(self.name, self._sid, {"clicks": [[int(e), int(s)] for e, s in clicks]}, prior=self.prior)
+        return self.engine.query(
+            self.name, self._sid, {"clicks": [[int(e), int(s)] for e, s in clicks]}, prior=self.prior
+        )
 
     def release(self) -> None:
         if self._sid is not None:

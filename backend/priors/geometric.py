@@ -11,6 +11,7 @@ Nothing here reads ground-truth labels.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ SAME_SIZE = 0.4  # |log area ratio| under which two nested candidates count as t
 class RegionTree:
     """Merge tree of one view: leaves are watershed regions, internal nodes their unions."""
 
-    leaves: np.ndarray  # (H, W) int32 leaf index, -1 on background
+    leaves: np.ndarray  # (H, W) int32 leaf index; background holds n_leaves (the always-False column)
     parent: np.ndarray  # (n,) int64, -1 for roots
     birth: np.ndarray  # (n,) float64 merge height that created the node (0 for leaves)
     death: np.ndarray  # (n,) float64 merge height that absorbed it (ROOT_DEATH for roots)
@@ -280,12 +281,12 @@ class GeometricPrior(Prior):
         self.embed_dim = embed_dim
         self.weights = weights or BoundaryWeights()
         self.min_area = min_area
-        self._trees: OrderedDict[tuple, RegionTree] = OrderedDict()
+        self._trees: OrderedDict[str, RegionTree] = OrderedDict()
         self._cache_size = cache_size
 
     def tree(self, views: Views, index: int) -> RegionTree:
-        """The view's region tree, computed once per (views, index) and kept in a small LRU."""
-        key = (views.key or id(views), index)
+        """The view's region tree, computed once per view content and kept in a small LRU."""
+        key = _view_key(views, index)
         if key in self._trees:
             self._trees.move_to_end(key)
             return self._trees[key]
@@ -326,7 +327,7 @@ class GeometricPrior(Prior):
         ys = np.clip(points[:, 1].astype(np.int64), 0, h - 1)
         n_leaf = tree.members.shape[1] - 1
         hit = tree.leaves[ys, xs]
-        base = np.zeros((h, w), dtype=bool) if prev is None else _prev_mask(prev, h, w)
+        base = np.zeros((h, w), dtype=bool) if prev is None else prev_mask(prev, h, w)
         pos = [
             int(leaf)
             for leaf, lab, y, x in zip(hit, labels, ys, xs, strict=True)
@@ -388,6 +389,18 @@ class GeometricPrior(Prior):
         return out
 
 
+def _view_key(views: Views, index: int) -> str:
+    """Views.key (scene + cameras) and the index; without a key, a hash of everything the tree reads."""
+    if views.key is not None:
+        return f"{views.key}/{index}"
+    h = hashlib.blake2b(digest_size=16)
+    for arr in (views.ids[index], views.depth[index], views.normals[index], views.rgb[index]):
+        h.update(np.ascontiguousarray(arr).data)
+    h.update(views.cameras.Ks[index].tobytes())
+    h.update(views.cameras.viewmats[index].tobytes())
+    return h.hexdigest()
+
+
 def _spectral(a: sp.csr_matrix, dim: int) -> np.ndarray:
     """Row-normalised leading singular vectors of the degree-normalised element × region matrix."""
     d_row = np.asarray(a.sum(axis=1)).ravel()
@@ -404,8 +417,8 @@ def _spectral(a: sp.csr_matrix, dim: int) -> np.ndarray:
     return vec.astype(np.float32)
 
 
-def _prev_mask(prev: np.ndarray, h: int, w: int) -> np.ndarray:
-    """A previous answer (mask or logits, any resolution) as an (H, W) bool mask."""
+def prev_mask(prev: np.ndarray, h: int, w: int) -> np.ndarray:
+    """A previous answer (mask, or logits > 0, covering the whole view at any resolution) as (H, W) bool."""
     prev = np.asarray(prev)
     prev = prev.reshape(prev.shape[-2:]) if prev.ndim > 2 and np.prod(prev.shape[:-2]) == 1 else prev
     if prev.ndim != 2:

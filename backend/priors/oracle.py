@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from ..errors import SegAnyError
 from .base import Prior, PromptResult, Views
+from .geometric import prev_mask
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ class OraclePrior(Prior):
             raise SegAnyError("bad_request", f"{len(points)} points but {len(labels)} labels")
         xs = np.clip(points[:, 0].astype(np.int64), 0, w - 1)
         ys = np.clip(points[:, 1].astype(np.int64), 0, h - 1)
-        base = np.zeros((h, w), dtype=bool) if prev is None else np.asarray(prev).reshape(h, w) > 0
+        base = np.zeros((h, w), dtype=bool) if prev is None else prev_mask(prev, h, w)
         pos = [
             (y, x) for y, x, lab in zip(ys, xs, labels, strict=True) if lab > 0 and part[y, x] >= 0 and not base[y, x]
         ]

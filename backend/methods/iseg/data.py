@@ -3,8 +3,8 @@
 - `PixelCorners`: for every covered pixel, the three vertices of its triangle and their barycentric
   weights, so any per-vertex quantity (features, probabilities) renders into the view as a weighted sum
   — differentiable, and only over the vertices a batch actually touches.
-- `VisibleVertices`: which vertex shows in which view, and at which pixel (where it is the dominant
-  corner, away from the silhouette), for placing clicks.
+- `VisibleVertices`: which vertex shows in which view, and at which pixel (where its weight is largest,
+  away from the silhouette), for placing clicks.
 - `make_samples`: iSeg's decoder data: a first positive click on a farthest-point-sampled vertex in
   views that see it, the prior's mask for it, then second positive / negative clicks on other sampled
   vertices outside / inside that mask, kept only when they grow / shrink the mask.
@@ -83,22 +83,22 @@ class VisibleVertices:
 
 
 def visible_vertices(tri_ids: np.ndarray, bary: np.ndarray, faces: np.ndarray, n_vertices: int) -> VisibleVertices:
-    """A vertex shows in a view where it is the nearest corner of a covered pixel inside the silhouette."""
+    """A vertex shows in a view where a triangle of it covers a pixel inside the silhouette; its pixel is
+    the one where its barycentric weight is largest (a dense mesh has several vertices per pixel, so
+    asking for the dominant corner alone would hide most of a thin part)."""
     fg = tri_ids >= 0
     interior = binary_erosion(fg, structure=np.ones((1, 3, 3), dtype=bool))
     b, y, x = np.nonzero(interior)
-    tri = tri_ids[b, y, x]
-    bc = bary[b, y, x]
-    corner = bc.argmax(axis=1)
-    vert = faces[tri, corner]
-    weight = bc[np.arange(len(bc)), corner]
-    key = b.astype(np.int64) * n_vertices + vert
+    vert = faces[tri_ids[b, y, x]].reshape(-1)
+    weight = bary[b, y, x].reshape(-1)
+    key = np.repeat(b.astype(np.int64), 3) * n_vertices + vert
     order = np.lexsort((weight, key))
     key_sorted = key[order]
     last = np.ones(len(order), dtype=bool)
     last[:-1] = key_sorted[1:] != key_sorted[:-1]
     best = order[last]
-    return VisibleVertices(n_vertices, key[best], x[best].astype(np.int64), y[best].astype(np.int64))
+    pix = best // 3
+    return VisibleVertices(n_vertices, key[best], x[pix].astype(np.int64), y[pix].astype(np.int64))
 
 
 @dataclass
@@ -120,16 +120,18 @@ class Samples:
         return {n: int((self.kind == k).sum()) for k, n in enumerate(names)}
 
 
-def choose_mask(result: PromptResult, how: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """One of the prior's candidates: the smallest non-empty (iSeg's choice) or the best-scored."""
-    masks = np.asarray(result.masks, dtype=bool)
+def choose_mask(result: PromptResult, how: str) -> int:
+    """Index of one of the prior's candidates: the smallest non-empty (iSeg's choice) or the best-scored."""
     if how == "best":
-        i = int(np.argmax(result.scores))
-    else:
-        filled = np.flatnonzero(masks.reshape(len(masks), -1).any(axis=1))
-        i = int(filled[0]) if len(filled) else 0
+        return int(np.argmax(result.scores))
+    filled = np.flatnonzero(np.asarray(result.masks).reshape(len(result.masks), -1).any(axis=1))
+    return int(filled[0]) if len(filled) else 0
+
+
+def _candidate(result: PromptResult, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Candidate i as (mask copy, logits to feed back as `prev`)."""
     logits = None if result.logits is None else result.logits[i : i + 1]
-    return masks[i].copy(), logits
+    return np.asarray(result.masks[i], dtype=bool).copy(), logits
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -162,9 +164,9 @@ def make_samples(
             b = int(b)
             at = visible.find(b, np.array([c]))[0]
             px, py = int(visible.x[at]), int(visible.y[at])
-            first, logits = choose_mask(
-                prior.prompt(views, b, np.array([[px + 0.5, py + 0.5]], np.float32), np.array([1])), how
-            )
+            answer = prior.prompt(views, b, np.array([[px + 0.5, py + 0.5]], np.float32), np.array([1]))
+            pick = choose_mask(answer, how)
+            first, logits = _candidate(answer, pick)
             first[py, px] = True
             if first.sum() < min_pixels:
                 continue
@@ -172,6 +174,10 @@ def make_samples(
             masks.append(first)
             if n_second <= 0:
                 continue
+            # Negative clicks start from the next larger candidate: a part-level prior cannot go finer
+            # than the part, so "click A, un-click its neighbour B" is how it teaches removal.
+            larger, larger_logits = _candidate(answer, min(pick + 1, len(answer.masks) - 1))
+            larger |= first
             others = click_vertices[click_vertices != c]
             found = visible.find(b, others)
             others, found = others[found >= 0], found[found >= 0]
@@ -181,18 +187,26 @@ def make_samples(
             d2 = ((positions[others] - positions[c]) ** 2).sum(axis=1)
             near = d2 < 0.5 * d2.max()
             inside = first[oy, ox]
-            for sign, kind, pool in ((1, SECOND_POSITIVE, ~inside & near), (0, SECOND_NEGATIVE, inside & near)):
-                pick = np.flatnonzero(pool)
-                if len(pick) > n_second:
-                    pick = rng.choice(pick, n_second, replace=False)
-                for j in pick:
+            in_larger = larger[oy, ox] & ~inside
+            neg_pool, neg_base, neg_prev = (
+                (in_larger, larger, larger_logits) if in_larger.any() else (inside, first, logits)
+            )
+            for sign, kind, pool, base, prev in (
+                (1, SECOND_POSITIVE, ~inside & near, first, logits),
+                (0, SECOND_NEGATIVE, neg_pool & near, neg_base, neg_prev),
+            ):
+                chosen = np.flatnonzero(pool)
+                if len(chosen) > n_second:
+                    chosen = rng.choice(chosen, n_second, replace=False)
+                for j in chosen:
                     sx, sy = int(ox[j]), int(oy[j])
                     points = np.array([[px + 0.5, py + 0.5], [sx + 0.5, sy + 0.5]], np.float32)
-                    second, _ = choose_mask(prior.prompt(views, b, points, np.array([1, sign]), prev=logits), how)
+                    again = prior.prompt(views, b, points, np.array([1, sign]), prev=prev)
+                    second, _ = _candidate(again, choose_mask(again, how))
                     second[py, px] = True
                     second[sy, sx] = bool(sign)
-                    grew = second.sum() > first.sum() if sign else second.sum() < first.sum()
-                    if grew and _iou(first, second) < 0.9 and second.sum() >= min_pixels:
+                    changed = second.sum() > base.sum() if sign else second.sum() < base.sum()
+                    if changed and _iou(base, second) < 0.9 and second.sum() >= min_pixels:
                         rows.append((b, int(c), int(others[j]), sign, kind))
                         masks.append(second)
     if not rows:

@@ -20,7 +20,7 @@ from ..base import Method, Selection, State
 from .data import make_samples, pixel_corners, visible_vertices
 from .decoder import PRESETS, ClickScorer, Decoder, DecoderConfig
 from .encoder import EncoderConfig, normalise
-from .rendering import embed_raster, orbit_cameras, rasterize, render_views
+from .rendering import rasterize, resized, views_around
 from .train import Schedule, train_decoder, train_encoder
 
 FORMAT = "iseg/1"
@@ -42,7 +42,11 @@ def _check_options(opts: dict[str, Any]) -> dict[str, Any]:
     out = dict(opts)
     for k in _INT_OPTIONS:
         v = out[k]
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if k in ("second_clicks", "seed") else 1):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, np.integer))
+            or v < (0 if k in ("second_clicks", "seed") else 1)
+        ):
             raise SegAnyError("bad_request", f"iseg option {k!r} must be a positive integer, got {v!r}")
         out[k] = int(v)
     for k in _FLOAT_OPTIONS:
@@ -63,20 +67,28 @@ def parse_clicks(query: dict[str, Any], n_vertices: int) -> tuple[torch.Tensor, 
     if not isinstance(query, dict) or "clicks" not in query:
         raise SegAnyError("bad_request", 'an iseg query is {"clicks": [[vertex, sign], ...]} with sign +1 or -1')
     clicks = query["clicks"]
+    if isinstance(clicks, np.ndarray):
+        clicks = clicks.tolist()
+    shape_msg = f"clicks must be a list of [vertex, sign] pairs, got {clicks!r}"
+    if not isinstance(clicks, (list, tuple)) or any(not isinstance(c, (list, tuple)) or len(c) != 2 for c in clicks):
+        raise SegAnyError("bad_request", shape_msg)
     try:
-        arr = np.asarray(clicks, dtype=np.float64).reshape(-1, 2) if len(clicks) else np.zeros((0, 2))
+        arr = np.asarray(clicks, dtype=np.float64).reshape(-1, 2)
     except (TypeError, ValueError) as exc:
-        raise SegAnyError("bad_request", f"clicks must be a list of [vertex, sign] pairs, got {clicks!r}") from exc
-    if len(arr) != len(clicks) or not np.isfinite(arr).all():
-        raise SegAnyError("bad_request", f"clicks must be a list of [vertex, sign] pairs, got {clicks!r}")
+        raise SegAnyError("bad_request", shape_msg) from exc
+    if not np.isfinite(arr).all():
+        raise SegAnyError("bad_request", shape_msg)
     verts, signs = arr[:, 0], arr[:, 1]
     bad = (verts != np.round(verts)) | (verts < 0) | (verts >= n_vertices)
     if bad.any():
         raise SegAnyError(
-            "bad_request", f"click vertex {clicks[int(np.argmax(bad))][0]!r} is not a vertex index in 0..{n_vertices - 1}"
+            "bad_request",
+            f"click vertex {clicks[int(np.argmax(bad))][0]!r} is not a vertex index in 0..{n_vertices - 1}",
         )
     if not np.isin(signs, (1, -1)).all():
-        raise SegAnyError("bad_request", f"click signs must be +1 (add) or -1 (remove), got {sorted(set(signs) - {1, -1})}")
+        raise SegAnyError(
+            "bad_request", f"click signs must be +1 (add) or -1 (remove), got {sorted(set(signs) - {1, -1})}"
+        )
     return torch.as_tensor(verts.astype(np.int64)), torch.as_tensor(signs > 0)
 
 
@@ -108,9 +120,11 @@ def build_scorer(state: State) -> ClickScorer:
     """The decoder and features of a state (from prepare or from disk) as a ClickScorer."""
     meta = state.meta
     if meta.get("format") != FORMAT:
-        raise SegAnyError("not_prepared", f"this state is not an iSeg state ({meta.get('format')!r}); run prepare again")
+        raise SegAnyError(
+            "not_prepared", f"this state is not an iSeg state ({meta.get('format')!r}); run prepare again"
+        )
     dec = meta["decoder"]
-    cfg = DecoderConfig(int(dec["dim"]), tuple(int(w) for w in dec["widths"]), bool(dec["product"]))
+    cfg = DecoderConfig(int(dec["dim"]), tuple(int(w) for w in dec["widths"]), bool(dec["compare"]))
     decoder = Decoder(cfg)
     decoder.load_state_dict({k[len("decoder.") :]: v for k, v in state.tensors.items() if k.startswith("decoder.")})
     return ClickScorer(decoder, state.tensors["features"].float())
@@ -175,14 +189,14 @@ class ISeg(Method):
         vertices = torch.as_tensor(scene.vertices)
         faces = torch.as_tensor(scene.faces)
         positions, centre, scale = normalise(vertices)
-        cameras = orbit_cameras(scene.vertices, opts["views"], opts["resolution"])
+        cameras, views = views_around(scene, opts["views"], opts["resolution"], opts["seed"])
         raster = rasterize(scene, cameras)
-        views = render_views(scene, cameras, raster)
         timings["render"] = time.perf_counter() - t0
 
         ctx.progress(0.03, "prior embeddings")
         emb = torch.as_tensor(prior.embed(views))
-        emb_raster = embed_raster(scene, cameras, raster, emb.shape[1], emb.shape[2])
+        same = emb.shape[1:3] == (cameras.height, cameras.width)
+        emb_raster = raster if same else rasterize(scene, resized(cameras, emb.shape[1], emb.shape[2]))
         emb_corners = pixel_corners(emb_raster.tri_ids, emb_raster.bary, faces)
         targets = emb.reshape(len(views), -1, emb.shape[-1])[emb_corners.view, emb_corners.pixel].float()
         timings["embed"] = time.perf_counter() - t0 - sum(timings.values())
@@ -203,9 +217,7 @@ class ISeg(Method):
         click_vertices = farthest_point_sampling(vertices, n_clicks, start=0).cpu().numpy().astype(np.int64)
         tri_np, bary_np = raster.tri_ids.cpu().numpy(), raster.bary.cpu().numpy()
         visible = visible_vertices(tri_np, bary_np, scene.faces, len(vertices))
-        samples = make_samples(
-            prior, views, visible, positions.numpy(), click_vertices, opts, rng, ctx.sub(0.4, 0.65)
-        )
+        samples = make_samples(prior, views, visible, positions.numpy(), click_vertices, opts, rng, ctx.sub(0.4, 0.65))
         if len(samples) == 0:
             raise SegAnyError(
                 "unsupported", "no training clicks: no sampled vertex is visible with a usable mask in any view"
@@ -214,7 +226,7 @@ class ISeg(Method):
 
         corners = pixel_corners(raster.tri_ids, raster.bary, faces)
         dec_cfg = DecoderConfig(
-            dim=enc_cfg.out_dim, widths=PRESETS[opts["decoder"]], product=opts["decoder"] == "light"
+            dim=enc_cfg.out_dim, widths=PRESETS[opts["decoder"]], compare=opts["decoder"] == "light"
         )
         dec_sched = Schedule(opts["decoder_steps"], opts["decoder_lr"], opts["decoder_batch"], opts["decoder_pixels"])
         decoder, dec_losses = train_decoder(
@@ -240,7 +252,10 @@ class ISeg(Method):
             "threshold": opts["threshold"],
             "options": {k: v for k, v in opts.items() if k != "device"},
             "samples": samples.counts(),
-            "losses": {"encoder_last": float(np.mean(enc_losses[-10:])), "decoder_last": float(np.mean(dec_losses[-10:]))},
+            "losses": {
+                "encoder_last": float(np.mean(enc_losses[-10:])),
+                "decoder_last": float(np.mean(dec_losses[-10:])),
+            },
             "timings": timings,
         }
         return State(tensors=tensors, meta=meta)

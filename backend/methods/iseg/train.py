@@ -113,4 +113,3 @@ def train_decoder(
         lr_sched.step()
         losses.append(loss.item())
     return decoder.eval(), losses
-

@@ -1,0 +1,117 @@
+"""open_clip as a prior: text and masked-region embeddings in one space, for open-vocabulary labels.
+
+Weights come only from a checkpoint file (`segany models fetch clip_vit_b_16`); nothing is downloaded.
+Region embeddings follow the usual recipe for CLIP on masks: crop to the mask's box, grey out what is
+outside the mask (so the crop's context does not leak into the label), then the model's own preprocess.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import open_clip
+import torch
+from PIL import Image
+
+from ..errors import SegAnyError
+from .base import Prior, Views
+
+GREY = 0.5  # what replaces pixels outside the mask
+MARGIN = 0.1  # the crop box grows by this fraction of its size on each side
+
+
+class ClipPrior(Prior):
+    """open_clip model from a checkpoint file: text, masked crops and a dense patch-token map."""
+
+    name: ClassVar[str] = "clip"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"text", "embed"})
+
+    def __init__(self, checkpoint: str | os.PathLike, model_name: str = "ViT-B-16", device: str = "cpu") -> None:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise SegAnyError(
+                "not_found", f"CLIP checkpoint {path} does not exist (see `segany models fetch clip_vit_b_16`)"
+            )
+        if model_name not in open_clip.list_models():
+            raise SegAnyError("bad_request", f"unknown open_clip model {model_name!r}")
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=str(path), device=device, weights_only=True
+            )
+        except Exception as err:  # open_clip raises several types for a file that does not fit the model
+            raise SegAnyError("corrupt_file", f"cannot load {path.name} as {model_name}: {err}") from None
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.device = device
+        self.model_name = model_name
+
+    @torch.no_grad()
+    def embed_text(self, words: list[str]) -> np.ndarray:
+        if not words:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self.model.encode_text(self.tokenizer(list(words)).to(self.device))
+        return torch.nn.functional.normalize(out.float(), dim=-1).cpu().numpy()
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.text_projection.shape[1])
+
+    @torch.no_grad()
+    def embed_crops(self, views: Views, index: int, masks: np.ndarray) -> np.ndarray:
+        masks = np.asarray(masks, dtype=bool).reshape(-1, *views.rgb.shape[1:3])
+        if not len(masks):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        batch = torch.stack([self.preprocess(masked_crop(views.rgb[index], m)) for m in masks]).to(self.device)
+        out = self.model.encode_image(batch)
+        out = torch.nn.functional.normalize(out.float(), dim=-1).cpu().numpy()
+        out[~masks.any(axis=(1, 2))] = 0.0  # an empty mask shows nothing: no embedding
+        return out
+
+    @torch.no_grad()
+    def embed(self, views: Views) -> np.ndarray:
+        """Dense map (B, g, g', D): patch tokens through the image projection, over a square-padded view.
+
+        Coarse (14×14 cells for ViT-B-16 at 224) and less reliable than crops; methods that need
+        labels per region should prefer embed_crops.
+        """
+        visual = self.model.visual
+        size = visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size
+        patch = visual.patch_size[0] if isinstance(visual.patch_size, tuple) else visual.patch_size
+        grid = size // patch
+        h, w = views.rgb.shape[1:3]
+        gh, gw = max(1, round(grid * h / max(h, w))), max(1, round(grid * w / max(h, w)))
+        visual.output_tokens = True
+        try:
+            batch = torch.stack([self.preprocess(_pad_square(views.rgb[i])) for i in range(len(views))])
+            _, tokens = visual(batch.to(self.device))
+        finally:
+            visual.output_tokens = False
+        feats = tokens @ visual.proj if visual.proj is not None else tokens
+        feats = feats.reshape(len(views), grid, grid, -1)[:, :gh, :gw]
+        return torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
+
+
+def masked_crop(rgb: np.ndarray, mask: np.ndarray) -> Image.Image:
+    """The mask's bounding box (plus a margin) with everything outside the mask grey, padded square."""
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        return Image.new("RGB", (8, 8), (128, 128, 128))
+    h, w = mask.shape
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    my, mx = int((y1 - y0) * MARGIN), int((x1 - x0) * MARGIN)
+    y0, y1, x0, x1 = max(y0 - my, 0), min(y1 + my, h), max(x0 - mx, 0), min(x1 + mx, w)
+    crop = np.where(mask[y0:y1, x0:x1, None], rgb[y0:y1, x0:x1], GREY)
+    return _pad_square(crop)
+
+
+def _pad_square(rgb: np.ndarray) -> Image.Image:
+    """Grey-pad to a square at the top-left (CLIP's centre crop would otherwise cut the image)."""
+    h, w = rgb.shape[:2]
+    side = max(h, w)
+    out = np.full((side, side, 3), GREY, dtype=np.float32)
+    out[:h, :w] = rgb
+    return Image.fromarray((np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8))

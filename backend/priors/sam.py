@@ -1,0 +1,228 @@
+"""Segment Anything as a prior: point prompts, automatic masks and image embeddings of rendered views.
+
+The image encoder dominates the cost (about 16 s per view for vit_b on a 2-core CPU), so its output is
+cached twice: in memory (LRU) and on disk as safetensors, keyed by the model file and the exact pixels
+of the view. The same view is never encoded twice, across prompts, automatic masks, embeddings and
+restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
+from segment_anything.modeling import Sam
+
+from ..cache import default_cache_dir
+from ..errors import SegAnyError
+from .base import Prior, PromptResult, Views
+
+ENCODER_DIMS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}  # patch-embedding width of each model type
+ENCODER_DEPTHS = {"vit_b": 12, "vit_l": 24, "vit_h": 32}
+LOW_RES = 256  # side of SAM's mask logits, which cover the padded 1024² input
+
+
+def detect_model_type(state: dict[str, torch.Tensor]) -> str:
+    """vit_b / vit_l / vit_h from a SAM state dict (encoder width and depth must agree)."""
+    key = "image_encoder.patch_embed.proj.weight"
+    if key not in state:
+        raise SegAnyError("corrupt_file", "not a Segment Anything checkpoint: it has no image encoder weights")
+    width = int(state[key].shape[0])
+    depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
+    kind = ENCODER_DIMS.get(width)
+    if kind is None or ENCODER_DEPTHS[kind] != depth:
+        raise SegAnyError("corrupt_file", f"unknown SAM encoder: width {width}, {depth} blocks")
+    return kind
+
+
+def _file_key(path: Path) -> str:
+    """Identifies a checkpoint cheaply: its size and its first and last 4 MiB (hashing GBs takes seconds)."""
+    h = hashlib.blake2b(digest_size=10)
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(4 << 20))
+        f.seek(max(size - (4 << 20), 0))
+        h.update(f.read())
+    return h.hexdigest()
+
+
+class _CachedPredictor(SamPredictor):
+    """A SamPredictor whose set_image takes the encoder output from the prior's caches."""
+
+    def __init__(self, model: Sam, prior: SamPrior) -> None:
+        super().__init__(model)
+        self.prior = prior
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        self.reset_image()
+        self.original_size = image.shape[:2]
+        self.input_size = self.transform.get_preprocess_shape(*image.shape[:2], self.transform.target_length)
+        self.features = self.prior.image_features(image).to(self.device)
+        self.is_image_set = True
+
+
+class SamPrior(Prior):
+    """Segment Anything from a checkpoint file the user has (model type detected from the file).
+
+    `cache_dir` holds encoder outputs on disk (default: $SEGANY_CACHE or ~/.cache/segany, under
+    sam/<model key>/); `auto_options` go to SamAutomaticMaskGenerator.
+    """
+
+    name: ClassVar[str] = "sam"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"prompt", "auto", "embed"})
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike,
+        model_type: str | None = None,
+        device: str = "cpu",
+        cache_dir: str | os.PathLike | None = None,
+        memory_views: int = 16,
+        auto_options: dict[str, Any] | None = None,
+    ) -> None:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise SegAnyError(
+                "not_found", f"SAM checkpoint {path} does not exist (see `segany models fetch sam_vit_b`)"
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several types for a file that is not a weights-only checkpoint
+            raise SegAnyError("corrupt_file", f"cannot read SAM checkpoint {path}: {err}") from None
+        found = detect_model_type(state)
+        if model_type is not None and model_type != found:
+            raise SegAnyError("bad_request", f"{path.name} holds a {found} model, not {model_type}")
+        self.model_type = found
+        self.model: Sam = sam_model_registry[found](checkpoint=None)
+        self.model.load_state_dict(state)
+        self.model.to(device).eval()
+        self.device = device
+        self.model_key = f"{found}-{_file_key(path)}"
+        root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.cache_dir = root / "sam" / self.model_key
+        self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._memory_views = memory_views
+        self.predictor = _CachedPredictor(self.model, self)
+        self.auto_options = {"points_per_side": 16, **(auto_options or {})}
+
+    def image_features(self, image: np.ndarray) -> torch.Tensor:
+        """Encoder output (1, 256, 64, 64) for an RGB uint8 image: memory, then disk, then the encoder."""
+        key = _image_key(image)
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        path = self.cache_dir / f"{key}.safetensors"
+        feats = None
+        if path.is_file():
+            try:
+                feats = load_file(path)["features"]
+            except (OSError, SafetensorError, KeyError):
+                feats = None  # a damaged cache entry is recomputed and rewritten, never trusted
+        if feats is None:
+            feats = self._encode(image)
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+            save_file({"features": feats.contiguous()}, tmp)
+            os.replace(tmp, path)
+        self._memory[key] = feats
+        while len(self._memory) > self._memory_views:
+            self._memory.popitem(last=False)
+        return feats
+
+    @torch.no_grad()
+    def _encode(self, image: np.ndarray) -> torch.Tensor:
+        transform = self.predictor.transform
+        x = torch.as_tensor(transform.apply_image(image), device=self.device).permute(2, 0, 1)[None]
+        return self.model.image_encoder(self.model.preprocess(x.float())).float().cpu()
+
+    def _set_view(self, views: Views, index: int) -> None:
+        self.predictor.set_image(_uint8(views.rgb[index]))
+
+    def prompt(
+        self, views: Views, index: int, points: np.ndarray, labels: np.ndarray, prev: np.ndarray | None = None
+    ) -> PromptResult:
+        """SAM's three multimask candidates, reordered small → large; `prev` is a previous logit map."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        labels = np.asarray(labels).reshape(-1)
+        if len(points) != len(labels) or not len(points):
+            raise SegAnyError("bad_request", f"need matching points and labels, got {len(points)} and {len(labels)}")
+        self._set_view(views, index)
+        scale = self.predictor.transform.target_length / max(views.rgb.shape[1:3])
+        # SAM adds half a pixel in the resized frame; ours are continuous coords with centres at +0.5
+        coords = points - 0.5 / scale
+        mask_input = None if prev is None else self._low_res(np.asarray(prev, dtype=np.float32), views)
+        masks, scores, logits = self.predictor.predict(
+            point_coords=coords,
+            point_labels=(labels > 0).astype(np.int64),
+            mask_input=mask_input,
+            multimask_output=True,
+        )
+        order = np.argsort(masks.reshape(3, -1).sum(axis=1), kind="stable")
+        return PromptResult(
+            masks=masks[order].astype(bool), scores=scores[order].astype(np.float32), logits=logits[order]
+        )
+
+    def _low_res(self, prev: np.ndarray, views: Views) -> np.ndarray:
+        """A previous answer as SAM's (1, 256, 256) mask input: its own logits as they are, a mask resampled."""
+        prev = prev.reshape(prev.shape[-2:])
+        if prev.shape == (LOW_RES, LOW_RES):
+            return prev[None]
+        h, w = views.rgb.shape[1:3]
+        if prev.shape != (h, w):
+            raise SegAnyError("invalid_array", f"prev must be 256×256 SAM logits or a {h}×{w} mask, got {prev.shape}")
+        logits = np.where(prev > 0, 8.0, -8.0).astype(np.float32)
+        scale = LOW_RES / max(h, w)
+        ys = np.minimum((np.arange(LOW_RES) + 0.5) / scale, h - 1e-3).astype(np.int64)
+        xs = np.minimum((np.arange(LOW_RES) + 0.5) / scale, w - 1e-3).astype(np.int64)
+        out = logits[np.ix_(ys, xs)]
+        inside = (np.arange(LOW_RES) + 0.5) / scale
+        out[inside >= h, :] = -8.0
+        out[:, inside >= w] = -8.0
+        return out[None]
+
+    def auto_masks(self, views: Views, index: int) -> list[np.ndarray]:
+        """SamAutomaticMaskGenerator's masks, split into three levels by area (small parts → large objects)."""
+        gen = SamAutomaticMaskGenerator(self.model, **self.auto_options)
+        gen.predictor = self.predictor
+        found = gen.generate(_uint8(views.rgb[index]))
+        shape = views.rgb.shape[1:3]
+        if not found:
+            return [np.zeros((0, *shape), dtype=bool) for _ in range(3)]
+        masks = np.stack([m["segmentation"] for m in found]).astype(bool)
+        area = np.log(masks.reshape(len(masks), -1).sum(axis=1).clip(min=1))
+        edges = np.linspace(area.min(), area.max(), 4)[1:3]
+        level = np.searchsorted(edges, area, side="right")
+        return [masks[level == k] for k in range(3)]
+
+    def embed(self, views: Views) -> np.ndarray:
+        """Encoder features (B, h, w, 256), unit length, cropped to the part of the 64² grid the image covers."""
+        h, w = views.rgb.shape[1:3]
+        grid = self.model.image_encoder.img_size // 16
+        scale = grid / max(h, w)
+        gh, gw = max(1, round(h * scale)), max(1, round(w * scale))
+        out = []
+        for i in range(len(views)):
+            f = self.image_features(_uint8(views.rgb[i]))[0, :, :gh, :gw].permute(1, 2, 0)
+            out.append(torch.nn.functional.normalize(f, dim=-1).numpy())
+        return np.stack(out).astype(np.float32)
+
+
+def _uint8(rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray((np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+
+
+def _image_key(image: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(image.shape).encode())
+    h.update(image.tobytes())
+    return h.hexdigest()

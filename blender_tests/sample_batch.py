@@ -1,0 +1,47 @@
+"""Batch-label meshes with SegAny from the command line (the README's sample):
+
+    blender -b --python sample_batch.py -- OUT_DIR MESH.obj [MESH.obj ...] [--click 120 --click -45]
+
+For each OBJ: import it, segment it from the clicks with iSeg (the backend starts on first use; its
+prepared work is cached, so a mesh seen before is not trained again), keep the segment as the vertex
+group "part", and save OUT_DIR/<name>.blend. The SegAny extension must be installed; SEGANY_PYTHON (the
+backend's interpreter), SEGANY_CACHE_DIR and SEGANY_OPTIONS (iSeg options as JSON) override the
+preferences for this run.
+"""
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import addon_utils
+import bpy
+
+PKG = "bl_ext.user_default.segany"
+
+args = argparse.ArgumentParser(prog="sample_batch.py")
+args.add_argument("out_dir", type=Path)
+args.add_argument("meshes", nargs="+", type=Path)
+args.add_argument("--click", action="append", default=None, help="vertex index, '-' in front removes")
+opts = args.parse_args(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else [])
+
+addon_utils.enable(PKG, default_set=True)
+prefs = bpy.context.preferences.addons[PKG].preferences
+prefs.python_path = os.environ.get("SEGANY_PYTHON", prefs.python_path)
+prefs.cache_dir = os.environ.get("SEGANY_CACHE_DIR", prefs.cache_dir)
+segany = importlib.import_module(PKG + ".api")  # or: import bl_ext.user_default.segany.api as segany
+clicks = segany.parse_clicks(" ".join(opts.click or ["0"]))
+options = json.loads(os.environ.get("SEGANY_OPTIONS", "{}")) or None
+
+opts.out_dir.mkdir(parents=True, exist_ok=True)
+for path in opts.meshes:
+    for ob in list(bpy.data.objects):
+        bpy.data.objects.remove(ob)
+    bpy.ops.wm.obj_import(filepath=str(path))
+    obj = next(o for o in bpy.context.selected_objects if o.type == "MESH")
+    done = segany.segment(obj, clicks=clicks, method="iseg", output="vertex_group", name="part", options=options)
+    print(f"SEGANY {path.name}: {done.count}/{len(obj.data.vertices)} vertices in 'part' ({done.prepared})")
+    bpy.ops.wm.save_as_mainfile(filepath=str(opts.out_dir / f"{path.stem}.blend"))
+segany.stop_backend()

@@ -1,0 +1,82 @@
+"""Engine: real iSeg prepare jobs (tiny sizes) with progress, cancel, the cache and queries."""
+
+import itertools
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from segany.engine import Engine
+from segany.errors import SegAnyError
+from segany.samples import sample_mesh
+
+TINY = {"views": 6, "resolution": 96, "encoder_steps": 20, "click_vertices": 8, "decoder_steps": 20}
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    return sample_mesh(max_edge=0.2)
+
+
+def test_prepare_reports_progress_then_queries_then_reuses_cache(tmp_path, mesh):
+    engine = Engine(cache_dir=tmp_path)
+    sid = engine.add_scene(mesh)
+    assert engine.status("iseg", sid, "oracle") == "none"
+    seen = []
+    job = engine.submit("iseg", sid, prior="oracle", options=TINY, prior_options={"labels": mesh.face_parts},
+                        on_progress=lambda j: seen.append(j.fraction))  # fmt: skip
+    result = job.result(timeout=600)
+    assert result["status"] == "done" and seen and seen[-1] == 1.0
+    assert all(a <= b for a, b in itertools.pairwise(seen))
+    sel = engine.query("iseg", sid, {"clicks": [[0, 1]]}, prior="oracle")
+    assert sel.scores.shape == (len(mesh.vertices),) and np.isfinite(sel.scores).all()
+    engine.close()
+
+    fresh = Engine(cache_dir=tmp_path)
+    sid2 = fresh.add_scene(sample_mesh(max_edge=0.2))
+    assert sid2 == sid and fresh.status("iseg", sid, "oracle") == "cached"
+    again = fresh.query("iseg", sid, {"clicks": [[0, 1]]}, prior="oracle")
+    np.testing.assert_allclose(again.scores, sel.scores, atol=1e-6)
+    job = fresh.submit("iseg", sid, prior="oracle", options=TINY, prior_options={"labels": mesh.face_parts})
+    assert job.result(timeout=60)["message"] == "loaded from cache"
+    fresh.close()
+
+
+def test_cancel_stops_a_running_job_and_leaves_no_cache(tmp_path, mesh):
+    engine = Engine(cache_dir=tmp_path)
+    sid = engine.add_scene(mesh)
+    started = threading.Event()
+    job = engine.submit("iseg", sid, prior="oracle", options={**TINY, "decoder_steps": 5000},
+                        prior_options={"labels": mesh.face_parts},
+                        on_progress=lambda j: j.fraction > 0 and started.set())  # fmt: skip
+    assert started.wait(300)
+    job.cancel()
+    assert job.wait(60)
+    assert job.status == "cancelled"
+    with pytest.raises(SegAnyError) as info:
+        job.result()
+    assert info.value.code == "cancelled"
+    assert engine.cache.entries() == []
+    engine.close()
+
+
+def test_clear_errors(tmp_path, mesh):
+    engine = Engine(cache_dir=tmp_path)
+    sid = engine.add_scene(mesh)
+    cases = [
+        (lambda: engine.query("iseg", sid, {"clicks": [[0, 1]]}), "not_prepared"),
+        (lambda: engine.submit("nope", sid), "not_found"),
+        (lambda: engine.get_scene("0" * 32), "not_found"),
+        (lambda: engine.submit("iseg", sid, prior="nope").result(timeout=60), "not_found"),
+    ]  # fmt: skip
+    for fn, code in cases:
+        with pytest.raises(SegAnyError) as info:
+            fn()
+        assert info.value.code == code, info.value
+    if not torch.cuda.is_available():
+        with pytest.raises(SegAnyError, match="no CUDA"):
+            Engine(cache_dir=tmp_path, device="cuda")
+    engine.drop_scene(sid)
+    assert engine.scenes() == []
+    engine.close()

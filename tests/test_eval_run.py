@@ -1,0 +1,67 @@
+"""run_eval end to end: real files in the PSB layout, the baseline, and a perfect-scorer fixture."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from eval_shapes import PerfectEngine, split_box, tower_on_slab, write_psb
+
+from segany.errors import SegAnyError
+from segany.eval import run_eval
+
+SUMMARY_KEYS = {"miou@1", "miou@3", "miou@5", "noc@80", "noc@85", "noc@90", "seconds_per_click", "prepare_seconds"}
+
+
+def test_baseline_run_writes_results_report_and_plot(tmp_path) -> None:
+    data = write_psb(tmp_path / "psb", [tower_on_slab(), split_box(2)])
+    (data / "categories.json").write_text(json.dumps({"tower": "block"}))
+    seen = []
+    results = run_eval("baseline", None, data, ["tower"], 3, tmp_path / "out", progress=lambda f, m: seen.append(f))
+    on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert on_disk["summary"] == results["summary"]
+    assert set(on_disk) >= {"schema", "summary", "categories", "shapes", "config"}
+    assert list(on_disk["summary"]) == ["baseline"] and set(on_disk["summary"]["baseline"]) >= SUMMARY_KEYS
+    assert on_disk["categories"]["block"]["baseline"]["targets"] == 2
+    (shape,) = on_disk["shapes"]
+    assert shape["id"] == "tower" and shape["category"] == "block" and shape["kind"] == "mesh"
+    assert shape["n_vertices"] == 1600 and shape["n_faces"] == 3196
+    runs = shape["methods"]["baseline"]["targets"]
+    assert [len(r["iou"]) for r in runs] == [3, 3] and all(len(r["clicks"]) >= 1 for r in runs)
+    assert runs[0]["clicks"][0][1] == 1
+    cfg = on_disk["config"]
+    assert cfg["clicks"] == 3 and cfg["method"] == "baseline" and cfg["data"] == str(data.resolve())
+    assert {"date", "versions", "protocol"} <= set(cfg)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| baseline |" in report and "block / baseline" in report
+    png = (tmp_path / "out" / "iou_vs_clicks.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert seen[-1] == 1.0
+
+
+def test_perfect_scorer_through_the_engine_calls_gives_100_percent_and_one_click(tmp_path) -> None:
+    data = write_psb(tmp_path / "psb", [split_box(3)])
+    engine = PerfectEngine()
+    results = run_eval("perfect", "oracle", data, None, 4, tmp_path / "out", engine=engine)
+    assert list(results["summary"]) == ["perfect", "baseline"]
+    perfect = results["summary"]["perfect"]
+    assert perfect["miou@1"] == 100.0 and perfect["miou@5"] == 100.0
+    assert perfect["noc@80"] == perfect["noc@85"] == perfect["noc@90"] == 1.0
+    assert results["summary"]["baseline"]["miou@1"] < 100.0
+    assert engine.prepared == [("perfect", "s0", "oracle")] and engine.scenes == {}  # dropped after use
+    runs = results["shapes"][0]["methods"]["perfect"]["targets"]
+    assert all(len(r["clicks"]) == 1 and r["iou"] == [1.0] * 4 for r in runs)
+    assert "perfect" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_bad_requests_are_actionable(tmp_path) -> None:
+    data = write_psb(tmp_path / "psb", [split_box(1)])
+    with pytest.raises(SegAnyError) as err:
+        run_eval("baseline", None, data, ["nope"], 3, tmp_path / "out")
+    assert err.value.code == "not_found" and "box" in err.value.message
+    with pytest.raises(SegAnyError) as err:
+        run_eval("baseline", None, tmp_path / "missing", None, 3, tmp_path / "out")
+    assert err.value.code == "not_found"
+    with pytest.raises(SegAnyError) as err:
+        run_eval("baseline", None, data, None, 0, tmp_path / "out")
+    assert err.value.code == "bad_request"

@@ -1,0 +1,158 @@
+"""iSeg end to end on the built-in stool (obvious parts) with the oracle prior and tiny sizes (CPU)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file, save_file
+
+from segany.errors import SegAnyError
+from segany.jobs import JobContext
+from segany.methods import get_method
+from segany.methods.base import State
+from segany.priors import get_prior
+from segany.samples import sample_mesh
+from segany.scene import MeshScene, PointScene
+
+TINY = {
+    "views": 10,
+    "resolution": 80,
+    "encoder_steps": 120,
+    "encoder_pixels": 2048,
+    "click_vertices": 40,
+    "views_per_click": 2,
+    "decoder_steps": 100,
+    "decoder_pixels": 256,
+}
+
+
+@pytest.fixture(scope="module")
+def stool() -> MeshScene:
+    return sample_mesh(max_edge=0.2)
+
+
+@pytest.fixture(scope="module")
+def vertex_part(stool: MeshScene) -> np.ndarray:
+    part = np.zeros(len(stool.vertices), dtype=np.int64)
+    part[stool.faces.ravel()] = np.repeat(stool.face_parts, 3)
+    return part
+
+
+@pytest.fixture(scope="module")
+def prepared(stool: MeshScene):
+    method = get_method("iseg")
+    prior = get_prior("oracle", labels=stool.face_parts)
+    return method, method.prepare(stool, prior, TINY, JobContext())
+
+
+def _centre_vertex(stool: MeshScene, vertex_part: np.ndarray, part: int) -> int:
+    """The vertex of a part closest to the part's centroid (a click in its middle)."""
+    idx = np.flatnonzero(vertex_part == part)
+    pts = stool.vertices[idx]
+    return int(idx[np.argmin(np.linalg.norm(pts - pts.mean(axis=0), axis=1))])
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+@pytest.mark.parametrize("part", [0, 1, 2])
+def test_a_click_selects_its_part(prepared, stool, vertex_part, part):
+    method, state = prepared
+    sel = method.query(stool, state, {"clicks": [[_centre_vertex(stool, vertex_part, part), 1]]})
+    assert sel.scores.shape == (len(stool.vertices),) and sel.scores.dtype == np.float32
+    assert sel.scores.min() >= 0.0 and sel.scores.max() <= 1.0
+    assert _iou(sel.mask, vertex_part == part) > 0.75
+
+
+def test_negative_click_takes_a_part_back_out(prepared, stool, vertex_part):
+    method, state = prepared
+    seat, back = _centre_vertex(stool, vertex_part, 0), _centre_vertex(stool, vertex_part, 1)
+    both = method.query(stool, state, {"clicks": [[seat, 1], [back, 1]]}).mask
+    assert _iou(both, (vertex_part == 0) | (vertex_part == 1)) > 0.75
+    cut = method.query(stool, state, {"clicks": [[seat, 1], [back, 1], [back, -1]]}).mask
+    assert cut.sum() < both.sum()
+    assert (cut & (vertex_part == 1)).sum() < 0.5 * (both & (vertex_part == 1)).sum()
+
+
+def test_negative_click_on_vertex_zero_and_empty_clicks(prepared, stool):
+    method, state = prepared
+    only_neg = method.query(stool, state, {"clicks": [[0, -1]]})
+    assert only_neg.scores.shape == (len(stool.vertices),) and np.isfinite(only_neg.scores).all()
+    mixed = method.query(stool, state, {"clicks": [[5, 1], [0, -1]]})
+    assert np.isfinite(mixed.scores).all()
+    empty = method.query(stool, state, {"clicks": []})
+    assert not empty.mask.any()
+
+
+def test_state_round_trip_through_safetensors(prepared, stool, tmp_path: Path):
+    method, state = prepared
+    save_file(state.tensors, tmp_path / "state.safetensors")
+    (tmp_path / "meta.json").write_text(json.dumps(state.meta))
+    loaded = State(load_file(tmp_path / "state.safetensors"), json.loads((tmp_path / "meta.json").read_text()))
+    query = {"clicks": [[11, 1], [700, -1], [1500, 1]]}
+    fresh = get_method("iseg")
+    assert np.array_equal(fresh.query(stool, loaded, query).scores, method.query(stool, state, query).scores)
+    assert "encoder.fourier.matrix" in state.tensors and state.tensors["features"].shape[0] == len(stool.vertices)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"clicks": [[10**6, 1]]},
+        {"clicks": [[-1, 1]]},
+        {"clicks": [[1.5, 1]]},
+        {"clicks": [[3, 2]]},
+        {"clicks": [[3, 0]]},
+        {"clicks": [[3]]},
+        {"clicks": "3,1"},
+        {"clicks": None},
+        {"click": [[3, 1]]},
+        [[3, 1]],
+    ],
+)
+def test_bad_clicks_are_bad_requests(prepared, stool, query):
+    method, state = prepared
+    with pytest.raises(SegAnyError) as err:
+        method.query(stool, state, query)
+    assert err.value.code == "bad_request"
+
+
+def test_query_on_another_mesh_says_not_prepared(prepared):
+    method, state = prepared
+    other = sample_mesh(max_edge=0.3)
+    with pytest.raises(SegAnyError) as err:
+        method.query(other, state, {"clicks": [[0, 1]]})
+    assert err.value.code == "not_prepared"
+
+
+def test_cancel_stops_prepare(stool):
+    cancel = threading.Event()
+    ctx = JobContext(on_progress=lambda f, msg: cancel.set() if "encoder" in msg else None, cancel_event=cancel)
+    with pytest.raises(SegAnyError) as err:
+        get_method("iseg").prepare(stool, get_prior("oracle", labels=stool.face_parts), TINY, ctx)
+    assert err.value.code == "cancelled"
+
+
+def test_bad_options_and_scene_kinds(stool):
+    method = get_method("iseg")
+    prior = get_prior("oracle", labels=stool.face_parts)
+    for opts in ({"bogus": 1}, {"views": 0}, {"decoder": "huge"}, {"sigma": "5"}):
+        with pytest.raises(SegAnyError) as err:
+            method.prepare(stool, prior, {**TINY, **opts}, JobContext())
+        assert err.value.code == "bad_request"
+    points = PointScene(xyz=np.random.default_rng(0).random((10, 3)))
+    with pytest.raises(SegAnyError) as err:
+        method.prepare(points, prior, TINY, JobContext())
+    assert err.value.code == "unsupported"
+
+
+def test_default_options_follow_the_device(stool):
+    method = get_method("iseg")
+    cpu, gpu = method.default_options(stool, "cpu"), method.default_options(stool, "cuda")
+    assert cpu["decoder"] == "light" and gpu["decoder"] == "full"
+    assert gpu["views"] > cpu["views"] and gpu["decoder_steps"] > cpu["decoder_steps"]

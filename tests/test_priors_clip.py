@@ -1,0 +1,93 @@
+"""ClipPrior code paths with random weights in a tiny open_clip ViT (same classes as ViT-B-16, offline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from segany.cameras import cameras_for_scene
+from segany.errors import SegAnyError
+from segany.priors import get_prior
+from segany.priors.clip import ClipPrior, masked_crop
+from segany.samples import sample_mesh
+from segany.views import render_views
+
+TINY = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("clip")
+    (root / "SegAnyTinyViT.json").write_text(json.dumps(TINY))
+    open_clip.add_model_config(root)
+    torch.manual_seed(0)
+    path = root / "tiny.bin"
+    torch.save(open_clip.create_model("SegAnyTinyViT", pretrained=None).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def views():
+    scene = sample_mesh()
+    return render_views(scene, cameras_for_scene(scene, 2, 80, 60))
+
+
+def test_text_crops_and_dense_map(checkpoint: Path, views, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # loading must never need the network
+    prior = get_prior("clip", checkpoint=checkpoint, model_name="SegAnyTinyViT")
+    assert isinstance(prior, ClipPrior) and prior.capabilities == {"text", "embed"}
+
+    text = prior.embed_text(["chair", "lamp", "chair"])
+    assert text.shape == (3, 32) and text.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(text[0], text[2], atol=1e-6)
+    assert not np.allclose(text[0], text[1])
+    assert prior.embed_text([]).shape == (0, 32)
+
+    fg = views.ids[0] >= 0
+    left = fg & (np.arange(80)[None, :] < 40)
+    masks = np.stack([fg, left, np.zeros_like(fg)])
+    crops = prior.embed_crops(views, 0, masks)
+    assert crops.shape == (3, 32)
+    np.testing.assert_allclose(np.linalg.norm(crops[:2], axis=1), 1.0, atol=1e-5)
+    assert not crops[2].any()
+    assert not np.allclose(crops[0], crops[1])
+
+    dense = prior.embed(views)
+    assert dense.shape == (2, 3, 4, 32)  # 4×4 patch grid, 60×80 covers 3×4 of it
+    np.testing.assert_allclose(np.linalg.norm(dense, axis=-1), 1.0, atol=1e-5)
+    assert not prior.model.visual.output_tokens
+
+
+def test_masked_crop_greys_out_the_rest() -> None:
+    rgb = np.ones((40, 50, 3), dtype=np.float32)
+    mask = np.zeros((40, 50), dtype=bool)
+    mask[10:20, 5:45] = True
+    mask[12, 5] = False
+    img = np.asarray(masked_crop(rgb, mask))
+    assert img.shape[0] == img.shape[1] == 48  # the 40-wide box plus 10% each side, padded square
+    assert (img == 255).all(axis=-1).sum() == mask.sum()
+    assert (img == 128).all(axis=-1).sum() == 48 * 48 - mask.sum()
+
+
+def test_bad_checkpoints(checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(SegAnyError) as err:
+        ClipPrior(tmp_path / "none.bin")
+    assert err.value.code == "not_found"
+    with pytest.raises(SegAnyError) as err:
+        ClipPrior(checkpoint, model_name="ViT-Q-99")
+    assert err.value.code == "bad_request"
+    junk = tmp_path / "junk.bin"
+    torch.save({"something": torch.zeros(2)}, junk)
+    with pytest.raises(SegAnyError) as err:
+        ClipPrior(junk, model_name="SegAnyTinyViT")
+    assert err.value.code == "corrupt_file"
