@@ -96,7 +96,14 @@ def serve(
     """Run the backend server (what the Blender add-on starts)."""
     from .server import serve as run_server
 
-    run_server(_engine(cache_dir, device), host=host, port=port, state_file=state_file, parent_pid=parent_pid)
+    def ready(bound_host: str, bound_port: int) -> None:
+        console.print(
+            f"segany backend listening on {bound_host}:{bound_port} (token in the state file); Ctrl+C stops it"
+        )
+
+    run_server(
+        _engine(cache_dir, device), host=host, port=port, state_file=state_file, parent_pid=parent_pid, ready=ready
+    )
 
 
 @app.command()

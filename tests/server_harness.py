@@ -69,8 +69,8 @@ def register() -> None:
     from segany import methods, priors
 
     module = "__main__" if __name__ == "__main__" else __name__
-    methods._WHERE["test_sleep"] = f"{module}:SleepMethod"
-    priors._WHERE["test_null"] = f"{module}:NullPrior"
+    methods.register_method("test_sleep", f"{module}:SleepMethod")
+    priors.register_prior("test_null", f"{module}:NullPrior")
 
 
 def start(state_file: Path, cache_dir: Path, *extra: str) -> subprocess.Popen:

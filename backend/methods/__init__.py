@@ -12,6 +12,11 @@ _WHERE = {
 }
 
 
+def register_method(name: str, where: str) -> None:
+    """Plug in a method by "module:Class" (how SAGA, SA3D and SAS arrive without touching the server)."""
+    _WHERE[name] = where
+
+
 def method_names() -> list[str]:
     return sorted(_WHERE)
 
@@ -23,4 +28,4 @@ def get_method(name: str) -> Method:
     return getattr(importlib.import_module(module), cls)()
 
 
-__all__ = ["Method", "Selection", "State", "get_method", "method_names"]
+__all__ = ["Method", "Selection", "State", "get_method", "method_names", "register_method"]

@@ -16,6 +16,11 @@ _WHERE = {
 }
 
 
+def register_prior(name: str, where: str) -> None:
+    """Plug in a 2D prior by "module:Class"."""
+    _WHERE[name] = where
+
+
 def prior_names() -> list[str]:
     return sorted(_WHERE)
 
@@ -32,4 +37,13 @@ def get_prior(name: str, **options: Any) -> Prior:
     return prior_class(name)(**options)
 
 
-__all__ = ["CAPABILITIES", "Prior", "PromptResult", "Views", "get_prior", "prior_class", "prior_names"]
+__all__ = [
+    "CAPABILITIES",
+    "Prior",
+    "PromptResult",
+    "Views",
+    "get_prior",
+    "prior_class",
+    "prior_names",
+    "register_prior",
+]
