@@ -140,9 +140,10 @@ def segment(
     plain = [[int(i), int(s)] for i, s in clicks]
     sel = rt.backend.ensure().query(method, st.scene_id, {"clicks": plain}, prior=prior)
     thr = float(sel.threshold if threshold is None else threshold)
-    return accept(
-        obj, np.asarray(sel.scores, np.float32), thr, output, name, binary=binary, method=method, clicks=plain
-    )
+    scores = np.asarray(sel.scores, np.float32)
+    done = accept(obj, scores, thr, output, name, binary=binary, method=method, clicks=plain)
+    done.prepared = st.message
+    return done
 
 
 def label(

@@ -178,7 +178,7 @@ def cache_clear(
 
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(help="protocol | kernels | iseg | addon")],
+    name: Annotated[str, typer.Argument(help="protocol | kernels | priors | iseg | addon")],
     out: Annotated[Path, typer.Option(help="output directory for NAME.json and NAME.png")] = Path("bench-out"),
     quick: Annotated[bool, typer.Option(help="tiny sizes: a smoke test, not a measurement")] = False,
 ) -> None:
@@ -223,6 +223,21 @@ def evaluate(
     except SegAnyError as exc:
         _fail(exc)
     console.print((out / "report.md").read_text())
+
+
+@app.command("generate-labelled")
+def generate_labelled_cmd(
+    data: Annotated[Path, typer.Option(help="PSB-layout directory of labelled meshes")],
+    out: Annotated[Path, typer.Option(help="output directory: OUT/splats/*.ply, OUT/points/*.ply")],
+    kinds: Annotated[str, typer.Option(help="comma-separated: splats, points")] = "splats,points",
+    ids: Annotated[str | None, typer.Option(help="comma-separated shape ids")] = None,
+) -> None:
+    """Turn labelled meshes into labelled splat scenes and point clouds (labels never leak into colours)."""
+    from .eval.generate import generate_labelled
+
+    written = generate_labelled(data, out, kinds=tuple(kinds.split(",")), ids=ids.split(",") if ids else None)
+    for kind, paths in written.items():
+        console.print(f"{kind}: {len(paths)} files in {out / kind}")
 
 
 @models_app.command("list")

@@ -173,6 +173,8 @@ def _check_inputs(
         raise SegAnyError("invalid_array", f"faces must be (F, 3), got {tuple(faces.shape)}")
     if len(faces) and (int(faces.min()) < 0 or int(faces.max()) >= len(vertices)):
         raise SegAnyError("invalid_geometry", f"face indices must lie in [0, {len(vertices)})")
+    if not bool(torch.isfinite(vertices).all()):
+        raise SegAnyError("invalid_geometry", "vertices contain NaN or Inf")
     if len(faces) >= 2**31:
         raise SegAnyError("too_large", "at most 2^31 - 1 faces can be rasterized")
     if len(viewmats) != len(Ks):
@@ -272,12 +274,13 @@ def _raster_view(
         box = _clipped_box(tri, fx, fy, cx, cy, near).float()
         for arr, col in zip((umin, umax, vmin, vmax), box.unbind(1), strict=True):
             arr.index_copy_(0, crossing, col)
-    big = float(4 * max(width, height) + 8)
-    margin = 1e-3
-    x0 = torch.ceil((umin - (0.5 + margin)).clamp(-big, big)).clamp(0, width).int()
-    x1 = torch.floor((umax - (0.5 - margin)).clamp(-big, big)).clamp(-1, width - 1).int()
-    y0 = torch.ceil((vmin - (0.5 + margin)).clamp(-big, big)).clamp(0, height).int()
-    y1 = torch.floor((vmax - (0.5 - margin)).clamp(-big, big)).clamp(-1, height - 1).int()
+    # pixels whose centre lies in [min, max], widened by a hair (the box only has to be a superset);
+    # clamping before rounding is the same as after for integer limits, and keeps huge values out of int
+    margin = 0.5 + 1e-3
+    x0 = torch.ceil((umin - margin).clamp_(0, width)).int()
+    x1 = torch.floor((umax + (margin - 1.0)).clamp_(-1, width - 1)).int()
+    y0 = torch.ceil((vmin - margin).clamp_(0, height)).int()
+    y1 = torch.floor((vmax + (margin - 1.0)).clamp_(-1, height - 1)).int()
     live = torch.nonzero((x0 <= x1) & (y0 <= y1) & (n_front > 0)).squeeze(1)
     if not len(live):
         return
@@ -288,14 +291,16 @@ def _raster_view(
     # Σ k_i·e_i = 1/z and bary_i = k_i·e_i·z. Triangles in front of the near plane: 2D edge functions of
     # the projected triangle (k_i = (1/z_i) / |2·area|); swapping an edge's ends negates a, b and c bit
     # for bit, so neighbours are watertight. Triangles crossing it: homogeneous edge functions in float64.
-    edges, weights = [], []
+    # c = u_j·v_k − v_j·u_k in float64 (exact products): in float32 it would lose ~|u|²·2⁻²⁴ to cancellation
+    us64, vs64 = [t.double() for t in us], [t.double() for t in vs]
+    edges = []
     for j, k in ((1, 2), (2, 0), (0, 1)):
-        edges.append([vs[j] - vs[k], us[k] - us[j], us[j] * vs[k] - vs[j] * us[k]])
+        edges.append([vs[j] - vs[k], us[k] - us[j], (us64[j] * vs64[k] - vs64[j] * us64[k]).float()])
     area2 = edges[0][2] + edges[1][2] + edges[2][2]
     sign = torch.sign(area2)
     inv_area = 1.0 / area2.abs()
     edges = [[t * sign for t in e] for e in edges]
-    weights = [t * inv_area for t in izs]
+    weights = [t * inv_area for t in izs]  # area2 from the float32 c: consistent with e
     visible = area2 != 0
     cross_live = torch.nonzero(n_front < 3).squeeze(1)
     if len(cross_live):

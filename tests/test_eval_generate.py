@@ -56,3 +56,16 @@ def test_generated_ply_files_round_trip_with_labels(tmp_path) -> None:
             assert shape.scene.labels is None  # ground truth is kept apart from what a method sees
         x = shape.scene.means[:, 0] if kind == "splats" else shape.scene.xyz[:, 0]
         assert ((x > 0) == (shape.labels == 1)).mean() > 0.99
+
+
+def test_labelled_mesh_ply_directory_is_a_data_source(tmp_path) -> None:
+    from segany.formats import write_labelled_ply
+
+    box = split_box(2)
+    (tmp_path / "meshes").mkdir()
+    write_labelled_ply(tmp_path / "meshes" / "7.ply", box.scene, box.labels)
+    (shape,) = list(iter_shapes(tmp_path / "meshes"))
+    assert shape.id == "7" and shape.category == "human"  # PSB numbering when no categories.json
+    np.testing.assert_array_equal(shape.labels, box.labels)
+    written = generate_labelled(tmp_path / "meshes", tmp_path / "gen", kinds=("points",), n=500)
+    assert [p.name for p in written["points"]] == ["7.ply"] and not (tmp_path / "gen" / "splats").exists()

@@ -121,3 +121,14 @@ def test_bad_checkpoints(checkpoint: Path, tmp_path: Path) -> None:
     assert err.value.code == "corrupt_file"
     with pytest.raises(SegAnyError, match="vit_b model, not vit_h"):
         SamPrior(checkpoint, model_type="vit_h")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU: checks SamPrior(device='cuda')")
+def test_cuda_matches_cpu_shapes(checkpoint: Path, views, tmp_path: Path) -> None:
+    prior = SamPrior(checkpoint, device="cuda", cache_dir=tmp_path)
+    res = prior.prompt(views, 0, np.array([[40.5, 30.5]]), np.array([1]))
+    assert res.masks.shape == (3, H, W)
+    assert prior.embed(views).shape == (1, 48, 64, 256)
+    prior.auto_options = {"points_per_side": 2, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    assert len(prior.auto_masks(views, 0)) == 3

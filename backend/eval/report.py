@@ -162,10 +162,11 @@ def markdown(results: dict[str, Any]) -> str:
     head = "| {} | targets | mIoU@1 | mIoU@3 | mIoU@5 | NoC@80 | NoC@85 | NoC@90 | ms/click | prepare s |"
     rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     prior = f", prior `{cfg['prior']}`" if cfg.get("prior") else ""
+    n = len(results["shapes"])
     lines = [
         f"# segany eval: `{cfg['method']}`{prior}",
         "",
-        f"Data `{cfg['data']}`, {len(results['shapes'])} shapes, up to {cfg['clicks']} simulated clicks per target, "
+        f"Data `{cfg['data']}`, {n} shape{'' if n == 1 else 's'}, up to {cfg['clicks']} simulated clicks per target, "
         f"{cfg['date']}. mIoU in percent (area-weighted on meshes); NoC = clicks to reach the IoU "
         f"(capped at {cfg['clicks']}); times per click are query times. `baseline` is the classical random "
         "walker with concavity-aware weights (no 2D model, no training), clicked by the same protocol.",
