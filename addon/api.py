@@ -21,7 +21,7 @@ import bpy
 from . import actions, results, runtime
 from .actions import Segmented, parse_clicks
 from .client import BackendUnavailable, RemoteError
-from .properties import OUTPUT_ITEMS
+from .properties import OUTPUT_ITEMS, segment_scores
 
 OUTPUTS = tuple(item[0] for item in OUTPUT_ITEMS)
 
@@ -70,8 +70,6 @@ def export_ply(obj: bpy.types.Object, path: str, segment_index: int | None = Non
     mask = None
     if segment_index is not None:
         seg = obj.segany_segments[segment_index]
-        from .properties import segment_scores
-
         mask = segment_scores(obj, seg) >= seg.threshold
     return results.export_splat_ply(obj, path, mask)
 

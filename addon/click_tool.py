@@ -41,11 +41,10 @@ class SEGANY_OT_click_tool(bpy.types.Operator):
             bpy.ops.object.mode_set(mode="OBJECT")
         self.obj_name = obj.name
         self.color = actions.next_color(obj)
-        self.picker = picking.picker_for(obj, context.scene.segany.pick_radius)
+        self.picker = picking.cached_picker(obj, actions.object_key(obj), st.scene_id, context.scene.segany.pick_radius)
         shading = context.space_data.shading
         self.saved_shading = (shading.type, shading.color_type)
-        if shading.type not in ("SOLID",):
-            shading.type = "SOLID"
+        shading.type = "SOLID"  # colour attributes show in Solid mode; restored on exit
         shading.color_type = "VERTEX"
         data = obj.data
         self.session = ClickSession(

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 
 import bpy
+import numpy as np
 
 from . import results, runtime
+from .scene_read import read_attribute
 
 OUTPUT_ITEMS = [
     ("vertex_group", "Vertex Group", "Weights: 1 above the threshold, or the scores"),
@@ -93,7 +95,7 @@ def unregister() -> None:
 def add_segment(
     obj: bpy.types.Object,
     name: str,
-    scores,
+    scores: np.ndarray,
     threshold: float,
     color: tuple[float, ...],
     method: str = "",
@@ -115,9 +117,7 @@ def add_segment(
     return seg
 
 
-def segment_scores(obj: bpy.types.Object, seg: SegAnySegment):
-    from .scene_read import read_attribute
-
+def segment_scores(obj: bpy.types.Object, seg: SegAnySegment) -> np.ndarray:
     if seg.attribute not in obj.data.attributes:
         raise ValueError(f"the scores of segment {seg.name!r} are gone (attribute {seg.attribute!r} was removed)")
     return read_attribute(obj.data, seg.attribute)

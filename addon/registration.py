@@ -9,7 +9,7 @@ import atexit
 
 import bpy
 
-from . import click_tool, operators, panels, preferences, properties, runtime
+from . import click_tool, operators, panels, picking, preferences, properties, runtime
 
 CLASSES = (
     *properties.CLASSES,
@@ -49,6 +49,7 @@ def _on_load(_dummy: object) -> None:
     rt = runtime.current_or_none()
     if rt is not None:
         rt.objects.clear()
+    picking.forget_pickers()
 
 
 def _on_exit() -> None:
@@ -73,6 +74,7 @@ def unregister() -> None:
     if bpy.app.timers.is_registered(drain):
         bpy.app.timers.unregister(drain)
     runtime.uninstall()
+    picking.forget_pickers()
     properties.unregister()
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import trimesh
 
@@ -40,3 +43,9 @@ def sample_mesh(name: str = "stool", max_edge: float = 0.06) -> MeshScene:
     vertices = np.concatenate(verts).astype(np.float32)
     colors = np.tile(np.array([[0.72, 0.55, 0.38]], dtype=np.float32), (len(vertices), 1))
     return MeshScene(vertices, np.concatenate(faces), vertex_colors=colors, face_parts=np.concatenate(parts))
+
+
+def shared_data_dir() -> Path:
+    """The development data set ($SEGANY_SHARED_DATA, else ../shared/data beside the repository checkout)."""
+    env = os.environ.get("SEGANY_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"

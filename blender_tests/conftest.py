@@ -28,21 +28,22 @@ ADDON = ROOT / "addon"
 PKG = "bl_ext.user_default.segany"
 USER_DIR = Path(tempfile.mkdtemp(prefix="segany_blender_user_"))
 os.environ["BLENDER_USER_RESOURCES"] = str(USER_DIR)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # backends started by the tests: one torch thread, no oversubscription
 
 # Small enough for a 2-core CI machine: a prepare on a ~500-vertex mesh takes seconds.
 ISEG_TINY = {
-    "views": 6,
-    "resolution": 64,
+    "views": 4,
+    "resolution": 48,
     "encoder_width": 32,
     "encoder_depth": 1,
     "fourier": 16,
-    "encoder_steps": 20,
+    "encoder_steps": 10,
     "encoder_pixels": 512,
     "click_vertices": 8,
     "views_per_click": 2,
     "second_clicks": 1,
     "decoder": "light",
-    "decoder_steps": 20,
+    "decoder_steps": 10,
     "decoder_batch": 4,
     "decoder_pixels": 128,
 }

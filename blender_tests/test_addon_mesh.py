@@ -166,3 +166,20 @@ def test_segment_operators_push_their_own_undo_steps(addon: object, fresh_scene:
     bpy.ops.ed.redo()
     ob = bpy.data.objects["undo_grid"]
     assert len(ob.segany_segments) == 0
+
+
+def test_picker_is_cached_per_geometry_and_follows_the_object(addon: object, fresh_scene: object) -> None:
+    import bpy
+    from bl_ext.user_default.segany import picking
+    from mathutils import Vector
+
+    ob = grid_mesh(x=5, y=5)
+    first = picking.cached_picker(ob, 1, "scene-a")
+    assert picking.cached_picker(ob, 1, "scene-a") is first
+    ob.location = (10.0, 0.0, 0.0)
+    bpy.context.view_layer.update()
+    moved = picking.cached_picker(ob, 1, "scene-a")
+    assert moved is first and moved.pick_ray(Vector((10.0, 0.0, 5.0)), Vector((0, 0, -1))) == 12
+    assert picking.cached_picker(ob, 1, "scene-b") is not first  # new geometry: rebuilt
+    picking.forget_pickers()
+    assert picking.cached_picker(ob, 1, "scene-b") is not first

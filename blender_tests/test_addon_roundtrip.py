@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from conftest import ISEG_TINY, drain_until
 
-DONUT = Path("/work/shared/data/splats/donut.ply")
+from segany.samples import shared_data_dir
+
+DONUT = shared_data_dir() / "splats" / "donut.ply"
 
 
 def two_part_mesh(name: str = "mushroom") -> object:
@@ -56,11 +58,13 @@ def prepared(rt: object) -> object:
 
 
 def test_click_session_colours_live_undoes_and_accepts_into_a_vertex_group(rt: object, prepared: object) -> None:
-    from bl_ext.user_default.segany import actions, picking, results
+    from bl_ext.user_default.segany import actions, panels, picking, results
     from bl_ext.user_default.segany.click_session import ClickSession
     from mathutils import Vector
 
     ob = prepared
+    text, icon = panels.scene_status(rt, ob)
+    assert text.startswith("Prepared iseg") and "mesh" in text and icon == "CHECKMARK"
     picker = picking.MeshPicker(ob)
     top = picker.pick_ray(Vector((0.05, 0.02, 5)), Vector((0, 0, -1)))  # world-space ray from above
     assert top >= 0 and (ob.matrix_world @ ob.data.vertices[top].co).z > 1.5

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from plyfile import PlyData
 
-DONUT = Path("/work/shared/data/splats/donut.ply")
+from segany.samples import shared_data_dir
+
+DONUT = shared_data_dir() / "splats" / "donut.ply"
 
 
 def import_donut() -> object:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Matrix, Vector
+
 from segany.cameras import Cameras, from_blender, look_at, to_blender
 
 

@@ -11,19 +11,27 @@ weights of the hit point with respect to the triangle's vertices (hit = Σ bary_
 the unit geometric face normals in world space, normalize((v1 − v0) × (v2 − v0)), not flipped towards the
 camera. Background: tri_ids −1, depth 0, bary 0, normals 0.
 
-Near plane: triangles are clipped at z = `near` (default 1e-3 scene units), not discarded: the in-plane
-test below is exact for triangles that cross the camera plane, pixels whose hit has z < near are
-rejected, and the pixel bounding box of a crossing triangle is taken from its clipped polygon.
+Near plane: triangles are clipped at z = `near` (default 1e-3 scene units), not discarded: a triangle
+with some corners behind it keeps the part in front (its pixel box comes from the clipped polygon, and
+pixels whose hit has z < near are rejected); a triangle with all corners behind it is dropped.
 
-How (torch path, CPU and CUDA, no per-pixel or per-triangle Python loops): each triangle gets three
-homogeneous edge functions e_i(u, v) = (V_j × V_k) · K⁻¹(u, v, 1) in camera space (Olano & Greer 1997),
-their signs normalised by the sign of det = V_0 · (V_1 × V_2); a pixel is inside iff all e_i ≥ 0, its
-barycentrics are e / Σe and its depth det / Σe. Shared edges evaluate to exact negatives of each other,
-so closed meshes have no cracks. Triangles are bucketed by the size of their pixel bounding box (1, 2, 4,
-8, 16 px squares; larger boxes are cut into 16×16 tiles), each bucket is evaluated as one broadcast tensor
-op, and the depth test is one `scatter_reduce(amin)` on a packed int64 key (float32 bits of the depth
-<< 32 | face id): exact depth order, ties go to the lower face id. The "embree" backend casts the same
-primary rays with Embree (CPU only).
+How (torch path, the same code on CPU and CUDA; no per-pixel or per-triangle Python loops):
+1. Vertices are projected once; each triangle gets the pixel box of its projection.
+2. Edge functions e_i = a_i·u + b_i·v + c_i (pixel units), inside where all have the sign of the
+   triangle's orientation. Triangles in front of the near plane use the 2D edge functions of their
+   projection (c in float64 products); with weights k_i = (1/z_i) / (2·area), 1/z = Σ k_i·e_i is affine in
+   the image and bary_i = k_i·e_i·z is perspective-correct. Triangles crossing the near plane use
+   homogeneous edge functions (V_j × V_k)·K⁻¹(u, v, 1) in float64 (Olano & Greer 1997), exact for
+   triangles that cross the camera plane. Swapping an edge's ends negates a, b, c bit for bit, so
+   neighbouring triangles agree on every shared edge: closed meshes have no cracks, even where edges run
+   through pixel centres (ties on a shared edge go to both triangles, the depth test picks one).
+3. Scan conversion: per (triangle, pixel row) the span between its left and right bounding edges, then
+   per covered pixel a packed int64 key, (bits of 1/z flipped) << 32 | face id, folded into a z-buffer
+   with one scatter_reduce(amin): exact depth order, depth ties go to the lower face id. Rows and pixels
+   are expanded with cumsum-based segment ids, in chunks of bounded size, with in-place arithmetic (fresh
+   large tensors cost page faults that are often dearer than the arithmetic).
+4. The winners' barycentrics are evaluated from their edge functions.
+The "embree" backend casts the same primary rays with Embree (CPU only) and returns the same buffers.
 """
 
 from __future__ import annotations
@@ -281,11 +289,16 @@ def _raster_view(
     x1 = torch.floor((umax + (margin - 1.0)).clamp_(-1, width - 1)).int()
     y0 = torch.ceil((vmin - margin).clamp_(0, height)).int()
     y1 = torch.floor((vmax + (margin - 1.0)).clamp_(-1, height - 1)).int()
-    live = torch.nonzero((x0 <= x1) & (y0 <= y1) & (n_front > 0)).squeeze(1)
+    alive = (x0 <= x1) & (y0 <= y1) & (n_front > 0)
+    live = torch.nonzero(alive).squeeze(1)
     if not len(live):
         return
-    x0, x1, y0, y1, n_front = (t.index_select(0, live) for t in (x0, x1, y0, y1, n_front))
-    us, vs, izs = ([t.index_select(0, live) for t in group] for group in (us, vs, izs))
+    if len(live) < 0.75 * len(alive):  # many off-screen or sub-pixel triangles: drop them from here on
+        x0, x1, y0, y1, n_front = (t.index_select(0, live) for t in (x0, x1, y0, y1, n_front))
+        us, vs, izs = ([t.index_select(0, live) for t in group] for group in (us, vs, izs))
+        alive = torch.ones_like(live, dtype=torch.bool)
+    else:  # nearly all of them live: masking is cheaper than compacting 14 columns
+        live = torch.arange(len(alive), device=device)
 
     # 2. edge functions in pixel units, e_i = a_i·u + b_i·v + c_i >= 0 inside, with weights k_i such that
     # Σ k_i·e_i = 1/z and bary_i = k_i·e_i·z. Triangles in front of the near plane: 2D edge functions of
@@ -296,13 +309,11 @@ def _raster_view(
     edges = []
     for j, k in ((1, 2), (2, 0), (0, 1)):
         edges.append([vs[j] - vs[k], us[k] - us[j], (us64[j] * vs64[k] - vs64[j] * us64[k]).float()])
-    area2 = edges[0][2] + edges[1][2] + edges[2][2]
-    sign = torch.sign(area2)
-    inv_area = 1.0 / area2.abs()
-    edges = [[t * sign for t in e] for e in edges]
-    weights = [t * inv_area for t in izs]  # area2 from the float32 c: consistent with e
-    visible = area2 != 0
-    cross_live = torch.nonzero(n_front < 3).squeeze(1)
+    area2 = edges[0][2] + edges[1][2] + edges[2][2]  # twice the signed area: e_i / area2 = λ_i
+    weights = [t / area2 for t in izs]
+    orient = area2.clone()  # inside means e_i · orient >= 0
+    visible = (area2 != 0) & alive
+    cross_live = torch.nonzero((n_front < 3) & alive).squeeze(1)
     if len(cross_live):
         h_edges, h_weights, h_visible = _homogeneous_edges(
             [cam.index_select(0, c.index_select(0, live.index_select(0, cross_live))) for c in corners],
@@ -313,31 +324,38 @@ def _raster_view(
                 t.index_copy_(0, cross_live, ht)
         for w, hw in zip(weights, h_weights, strict=True):
             w.index_copy_(0, cross_live, hw)
-        visible.index_copy_(0, cross_live, h_visible)
+        visible.index_copy_(0, cross_live, h_visible)  # crossing triangles are all alive
+        orient.index_fill_(0, cross_live, 1.0)  # their edge functions are sign-normalised already
 
     lower, upper = [], []  # per edge: (slope, offset) of its bound on u as a function of v, or a dummy
-    n_lower = n_upper = 0
+    n_lower = n_upper = 0.0
     for a, b, c in edges:
-        # a > 0: u >= -(b·v + c)/a; a < 0: u <= -(b·v + c)/a. Unused slots are (0, ∓_FAR); the selects
-        # are arithmetic (x·1 + y·0 == x bit for bit) because torch.where is slow on random masks.
+        # Inside, e = a·u + b·v + c has the sign of `orient`, so the edge bounds u at -(b·v + c)/a from
+        # below where a·orient > 0 and from above where a·orient < 0 (slope and offset do not depend on
+        # the sign; a neighbour computes them from exactly negated a, b, c: the same bits). Unused slots
+        # are (0, ∓_FAR), selected arithmetically (x·1 + y·0 == x) since torch.where is slow on random
+        # masks; a horizontal edge (a == 0) limits the rows instead.
         flat = a == 0
-        a_safe = a + flat.float()
-        slope, offset = -b / a_safe, -c / a_safe
-        is_lower, is_upper = a > 0, a < 0
-        n_lower = n_lower + is_lower.int()
-        n_upper = n_upper + is_upper.int()
-        lo, hi = is_lower.float(), is_upper.float()
-        lower.append([slope * lo, offset * lo - _FAR * (1.0 - lo)])
-        upper.append([slope * hi, offset * hi + _FAR * (1.0 - hi)])
-        if bool(flat.any()):  # the edge is a pixel row: b·v + c >= 0 limits the rows
+        neg_a = a.neg().sub_(flat.float())
+        slope, offset = b / neg_a, c / neg_a
+        side = a * orient
+        lo, hi = (side > 0).float(), (side < 0).float()
+        n_lower = n_lower + lo
+        n_upper = n_upper + hi
+        lower.append([slope * lo, offset.mul(lo).add_(lo.mul(_FAR).sub_(_FAR))])
+        upper.append([slope.mul_(hi), offset.mul_(hi).add_(hi.mul(-_FAR).add_(_FAR))])
+        if bool(flat.any()):
+            b_in = b * orient  # inside: b_in·(v - vlim) >= 0
             vlim = -c / b
-            y0 = torch.where(flat & (b > 0), torch.maximum(y0, torch.ceil((vlim - 0.5).clamp(-1, height)).int()), y0)
-            y1 = torch.where(flat & (b < 0), torch.minimum(y1, torch.floor((vlim - 0.5).clamp(-1, height)).int()), y1)
-            visible &= ~(flat & (b == 0) & (c < 0))
+            y0 = torch.where(flat & (b_in > 0), torch.maximum(y0, torch.ceil((vlim - 0.5).clamp(-1, height)).int()), y0)
+            y1 = torch.where(
+                flat & (b_in < 0), torch.minimum(y1, torch.floor((vlim - 0.5).clamp(-1, height)).int()), y1
+            )
+            visible &= ~(flat & (b == 0) & (c * orient < 0))
     w_coeffs = [sum(e[m] * k for e, k in zip(edges, weights, strict=True)) for m in range(3)]
     bary_coeffs = [[t * k for t in e] for e, k in zip(edges[:2], weights[:2], strict=True)]
     rows = ((y1 - y0 + 1).clamp_min(0) * visible).int()
-    general = (n_front < 3) | (n_lower > 2) | (n_upper > 2)
+    general = ((n_front < 3) | (n_lower > 2.5) | (n_upper > 2.5)) & (rows > 0)
     tri = _Spans(face=live.int(), x0=x0, x1=x1, y0=y0, rows=rows, w=w_coeffs, lower=lower, upper=upper)
 
     # 3. scan-convert in chunks of bounded pixel count, then the depth test. Most triangles have at most
@@ -353,23 +371,23 @@ def _raster_view(
         _scan_chunks(zbuf, tri.select(hard), width, 1.0 / near)
 
     # 4. decode ids and depth; barycentrics of the winners
-    fg = zbuf != _MAX_KEY
-    face = torch.where(fg, zbuf & 0xFFFFFFFF, 0)
-    w = (_W_BITS_MAX - (zbuf >> 32)).int().view(torch.float32)
-    inv_w = torch.where(fg, 1.0 / w, 0.0)
-    tri_ids.copy_(torch.where(fg, face, -1))
-    depth.copy_(inv_w)
+    bg = zbuf == _MAX_KEY
+    face = (zbuf & 0xFFFFFFFF).masked_fill_(bg, 0)
+    inv_w = zbuf.view(torch.int32)[1::2].neg().add_(_W_BITS_MAX).view(torch.float32).reciprocal_()
+    depth.copy_(inv_w.masked_fill_(bg, 0.0))
     slot_of = torch.zeros(len(corners[0]), dtype=torch.int64, device=device)
     slot_of.index_copy_(0, live, torch.arange(len(live), device=device))
     slot = slot_of.index_select(0, face)
+    tri_ids.copy_(face.masked_fill_(bg, -1))
     u = torch.arange(width, device=device, dtype=torch.float32).add_(0.5).repeat(height)
     v = torch.arange(height, device=device, dtype=torch.float32).add_(0.5).repeat_interleave(width)
-    b0, b1 = (
-        ((a.index_select(0, slot) * u + (b.index_select(0, slot) * v + c.index_select(0, slot))) * inv_w).clamp(0, 1)
-        for a, b, c in bary_coeffs
-    )
-    b2 = (1.0 - b0 - b1).clamp_min(0.0) * fg
-    bary.copy_(torch.stack((b0, b1, b2), dim=1))
+    total = torch.zeros_like(u)
+    for i, (a, b, c) in enumerate(bary_coeffs):
+        e = a.index_select(0, slot).mul_(u).add_(b.index_select(0, slot).mul_(v).add_(c.index_select(0, slot)))
+        e.mul_(inv_w).clamp_(0.0, 1.0)
+        total.add_(e)
+        bary[:, i].copy_(e)
+    bary[:, 2].copy_(total.neg_().add_(1.0).clamp_min_(0.0).masked_fill_(bg, 0.0))
 
 
 def _homogeneous_edges(
@@ -487,39 +505,40 @@ def _scan(zbuf: torch.Tensor, tri: _Spans, width: int, max_w: float | None) -> N
     nz = torch.nonzero(tri.rows).squeeze(1)
     owner, first = _segment_ids(tri.rows.index_select(0, nz), n_rows)
     t = nz.index_select(0, owner)
-    local = torch.arange(n_rows, device=device, dtype=torch.int32) - first.int().index_select(0, owner)
-    py = tri.y0.index_select(0, t) + local
-    v = py.float() + 0.5
+    # in-place arithmetic throughout: every fresh large tensor costs page faults, often more than the op
+    py = torch.arange(n_rows, device=device, dtype=torch.int32)
+    py.sub_(first.int().index_select(0, owner)).add_(tri.y0.index_select(0, t))
+    v = py.float().add_(0.5)
     u_lo = u_hi = None
     for slope, offset in tri.lower:
-        bound = slope.index_select(0, t) * v + offset.index_select(0, t)
-        u_lo = bound if u_lo is None else torch.maximum(u_lo, bound)
+        bound = slope.index_select(0, t).mul_(v).add_(offset.index_select(0, t))
+        u_lo = bound if u_lo is None else torch.maximum(u_lo, bound, out=u_lo)
     for slope, offset in tri.upper:
-        bound = slope.index_select(0, t) * v + offset.index_select(0, t)
-        u_hi = bound if u_hi is None else torch.minimum(u_hi, bound)
-    xs = torch.ceil((u_lo - 0.5).clamp(0, width)).int()
-    xe = torch.floor((u_hi - 0.5).clamp(-1, width - 1)).int()
-    length = (xe - xs + 1).clamp_min(0)
+        bound = slope.index_select(0, t).mul_(v).add_(offset.index_select(0, t))
+        u_hi = bound if u_hi is None else torch.minimum(u_hi, bound, out=u_hi)
+    xs = u_lo.sub_(0.5).clamp_(0, width).ceil_().int()
+    length = u_hi.sub_(0.5).clamp_(-1, width - 1).floor_().int().sub_(xs).add_(1).clamp_min_(0)
     n_pix = int(length.sum())
     if n_pix == 0:
         return
     nz = torch.nonzero(length).squeeze(1)
     owner, first = _segment_ids(length.index_select(0, nz), n_pix)
     t = t.index_select(0, nz)
-    x_off = xs.index_select(0, nz) - first.int()
-    pix_off = py.index_select(0, nz).long() * width + x_off
+    x_off = xs.index_select(0, nz).sub_(first.int())
+    row_base = py.index_select(0, nz).long().mul_(width).add_(x_off)
     w_a = tri.w[0].index_select(0, t)
-    w_t = tri.w[1].index_select(0, t) * v.index_select(0, nz) + tri.w[2].index_select(0, t)
+    w_t = tri.w[1].index_select(0, t).mul_(v.index_select(0, nz)).add_(tri.w[2].index_select(0, t))
     face = tri.face.index_select(0, t)
 
     ramp = torch.arange(n_pix, device=device, dtype=torch.int32)
-    u = (ramp + x_off.index_select(0, owner)).float() + 0.5
-    w = w_a.index_select(0, owner) * u + w_t.index_select(0, owner)
-    key = torch.stack((face.index_select(0, owner), _W_BITS_MAX - w.view(torch.int32)), dim=1)
-    key = key.view(torch.int64).squeeze(1)
-    if max_w is not None:
-        key = torch.where((w > 0) & (w <= max_w), key, _MAX_KEY)
-    zbuf.scatter_reduce_(0, pix_off.index_select(0, owner) + ramp, key, "amin")
+    u = x_off.index_select(0, owner).add_(ramp).float().add_(0.5)
+    w = w_a.index_select(0, owner).mul_(u).add_(w_t.index_select(0, owner))
+    keep = None if max_w is None else (w > 0) & (w <= max_w)
+    w_bits = w.view(torch.int32).neg_().add_(_W_BITS_MAX)  # reuses w's memory
+    key = torch.stack((face.index_select(0, owner), w_bits), dim=1).view(torch.int64).squeeze(1)
+    if keep is not None:
+        key.masked_fill_(~keep, _MAX_KEY)
+    zbuf.scatter_reduce_(0, row_base.index_select(0, owner).add_(ramp), key, "amin")
 
 
 def _raster_embree(

@@ -3,10 +3,12 @@ skipping, per-sample weights, and rendered depth / alpha / per-point (or per-vox
 
 Point clouds have no surface, so SA3D-style lifting renders them as a fog that is dense where points are:
 each point adds a small Gaussian bump of optical thickness to a voxel grid. Rays walk the grid's 4³-voxel
-blocks with a DDA and sample only inside blocks that hold density (the empty-space skipping), at a fixed
-step, with weight w = T·(1 − exp(−σδ)) and T the transmittance before the sample. On CUDA tensors the
-sampling and compositing go to nerfacc (`OccGridEstimator`, `render_weight_from_density`,
-`accumulate_along_rays`); elsewhere a vectorized torch implementation does the same.
+blocks, leap over runs of empty blocks with a chessboard distance transform (the empty-space skipping) and
+sample only inside blocks that hold density, at a fixed step, with weight w = T·(1 − exp(−σδ)) and T the
+transmittance before the sample. On CUDA tensors the sampling and the weights come from nerfacc
+(`OccGridEstimator` over our occupancy, `render_weight_from_density`); elsewhere a vectorized torch
+implementation does the same. Compositing is one index_add per output on both paths (what nerfacc's
+`accumulate_along_rays` does), so gradients reach the per-point or per-voxel values by autograd.
 """
 
 from __future__ import annotations
@@ -216,25 +218,27 @@ def _march_torch(
     Returns (ray, t_start, t_end, voxel, weight) of the samples with density, front to back within each ray.
     """
     dist = _block_distance(grid.blocks()).reshape(-1)
-    bdims = torch.tensor(-(-torch.tensor(grid.shape) // BLOCK), device=origins.device)
+    bdims = torch.tensor([-(-n // BLOCK) for n in grid.shape], device=origins.device)
     side = grid.voxel * BLOCK
     t0, t1 = _ray_box(origins, dirs, grid.lo, grid.hi)
     t0, t1 = t0.clamp_min(near), t1.clamp_max(far)
     rays = torch.nonzero(t1 > t0).flatten()
     safe_d = torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12), dirs)
-    # Per-ray state in one float tensor: [o 0:3, 1/d 3:6, d 6:9, t 9, t_end 10, t_start 11]; rays retire by
-    # one gather per step.
-    fs = torch.cat([origins, 1.0 / safe_d, dirs, t0[:, None], t1[:, None], t0[:, None]], dim=1)[rays]
+    # Per-ray state in one float64 tensor (block lookups right at block faces must not round back into the
+    # block a ray just left): [o 0:3, 1/d 3:6, d 6:9, t 9, t_end 10, t_start 11]; rays retire by one gather.
+    fs = torch.cat([origins, 1.0 / safe_d, dirs, t0[:, None], t1[:, None], t0[:, None]], dim=1)[rays].double()
+    lo = grid.lo.double()
     log_t = torch.zeros(rays.numel(), dtype=torch.float64, device=rays.device)
     outs: list[tuple[Tensor, ...]] = []
     while rays.numel():
         o, inv_d, t = fs[:, 0:3], fs[:, 3:6], fs[:, 9]
-        idx = torch.floor((o + (t + 1e-5 * side)[:, None] * fs[:, 6:9] - grid.lo) / side).long()
+        idx = torch.floor((o + (t + 1e-7 * side)[:, None] * fs[:, 6:9] - lo) / side).long()
         idx = torch.minimum(idx.clamp_min(0), bdims - 1)
         k = dist[(idx[:, 0] * bdims[1] + idx[:, 1]) * bdims[2] + idx[:, 2]]
         # Exit of the empty cube of half-width k−1 around the block (just the block itself when k <= 1).
         reach = idx + torch.where(inv_d > 0, 1, 0) + torch.where(inv_d > 0, 1, -1) * (k - 1).clamp_min(0)[:, None]
-        t_exit = torch.minimum(((reach.to(o.dtype) * side + grid.lo - o) * inv_d).min(dim=1).values, fs[:, 10])
+        t_exit = ((reach.to(o.dtype) * side + lo - o) * inv_d).min(dim=1).values
+        t_exit = torch.minimum(torch.maximum(t_exit, t + 1e-6 * side), fs[:, 10])
         occ = torch.nonzero((k == 0) & (t_exit > t)).flatten()
         if occ.numel():
             f_occ = fs[occ]
@@ -252,7 +256,7 @@ def _march_torch(
             trans = torch.exp(log_t[occ][row] - excl)
             w = torch.where(trans >= T_MIN, trans * -torch.expm1(-tau), torch.zeros_like(trans))
             live = w > 0
-            outs.append((rays[occ][row][live], t_mid[live], vox[live], w[live].to(sigma.dtype)))
+            outs.append((rays[occ][row][live], t_mid[live].to(sigma.dtype), vox[live], w[live].to(sigma.dtype)))
             log_t = log_t.index_add(0, occ[row], -tau)
         fs[:, 9] = t_exit
         alive = torch.nonzero((t_exit < fs[:, 10]) & (log_t >= math.log(T_MIN))).flatten()

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from segany.cameras import (
     Cameras,
     bounding_sphere,

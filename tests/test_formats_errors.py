@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import trimesh
 from plyfile import PlyData, PlyElement
+
 from segany.errors import SegAnyError
 from segany.formats import load_scene, write_labelled_ply, write_mesh_ply
 from segany.scene import MeshScene

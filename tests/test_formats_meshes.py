@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import trimesh
 from plyfile import PlyData, PlyElement
+
 from segany.formats import detect_format, load_scene, load_scene_with_labels, write_labelled_ply, write_mesh_ply
 from segany.scene import MeshScene
 

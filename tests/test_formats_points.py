@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from plyfile import PlyData, PlyElement
+
 from segany.formats import load_scene, load_scene_with_labels, write_labelled_ply, write_point_ply
 from segany.scene import PointScene
 

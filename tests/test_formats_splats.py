@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from plyfile import PlyData, PlyElement
+
 from segany.formats import (
     SH_C0,
     load_scene,

@@ -227,3 +227,36 @@ def test_cuda_matches_cpu() -> None:
     attr = torch.randn(len(vertices), 8, device="cuda", requires_grad=True)
     interpolate(attr, torch.from_numpy(faces).cuda(), gpu).sum().backward()
     assert attr.grad is not None and attr.grad.is_cuda
+
+
+def test_edges_through_pixel_centres_leave_no_cracks() -> None:
+    # A frontal grid whose vertices project exactly onto pixel centres, so every horizontal, vertical and
+    # diagonal edge passes through pixel centres: each such pixel must still go to one of its triangles.
+    k = np.array([[16.0, 0, 8.0], [0, 16.0, 8.0], [0, 0, 1]], dtype=np.float32)
+    n = 7
+    coords = (np.arange(n + 1) + 0.5 - 8.0) / 16.0 * 2.0  # pixel centres 0.5 .. 7.5 at depth 2
+    gx, gy = np.meshgrid(coords, coords)
+    vertices = np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, 2.0)], 1).astype(np.float32)
+    idx = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
+    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+    faces = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
+    r = rasterize_mesh(torch.from_numpy(vertices), torch.from_numpy(faces), np.eye(4)[None], k[None], W, H)
+    ids = r.tri_ids[0].numpy()
+    assert (ids[: n + 1, : n + 1] >= 0).all()  # pixels 0..7 in both axes: their centres lie on the grid
+    assert (ids[n + 1 :, :] == -1).all() and (ids[:, n + 1 :] == -1).all()
+    np.testing.assert_allclose(r.depth[0].numpy()[: n + 1, : n + 1], 2.0, rtol=1e-6)
+    np.testing.assert_allclose(r.bary[0].numpy()[: n + 1, : n + 1].sum(-1), 1.0, atol=1e-5)
+
+
+def test_chunked_scan_matches_single_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    import segany.kernels.mesh_raster as mesh_raster
+
+    vertices, faces = icosphere(2)
+    viewmat = look_at(np.array([0.3, -2.5, 1.0]), np.zeros(3))
+    k = np.array([[60.0, 0, 32], [0, 60.0, 32], [0, 0, 1]], dtype=np.float32)
+    args = (torch.from_numpy(vertices), torch.from_numpy(faces), viewmat[None], k[None], 64, 64)
+    whole = rasterize_mesh(*args)
+    monkeypatch.setattr(mesh_raster, "_CHUNK_PIXELS", 50)
+    chunked = rasterize_mesh(*args)
+    assert torch.equal(whole.tri_ids, chunked.tri_ids)
+    assert torch.equal(whole.depth, chunked.depth)

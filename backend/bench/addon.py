@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -229,6 +230,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"the Blender side of the bench failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     b = json.loads(side_json.read_text())
+    shutil.rmtree(work)  # the 1M-Gaussian PLY and the cache are only scratch
     ms = 1000.0
     nv, nw, ns = b["mesh_vertices"], b["write_elements"], b["splats"]
     click = f"click, {nv:,}-vertex mesh"

@@ -406,13 +406,12 @@ def _spectral(a: sp.csr_matrix, dim: int) -> np.ndarray:
     d_row = np.asarray(a.sum(axis=1)).ravel()
     d_col = np.asarray(a.sum(axis=0)).ravel()
     z = sp.diags(1 / np.sqrt(np.maximum(d_row, 1e-12))) @ a @ sp.diags(1 / np.sqrt(np.maximum(d_col, 1e-12)))
-    k = min(dim, min(z.shape) - 1)
-    if k < 1:
-        vec = np.ones((a.shape[0], 1))
+    if min(z.shape) <= 4 * dim:  # small problems: exact, and ARPACK dislikes them
+        u, s, _ = np.linalg.svd(z.toarray(), full_matrices=False)
+        u, s = u[:, :dim], s[:dim]
     else:
-        rng = np.random.default_rng(0)
-        u, s, _ = svds(z, k=k, v0=rng.standard_normal(min(z.shape)))
-        vec = u * s**SPECTRAL_POWER
+        u, s, _ = svds(z, k=dim, v0=np.random.default_rng(0).standard_normal(min(z.shape)))
+    vec = u * s**SPECTRAL_POWER
     vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
     return vec.astype(np.float32)
 

@@ -7,7 +7,8 @@
   away from the silhouette), for placing clicks.
 - `make_samples`: iSeg's decoder data: a first positive click on a farthest-point-sampled vertex in
   views that see it, the prior's mask for it, then second positive / negative clicks on other sampled
-  vertices outside / inside that mask, kept only when they grow / shrink the mask.
+  vertices outside / inside that mask, kept only when they grow / shrink the mask. Beyond iSeg:
+  corrective clicks along the mask's edge and three-click samples (see `_boundary_samples`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.ndimage import binary_erosion
+from scipy.ndimage import binary_erosion, distance_transform_edt
 
 from ...jobs import JobContext
 from ...priors import Prior, PromptResult, Views
 
-SINGLE, SECOND_POSITIVE, SECOND_NEGATIVE = 0, 1, 2
+KINDS = ("single", "second_positive", "second_negative", "boundary_positive", "boundary_negative", "third_negative")
+SINGLE, SECOND_POSITIVE, SECOND_NEGATIVE, BOUNDARY_POSITIVE, BOUNDARY_NEGATIVE, THIRD_NEGATIVE = range(len(KINDS))
+MAX_CLICKS = 3
+BOUNDARY_BAND = 3.0  # pixels: how close to the mask's edge a boundary click lands
 
 
 @dataclass
@@ -103,21 +107,20 @@ def visible_vertices(tri_ids: np.ndarray, bary: np.ndarray, faces: np.ndarray, n
 
 @dataclass
 class Samples:
-    """Decoder training samples: up to two clicks each, and the prior's mask in one view."""
+    """Decoder training samples: up to MAX_CLICKS clicks each (padded), and the prior's mask in one view."""
 
     view: np.ndarray  # (n,) int64
-    clicks: np.ndarray  # (n, 2) int64 vertex ids
-    positive: np.ndarray  # (n, 2) bool
-    valid: np.ndarray  # (n, 2) bool (single-click samples use one slot)
-    kind: np.ndarray  # (n,) SINGLE / SECOND_POSITIVE / SECOND_NEGATIVE
+    clicks: np.ndarray  # (n, MAX_CLICKS) int64 vertex ids (padding repeats the first click)
+    positive: np.ndarray  # (n, MAX_CLICKS) bool
+    valid: np.ndarray  # (n, MAX_CLICKS) bool
+    kind: np.ndarray  # (n,) index into KINDS
     masks: np.ndarray  # (n, H, W) bool
 
     def __len__(self) -> int:
         return len(self.view)
 
     def counts(self) -> dict[str, int]:
-        names = ("single", "second_positive", "second_negative")
-        return {n: int((self.kind == k).sum()) for k, n in enumerate(names)}
+        return {name: int((self.kind == k).sum()) for k, name in enumerate(KINDS)}
 
 
 def choose_mask(result: PromptResult, how: str) -> int:
@@ -139,6 +142,43 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
+@dataclass
+class _View:
+    """What the sample generator knows about one (click vertex, view) pair."""
+
+    prior: Prior
+    views: Views
+    index: int
+    how: str
+
+    def ask(self, clicks: list[tuple[int, int, int]], prev: np.ndarray | None) -> np.ndarray:
+        """The prior's mask for clicks (x, y, sign) in this view; clicked pixels forced to their sign."""
+        points = np.array([[x + 0.5, y + 0.5] for x, y, _ in clicks], np.float32)
+        labels = np.array([1 if sign > 0 else 0 for _, _, sign in clicks])
+        answer = self.prior.prompt(self.views, self.index, points, labels, prev=prev)
+        mask, _ = _candidate(answer, choose_mask(answer, self.how))
+        for x, y, sign in clicks:
+            mask[y, x] = sign > 0
+        return mask
+
+
+def _edge_vertices(visible: VisibleVertices, b: int, mask: np.ndarray, fg: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Visible vertices of view b within BOUNDARY_BAND pixels inside / outside the mask's edge."""
+    v = visible.n_vertices
+    lo, hi = np.searchsorted(visible.keys, [b * v, (b + 1) * v])
+    verts, xs, ys = visible.keys[lo:hi] - b * v, visible.x[lo:hi], visible.y[lo:hi]
+    depth_in = distance_transform_edt(mask)[ys, xs]
+    depth_out = distance_transform_edt(~mask)[ys, xs]
+    inner = (depth_in >= 1) & (depth_in <= BOUNDARY_BAND)
+    outer = (depth_out >= 1) & (depth_out <= BOUNDARY_BAND) & fg[ys, xs]
+    return verts, xs, ys, inner, outer
+
+
+def _pick(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    chosen = np.flatnonzero(pool)
+    return rng.choice(chosen, n, replace=False) if len(chosen) > n else chosen
+
+
 def make_samples(
     prior: Prior,
     views: Views,
@@ -149,79 +189,103 @@ def make_samples(
     rng: np.random.Generator,
     ctx: JobContext,
 ) -> Samples:
-    """iSeg's data generation, with the prior as the 2D model (see the module docstring)."""
+    """iSeg's data generation with the prior as the 2D model, plus edge and three-click samples.
+
+    iSeg: first click on a sampled vertex; second positive clicks on sampled vertices outside the mask
+    and negative ones inside it, within half the largest distance, kept when they grow / shrink the
+    mask by more than 10% IoU. A part-level prior cannot go finer than the part, so negative clicks
+    start from the next larger candidate (part + neighbour) and take the neighbour back out.
+
+    Added: corrective clicks land in thin error bands along a part's edge (in interactive use and in
+    the evaluation protocol), where features blend into the neighbour's. Edge samples put a second click
+    just inside (positive) or just outside (negative) the mask, target = the prior's answer (usually the
+    mask unchanged); three-click samples add, after an inside-edge positive, a negative click on the
+    neighbour, so the decoder learns that a negative click overrides a positive click's spill-over.
+    """
     n_views = len(views)
-    how, per_click, n_second = opts["mask"], int(opts["views_per_click"]), int(opts["second_clicks"])
+    per_click, n_second = int(opts["views_per_click"]), int(opts["second_clicks"])
     min_pixels = int(opts["min_mask_pixels"])
-    rows: list[tuple[int, int, int, int, int]] = []  # view, first, second (-1), second positive, kind
+    rows: list[tuple[int, list[tuple[int, int]], int]] = []  # view, [(vertex, sign)], kind
     masks: list[np.ndarray] = []
+
+    def add(b: int, clicks: list[tuple[int, int]], kind: int, mask: np.ndarray) -> None:
+        rows.append((b, clicks, kind))
+        masks.append(mask)
+
     for ci, c in enumerate(click_vertices):
         ctx.progress(ci / max(len(click_vertices), 1), f"decoder data: click vertex {ci + 1}/{len(click_vertices)}")
-        seen = visible.views_of(int(c), n_views)
+        c = int(c)
+        seen = visible.views_of(c, n_views)
         if len(seen) > per_click:
             seen = rng.choice(seen, per_click, replace=False)
         for b in seen:
             b = int(b)
             at = visible.find(b, np.array([c]))[0]
             px, py = int(visible.x[at]), int(visible.y[at])
+            view = _View(prior, views, b, opts["mask"])
             answer = prior.prompt(views, b, np.array([[px + 0.5, py + 0.5]], np.float32), np.array([1]))
-            pick = choose_mask(answer, how)
+            pick = choose_mask(answer, opts["mask"])
             first, logits = _candidate(answer, pick)
             first[py, px] = True
             if first.sum() < min_pixels:
                 continue
-            rows.append((b, int(c), -1, 1, SINGLE))
-            masks.append(first)
+            add(b, [(c, 1)], SINGLE, first)
             if n_second <= 0:
                 continue
-            # Negative clicks start from the next larger candidate: a part-level prior cannot go finer
-            # than the part, so "click A, un-click its neighbour B" is how it teaches removal.
             larger, larger_logits = _candidate(answer, min(pick + 1, len(answer.masks) - 1))
             larger |= first
+
             others = click_vertices[click_vertices != c]
             found = visible.find(b, others)
             others, found = others[found >= 0], found[found >= 0]
-            if not len(others):
-                continue
             ox, oy = visible.x[found], visible.y[found]
             d2 = ((positions[others] - positions[c]) ** 2).sum(axis=1)
-            near = d2 < 0.5 * d2.max()
+            near = d2 < 0.5 * d2.max() if len(d2) else np.zeros(0, bool)
             inside = first[oy, ox]
             in_larger = larger[oy, ox] & ~inside
-            neg_pool, neg_base, neg_prev = (
-                (in_larger, larger, larger_logits) if in_larger.any() else (inside, first, logits)
-            )
+            if in_larger.any():
+                neg_pool, neg_base, neg_prev = in_larger, larger, larger_logits
+            else:
+                neg_pool, neg_base, neg_prev = inside, first, logits
             for sign, kind, pool, base, prev in (
                 (1, SECOND_POSITIVE, ~inside & near, first, logits),
-                (0, SECOND_NEGATIVE, neg_pool & near, neg_base, neg_prev),
+                (-1, SECOND_NEGATIVE, neg_pool & near, neg_base, neg_prev),
             ):
-                chosen = np.flatnonzero(pool)
-                if len(chosen) > n_second:
-                    chosen = rng.choice(chosen, n_second, replace=False)
-                for j in chosen:
-                    sx, sy = int(ox[j]), int(oy[j])
-                    points = np.array([[px + 0.5, py + 0.5], [sx + 0.5, sy + 0.5]], np.float32)
-                    again = prior.prompt(views, b, points, np.array([1, sign]), prev=prev)
-                    second, _ = _candidate(again, choose_mask(again, how))
-                    second[py, px] = True
-                    second[sy, sx] = bool(sign)
-                    changed = second.sum() > base.sum() if sign else second.sum() < base.sum()
+                for j in _pick(pool, n_second, rng):
+                    second = view.ask([(px, py, 1), (int(ox[j]), int(oy[j]), sign)], prev)
+                    changed = second.sum() > base.sum() if sign > 0 else second.sum() < base.sum()
                     if changed and _iou(base, second) < 0.9 and second.sum() >= min_pixels:
-                        rows.append((b, int(c), int(others[j]), sign, kind))
-                        masks.append(second)
-    if not rows:
-        h, w = views.cameras.height, views.cameras.width
-        return Samples(
-            np.zeros(0, np.int64), np.zeros((0, 2), np.int64), np.zeros((0, 2), bool), np.zeros((0, 2), bool),
-            np.zeros(0, np.int64), np.zeros((0, h, w), bool),
-        )  # fmt: skip
-    arr = np.asarray(rows, dtype=np.int64)
-    second = arr[:, 2]
+                        add(b, [(c, 1), (int(others[j]), sign)], kind, second)
+
+            verts, ex, ey, inner, outer = _edge_vertices(visible, b, first, views.ids[b] >= 0)
+            neighbours = _pick(in_larger, n_second, rng)
+            for sign, kind, pool in ((1, BOUNDARY_POSITIVE, inner & (verts != c)), (-1, BOUNDARY_NEGATIVE, outer)):
+                for j in _pick(pool, n_second, rng):
+                    edge = (int(ex[j]), int(ey[j]), sign)
+                    add(b, [(c, 1), (int(verts[j]), sign)], kind, view.ask([(px, py, 1), edge], logits))
+                    if sign > 0 and len(neighbours):
+                        k = int(rng.choice(neighbours))
+                        clicks = [(px, py, 1), edge, (int(ox[k]), int(oy[k]), -1)]
+                        third = view.ask(clicks, logits)
+                        add(b, [(c, 1), (int(verts[j]), 1), (int(others[k]), -1)], THIRD_NEGATIVE, third)
+    return _pack(rows, masks, views)
+
+
+def _pack(rows: list[tuple[int, list[tuple[int, int]], int]], masks: list[np.ndarray], views: Views) -> Samples:
+    n = len(rows)
+    clicks = np.zeros((n, MAX_CLICKS), np.int64)
+    positive = np.ones((n, MAX_CLICKS), bool)
+    valid = np.zeros((n, MAX_CLICKS), bool)
+    for i, (_, cl, _) in enumerate(rows):
+        clicks[i] = cl[0][0]
+        for j, (vertex, sign) in enumerate(cl):
+            clicks[i, j], positive[i, j], valid[i, j] = vertex, sign > 0, True
+    shape = (n, views.cameras.height, views.cameras.width)
     return Samples(
-        view=arr[:, 0],
-        clicks=np.stack([arr[:, 1], np.where(second >= 0, second, arr[:, 1])], axis=1),
-        positive=np.stack([np.ones(len(arr), bool), arr[:, 3] > 0], axis=1),
-        valid=np.stack([np.ones(len(arr), bool), second >= 0], axis=1),
-        kind=arr[:, 4],
-        masks=np.stack(masks),
+        view=np.array([r[0] for r in rows], np.int64),
+        clicks=clicks,
+        positive=positive,
+        valid=valid,
+        kind=np.array([r[2] for r in rows], np.int64),
+        masks=np.stack(masks) if masks else np.zeros(shape, bool),
     )
