@@ -196,9 +196,9 @@ def bench(
 def evaluate(
     method: Annotated[str, typer.Option(help="method to evaluate")] = "iseg",
     prior: Annotated[str, typer.Option(help="2D prior")] = "geometric",
-    data: Annotated[Path, typer.Option(help="PSB-layout directory or a directory of labelled PLY files")] = Path(
-        "../shared/data/psb"
-    ),
+    data: Annotated[
+        Path | None, typer.Option(help="PSB-layout or labelled-PLY directory (default: shared psb)")
+    ] = None,
     ids: Annotated[str | None, typer.Option(help="comma-separated shape ids")] = None,
     clicks: Annotated[int, typer.Option(help="clicks per target")] = 20,
     noise: Annotated[str | None, typer.Option(help="oracle noise: 'default' or none")] = None,
@@ -208,12 +208,13 @@ def evaluate(
 ) -> None:
     """Evaluate a method with simulated clicks against a classical baseline; writes results.json, report.md, PNG."""
     from .eval import run_eval
+    from .samples import shared_data_dir
 
     try:
         run_eval(
             method=method,
             prior=prior,
-            data=data,
+            data=data or shared_data_dir() / "psb",
             ids=ids.split(",") if ids else None,
             clicks=clicks,
             out=out,

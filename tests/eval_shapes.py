@@ -10,9 +10,10 @@ import trimesh
 from segany.eval.data import Shape
 from segany.eval.geometry import Geometry
 from segany.methods.base import Selection
+from segany.samples import shared_data_dir
 from segany.scene import MeshScene
 
-PSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "psb"
+PSB = shared_data_dir() / "psb"
 
 
 def split_box(subdivisions: int = 3) -> Shape:

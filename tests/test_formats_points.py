@@ -7,9 +7,10 @@ import pytest
 from plyfile import PlyData, PlyElement
 
 from segany.formats import load_scene, load_scene_with_labels, write_labelled_ply, write_point_ply
+from segany.samples import shared_data_dir
 from segany.scene import PointScene
 
-GARDEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "splats" / "garden_points.npz"
+GARDEN = shared_data_dir() / "splats" / "garden_points.npz"
 
 
 def point_ply(path: Path, n: int, color_dtype: str | None = "u1", normals: bool = True, labels: bool = True) -> dict:

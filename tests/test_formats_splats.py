@@ -15,10 +15,11 @@ from segany.formats import (
     write_labelled_ply,
     write_splat_ply,
 )
+from segany.samples import shared_data_dir
 from segany.scene import SplatScene
 
 # the shared data sit next to the repository (../shared/data); read in place, never copied
-DONUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "splats" / "donut.ply"
+DONUT = shared_data_dir() / "splats" / "donut.ply"
 
 
 def gaussians_ply(path: Path, n: int, degree: int, seed: int = 0, extra: dict | None = None) -> dict:

@@ -14,9 +14,9 @@ import torch
 from segany.errors import SegAnyError
 from segany.formats import load_scene
 from segany.kernels.splat_raster import rasterize_splats, rasterize_splats_reference, sh_basis
+from segany.samples import shared_data_dir
 
-# the shared data sit next to the repository (../shared/data); read in place, never copied
-DONUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "splats" / "donut.ply"
+DONUT = shared_data_dir() / "splats" / "donut.ply"  # read in place, never copied
 
 
 def tiny_scene(n: int = 7, seed: int = 0, dtype: torch.dtype = torch.float64) -> dict:

@@ -9,9 +9,9 @@ import torch
 
 from segany.errors import SegAnyError
 from segany.kernels.volume import build_density_grid, render_volume
+from segany.samples import shared_data_dir
 
-# the shared data sit next to the repository (../shared/data); read in place, never copied
-GARDEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "splats" / "garden_points.npz"
+GARDEN = shared_data_dir() / "splats" / "garden_points.npz"  # read in place, never copied
 
 
 def sparse_points() -> torch.Tensor:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,8 +17,9 @@ from segany.bench.report import Row, timeit
 from segany.formats import load_scene
 from segany.kernels.splat_raster import rasterize_splats, rasterize_splats_reference
 from segany.kernels.volume import T_MIN, DensityGrid, build_density_grid, camera_rays, render_volume
+from segany.samples import shared_data_dir
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "splats"  # next to the repository
+DATA = shared_data_dir() / "splats"
 GARDEN = DATA / "garden_points.npz"
 DONUT = DATA / "donut.ply"
 

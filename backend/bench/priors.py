@@ -1,7 +1,7 @@
 """Benchmark: do the geometric prior's click masks match human part labels?
 
 For every shape of a Princeton Segmentation Benchmark directory (off/<id>.off, seg/<id>/<id>_0.seg;
-$SEGANY_PSB, default ../shared/data/psb next to the repository) it renders orbit views, clicks random
+`segany.samples.shared_data_dir()/psb`) it renders orbit views, clicks random
 interior pixels of every visible ground-truth part and scores the best of the three candidates by IoU
 against that part in that view, then reports the mean per category plus the time per view.
 `quick` uses the built-in stool (its primitives are the parts) so CI can run it in seconds.
@@ -9,7 +9,6 @@ against that part in that view, then reports the mean per category plus the time
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from scipy import ndimage
 
 from ..cameras import cameras_for_scene
 from ..priors.geometric import GeometricPrior
-from ..samples import sample_mesh
+from ..samples import sample_mesh, shared_data_dir
 from ..scene import MeshScene
 from ..views import render_views
 from .report import Row, write_report
@@ -91,7 +90,7 @@ def click_ious(prior: GeometricPrior, scene: MeshScene, labels: np.ndarray, n_vi
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
-    root = Path(os.environ.get("SEGANY_PSB", Path(__file__).resolve().parents[2].parent / "shared" / "data" / "psb"))
+    root = shared_data_dir() / "psb"
     if quick or not (root / "off").is_dir():
         stool = sample_mesh()
         shapes = [("stool", "stool", stool, stool.face_parts.astype(np.int64))]
