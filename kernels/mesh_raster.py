@@ -94,12 +94,7 @@ def rasterize_mesh(
         if device.type != "cpu":
             raise SegAnyError("unsupported", "the embree backend runs on the CPU; pass CPU tensors or backend='torch'")
         tri_ids, depth, bary = _raster_embree(vertices, faces, viewmats, Ks, width, height, near)
-    pix = torch.nonzero(tri_ids.reshape(-1) >= 0).squeeze(1)
-    hit_faces = tri_ids.reshape(-1).index_select(0, pix)
-    pix_normals = torch.zeros((tri_ids.numel(), 3), dtype=torch.float32, device=device)
-    pix_normals.index_copy_(0, pix, _face_normals(vertices, faces).index_select(0, hit_faces))
-    pix_normals = pix_normals.reshape(*tri_ids.shape, 3)
-    return MeshRaster(tri_ids, depth, bary, pix_normals, viewmats, Ks)
+    return MeshRaster(tri_ids, depth, bary, _pixel_normals(vertices, faces, tri_ids), viewmats, Ks)
 
 
 def interpolate(attr: torch.Tensor, faces: torch.Tensor, raster: MeshRaster) -> torch.Tensor:
@@ -114,8 +109,8 @@ def interpolate(attr: torch.Tensor, faces: torch.Tensor, raster: MeshRaster) -> 
     faces = torch.as_tensor(faces, device=attr.device).to(torch.int64)
     tri = raster.tri_ids.reshape(-1)
     fg_idx = torch.nonzero(tri >= 0).squeeze(1)
-    corner_ids = faces[tri[fg_idx]]
-    weights = raster.bary.reshape(-1, 3)[fg_idx].to(attr.dtype)
+    corner_ids = faces.index_select(0, tri.index_select(0, fg_idx))
+    weights = raster.bary.reshape(-1, 3).index_select(0, fg_idx).to(attr.dtype)
     values = torch.nn.functional.embedding_bag(corner_ids, attr, per_sample_weights=weights, mode="sum")
     out = attr.new_zeros((tri.numel(), attr.shape[1])).index_copy(0, fg_idx, values)
     out = out.reshape(*raster.tri_ids.shape, attr.shape[1])
@@ -191,10 +186,22 @@ def _check_inputs(
         raise SegAnyError("invalid_array", f"image size {width}×{height} is out of range")
 
 
-def _face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    v0, v1, v2 = (vertices[faces[:, i]] for i in range(3))
-    n = torch.linalg.cross(v1 - v0, v2 - v0)
-    return n / n.norm(dim=1, keepdim=True).clamp_min(1e-30)
+def _pixel_normals(vertices: torch.Tensor, faces: torch.Tensor, tri_ids: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) unit world-space normal of each pixel's face, 0 on background (1-D gathers
+    throughout: gathering whole rows is several times slower in torch)."""
+    cols = vertices.T.contiguous()
+    corner = [[cols[d].index_select(0, faces[:, k].contiguous()) for d in range(3)] for k in range(3)]
+    e1 = [corner[1][d] - corner[0][d] for d in range(3)]
+    e2 = [corner[2][d] - corner[0][d] for d in range(3)]
+    n = _cross(e1, e2)
+    inv_len = (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt_().clamp_min_(1e-30).reciprocal_()
+    flat = tri_ids.reshape(-1)
+    bg = flat < 0
+    hit = flat.clamp_min(0)
+    out = torch.empty((flat.numel(), 3), dtype=torch.float32, device=vertices.device)
+    for d in range(3):
+        out[:, d] = n[d].mul_(inv_len).index_select(0, hit).masked_fill_(bg, 0.0)
+    return out.reshape(*tri_ids.shape, 3)
 
 
 def _view_rays(viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int) -> torch.Tensor:

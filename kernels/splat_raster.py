@@ -401,7 +401,7 @@ class _Blend(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, cols: Tensor, proj: Projected, plan: _Plan, top_k: int):  # type: ignore[override]
+    def forward(ctx, cols: Tensor, proj: Projected, plan: _Plan, top_k: int, need_grad: bool):  # type: ignore[override]
         saved: list[tuple[Tensor, Tensor, Tensor]] = []
         used = [0]
 
@@ -410,7 +410,7 @@ class _Blend(torch.autograd.Function):
             if used[0] <= SAVE_BUDGET:
                 saved.append((tiles, gid, weights))
 
-        out, top_w, top_i = _composite(proj, plan, cols, top_k, keep if cols.requires_grad else None)
+        out, top_w, top_i = _composite(proj, plan, cols, top_k, keep if need_grad else None)
         ctx.chunks = saved if used[0] <= SAVE_BUDGET else None
         ctx.geometry = (proj, plan)
         ctx.save_for_backward(cols)
@@ -435,7 +435,7 @@ class _Blend(torch.autograd.Function):
         else:
             for chunk in ctx.chunks:
                 accumulate(*chunk)
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 def _untile(t: Tensor, plan: _Plan) -> Tensor:
@@ -628,7 +628,7 @@ def _rasterize_torch(
     if geo_grad:
         out, top_w, top_i = _composite(proj, plan, cols, top_k)
     else:
-        out, top_w, top_i = _Blend.apply(cols, proj, plan, top_k)
+        out, top_w, top_i = _Blend.apply(cols, proj, plan, top_k, torch.is_grad_enabled() and cols.requires_grad)
     img = _untile(out, plan)
     alpha = img[..., -1]
     depth = torch.where(alpha > 0, img[..., -2] / alpha.clamp_min(1e-10), torch.zeros_like(alpha))

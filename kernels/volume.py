@@ -13,6 +13,7 @@ implementation does the same. Compositing is one index_add per output on both pa
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -87,13 +88,13 @@ def build_density_grid(
 
     `resolution` voxels along the box's longest side (cubic voxels). A voxel holding one point has optical
     thickness `density_scale` (alpha 1 − e^−3 ≈ 0.95 by default); voxels thinner than `min_thickness` are
-    empty, so rays skip them. Points outside `aabb` (lo, hi as (2, 3)) are ignored: pass a box around the
-    region of interest for scenes with far-away background points.
+    empty, so rays skip them. Points outside `aabb` (lo, hi as (2, 3); padded by the kernel's reach) are
+    ignored: pass a box around the region of interest for scenes with far-away background points.
     """
     if points.ndim != 2 or points.shape[1] != 3 or points.shape[0] == 0:
         raise SegAnyError("invalid_array", f"points has shape {tuple(points.shape)}, expected (P, 3) with P > 0")
-    if not 2 <= resolution <= 1024:
-        raise SegAnyError("invalid_array", f"resolution {resolution} is out of range 2..1024")
+    if not 2 <= resolution <= 512:
+        raise SegAnyError("too_large", f"resolution {resolution} is out of range 2..512 (512³ floats are 0.5 GB)")
     pts = points.detach() if points.is_floating_point() else points.detach().float()
     if aabb is None:
         lo, hi = pts.min(0).values, pts.max(0).values
@@ -165,8 +166,8 @@ def camera_rays(viewmats: Tensor, Ks: Tensor, width: int, height: int) -> tuple[
     )
     fx, fy = Ks[:, 0, 0, None, None], Ks[:, 1, 1, None, None]
     cx, cy = Ks[:, 0, 2, None, None], Ks[:, 1, 2, None, None]
-    d_cam = torch.stack([(xs - cx) / fx, (ys - cy) / fy, torch.ones_like(xs).expand_as((xs - cx) / fx)], dim=-1)
-    d_cam = F.normalize(d_cam, dim=-1)
+    u, v = (xs - cx) / fx, (ys - cy) / fy
+    d_cam = F.normalize(torch.stack([u, v, torch.ones_like(u)], dim=-1), dim=-1)
     rot, trans = viewmats[:, :3, :3], viewmats[:, :3, 3]
     dirs = torch.einsum("bji,bhwj->bhwi", rot, d_cam)
     origins = (-torch.einsum("bji,bj->bi", rot, trans))[:, None, None].expand_as(dirs)
@@ -272,7 +273,7 @@ def _march_torch(
 
 def _sample_nerfacc(
     grid: DensityGrid, origins: Tensor, dirs: Tensor, near: float, far: float, step: float
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """nerfacc's CUDA occupancy-grid marcher over our grid (one level, our occupancy as its binaries)."""
     from nerfacc import OccGridEstimator, render_weight_from_density
 
@@ -296,7 +297,7 @@ def _sample_nerfacc(
     )
     vox = voxels_of(ray, t_s, t_e)
     weights, _, _ = render_weight_from_density(t_s, t_e, flat_density[vox], ray_indices=ray, n_rays=len(origins))
-    return ray, t_s, t_e, vox, weights, flat_density[vox]
+    return ray, t_s, t_e, vox, weights
 
 
 def _voxel_rows(grid: DensityGrid, values: Tensor, values_on: str) -> tuple[Tensor, Tensor]:
@@ -328,6 +329,30 @@ def _voxel_rows(grid: DensityGrid, values: Tensor, values_on: str) -> tuple[Tens
     return table, row
 
 
+def _value_taps(grid: DensityGrid, row: Tensor, vox: Tensor, pos: Tensor, interp: str) -> list[tuple[Tensor, Tensor]]:
+    """(value-table rows, weights) per sample for each tap of the interpolation; weights sum to 1 per sample."""
+    if interp == "nearest":
+        rows = row[vox]
+        has = rows >= 0
+        return [(rows.clamp_min(0), has.to(pos.dtype))]
+    nx, ny, nz = grid.shape
+    # A one-voxel border of "no value" around the row table spares the per-tap range checks.
+    padded = F.pad(row.reshape(1, nx, ny, nz), (1, 1, 1, 1, 1, 1), value=-1).reshape(-1)
+    g = (pos - grid.lo) / grid.voxel + 0.5  # padded voxel-centre coordinates
+    base = torch.floor(g).long()
+    frac = g - base
+    dims = torch.tensor([nx + 2, ny + 2, nz + 2], device=pos.device)
+    base = torch.minimum(base.clamp_min(0), dims - 2)
+    stride = (ny + 2) * (nz + 2), nz + 2, 1
+    axes = [((base[:, a] * stride[a], 1 - frac[:, a]), ((base[:, a] + 1) * stride[a], frac[:, a])) for a in range(3)]
+    taps = []
+    for (ox, wx), (oy, wy), (oz, wz) in itertools.product(*axes):
+        rows = padded[ox + oy + oz]
+        taps.append((rows.clamp_min(0), wx * wy * wz * (rows >= 0)))
+    norm = torch.stack([w for _, w in taps]).sum(0).clamp_min(1e-12)
+    return [(rows, w / norm) for rows, w in taps]
+
+
 def render_volume(
     grid: DensityGrid,
     viewmats: Tensor,
@@ -339,11 +364,14 @@ def render_volume(
     near: float = 0.01,
     far: float = 1e10,
     step: float | None = None,
+    interp: str = "trilinear",
     backend: str = "auto",
 ) -> VolumeRender:
     """Render B views of the grid: expected depth, alpha, and `values` (P, C) per point (or (V, C) per occupied
     voxel with values_on="voxels") composited along rays, differentiable with respect to `values`.
 
+    `interp`: "trilinear" blends the values of the 8 voxels around each sample (voxels without a value left
+    out, the rest renormalised), "nearest" takes the sample's own voxel. Memory: samples × C per tap.
     `step` defaults to half a voxel. backend: "auto" (nerfacc for CUDA tensors, torch otherwise), "cuda",
     "torch" / "cpu".
     """
@@ -351,6 +379,8 @@ def render_volume(
         raise SegAnyError(
             "invalid_array", f"viewmats {tuple(viewmats.shape)} / Ks {tuple(Ks.shape)}: expected (B,4,4) / (B,3,3)"
         )
+    if interp not in ("trilinear", "nearest"):
+        raise SegAnyError("bad_request", f"interp must be 'trilinear' or 'nearest', not {interp!r}")
     if values_on not in ("points", "voxels"):
         raise SegAnyError("bad_request", f"values_on must be 'points' or 'voxels', not {values_on!r}")
     if values is not None and values.ndim != 2:
@@ -364,7 +394,7 @@ def render_volume(
     if backend == "cuda" or (backend == "auto" and grid.density.is_cuda):
         if not grid.density.is_cuda:
             raise SegAnyError("unsupported", "backend='cuda' needs the grid on a CUDA device")
-        ray, t_s, t_e, vox, weights, _ = _sample_nerfacc(grid, origins, dirs, near, far, step)
+        ray, t_s, t_e, vox, weights = _sample_nerfacc(grid, origins, dirs, near, far, step)
     else:
         ray, t_s, t_e, vox, weights = _march_torch(grid, origins, dirs, near, far, step)
     alpha = torch.zeros(n_rays, dtype=dtype, device=dirs.device).index_add(0, ray, weights)
@@ -373,12 +403,11 @@ def render_volume(
     out = None
     if values is not None:
         table, row = _voxel_rows(grid, values, values_on)
-        r = row[vox]
-        has = r >= 0
-        contrib = weights[has, None].to(values.dtype) * table[r[has]]
-        out = torch.zeros(n_rays, values.shape[1], dtype=values.dtype, device=values.device).index_add(
-            0, ray[has], contrib
-        )
+        pos = origins[ray] + (0.5 * (t_s + t_e))[:, None] * dirs[ray]
+        taps = _value_taps(grid, row, vox, pos, interp)
+        per_sample = sum(coef[:, None].to(values.dtype) * table[rows] for rows, coef in taps)
+        out = torch.zeros(n_rays, values.shape[1], dtype=values.dtype, device=values.device)
+        out = out.index_add(0, ray, weights[:, None].to(values.dtype) * per_sample)
         out = out.reshape(-1, height, width, values.shape[1])
     b = viewmats.shape[0]
     return VolumeRender(

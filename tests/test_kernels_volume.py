@@ -34,7 +34,22 @@ def look_from(eye: list[float], target: list[float], w: int, h: int, f: float) -
     return torch.tensor(m[None]), torch.tensor(k[None])
 
 
-def per_ray_reference(grid, vm, ks, w, h, step, voxel_values=None):
+def trilinear(dense: np.ndarray, has: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Blend the values of the 8 voxel centres around grid coordinate g, leaving out voxels without a value."""
+    base = np.floor(g - 0.5).astype(int)
+    frac = g - 0.5 - base
+    acc, norm = np.zeros(dense.shape[-1]), 0.0
+    for corner in np.ndindex(2, 2, 2):
+        ijk = base + np.array(corner)
+        if (ijk < 0).any() or (ijk >= np.array(has.shape)).any() or not has[tuple(ijk)]:
+            continue
+        wgt = np.prod(np.where(np.array(corner) == 1, frac, 1 - frac))
+        acc += wgt * dense[tuple(ijk)]
+        norm += wgt
+    return acc / norm
+
+
+def per_ray_reference(grid, vm, ks, w, h, step, voxel_values=None, interp="nearest"):
     """March every pixel's ray on its own from where it enters the box, one fixed step at a time."""
     dens = grid.density.numpy()
     lo, hi = grid.lo.numpy(), grid.hi.numpy()
@@ -62,7 +77,10 @@ def per_ray_reference(grid, vm, ks, w, h, step, voxel_values=None):
                 alpha[y, x] += wgt
                 depth[y, x] += wgt * t * dc[2]
                 if vals is not None and sigma > 0:
-                    vals[y, x] += wgt * voxel_values[tuple(ijk)]
+                    if interp == "nearest":
+                        vals[y, x] += wgt * voxel_values[tuple(ijk)]
+                    else:
+                        vals[y, x] += wgt * trilinear(voxel_values, dens > 0, (origin + t * d - lo) / grid.voxel)
                 trans_ *= math.exp(-sigma * step)
                 kk += 1
             depth[y, x] = depth[y, x] / alpha[y, x] if alpha[y, x] > 0 else 0.0
@@ -94,7 +112,7 @@ def test_march_matches_per_ray_reference_with_voxel_values():
     n_vox = g.voxel_ids.numel()
     vox_vals = torch.randn(n_vox, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     step = 0.37 * g.voxel
-    r = render_volume(g, vm, ks, 12, 9, values=vox_vals, values_on="voxels", step=step)
+    r = render_volume(g, vm, ks, 12, 9, values=vox_vals, values_on="voxels", step=step, interp="nearest")
     dense = np.zeros((*g.shape, 2))
     dense.reshape(-1, 2)[g.voxel_ids.numpy()] = vox_vals.numpy()
     alpha, depth, vals = per_ray_reference(g, vm, ks, 12, 9, step, dense)
@@ -105,6 +123,9 @@ def test_march_matches_per_ray_reference_with_voxel_values():
     s = r.samples
     assert (s.weights > 0).all() and (s.t_ends > s.t_starts).all()
     assert (torch.diff(s.ray_ids) >= 0).all(), "samples are grouped by ray"
+    smooth = render_volume(g, vm, ks, 12, 9, values=vox_vals, values_on="voxels", step=step)
+    _, _, want = per_ray_reference(g, vm, ks, 12, 9, step, dense, interp="trilinear")
+    np.testing.assert_allclose(smooth.values[0].numpy(), want, atol=1e-9)
 
 
 def test_point_values_take_the_nearest_point_voxel_mean():
@@ -113,7 +134,7 @@ def test_point_values_take_the_nearest_point_voxel_mean():
     vals = torch.arange(7, dtype=torch.float64)[:, None] * torch.tensor([[1.0, -2.0]], dtype=torch.float64)
     vm, ks = look_from([2.2, -1.5, 1.6], [0.5, 0.5, 0.5], 12, 9, 11.0)
     step = 0.5 * g.voxel
-    r = render_volume(g, vm, ks, 12, 9, values=vals, step=step)
+    r = render_volume(g, vm, ks, 12, 9, values=vals, step=step, interp="nearest")
     cells = np.floor((pts.numpy() - g.lo.numpy()) / g.voxel).astype(int)
     dense = np.zeros((*g.shape, 2))
     for ijk in zip(*np.nonzero(g.density.numpy() > 0), strict=True):

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,20 @@ def bumpy_sphere(n_lat: int, n_lon: int) -> tuple[np.ndarray, np.ndarray]:
     return vertices, np.concatenate(faces).astype(np.int64)
 
 
+def interleaved(fns: list[Callable[[], Any]], repeat: int) -> list[float]:
+    """Median wall seconds of each function, run in turns after one warm-up turn: on a shared machine
+    the load drifts, and taking turns exposes a figure and its baseline to the same drift."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, acc in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in times]
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -105,9 +121,8 @@ def _mesh_rows(quick: bool, extra: dict[str, Any], device: str = "cpu") -> list[
     scene = rtcore_scene.EmbreeScene()
     TriangleMesh(scene, vertices[faces])
     origins, dirs = primary_rays(viewmat, k, size, size)
-    repeat = 3 if quick else 7
-    t_embree = timeit(lambda: scene.run(origins, dirs, output=1), repeat=repeat)
-    t_torch = timeit(raster, repeat=repeat)
+    repeat = 3 if quick else 9
+    t_torch, t_embree = interleaved([raster, lambda: scene.run(origins, dirs, output=1)], repeat)
     case = f"mesh raster {len(faces) // 1000}K tris {size}² ({device})"
     rows = [Row(case, "time", t_torch, "s", "embreex primary rays (CPU, 1 thread)", t_embree, "<= embree")]
     result = raster()
@@ -165,8 +180,7 @@ def _similarity_rows(quick: bool, extra: dict[str, Any], device: str) -> list[Ro
             scale_gated_similarity(src, q, g)
             _sync(device)
 
-        t_copy = timeit(copy, repeat=5)
-        t_sim = timeit(query_all, repeat=5)
+        t_sim, t_copy = interleaved([query_all, copy], 7)
         name = str(dtype).removeprefix("torch.")
         copy_bw = 2 * nbytes / t_copy / 1e9  # read + write
         rows.append(

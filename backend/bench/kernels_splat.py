@@ -101,8 +101,7 @@ def _splat_rows(name: str, scene: tuple, size: int, channels: int, n_sub: int, r
     sub = tuple(t[pick] for t in scene)
     base = _measure(lambda: _splat_fwd_bwd(sub, feats[pick], vm, ks, size, rasterize_splats_reference), repeat=1)
     case = (
-        f"splat fwd+bwd CPU, {name} {n:,} Gaussians, {size}², {channels} ch "
-        f"(baseline run on {n_sub} Gaussians, ×{n / n_sub:.0f} linear in N)"
+        f"splat fwd+bwd, {name} {n:,} G, {size}², {channels} ch (baseline on {n_sub} G, ×{n / n_sub:.0f} linear in N)"
     )
     scaled = (base[0] * n / n_sub, base[1] * n / n_sub)
     return _pair(case, ours, scaled, "per-Gaussian torch", "< 0.5 s on 2 cores" if n >= 100_000 else None)
@@ -162,8 +161,8 @@ def _volume_rows(scale: int, resolution: int, repeat: int) -> list[Row]:
     ours = _measure(lambda: render_volume(grid, vm, ks, w, h, values=cols, step=step), repeat=repeat)
     base = _measure(lambda: plain_march(grid, vm, ks, w, h, step), repeat=1)
     case = (
-        f"volume render CPU, garden {len(pts):,} points, grid {'×'.join(map(str, grid.shape))} "
-        f"(built in {build[1]:.2f} s CPU), {len(vm)} real cameras {w}×{h}, rgb"
+        f"volume, garden {len(pts):,} pts, grid {'×'.join(map(str, grid.shape))} built in {build[1]:.2f} s, "
+        f"{len(vm)} cams {w}×{h}, rgb"
     )
     return _pair(case, ours, base, "fixed-step marcher, no skipping, alpha only", None)
 
@@ -207,7 +206,7 @@ def bench_rows(quick: bool) -> list[Row]:
         rows += _volume_rows(scale=8, resolution=48, repeat=1)
     else:
         rows = _splat_rows("torus", torus_scene(100_000), 256, 32, n_sub=200, repeat=5)
-        rows += _splat_rows("real donut.ply", _donut_scene(), 256, 32, n_sub=200, repeat=5)
+        rows += _splat_rows("donut.ply", _donut_scene(), 256, 32, n_sub=200, repeat=5)
         rows += _volume_rows(scale=2, resolution=256, repeat=3)
     if torch.cuda.is_available():
         rows += _cuda_rows(quick)

@@ -90,19 +90,31 @@ def write_report(name: str, out_dir: Path, rows: list[Row], extra: dict[str, Any
 
 
 def _plot(name: str, path: Path, rows: list[Row]) -> None:
+    """Horizontal bars, ours vs the same-run baseline, one panel per unit (times and rates don't share an axis)."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4.5))
-    x = np.arange(len(rows))
-    ax.bar(x - 0.2, [r.value for r in rows], 0.4, label="SegAny")
-    ax.bar(x + 0.2, [r.baseline_value or 0 for r in rows], 0.4, label="baseline (same run)")
-    ax.set_xticks(x, [f"{r.case}\n{r.metric} [{r.unit}]" for r in rows], fontsize=7, rotation=20, ha="right")
-    ax.set_yscale("log")
-    ax.set_title(f"segany bench {name}")
-    ax.legend()
+    units = list(dict.fromkeys(r.unit for r in rows))
+    heights = [max(1.5, 0.55 * sum(r.unit == u for r in rows) + 0.8) for u in units]
+    fig, axes = plt.subplots(len(units), 1, figsize=(11, sum(heights)), height_ratios=heights, squeeze=False)
+    for ax, unit in zip(axes[:, 0], units, strict=True):
+        sel = [r for r in rows if r.unit == unit]
+        y = np.arange(len(sel))
+        ax.barh(y - 0.2, [r.value for r in sel], 0.4, label="SegAny")
+        ax.barh(y + 0.2, [r.baseline_value or 0 for r in sel], 0.4, label="baseline (same run)")
+        labels = [textwrap.shorten(f"[{r.metric}] {r.case}", 90) for r in sel]
+        ax.set_yticks(y, ["\n".join(textwrap.wrap(t, 48)) for t in labels], fontsize=7)
+        ax.invert_yaxis()
+        values = [v for r in sel for v in (r.value, r.baseline_value) if v]
+        if values and max(values) / max(min(values), 1e-12) > 50:
+            ax.set_xscale("log")
+        ax.set_xlabel(unit)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0, 0].set_title(f"segany bench {name}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
