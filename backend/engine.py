@@ -23,6 +23,7 @@ from . import __version__
 from .cache import Cache, options_key
 from .errors import SegAnyError
 from .jobs import JobContext
+from .jsonable import jsonable
 from .methods import Method, Selection, State, get_method, method_names
 from .priors import get_prior, prior_class, prior_names
 from .scene import Scene, scene_from_arrays, scene_id
@@ -250,7 +251,7 @@ class Engine:
                 _, prior = self._prior_for(m, job.prior, popts)
                 state = m.prepare(scene, prior, opts, job.ctx)
                 job.ctx.check()
-                record = {"prior": job.prior, "options": _jsonable(opts)}
+                record = {"prior": job.prior, "options": jsonable(opts)}
                 self.cache.save(job.scene_id, job.method, key, state, record)
                 job.message = "prepared"
             else:
@@ -320,15 +321,3 @@ class Engine:
             for j in self._jobs.values():
                 j.cancel()
         self._worker.shutdown(wait=True, cancel_futures=True)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return {"array": str(obj.dtype), "shape": list(obj.shape)}
-    if isinstance(obj, (np.integer, np.floating)):
-        return obj.item()
-    return obj

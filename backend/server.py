@@ -40,6 +40,7 @@ from .addon import wire
 from .addon.client import default_state_file
 from .engine import Engine, Job
 from .errors import SegAnyError
+from .jsonable import jsonable
 
 log = logging.getLogger("segany.server")
 
@@ -137,21 +138,6 @@ def _field(header: dict[str, Any], name: str, kind: type | tuple[type, ...], def
         want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise SegAnyError("bad_request", f"field {name!r} must be {want}, got {type(value).__name__}")
     return value
-
-
-def _plain(obj: Any) -> Any:
-    """Engine results as JSON: numpy scalars to numbers, paths to strings, small arrays described."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return {"array": str(obj.dtype), "shape": list(obj.shape)}
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 class Server:
@@ -386,7 +372,7 @@ class Server:
             reply = handler(conn, header, arrays)
             if reply is not None:
                 fields, out = reply
-                conn.send({"id": rid, "ok": True, **_plain(fields)}, out)
+                conn.send({"id": rid, "ok": True, **jsonable(fields)}, out)
         except SegAnyError as e:
             conn.error(rid, e.code, e.message)
         except wire.WireError as e:
@@ -501,7 +487,7 @@ def _final_event(job: Job) -> dict[str, Any]:
     if job.error is not None:
         out["error"] = job.error.to_dict()
     else:
-        out["result"] = _plain(job.to_dict())
+        out["result"] = jsonable(job.to_dict())
     return out
 
 

@@ -189,6 +189,8 @@ def _check_inputs(
 def _pixel_normals(vertices: torch.Tensor, faces: torch.Tensor, tri_ids: torch.Tensor) -> torch.Tensor:
     """(B, H, W, 3) unit world-space normal of each pixel's face, 0 on background (1-D gathers
     throughout: gathering whole rows is several times slower in torch)."""
+    if len(faces) == 0:
+        return torch.zeros((*tri_ids.shape, 3), dtype=torch.float32, device=vertices.device)
     cols = vertices.T.contiguous()
     corner = [[cols[d].index_select(0, faces[:, k].contiguous()) for d in range(3)] for k in range(3)]
     e1 = [corner[1][d] - corner[0][d] for d in range(3)]

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SegAnyError
+from ..jsonable import jsonable
 from .metrics import MIOU_AT, NOC_AT, mean_curve, summarize
 from .targets import MAX_TARGETS, MIN_FRACTION
 
@@ -68,20 +69,6 @@ PROTOCOL = {
     "iou": "surface-area weighted on meshes, element count on splats and points",
 }
 KEYS = [*(f"miou@{k}" for k in MIOU_AT), *(f"noc@{t}" for t in NOC_AT)]
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return {"array": str(obj.dtype), "shape": list(obj.shape)}
-    if isinstance(obj, (np.integer, np.floating, np.bool_)):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def _versions() -> dict[str, str]:
@@ -138,7 +125,7 @@ def build_results(config: dict[str, Any], shapes: list[dict[str, Any]]) -> dict[
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
-    return _jsonable(
+    return jsonable(
         {
             "schema": SCHEMA,
             "summary": over(shapes),
