@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -31,14 +30,11 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cu
 
 
 def _engine(cache_dir: Path | None = None, device: str = "auto"):
-    from .engine import Engine
+    from .engine import Engine, checkpoints_from_env
+    from .kernels import tune_cpu_allocator
 
-    checkpoints = {
-        name: os.environ[var]
-        for name, var in (("sam", "SEGANY_SAM_CHECKPOINT"), ("clip", "SEGANY_CLIP_CHECKPOINT"))
-        if os.environ.get(var)
-    }
-    return Engine(cache_dir=cache_dir, device=device, checkpoints=checkpoints)
+    tune_cpu_allocator()
+    return Engine(cache_dir=cache_dir, device=device, checkpoints=checkpoints_from_env())
 
 
 def _fail(exc: SegAnyError) -> None:
@@ -84,26 +80,16 @@ def info(cache_dir: CacheOpt = None, device: DeviceOpt = "auto") -> None:
     console.print_json(json.dumps(data, default=str))
 
 
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="listen address; loopback unless you really mean otherwise")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="0 = chosen by the OS")] = 0,
-    state_file: Annotated[Path | None, typer.Option(help="where port, pid and token are written (mode 0600)")] = None,
-    parent_pid: Annotated[int | None, typer.Option(help="exit when this process dies (Blender)")] = None,
-    cache_dir: CacheOpt = None,
-    device: DeviceOpt = "auto",
-) -> None:
-    """Run the backend server (what the Blender add-on starts)."""
-    from .server import serve as run_server
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def serve(ctx: typer.Context) -> None:
+    """Run the backend server (what the Blender add-on starts): same options as `python -m segany.server --help`.
 
-    def ready(bound_host: str, bound_port: int) -> None:
-        console.print(
-            f"segany backend listening on {bound_host}:{bound_port} (token in the state file); Ctrl+C stops it"
-        )
+    --host (loopback by default), --port (0 = chosen by the OS), --state-file (port, pid, token; mode 0600),
+    --parent-pid (exit when Blender dies), --cache-dir, --device.
+    """
+    from .server import main
 
-    run_server(
-        _engine(cache_dir, device), host=host, port=port, state_file=state_file, parent_pid=parent_pid, ready=ready
-    )
+    main(ctx.args)
 
 
 @app.command()

@@ -7,6 +7,7 @@ queries run on the caller's thread, so a long job never blocks a short query.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 import traceback
@@ -29,6 +30,12 @@ from .priors import get_prior, prior_class, prior_names
 from .scene import Scene, scene_from_arrays, scene_id
 
 JobCallback = Callable[["Job"], None]
+CHECKPOINT_ENV = {"sam": "SEGANY_SAM_CHECKPOINT", "clip": "SEGANY_CLIP_CHECKPOINT"}
+
+
+def checkpoints_from_env() -> dict[str, str]:
+    """Checkpoint files the user pointed at with SEGANY_SAM_CHECKPOINT / SEGANY_CLIP_CHECKPOINT."""
+    return {name: os.environ[var] for name, var in CHECKPOINT_ENV.items() if os.environ.get(var)}
 
 
 def resolve_device(device: str) -> str:

@@ -38,9 +38,10 @@ import numpy as np
 from . import __version__
 from .addon import wire
 from .addon.client import default_state_file
-from .engine import Engine, Job
+from .engine import Engine, Job, checkpoints_from_env
 from .errors import SegAnyError
 from .jsonable import jsonable
+from .kernels import tune_cpu_allocator
 
 log = logging.getLogger("segany.server")
 
@@ -564,7 +565,8 @@ def main(argv: list[str] | None = None) -> None:
     def announce(host: str, port: int) -> None:
         print(json.dumps({"ready": True, "host": host, "port": port, "pid": os.getpid()}), flush=True)
 
-    engine = Engine(cache_dir=args.cache_dir, device=args.device)
+    tune_cpu_allocator()
+    engine = Engine(cache_dir=args.cache_dir, device=args.device, checkpoints=checkpoints_from_env())
     serve(engine, args.host, args.port, args.state_file, args.parent_pid, ready=announce)
 
 

@@ -1,8 +1,8 @@
 """Scatter reductions: rows of `src` reduced into `dim_size` buckets by `index` (lifting 2D answers to
 3D elements: per-pixel values summed, averaged or maxed into per-vertex / per-Gaussian slots).
 
-torch-scatter when it is installed (segment kernels, fastest on CUDA), else torch's own scatter_reduce;
-both give the same numbers: empty buckets are 0 for every reduction, mean divides by the count.
+torch-scatter when it is installed with support for the inputs' device, else torch's own
+scatter_reduce; both give the same numbers: empty buckets are 0 for every reduction, mean divides by the count.
 Differentiable with respect to `src` either way.
 """
 
@@ -40,11 +40,13 @@ def scatter(
         dim_size = int(index.max()) + 1 if len(index) else 0
     if len(index) and (int(index.min()) < 0 or int(index.max()) >= dim_size):
         raise SegAnyError("invalid_array", f"scatter indices must lie in [0, {dim_size})")
-    default = "torch_scatter" if HAVE_TORCH_SCATTER else "torch"
+    default = "torch_scatter" if _torch_scatter_runs_on(src.device) else "torch"
     choice = resolve_backend(backend, src.device, cpu=default, cuda=default, others=("torch_scatter", "torch"))
     if choice == "torch_scatter":
-        if not HAVE_TORCH_SCATTER:
-            raise SegAnyError("unsupported", "torch-scatter is not installed; use backend='torch'")
+        if not _torch_scatter_runs_on(src.device):
+            raise SegAnyError(
+                "unsupported", f"torch-scatter is not installed with {src.device.type} support; use backend='torch'"
+            )
         import torch_scatter
 
         return torch_scatter.scatter(src, index, dim=0, dim_size=dim_size, reduce=reduce)
@@ -52,3 +54,14 @@ def scatter(
     out = src.new_zeros((dim_size, *src.shape[1:]))
     op = {"sum": "sum", "mean": "mean", "max": "amax", "min": "amin"}[reduce]
     return out.scatter_reduce(0, expanded, src, op, include_self=False)
+
+
+def _torch_scatter_runs_on(device: torch.device) -> bool:
+    """torch-scatter wheels built without CUDA import fine but fail on CUDA tensors."""
+    if not HAVE_TORCH_SCATTER:
+        return False
+    if device.type != "cuda":
+        return True
+    import torch_scatter  # noqa: F401  (registers torch.ops.torch_scatter)
+
+    return int(torch.ops.torch_scatter.cuda_version()) != -1

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 from segany.errors import SegAnyError
-from segany.kernels import resolve_backend
+from segany.kernels import resolve_backend, tune_cpu_allocator
 from segany.kernels.fps import farthest_point_sampling
 from segany.kernels.knn import knn
 from segany.kernels.scatter import HAVE_TORCH_SCATTER, scatter
@@ -162,6 +164,11 @@ def test_resolve_backend() -> None:
     assert resolve_backend("x", cpu, cpu="a", cuda="b", others=("x",)) == "x"
     with pytest.raises(SegAnyError):
         resolve_backend("y", cpu, cpu="a", cuda="b")
+
+
+def test_tune_cpu_allocator_applies_on_linux() -> None:
+    assert tune_cpu_allocator() is sys.platform.startswith("linux")
+    assert torch.ones(1 << 20).sum() == 1 << 20  # allocation still works afterwards
 
 
 @needs_gpu

@@ -8,6 +8,7 @@ baseline is the evaluation harness's classical method (random walk on the dual g
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         "n_faces": len(scene.faces),
         "clicks": clicks,
         "torch_threads": torch.get_num_threads(),
+        "load_average_1_5_15": list(os.getloadavg()),
         "options": state.meta["options"],
         "prepare_stages_s": state.meta["timings"],
         "training_samples": state.meta["samples"],

@@ -12,6 +12,8 @@ On a machine with CUDA the raster and the similarity are also timed on the GPU.
 
 torch runs with SEGANY_BENCH_THREADS threads (default 1): embreex casts on one thread, and on a shared
 or busy machine torch's OpenMP threads wait on each other so much that multi-threaded figures mean little.
+The process runs with `segany.kernels.tune_cpu_allocator()` applied, as the backend should (see there).
+Each figure and its baseline are timed in turns (`interleaved`), so load drift hits both alike.
 """
 
 from __future__ import annotations
@@ -39,8 +41,14 @@ def run(out_dir: Path, quick: bool = False) -> dict:
 
 
 def _run(out_dir: Path, quick: bool) -> dict:
+    from segany.kernels import tune_cpu_allocator
+
     rows: list[Row] = []
-    extra: dict[str, Any] = {"quick": quick, "torch_threads": torch.get_num_threads()}
+    extra: dict[str, Any] = {
+        "quick": quick,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_allocator_tuned": tune_cpu_allocator(),
+    }
     rows += _mesh_rows(quick, extra)
     rows += _similarity_rows(quick, extra, "cpu")
     rows += _knn_rows(quick, extra)

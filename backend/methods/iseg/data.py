@@ -142,6 +142,17 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
+def _keeps(mask: np.ndarray, first: np.ndarray, min_pixels: int) -> bool:
+    """A two- or three-click answer must keep most of the first click's own mask.
+
+    A prior may answer a negative click by removing nearly everything (the geometric prior removes the
+    largest region around the negative point that holds no positive point, which can swallow the rest
+    of the object); trained on such answers the decoder learns that any negative click empties the
+    selection, and no later positive click brings it back.
+    """
+    return mask.sum() >= min_pixels and (mask & first).sum() >= 0.5 * first.sum()
+
+
 @dataclass
 class _View:
     """What the sample generator knows about one (click vertex, view) pair."""
@@ -193,7 +204,8 @@ def make_samples(
 
     iSeg: first click on a sampled vertex; second positive clicks on sampled vertices outside the mask
     and negative ones inside it, within half the largest distance, kept when they grow / shrink the
-    mask by more than 10% IoU. A part-level prior cannot go finer than the part, so negative clicks
+    mask by more than 10% IoU (and, beyond iSeg, keep at least half of the first mask: `_keeps`).
+    A part-level prior cannot go finer than the part, so negative clicks
     start from the next larger candidate (part + neighbour) and take the neighbour back out.
 
     Added: corrective clicks land in thin error bands along a part's edge (in interactive use and in
@@ -254,7 +266,7 @@ def make_samples(
                 for j in _pick(pool, n_second, rng):
                     second = view.ask([(px, py, 1), (int(ox[j]), int(oy[j]), sign)], prev)
                     changed = second.sum() > base.sum() if sign > 0 else second.sum() < base.sum()
-                    if changed and _iou(base, second) < 0.9 and second.sum() >= min_pixels:
+                    if changed and _iou(base, second) < 0.9 and _keeps(second, first, min_pixels):
                         add(b, [(c, 1), (int(others[j]), sign)], kind, second)
 
             verts, ex, ey, inner, outer = _edge_vertices(visible, b, first, views.ids[b] >= 0)
@@ -262,12 +274,14 @@ def make_samples(
             for sign, kind, pool in ((1, BOUNDARY_POSITIVE, inner & (verts != c)), (-1, BOUNDARY_NEGATIVE, outer)):
                 for j in _pick(pool, n_second, rng):
                     edge = (int(ex[j]), int(ey[j]), sign)
-                    add(b, [(c, 1), (int(verts[j]), sign)], kind, view.ask([(px, py, 1), edge], logits))
+                    second = view.ask([(px, py, 1), edge], logits)
+                    if _iou(second, first) >= 0.5:
+                        add(b, [(c, 1), (int(verts[j]), sign)], kind, second)
                     if sign > 0 and len(neighbours):
                         k = int(rng.choice(neighbours))
-                        clicks = [(px, py, 1), edge, (int(ox[k]), int(oy[k]), -1)]
-                        third = view.ask(clicks, logits)
-                        add(b, [(c, 1), (int(verts[j]), 1), (int(others[k]), -1)], THIRD_NEGATIVE, third)
+                        third = view.ask([(px, py, 1), edge, (int(ox[k]), int(oy[k]), -1)], logits)
+                        if _keeps(third, first, min_pixels):
+                            add(b, [(c, 1), (int(verts[j]), 1), (int(others[k]), -1)], THIRD_NEGATIVE, third)
     return _pack(rows, masks, views)
 
 

@@ -14,6 +14,7 @@ import torch
 
 from ...errors import SegAnyError
 from ...jobs import JobContext
+from ...kernels.fps import farthest_point_sampling
 from ...priors import Prior
 from ...scene import MeshScene, Scene
 from ..base import Method, Selection, State
@@ -163,7 +164,7 @@ class ISeg(Method):
             "second_clicks": 5 if gpu else 2,
             "mask": "smallest",
             "min_mask_pixels": 4,
-            "decoder": "full" if gpu else "light",
+            "decoder": "light",
             "decoder_steps": 3000 if gpu else 200,
             "decoder_batch": 16,
             "decoder_pixels": 1024 if gpu else 384,
@@ -210,8 +211,6 @@ class ISeg(Method):
             positions.to(device), emb_corners, targets.to(device), enc_cfg, enc_sched, ctx.sub(0.15, 0.4), gen
         )
         timings["encoder"] = time.perf_counter() - t0 - sum(timings.values())
-
-        from segany.kernels.fps import farthest_point_sampling
 
         n_clicks = min(opts["click_vertices"], len(vertices))
         click_vertices = farthest_point_sampling(vertices, n_clicks, start=0).cpu().numpy().astype(np.int64)

@@ -42,10 +42,12 @@ def train_encoder(
 ) -> tuple[Encoder, torch.Tensor, list[float]]:
     """Fit the field to the prior's embeddings (MSE inside the silhouette, iSeg's loss).
 
-    positions (V, 3) normalised; targets (N, D) embedding at each corner row. Returns the encoder, the
-    per-vertex features (V, D) and the loss curve.
+    positions (V, 3) normalised, on the training device; corners and targets (N, D, the embedding at
+    each corner row) stay on the CPU and each step's draw moves over. Returns the encoder, the per-vertex
+    features (V, D) and the loss curve.
     """
-    encoder = Encoder(cfg, generator).to(positions.device)
+    dev = positions.device
+    encoder = Encoder(cfg, generator).to(dev)
     optim = torch.optim.Adam(encoder.parameters(), sched.lr)
     lr_sched = _cosine(optim, sched.steps)
     n = len(corners.pixel)
@@ -54,9 +56,10 @@ def train_encoder(
         ctx.progress(step / sched.steps, f"encoder step {step + 1}/{sched.steps}")
         rows = torch.randint(n, (min(sched.batch, n),), generator=generator)
         used, inverse = torch.unique(corners.vertices[rows], return_inverse=True)
-        feats = encoder(positions[used])
-        rendered = (feats[inverse] * corners.weights[rows].unsqueeze(-1)).sum(dim=1)
-        loss = (rendered - targets[rows]).pow(2).sum(dim=-1).mean()
+        feats = encoder(positions[used.to(dev)])
+        weights = corners.weights[rows].to(dev).unsqueeze(-1)
+        rendered = (feats[inverse.to(dev)] * weights).sum(dim=1)
+        loss = (rendered - targets[rows].to(dev)).pow(2).sum(dim=-1).mean()
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
@@ -85,7 +88,8 @@ def train_decoder(
     generator: torch.Generator,
 ) -> tuple[Decoder, list[float]]:
     """Fit the click decoder so its probabilities, rendered into each sample's view, match the mask."""
-    decoder = Decoder(cfg).to(features.device)
+    dev = features.device
+    decoder = Decoder(cfg).to(dev)
     optim = torch.optim.Adam(decoder.parameters(), sched.lr)
     lr_sched = _cosine(optim, sched.steps)
     view = torch.as_tensor(samples.view)
@@ -101,11 +105,11 @@ def train_decoder(
         s = torch.randint(len(samples), (sched.batch,), generator=generator)
         u = torch.rand(len(s), sched.pixels, generator=generator)
         rows = start[s, None] + (u * count[s, None]).long()
-        target = masks[s[:, None], corners.pixel[rows]].float()
-        verts = corners.vertices[rows].reshape(len(s), -1)
-        logits = decoder(features[verts], features[clicks[s]], positive[s], valid[s])
+        target = masks[s[:, None], corners.pixel[rows]].float().to(dev)
+        verts = corners.vertices[rows].reshape(len(s), -1).to(dev)
+        logits = decoder(features[verts], features[clicks[s].to(dev)], positive[s].to(dev), valid[s].to(dev))
         prob = torch.sigmoid(logits).reshape(len(s), sched.pixels, 3)
-        rendered = (prob * corners.weights[rows]).sum(dim=-1).clamp(1e-6, 1 - 1e-6)
+        rendered = (prob * corners.weights[rows].to(dev)).sum(dim=-1).clamp(1e-6, 1 - 1e-6)
         loss = F.binary_cross_entropy(rendered, target) + dice_weight * dice_loss(rendered, target)
         optim.zero_grad(set_to_none=True)
         loss.backward()
