@@ -335,7 +335,8 @@ class GeometricPrior(Prior):
         ]
         neg = [int(leaf) for leaf, lab in zip(hit, labels, strict=True) if lab <= 0 and leaf < n_leaf]
         picks = [_candidates(tree, leaf) for leaf in pos]
-        removed = tree.mask(_negative_subtrees(tree, neg, pos)) if neg else np.zeros((h, w), bool)
+        held = [int(leaf) for leaf, lab in zip(hit, labels, strict=True) if lab > 0 and leaf < n_leaf]
+        removed = tree.mask(_negative_subtrees(tree, neg, held)) if neg else np.zeros((h, w), bool)
         masks = np.zeros((3, h, w), dtype=bool)
         scores = np.zeros(3, dtype=np.float32)
         for rank in range(3):
