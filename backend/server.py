@@ -24,7 +24,6 @@ import secrets
 import selectors
 import signal
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -37,6 +36,7 @@ import numpy as np
 
 from . import __version__
 from .addon import wire
+from .addon.backend_process import pid_alive
 from .addon.client import default_state_file
 from .engine import Engine, Job, checkpoints_from_env
 from .errors import SegAnyError
@@ -265,7 +265,7 @@ class Server:
         # A direct child also notices re-parenting, which is immune to the parent's pid being reused.
         direct = os.name == "posix" and os.getppid() == self.parent_pid
         while not self._stopping.wait(0.5):
-            if (direct and os.getppid() != self.parent_pid) or not _alive(self.parent_pid):
+            if (direct and os.getppid() != self.parent_pid) or not pid_alive(self.parent_pid):
                 log.info("parent process %s is gone: shutting down", self.parent_pid)
                 threading.Thread(target=self.stop, name="segany-stop", daemon=True).start()
                 return
@@ -495,34 +495,6 @@ def _final_event(job: Job) -> dict[str, Any]:
 def _rid(header: dict[str, Any] | None) -> int | str | None:
     rid = (header or {}).get("id")
     return rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else None
-
-
-def _alive(pid: int | None) -> bool:
-    """Whether process `pid` still runs (zombies count as dead). Never signals it on Windows."""
-    if pid is None:
-        return True
-    if sys.platform == "win32":
-        import ctypes
-
-        kernel32 = ctypes.windll.kernel32
-        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-        if not handle:
-            return False
-        code = ctypes.c_ulong()
-        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
-        kernel32.CloseHandle(handle)
-        return code.value == 259  # STILL_ACTIVE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def serve(

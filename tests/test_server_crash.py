@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import server_harness
 
+from segany.addon.backend_process import pid_alive
 from segany.addon.client import BackendUnavailable, Client, RemoteError
 from segany.cache import Cache
-from segany.server import _alive
 
 
 def _scene(client: Client, seed: int) -> str:
@@ -144,7 +144,7 @@ def test_the_server_exits_when_its_parent_dies(tmp_path: Path) -> None:
     assert parent.returncode == 0, parent.stderr
     server_pid = int(parent.stdout.split()[-1])
     deadline = time.monotonic() + 20
-    while _alive(server_pid) or state.exists():
+    while pid_alive(server_pid) or state.exists():
         assert time.monotonic() < deadline, "the orphaned server kept running"
         time.sleep(0.1)
     assert "parent process" in (tmp_path / "server.log").read_text()
