@@ -1,31 +1,46 @@
 """SAGA's scale-gated similarity query: score_i = cos(g ⊙ f_i, g ⊙ q) for every Gaussian i.
 
 g = g(s) is the gate SAGA's scale MLP gives for the physical scale s of the click, f_i the per-Gaussian
-affinity feature, q the query feature. With gq = g ⊙ q:
+affinity feature, q the query feature. With h_i = g ⊙ f_i and gq = g ⊙ q:
 
-    score_i = (f_i · (g ⊙ gq)) / (sqrt((f_i ⊙ f_i) · g²) · ‖gq‖)
+    score_i = (h_i · gq / ‖gq‖) / ‖h_i‖
 
-so the query is two matrix-vector products against (C,) vectors. Memory bandwidth is the limit (a
-click scores millions of Gaussians), so the features are read once: block by block (sized to stay in
-cache), each block is widened to float32 once (fp16 / bf16 features accumulate in fp32), and both
-products run on the cached block. No (N, C) temporary is ever made. A zero gated feature scores 0.
+Memory bandwidth is the limit (a click scores millions of Gaussians), so the features are read once.
+On the CPU a fused numba loop widens each row to float32 in registers (fp16 / bf16 features accumulate in
+fp32) and forms both dot products in that one read; the rows are split over torch's intra-op thread count.
+torch ops cannot do this: each op is a separate pass, and the per-row reductions run at a third of the
+memory bandwidth even from cache (measured on a 2-core EPYC: 32% / 15% of copy bandwidth for fp32 / fp16
+against 60-80% / 45-60% fused). On CUDA, or where numba is missing, the features go block by block
+(sized to stay in cache) through torch matrix-vector products. A zero gated feature scores 0.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import itertools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
 import torch
 
 from segany.errors import SegAnyError
 
 _CPU_BLOCK_ROWS = 16384
 _CUDA_BLOCK_ROWS = 1 << 18
+_LANES = 8  # float32 lanes of an AVX register
+_ROWS_PER_THREAD = 1 << 16  # below this, starting a thread costs more than it saves
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 
 def scale_gated_similarity(
     features: torch.Tensor, query: torch.Tensor, gate: torch.Tensor, block_rows: int | None = None
 ) -> torch.Tensor:
     """Scores (N,) float32 in [-1, 1] of `features` (N, C) (float32, float16 or bfloat16) against `query`
-    (C,) under the scale gate `gate` (C,)."""
+    (C,) under the scale gate `gate` (C,). `block_rows` sizes the blocks of the torch engine (CUDA, or a
+    CPU without numba); the fused CPU engine reads each row once and needs no blocks."""
     if features.dim() != 2:
         raise SegAnyError("invalid_array", f"features must be (N, C), got {tuple(features.shape)}")
     if features.dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -37,14 +52,24 @@ def scale_gated_similarity(
     if len(query) != c or len(gate) != c:
         raise SegAnyError("invalid_array", f"query and gate must have {c} channels, got {len(query)} and {len(gate)}")
     gq = gate * query
-    weight = gate * gq  # divided by ‖gq‖ below, so the products give the score directly
-    gate_sq = gate * gate
-    rows = block_rows or (_CUDA_BLOCK_ROWS if dev.type == "cuda" else _CPU_BLOCK_ROWS)
     gq_norm = float(gq.norm())
-    scores = torch.empty(n, dtype=torch.float32, device=dev)
     if n == 0 or gq_norm == 0.0:
-        return scores.zero_()
-    weight = weight / gq_norm
+        return torch.zeros(n, dtype=torch.float32, device=dev)
+    if dev.type == "cpu" and HAVE_NUMBA:
+        return _fused_cpu(features, gate, gq / gq_norm)
+    return _torch_blocks(
+        features, gate, gq / gq_norm, block_rows or (_CUDA_BLOCK_ROWS if dev.type == "cuda" else _CPU_BLOCK_ROWS)
+    )
+
+
+def _torch_blocks(features: torch.Tensor, gate: torch.Tensor, unit_gq: torch.Tensor, rows: int) -> torch.Tensor:
+    """Block-wise torch engine: each block is widened to float32 once and both products run on the cached
+    block, so no (N, C) temporary is ever made."""
+    n, c = features.shape
+    dev = features.device
+    weight = gate * unit_gq
+    gate_sq = gate * gate
+    scores = torch.empty(n, dtype=torch.float32, device=dev)
     den = torch.empty(min(rows, n), dtype=torch.float32, device=dev)
     widened = torch.empty((min(rows, n), c), dtype=torch.float32, device=dev)
     squares = torch.empty((min(rows, n), c), dtype=torch.float32, device=dev)
@@ -59,3 +84,173 @@ def scale_gated_similarity(
         # a zero gated feature has a zero numerator too: 0 · rsqrt(tiny) = 0
         out.mul_(den[:m].clamp_min_(1e-30).rsqrt_()).clamp_(-1.0, 1.0)
     return scores
+
+
+def _fused_cpu(features: torch.Tensor, gate: torch.Tensor, unit_gq: torch.Tensor) -> torch.Tensor:
+    """Fused numba engine over contiguous row ranges, one per torch intra-op thread (numba releases the
+    GIL), so the kernel and the rest of the process agree on how many cores to use."""
+    n, c = features.shape
+    feats = features.detach().contiguous()
+    if feats.dtype != torch.float32:
+        feats = feats.view(torch.int16)  # numba has no half types: the kernel widens the raw bits
+    rows = feats.numpy()
+    scores = np.empty(n, dtype=np.float32)
+    kernel = _kernel(c, str(features.dtype).removeprefix("torch."))
+    g, w = gate.numpy(), unit_gq.numpy()
+    parts = max(1, min(torch.get_num_threads(), n // _ROWS_PER_THREAD))
+    (a0, b0), *rest = itertools.pairwise(np.linspace(0, n, parts + 1).astype(np.int64))
+    with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:
+        others = [pool.submit(kernel, rows[a:b], g, w, scores[a:b]) for a, b in rest]
+        kernel(rows[a0:b0], g, w, scores[a0:b0])
+        for job in others:
+            job.result()  # re-raises a failure in that thread
+    return torch.from_numpy(scores)
+
+
+@functools.cache
+def _kernel(channels: int, dtype: str) -> Callable[..., None]:
+    """The fused loop compiled for one channel count and feature dtype. Rows go 8 at a time through
+    `_tile8` when the channels fill whole 8-float vectors; other rows through a plain loop."""
+    from numba import njit
+
+    widen = _scalar_widen(dtype)
+
+    # reassoc lets LLVM vectorise the two reductions; no approximate sqrt or division
+    @njit(fastmath={"reassoc", "contract"}, nogil=True, boundscheck=False)
+    def rows_loop(rows, gate, unit_gq, out, start):  # type: ignore[no-untyped-def]
+        for i in range(start, rows.shape[0]):
+            num = np.float32(0.0)
+            den = np.float32(0.0)
+            for j in range(channels):  # a constant count: LLVM unrolls the row into whole vectors
+                h = widen(rows[i, j]) * gate[j]
+                num += h * unit_gq[j]
+                den += h * h
+            # a zero gated feature has a zero numerator too: 0 / sqrt(tiny) = 0
+            out[i] = min(max(num / np.sqrt(max(den, np.float32(1e-30))), np.float32(-1.0)), np.float32(1.0))
+
+    if channels % _LANES:
+
+        @njit(nogil=True)
+        def plain(rows, gate, unit_gq, out):  # type: ignore[no-untyped-def]
+            rows_loop(rows, gate, unit_gq, out, 0)
+
+        return plain
+    tile8 = _tile8(channels, dtype)
+
+    @njit(nogil=True, boundscheck=False)
+    def kernel(rows, gate, unit_gq, out):  # type: ignore[no-untyped-def]
+        full = rows.shape[0] - rows.shape[0] % _LANES
+        for start in range(0, full, _LANES):
+            tile8(rows, gate, unit_gq, out, start)
+        rows_loop(rows, gate, unit_gq, out, full)
+
+    return kernel
+
+
+def _scalar_widen(dtype: str) -> Callable[..., float]:
+    """One feature element to float32: numba has no half types, so fp16 / bf16 arrive as int16 bits."""
+    from numba import njit, types
+    from numba.core.extending import intrinsic
+
+    if dtype == "float32":
+        return njit(inline="always")(lambda x: x)
+
+    @intrinsic
+    def widen(typingctx, bits):  # type: ignore[no-untyped-def]
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            return _widen_ir(builder, args[0], dtype)
+
+        return types.float32(types.int16), codegen
+
+    return widen
+
+
+def _widen_ir(builder: Any, bits: Any, dtype: str) -> Any:
+    """LLVM IR widening int16 bits (a scalar or a vector) of fp16 / bf16 to float32: fp16 through the half
+    type (one vcvtph2ps per 8 values on F16C CPUs), bf16 by moving the bits into the top of a float."""
+    from llvmlite import ir
+
+    count = bits.type.count if isinstance(bits.type, ir.VectorType) else None
+
+    def of(t: Any) -> Any:
+        return t if count is None else ir.VectorType(t, count)
+
+    if dtype == "float16":
+        return builder.fpext(builder.bitcast(bits, of(ir.HalfType())), of(ir.FloatType()))
+    i32 = of(ir.IntType(32))
+    sixteen = ir.Constant(i32, 16 if count is None else [16] * count)
+    return builder.bitcast(builder.shl(builder.zext(bits, i32), sixteen), of(ir.FloatType()))
+
+
+def _tile8(channels: int, dtype: str) -> Callable[..., None]:
+    """Scores of rows start..start+7 written as LLVM vector IR. Each row's two dot products end as 8-lane
+    partial sums; a shuffle-and-add tree (a transpose) reduces the 16 vectors to two vectors of 8 sums,
+    so the horizontal sums cost about a third of per-row reductions, and sqrt / divide / clamp run on 8
+    rows at once. Measured 1.4-1.7x faster than the plain loop from cache on AVX2."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.core.extending import intrinsic
+
+    f8 = ir.VectorType(ir.FloatType(), _LANES)
+    i64 = ir.IntType(64)
+
+    @intrinsic
+    def tile8(typingctx, rows, gate, unit_gq, out, start):  # type: ignore[no-untyped-def]
+        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+            data, g, w, o = (
+                context.make_array(t)(context, builder, a).data for t, a in zip(sig.args[:4], args[:4], strict=True)
+            )
+
+            def fn(name: str, arity: int) -> Any:
+                return cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(f8, [f8] * arity), f"llvm.{name}.v8f32"
+                )
+
+            def load(ptr: Any, index: Any, vec: ir.VectorType) -> Any:
+                return builder.load(builder.bitcast(builder.gep(ptr, [index]), vec.as_pointer()), align=1)
+
+            def shuffle(a: Any, b: Any, mask: list[int]) -> Any:
+                return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), _LANES), mask))
+
+            def transpose_sum(vs: list[Any]) -> Any:
+                for lo, hi in (
+                    ([0, 8, 2, 10, 4, 12, 6, 14], [1, 9, 3, 11, 5, 13, 7, 15]),
+                    ([0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]),
+                    ([0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]),
+                ):
+                    vs = [
+                        builder.fadd(shuffle(a, b, lo), shuffle(a, b, hi))
+                        for a, b in zip(vs[::2], vs[1::2], strict=True)
+                    ]
+                return vs[0]
+
+            fmuladd, sqrt, maxnum, minnum = fn("fmuladd", 3), fn("sqrt", 1), fn("maxnum", 2), fn("minnum", 2)
+            vectors = range(channels // _LANES)
+            gates = [load(g, ir.Constant(i64, _LANES * k), f8) for k in vectors]
+            weights = [load(w, ir.Constant(i64, _LANES * k), f8) for k in vectors]
+            nums, dens = [], []
+            for r in range(_LANES):
+                row = builder.mul(builder.add(args[4], ir.Constant(i64, r)), ir.Constant(i64, channels))
+                num = den = ir.Constant(f8, [0.0] * _LANES)
+                for k in vectors:
+                    index = builder.add(row, ir.Constant(i64, _LANES * k))
+                    if dtype == "float32":
+                        x = load(data, index, f8)
+                    else:
+                        x = _widen_ir(builder, load(data, index, ir.VectorType(ir.IntType(16), _LANES)), dtype)
+                    h = builder.fmul(x, gates[k])
+                    num = builder.call(fmuladd, [h, weights[k], num])
+                    den = builder.call(fmuladd, [h, h, den])
+                nums.append(num)
+                dens.append(den)
+            den = builder.call(maxnum, [transpose_sum(dens), ir.Constant(f8, [1e-30] * _LANES)])
+            score = builder.fdiv(transpose_sum(nums), builder.call(sqrt, [den]))
+            score = builder.call(maxnum, [score, ir.Constant(f8, [-1.0] * _LANES)])
+            score = builder.call(minnum, [score, ir.Constant(f8, [1.0] * _LANES)])
+            builder.store(score, builder.bitcast(builder.gep(o, [args[4]]), f8.as_pointer()), align=1)
+            return context.get_dummy_value()
+
+        return types.void(rows, gate, unit_gq, out, start), codegen
+
+    return tile8

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from segany.errors import SegAnyError
-from segany.kernels import resolve_backend, tune_cpu_allocator
+from segany.kernels import resolve_backend, similarity, tune_cpu_allocator
 from segany.kernels.fps import farthest_point_sampling
 from segany.kernels.knn import knn
 from segany.kernels.scatter import HAVE_TORCH_SCATTER, scatter
@@ -130,11 +130,16 @@ def test_fps_matches_loop() -> None:
         farthest_point_sampling(torch.from_numpy(points), 3, start=500)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "torch-blocks"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_similarity_matches_direct_formula(dtype: torch.dtype) -> None:
+def test_similarity_matches_direct_formula(dtype: torch.dtype, fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if fused:
+        assert similarity.HAVE_NUMBA, "numba is a dependency: the fused CPU engine must be tested"
+    else:
+        monkeypatch.setattr(similarity, "HAVE_NUMBA", False)  # the engine CUDA and numba-less CPUs run
     gen = torch.Generator().manual_seed(3)
-    features = torch.randn(1000, 32, generator=gen).to(dtype)
-    features[5] = 0  # a zero feature scores 0
+    features = torch.randn(1003, 32, generator=gen).to(dtype)  # 8-row tiles and a 3-row tail
+    features[[5, 1001]] = 0  # a zero feature scores 0
     query = torch.randn(32, generator=gen)
     gate = torch.rand(32, generator=gen)
     gate[:4] = 0  # gated-off channels
@@ -142,11 +147,29 @@ def test_similarity_matches_direct_formula(dtype: torch.dtype) -> None:
     f = features.double()
     g, q = gate.double(), query.double()
     ref = torch.stack([torch.dot(g * fi, g * q) / ((g * fi).norm() * (g * q).norm()) for fi in f])
-    ref[5] = 0
-    assert out.dtype == torch.float32 and out.shape == (1000,)
+    ref[[5, 1001]] = 0
+    assert out.dtype == torch.float32 and out.shape == (1003,)
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=0)
     torch.testing.assert_close(scale_gated_similarity(features, query, gate), out, atol=1e-6, rtol=0)
     assert (scale_gated_similarity(features, query, torch.zeros(32)) == 0).all()
+
+
+@pytest.mark.parametrize("channels", [8, 6], ids=["8-row-tiles", "plain-loop"])
+def test_similarity_fused_splits_rows_over_threads(channels: int) -> None:
+    gen = torch.Generator().manual_seed(5)
+    n = 2 * similarity._ROWS_PER_THREAD + 17  # two threads, uneven halves
+    features = torch.randn(n, 2 * channels, generator=gen)[:, ::2].to(torch.float16)  # not contiguous
+    query, gate = torch.randn(channels, generator=gen), torch.rand(channels, generator=gen)
+    h = features.double() * gate.double()
+    gq = gate.double() * query.double()
+    ref = (h @ gq) / (h.norm(dim=1) * gq.norm())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = scale_gated_similarity(features, query, gate)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=0)
 
 
 def test_similarity_rejects_mismatched_channels() -> None:

@@ -8,7 +8,7 @@
 - `make_samples`: iSeg's decoder data: a first positive click on a farthest-point-sampled vertex in
   views that see it, the prior's mask for it, then second positive / negative clicks on other sampled
   vertices outside / inside that mask, kept only when they grow / shrink the mask. Beyond iSeg:
-  corrective clicks along the mask's edge and three-click samples (see `_boundary_samples`).
+  corrective clicks along the mask's edge and three-click samples (see `make_samples`).
 """
 
 from __future__ import annotations
@@ -56,12 +56,6 @@ def pixel_corners(tri_ids: torch.Tensor, bary: torch.Tensor, faces: torch.Tensor
     offsets[1:] = torch.cumsum(counts, 0)
     weights = bary.reshape(b, h * w, 3)[view, pixel].float()
     return PixelCorners(offsets, pixel, faces[tri], weights)
-
-
-def render(values: torch.Tensor, corners: PixelCorners, rows: torch.Tensor) -> torch.Tensor:
-    """Per-vertex values (V, C) interpolated at corner rows (...,) → (..., C); differentiable."""
-    v = values[corners.vertices[rows]]
-    return (v * corners.weights[rows].unsqueeze(-1)).sum(dim=-2)
 
 
 @dataclass

@@ -146,7 +146,12 @@ class ISeg(Method):
         self._scorers = _Scorers()
 
     def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
-        """iSeg's sizes on a GPU; on a CPU fewer views and steps and the light decoder (see the README)."""
+        """iSeg's sizes on a GPU; on a CPU fewer views, steps and click vertices.
+
+        Both use the light decoder (iSeg's own head, "full", stays available as an option) and take the
+        prior's best-scored candidate mask ("best"; iSeg took SAM's smallest, "smallest"): the
+        geometric prior's smallest candidate is often a sliver of a part.
+        """
         gpu = str(device).startswith("cuda")
         n = scene.n_elements
         return {
@@ -162,7 +167,7 @@ class ISeg(Method):
             "click_vertices": max(32, round(0.03 * n)) if gpu else 64,
             "views_per_click": 8 if gpu else 3,
             "second_clicks": 5 if gpu else 2,
-            "mask": "smallest",
+            "mask": "best",
             "min_mask_pixels": 4,
             "decoder": "light",
             "decoder_steps": 3000 if gpu else 200,
