@@ -21,12 +21,12 @@ from segany.scene import MeshScene, PointScene
 TINY = {
     "views": 8,
     "resolution": 80,
-    "encoder_steps": 100,
+    "encoder_steps": 200,
     "encoder_pixels": 2048,
     "click_vertices": 40,
     "views_per_click": 2,
     "second_clicks": 1,
-    "decoder_steps": 60,
+    "decoder_steps": 150,
     "decoder_pixels": 256,
 }
 
