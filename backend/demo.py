@@ -45,11 +45,13 @@ def _leg_click(scene: MeshScene) -> int:
     return int(leg_vertices[np.argmin(np.linalg.norm(pts - pts.mean(axis=0), axis=1))])
 
 
-def run_demo(engine: Any, out: Path, prepare: Callable[..., dict], method: str = "iseg") -> dict[str, Path]:
+def run_demo(
+    engine: Any, out: Path, prepare: Callable[..., dict], method: str = "iseg", options: dict | None = None
+) -> dict[str, Path]:
     """Prepare iSeg on the sample with the weight-free geometric prior, click one leg, write the files."""
     scene = sample_mesh()
     sid = engine.add_scene(scene)
-    job = prepare(engine, method, sid, "geometric")
+    job = prepare(engine, method, sid, "geometric", options)
     clicks = [[_leg_click(scene), 1]]
     sel = engine.query(method, sid, {"clicks": clicks}, prior="geometric")
     paths = write_result(scene, sel, out, clicks)
