@@ -23,34 +23,28 @@ def _check_size(data: bpy.types.ID, values: np.ndarray) -> None:
         raise ValueError(f"{len(values)} scores for {_n(data)} elements of {data.name!r}: the geometry changed")
 
 
-def write_float_attribute(data: bpy.types.ID, name: str, values: np.ndarray) -> bpy.types.Attribute:
-    """A FLOAT attribute on the POINT domain (mesh vertices or point-cloud points), created if missing."""
-    values = np.ascontiguousarray(values, np.float32)
+def _write_point_attribute(data: bpy.types.ID, name: str, values: np.ndarray, data_type: str) -> bpy.types.Attribute:
+    """A POINT-domain attribute (mesh vertices or point-cloud points), recreated if its type or domain differ."""
     _check_size(data, values)
     attr = data.attributes.get(name)
-    if attr is not None and (attr.data_type != "FLOAT" or attr.domain != "POINT"):
+    if attr is not None and (attr.data_type != data_type or attr.domain != "POINT"):
         data.attributes.remove(attr)
         attr = None
     if attr is None:
-        attr = data.attributes.new(name, "FLOAT", "POINT")
+        attr = data.attributes.new(name, data_type, "POINT")
     attr.data.foreach_set("value", values)
     data.update_tag()
     return attr
 
 
+def write_float_attribute(data: bpy.types.ID, name: str, values: np.ndarray) -> bpy.types.Attribute:
+    """A FLOAT attribute of per-element scores."""
+    return _write_point_attribute(data, name, np.ascontiguousarray(values, np.float32), "FLOAT")
+
+
 def write_bool_attribute(data: bpy.types.ID, name: str, mask: np.ndarray) -> bpy.types.Attribute:
-    """A BOOLEAN attribute on the POINT domain: usable by geometry nodes as a selection."""
-    mask = np.ascontiguousarray(mask, bool)
-    _check_size(data, mask)
-    attr = data.attributes.get(name)
-    if attr is not None and (attr.data_type != "BOOLEAN" or attr.domain != "POINT"):
-        data.attributes.remove(attr)
-        attr = None
-    if attr is None:
-        attr = data.attributes.new(name, "BOOLEAN", "POINT")
-    attr.data.foreach_set("value", mask)
-    data.update_tag()
-    return attr
+    """A BOOLEAN attribute: usable by geometry nodes as a selection."""
+    return _write_point_attribute(data, name, np.ascontiguousarray(mask, bool), "BOOLEAN")
 
 
 def write_vertex_group(

@@ -24,12 +24,13 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .report import Row, write_report
+from .report import Row, timeit, write_report
 
 # A small iSeg: the bench measures the add-on's overhead, and reports the method's own query time apart.
 ISEG_BENCH = {
@@ -50,13 +51,7 @@ ISEG_BENCH = {
 }
 
 
-def _median(fn: Any, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(statistics.median(times))
+_timed = partial(timeit, warmup=0)  # median seconds, no warm-up run (some cases take seconds)
 
 
 def _bare_send_seconds(payload: bytes) -> float:
@@ -111,7 +106,7 @@ def blender_side(out_json: Path, work: Path, quick: bool) -> None:
     t0 = time.perf_counter()
     client.prepare("iseg", sid, options=ISEG_BENCH, timeout=3600)
     out["iseg_vertices"], out["iseg_prepare_s"] = small_scene.n_elements, time.perf_counter() - t0
-    out["iseg_query_round_trip_s"] = _median(lambda: client.query("iseg", sid, {"clicks": [[0, 1]]}), 20)
+    out["iseg_query_round_trip_s"] = _timed(lambda: client.query("iseg", sid, {"clicks": [[0, 1]]}), 20)
 
     # The add-on's share of a click on a ~100K-vertex mesh, piece by piece.
     segs, rings = (100, 50) if quick else (400, 250)
@@ -135,14 +130,14 @@ def blender_side(out_json: Path, work: Path, quick: bool) -> None:
         d = dirs[len(picks) % len(dirs)]
         picks.append(picker.pick_ray(d * 5.0, -d))
 
-    out["pick_s"] = _median(pick, 50)
+    out["pick_s"] = _timed(pick, 50)
     clicks = {"clicks": [[max(picks[0], 0), 1]]}
     scores = rng.random(n_mesh, dtype=np.float32)
     # Transport without the method: the request (a small frame, answered) plus the scores' bytes
     # moving one way (echo without the return), as a query's reply carries them.
-    out["send_s"] = _median(lambda: client.request("echo", None, **clicks), 50)
-    out["receive_s"] = _median(lambda: client.echo({"scores": scores}, return_arrays=False), 10)
-    out["write_preview_s"] = _median(lambda: results.show_preview(ob.data, scores, 0.5, (1, 0, 0, 1)), 10)
+    out["send_s"] = _timed(lambda: client.request("echo", None, **clicks), 50)
+    out["receive_s"] = _timed(lambda: client.echo({"scores": scores}, return_arrays=False), 10)
+    out["write_preview_s"] = _timed(lambda: results.show_preview(ob.data, scores, 0.5, (1, 0, 0, 1)), 10)
 
     bridge = Bridge()
     waits = []
@@ -169,7 +164,7 @@ def blender_side(out_json: Path, work: Path, quick: bool) -> None:
     n_big = len(big.data.vertices)
     out["write_elements"] = n_big
     scores = rng.random(n_big, dtype=np.float32)
-    out["attribute_foreach_s"] = _median(lambda: results.write_float_attribute(big.data, "score", scores), 5)
+    out["attribute_foreach_s"] = _timed(lambda: results.write_float_attribute(big.data, "score", scores), 5)
     attr = big.data.attributes["score"]
     loop_n = n_big if not quick else min(n_big, 100_000)
 
@@ -178,9 +173,9 @@ def blender_side(out_json: Path, work: Path, quick: bool) -> None:
         for i in range(loop_n):
             data[i].value = float(scores[i])
 
-    out["attribute_loop_s"] = _median(naive_attribute, 1) * (n_big / loop_n)
-    out["vertex_group_binary_s"] = _median(lambda: results.write_vertex_group(big, "vg_bin", scores, 0.5, True), 3)
-    out["vertex_group_weights_s"] = _median(lambda: results.write_vertex_group(big, "vg_w", scores, 0.5, False), 3)
+    out["attribute_loop_s"] = _timed(naive_attribute, 1) * (n_big / loop_n)
+    out["vertex_group_binary_s"] = _timed(lambda: results.write_vertex_group(big, "vg_bin", scores, 0.5, True), 3)
+    out["vertex_group_weights_s"] = _timed(lambda: results.write_vertex_group(big, "vg_w", scores, 0.5, False), 3)
     vg = big.vertex_groups.new(name="vg_loop")
     idx = np.flatnonzero(scores >= 0.5)[: max(1, loop_n // 2)]
 
@@ -189,7 +184,7 @@ def blender_side(out_json: Path, work: Path, quick: bool) -> None:
             vg.add([i], float(scores[i]), "REPLACE")
 
     sel_n = int((scores >= 0.5).sum())
-    out["vertex_group_loop_s"] = _median(naive_group, 1) * (sel_n / len(idx))
+    out["vertex_group_loop_s"] = _timed(naive_group, 1) * (sel_n / len(idx))
 
     n_splats = 100_000 if quick else 1_000_000
     g = {

@@ -86,3 +86,28 @@ class Prior:
         """Embeddings (M, D) of the masked image regions (M, H, W) of view `index`."""
         self.require("text")
         raise AssertionError("unreachable: a prior with 'text' overrides embed_crops()")
+
+
+def prompt_pixels(points: np.ndarray, labels: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point prompts as pixel columns, rows (clipped into the view) and labels, checked for matching lengths."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    labels = np.asarray(labels).reshape(-1)
+    if len(points) != len(labels):
+        raise SegAnyError("bad_request", f"{len(points)} points but {len(labels)} labels")
+    xs = np.clip(points[:, 0].astype(np.int64), 0, w - 1)
+    ys = np.clip(points[:, 1].astype(np.int64), 0, h - 1)
+    return xs, ys, labels
+
+
+def prev_mask(prev: np.ndarray | None, h: int, w: int) -> np.ndarray:
+    """A previous answer (mask, or logits > 0, covering the whole view at any resolution) as (H, W) bool."""
+    if prev is None:
+        return np.zeros((h, w), dtype=bool)
+    prev = np.asarray(prev)
+    prev = prev.reshape(prev.shape[-2:]) if prev.ndim > 2 and np.prod(prev.shape[:-2]) == 1 else prev
+    if prev.ndim != 2:
+        raise SegAnyError("invalid_array", f"prev must be one mask or logit map, got shape {prev.shape}")
+    sel = prev > 0 if prev.dtype != bool else prev
+    ys = (np.arange(h) * sel.shape[0] // h).clip(0, sel.shape[0] - 1)
+    xs = (np.arange(w) * sel.shape[1] // w).clip(0, sel.shape[1] - 1)
+    return sel[np.ix_(ys, xs)]

@@ -25,7 +25,7 @@ from skimage.morphology import h_minima
 from skimage.segmentation import watershed
 
 from ..errors import SegAnyError
-from .base import Prior, PromptResult, Views
+from .base import Prior, PromptResult, Views, prev_mask, prompt_pixels
 
 ROOT_DEATH = 2.0  # height at which whole objects "die": they outlive every merge
 SPECTRAL_POWER = 4  # singular values raised to this: the coarse structure dominates (tuned on PSB)
@@ -319,15 +319,10 @@ class GeometricPrior(Prior):
     ) -> PromptResult:
         tree = self.tree(views, index)
         h, w = tree.leaves.shape
-        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        labels = np.asarray(labels).reshape(-1)
-        if len(points) != len(labels):
-            raise SegAnyError("bad_request", f"{len(points)} points but {len(labels)} labels")
-        xs = np.clip(points[:, 0].astype(np.int64), 0, w - 1)
-        ys = np.clip(points[:, 1].astype(np.int64), 0, h - 1)
+        xs, ys, labels = prompt_pixels(points, labels, h, w)
         n_leaf = tree.members.shape[1] - 1
         hit = tree.leaves[ys, xs]
-        base = np.zeros((h, w), dtype=bool) if prev is None else prev_mask(prev, h, w)
+        base = prev_mask(prev, h, w)
         pos = [
             int(leaf)
             for leaf, lab, y, x in zip(hit, labels, ys, xs, strict=True)
@@ -415,18 +410,6 @@ def _spectral(a: sp.csr_matrix, dim: int) -> np.ndarray:
     vec = u * s**SPECTRAL_POWER
     vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
     return vec.astype(np.float32)
-
-
-def prev_mask(prev: np.ndarray, h: int, w: int) -> np.ndarray:
-    """A previous answer (mask, or logits > 0, covering the whole view at any resolution) as (H, W) bool."""
-    prev = np.asarray(prev)
-    prev = prev.reshape(prev.shape[-2:]) if prev.ndim > 2 and np.prod(prev.shape[:-2]) == 1 else prev
-    if prev.ndim != 2:
-        raise SegAnyError("invalid_array", f"prev must be one mask or logit map, got shape {prev.shape}")
-    sel = prev > 0 if prev.dtype != bool else prev
-    ys = (np.arange(h) * sel.shape[0] // h).clip(0, sel.shape[0] - 1)
-    xs = (np.arange(w) * sel.shape[1] // w).clip(0, sel.shape[1] - 1)
-    return sel[np.ix_(ys, xs)]
 
 
 def _candidates(tree: RegionTree, leaf: int) -> tuple[list[int], list[float]]:

@@ -14,8 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import SegAnyError
-from .base import Prior, PromptResult, Views
-from .geometric import prev_mask
+from .base import Prior, PromptResult, Views, prev_mask, prompt_pixels
 
 
 @dataclass(frozen=True)
@@ -141,13 +140,8 @@ class OraclePrior(Prior):
         part = self.parts(views, index)
         whole = self._whole(views, index)
         h, w = part.shape
-        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        labels = np.asarray(labels).reshape(-1)
-        if len(points) != len(labels):
-            raise SegAnyError("bad_request", f"{len(points)} points but {len(labels)} labels")
-        xs = np.clip(points[:, 0].astype(np.int64), 0, w - 1)
-        ys = np.clip(points[:, 1].astype(np.int64), 0, h - 1)
-        base = np.zeros((h, w), dtype=bool) if prev is None else prev_mask(prev, h, w)
+        xs, ys, labels = prompt_pixels(points, labels, h, w)
+        base = prev_mask(prev, h, w)
         pos = [
             (y, x) for y, x, lab in zip(ys, xs, labels, strict=True) if lab > 0 and part[y, x] >= 0 and not base[y, x]
         ]
