@@ -88,7 +88,7 @@ def _gaussians(scene: SplatScene | PointScene, cameras: Cameras, device: str) ->
         cameras.width, cameras.height, sh=p["sh"], background=torch.ones(3, device=device), return_contrib=1,
     )  # fmt: skip
     ids = torch.where(out.alpha > 0.5, out.contrib_ids[..., 0], torch.full_like(out.contrib_ids[..., 0], -1))
-    depth = torch.where(out.alpha > 0.5, out.depth / out.alpha.clamp_min(1e-6), torch.zeros_like(out.depth))
+    depth = torch.where(out.alpha > 0.5, out.depth, torch.zeros_like(out.depth))
     return out.rgb.float().cpu().numpy(), depth.float().cpu().numpy(), ids.cpu().numpy()
 
 

@@ -1,8 +1,8 @@
 """Click → scores → Blender data, end to end with the real backend and the real iSeg method (tiny
 options so a 2-core machine prepares in seconds). The UI path runs exactly what the click tool runs
 (prepare in the background, ClickSession, the timer's drain); the batch path runs the scripting API and
-the explicit operator. Splat objects: every method the backend lists for splats is exercised; when it
-lists none, the test checks the backend's refusal reaches the artist as an actionable message."""
+the explicit operator. Splat objects go through SA3D (a click → attribute, vertex group and 3DGS PLY
+export); every other method must take them or refuse them with an actionable message."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from conftest import ISEG_TINY, drain_until
 from segany.samples import shared_data_dir
 
 DONUT = shared_data_dir() / "splats" / "donut.ply"
+SA3D_SMALL = {"views": 6, "resolution": 64}  # SA3D on the 45K-Gaussian donut in about a second on a CPU
 
 
 def two_part_mesh(name: str = "mushroom") -> object:
@@ -142,26 +143,48 @@ def test_prepare_can_be_cancelled_from_the_ui_path(rt: object, prepared: object)
     assert st.status == "cancelled", st.message
 
 
-def test_splat_object_round_trip(rt: object) -> None:
-    """Every method the backend has is tried on the real donut splats: those that take splats must give a
-    score per Gaussian written back as an attribute; the others must refuse with 'unsupported'."""
+def test_splat_object_round_trip(rt: object, tmp_path: Path) -> None:
+    """A click on the real donut splats (imported as Blender makes it) through SA3D: the scores come back as
+    a per-Gaussian attribute and as a vertex group, the original 3DGS attributes stay as they were, and the
+    segment exports as a 3DGS PLY. Every other method the backend has must take splats or refuse them with
+    'unsupported'."""
     import bpy
     from bl_ext.user_default.segany import api, scene_read
+
+    from segany.formats import load_scene
 
     assert bpy.ops.wm.ply_import(filepath=str(DONUT)) == {"FINISHED"}
     ob = bpy.context.active_object
     n = scene_read.read_object(ob).n_elements
-    refused = {}
-    for method in api.backend_info()["methods"]:
+    originals = ("f_dc_0", "opacity", "scale_0", "rot_0")
+    before = {k: scene_read.read_attribute(ob.data, k).copy() for k in originals}
+    methods = api.backend_info()["methods"]
+    assert "sa3d" in methods
+    done = api.segment(ob, clicks=[(0, 1)], method="sa3d", options=SA3D_SMALL, output="attribute", name="sa3d")
+    assert done.scores.shape == (n,) and "sa3d" in ob.data.attributes and 0 < done.count < n
+    group = api.segment(
+        ob, clicks=[(0, 1)], method="sa3d", options=SA3D_SMALL, output="vertex_group", name="sa3d_group"
+    )
+    vg = ob.vertex_groups["sa3d_group"]
+    members = {v.index for v in ob.data.vertices for g in v.groups if g.group == vg.index}
+    assert members == set(np.flatnonzero(group.scores >= group.threshold).tolist()) and len(members) == group.count
+    np.testing.assert_array_equal(group.scores, done.scores)
+    for k, v in before.items():
+        np.testing.assert_array_equal(scene_read.read_attribute(ob.data, k), v, err_msg=k)
+    path = tmp_path / "sa3d_segment.ply"
+    assert api.export_ply(ob, str(path), segment_index=len(ob.segany_segments) - 1) == group.count
+    back = load_scene(path)
+    assert back.kind == "splats" and back.n_elements == group.count
+    for method in methods:
+        if method == "sa3d":
+            continue
         opts = ISEG_TINY if method == "iseg" else None
         try:
-            done = api.segment(ob, clicks=[(0, 1)], method=method, options=opts, output="attribute", name=method)
+            other = api.segment(ob, clicks=[(0, 1)], method=method, options=opts, output="attribute", name=method)
         except api.RemoteError as err:
-            refused[method] = err
+            assert err.code == "unsupported" and "splats" in err.message, (method, err)
             continue
-        assert done.scores.shape == (n,) and method in ob.data.attributes and "f_dc_0" in ob.data.attributes
-    for method, err in refused.items():
-        assert err.code == "unsupported" and "splats" in err.message, (method, err)
+        assert other.scores.shape == (n,) and method in ob.data.attributes
 
 
 def _srgb(c: np.ndarray) -> np.ndarray:

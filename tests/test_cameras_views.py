@@ -144,3 +144,27 @@ def test_from_blender_ignores_object_scale():
     np.testing.assert_allclose(a.viewmats, b.viewmats, atol=1e-6)
     with pytest.raises(SegAnyError):
         from_blender(m, 35, 36, 24, "SIDEWAYS", 100, 100)
+
+
+def test_splat_views_report_the_camera_depth_of_a_semi_transparent_splat():
+    """A lone splat at 60% opacity, 5 units in front of the camera: the depth map says 5, not 5 / alpha."""
+    from segany.scene import SplatScene
+    from segany.views import render_views
+
+    scene = SplatScene(
+        means=np.zeros((1, 3), np.float32),
+        quats=np.array([[1.0, 0, 0, 0]], np.float32),
+        log_scales=np.full((1, 3), np.log(0.5), np.float32),
+        logit_opacities=np.array([np.log(0.6 / 0.4)], np.float32),
+        sh=np.zeros((1, 1, 3), np.float32),
+    )
+    cams = Cameras(
+        viewmats=look_at(np.array([0.0, -5.0, 0.0]), np.zeros(3))[None].astype(np.float32),
+        Ks=np.array([[[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]]], np.float32),
+        width=32,
+        height=32,
+    )
+    views = render_views(scene, cams)
+    centre = views.depth[0, 16, 16]
+    assert views.ids[0, 16, 16] == 0
+    assert centre == pytest.approx(5.0, rel=0.02)

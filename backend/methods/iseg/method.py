@@ -18,6 +18,7 @@ from ...kernels.fps import farthest_point_sampling
 from ...priors import Prior
 from ...scene import MeshScene, Scene
 from ..base import Method, Selection, State
+from ..clicks import parse_clicks
 from .data import make_samples, pixel_corners, visible_vertices
 from .decoder import PRESETS, ClickScorer, Decoder, DecoderConfig
 from .encoder import EncoderConfig, normalise
@@ -61,36 +62,6 @@ def _check_options(opts: dict[str, Any]) -> dict[str, Any]:
     if not 0.0 < out["threshold"] < 1.0:
         raise SegAnyError("bad_request", f"iseg option 'threshold' must be in (0, 1), got {out['threshold']}")
     return out
-
-
-def parse_clicks(query: dict[str, Any], n_vertices: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """{"clicks": [[vertex, sign], ...]} → vertices (C,) long, positive (C,) bool; sign +1 adds, -1 removes."""
-    if not isinstance(query, dict) or "clicks" not in query:
-        raise SegAnyError("bad_request", 'an iseg query is {"clicks": [[vertex, sign], ...]} with sign +1 or -1')
-    clicks = query["clicks"]
-    if isinstance(clicks, np.ndarray):
-        clicks = clicks.tolist()
-    shape_msg = f"clicks must be a list of [vertex, sign] pairs, got {clicks!r}"
-    if not isinstance(clicks, (list, tuple)) or any(not isinstance(c, (list, tuple)) or len(c) != 2 for c in clicks):
-        raise SegAnyError("bad_request", shape_msg)
-    try:
-        arr = np.asarray(clicks, dtype=np.float64).reshape(-1, 2)
-    except (TypeError, ValueError) as exc:
-        raise SegAnyError("bad_request", shape_msg) from exc
-    if not np.isfinite(arr).all():
-        raise SegAnyError("bad_request", shape_msg)
-    verts, signs = arr[:, 0], arr[:, 1]
-    bad = (verts != np.round(verts)) | (verts < 0) | (verts >= n_vertices)
-    if bad.any():
-        raise SegAnyError(
-            "bad_request",
-            f"click vertex {clicks[int(np.argmax(bad))][0]!r} is not a vertex index in 0..{n_vertices - 1}",
-        )
-    if not np.isin(signs, (1, -1)).all():
-        raise SegAnyError(
-            "bad_request", f"click signs must be +1 (add) or -1 (remove), got {sorted(set(signs) - {1, -1})}"
-        )
-    return torch.as_tensor(verts.astype(np.int64)), torch.as_tensor(signs > 0)
 
 
 class _Scorers:

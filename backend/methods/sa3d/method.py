@@ -1,0 +1,134 @@
+"""SA3D as a SegAny method: prepare renders the views once; a query lifts the prior's masks across them."""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ...errors import SegAnyError
+from ...jobs import JobContext
+from ...priors import Prior
+from ...scene import PointScene, Scene, SplatScene
+from ..base import Method, Selection, State
+from ..clicks import parse_clicks
+from . import prior_recipe
+from .capture import Capture, capture
+from .options import check_options, default_options
+from .segment import Segmenter, Settings
+
+FORMAT = "sa3d/1"
+
+
+class _Live:
+    """Per live State object: its segmenter (views unpacked once) and prior (bounded LRU).
+
+    The prior comes from prepare when the same object is queried, else it is rebuilt from the record.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[int, tuple[weakref.ref, Segmenter | None, Prior | None]] = OrderedDict()
+
+    def remember(self, state: State, prior: Prior) -> None:
+        with self._lock:
+            self._put(state, None, prior)
+
+    def get(self, scene: Scene, state: State) -> tuple[Segmenter, Prior]:
+        with self._lock:
+            hit = self._items.get(id(state))
+            seg, prior = (hit[1], hit[2]) if hit is not None and hit[0]() is state else (None, None)
+        if seg is None:
+            seg = Segmenter(Capture.from_tensors(state.tensors, state.meta["views_key"]), _positions(scene))
+        if prior is None:
+            prior = prior_recipe.rebuild(state.meta["prior"], state.tensors)
+        with self._lock:
+            self._put(state, seg, prior)
+        return seg, prior
+
+    def _put(self, state: State, seg: Segmenter | None, prior: Prior) -> None:
+        self._items[id(state)] = (weakref.ref(state), seg, prior)
+        self._items.move_to_end(id(state))
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+def _positions(scene: Scene) -> np.ndarray:
+    return scene.means if isinstance(scene, SplatScene) else scene.xyz
+
+
+class SA3D(Method):
+    """Segment Anything in 3D (Cen et al., NeurIPS 2023; its 3D Gaussian version SA3D-GS), training-free.
+
+    A click becomes a 2D mask in the view that shows it best; the mask is lifted onto the Gaussians (or
+    points) by mask inverse rendering; the lifted mask, rendered into each next view, self-prompts the
+    prior there, and every answer consistent with it (IoU) is lifted in turn.
+    """
+
+    name: ClassVar[str] = "sa3d"
+    scene_kinds: ClassVar[tuple[str, ...]] = ("splats", "points")
+    default_prior: ClassVar[str] = "geometric"
+
+    def __init__(self) -> None:
+        self._live = _Live()
+
+    def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
+        return default_options(device)
+
+    def prepare(self, scene: Scene, prior: Prior, options: dict[str, Any], ctx: JobContext) -> State:
+        if not isinstance(scene, (SplatScene, PointScene)):
+            raise SegAnyError("unsupported", f"sa3d segments splat and point scenes, not {scene.kind!r} scenes")
+        prior.require("prompt")
+        opts = check_options({**default_options(ctx.device), **options})
+        device = ctx.device if str(ctx.device).startswith("cuda") and torch.cuda.is_available() else "cpu"
+        t0 = time.perf_counter()
+        cap = capture(
+            scene, opts["views"], opts["resolution"], opts["top_k"], opts["fov_deg"], opts["seed"], device,
+            ctx.sub(0.0, 0.95).progress,
+        )  # fmt: skip
+        prior_meta, prior_tensors = prior_recipe.record(prior)
+        tensors = {**cap.to_tensors(), **prior_tensors}
+        meta = {
+            "format": FORMAT,
+            "scene_kind": scene.kind,
+            "n_elements": scene.n_elements,
+            "views_key": cap.views.key,
+            "prior": prior_meta,
+            "options": opts,
+            "timings": {"render": time.perf_counter() - t0},
+        }
+        state = State(tensors=tensors, meta=meta)
+        self._live.remember(state, prior)
+        ctx.progress(1.0, "prepared")
+        return state
+
+    def query(self, scene: Scene, state: State, query: dict[str, Any]) -> Selection:
+        meta = state.meta
+        if meta.get("format") != FORMAT:
+            raise SegAnyError(
+                "not_prepared", f"this state is not an SA3D state ({meta.get('format')!r}); prepare again"
+            )
+        n = int(meta.get("n_elements", -1))
+        if n != scene.n_elements or meta.get("scene_kind") != scene.kind:
+            raise SegAnyError(
+                "not_prepared",
+                f"the sa3d state was prepared for {n} {meta.get('scene_kind')} elements but the scene has "
+                f"{scene.n_elements} {scene.kind}; prepare again",
+            )
+        element = "Gaussian" if isinstance(scene, SplatScene) else "point"
+        elements, positive = parse_clicks(query, n, method="sa3d", element=element)
+        opts = meta["options"]
+        settings = Settings(
+            opts["prompts"], opts["iou_threshold"], opts["negative_weight"], opts["mask"], opts["fill_hidden"]
+        )
+        seg, prior = self._live.get(scene, state)
+        res = seg.run(prior, elements.numpy(), positive.numpy(), settings)
+        return Selection(
+            res.scores, res.threshold, extras={"accepted_views": res.accepted, "rejected_views": res.rejected}
+        )

@@ -1,0 +1,69 @@
+"""SA3D through the Engine (cache write and reload) and over a real backend process and socket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import server_harness
+from sa3d_scenes import SA3D_TINY, centre_element, splat_blobs
+
+from segany.engine import Engine
+from segany.scene import scene_arrays
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory: pytest.TempPathFactory):
+    return splat_blobs(tmp_path_factory.mktemp("sa3d_blobs"))
+
+
+def test_prepare_is_cached_and_a_fresh_engine_queries_it(tmp_path: Path, blobs):
+    """A restarted backend answers from the cache: the oracle prior comes back from the state itself."""
+    scene, labels = blobs
+    click = {"clicks": [[centre_element(scene.means, labels, 0), 1]]}
+    engine = Engine(cache_dir=tmp_path, device="cpu")
+    sid = engine.add_scene(scene)
+    assert "sa3d" in [m["name"] for m in engine.methods()]
+    assert (
+        engine.prepare("sa3d", sid, prior="oracle", options=SA3D_TINY, prior_options={"labels": labels})["message"]
+        == "prepared"
+    )
+    first = engine.query("sa3d", sid, click, prior="oracle")
+    engine.close()
+
+    fresh = Engine(cache_dir=tmp_path, device="cpu")
+    sid2 = fresh.add_scene(scene)
+    assert sid2 == sid and fresh.status("sa3d", sid, "oracle") == "cached"
+    again = fresh.query("sa3d", sid, click, prior="oracle")
+    np.testing.assert_array_equal(again.scores, first.scores)
+    assert (again.mask == (labels == 0)).mean() > 0.95
+    result = fresh.prepare("sa3d", sid, prior="oracle", options=SA3D_TINY, prior_options={"labels": labels})
+    assert result["message"] == "loaded from cache"
+    fresh.close()
+
+
+def test_sa3d_over_the_wire_and_after_a_restart(tmp_path: Path, blobs):
+    """Real server process: send splats, prepare with the default (geometric) prior, click; restart, click again."""
+    scene, labels = blobs
+    state_file, cache = tmp_path / "run" / "server.json", tmp_path / "cache"
+    click = {"clicks": [[centre_element(scene.means, labels, 0), 1]]}
+    scores = []
+    for restart in (False, True):
+        proc = server_harness.start(state_file, cache)
+        try:
+            with server_harness.connect(state_file) as client:
+                sid = client.add_scene("splats", scene_arrays(scene))["scene_id"]
+                if not restart:
+                    result = client.prepare("sa3d", sid, options={**SA3D_TINY, "resolution": 80}, timeout=120)
+                    assert result["status"] == "done"
+                sel = client.query("sa3d", sid, click)
+                assert sel.scores.shape == (scene.n_elements,) and sel.scores.dtype == np.float32
+                assert len(sel.extras["accepted_views"]) >= 1 and 0 < sel.threshold < 1
+                scores.append(sel.scores)
+                client.shutdown()
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    np.testing.assert_array_equal(scores[0], scores[1])
