@@ -9,6 +9,7 @@ import bpy
 import numpy as np
 
 from . import properties, results, runtime, scene_read, selection_math
+from .click_session import ClickSession
 from .client import RemoteError
 
 
@@ -109,11 +110,31 @@ def accept(
     clicks: list | None = None,
 ) -> Segmented:
     """Keep a selection as a segment (scores attribute + list entry) and write it in the chosen output."""
+    results.check_output(obj, output)  # before the segment is stored: a refused output changes nothing
     color = color or next_color(obj)
     name = unique_name(obj, name)
     seg = properties.add_segment(obj, name, scores, threshold, color, method, clicks)
     made = results.apply(obj, scores, threshold, output, name, color, binary)
     return Segmented(np.asarray(scores, np.float32), threshold, seg.name, made)
+
+
+def finish_click(
+    obj: bpy.types.Object,
+    session: ClickSession,
+    settings: properties.SegAnySettings,
+    color: tuple[float, ...],
+    keep: bool,
+) -> Segmented | None:
+    """End a click-tool session (Enter keeps, Esc cancels): the live preview goes either way; kept scores
+    become a segment in the chosen output, or a float attribute where the object cannot hold that output."""
+    results.clear_preview(obj.data)
+    if not keep or session.scores is None:
+        return None
+    threshold = settings.threshold if settings.use_threshold else session.threshold
+    output = settings.output if results.supports(obj, settings.output) else "attribute"
+    method = runtime.current().state(object_key(obj)).method
+    clicks = [list(c) for c in session.clicks]
+    return accept(obj, session.scores, threshold, output, settings.output_name, color, settings.binary, method, clicks)
 
 
 def segment(

@@ -15,6 +15,9 @@ from .client import Selection
 from .runtime import Runtime, error_text
 
 Show = Callable[[np.ndarray, float], None]
+NAVIGATION = frozenset(
+    {"MOUSEMOVE", "MIDDLEMOUSE", "WHEELUPMOUSE", "WHEELDOWNMOUSE", "TRACKPADPAN", "TRACKPADZOOM", "MOUSEROTATE"}
+)
 
 
 class ClickSession:
@@ -31,6 +34,24 @@ class ClickSession:
         self.error = ""
         self.timings: dict[str, float] = {}
         self._generation = 0
+
+    def on_event(self, kind: str, value: str, shift: bool, ctrl: bool, pick: Callable[[], int]) -> str:
+        """One viewport event (Blender's event type and value): LMB adds, Shift+LMB removes, Ctrl+Z undoes the
+        last click, Enter accepts, Esc or RMB cancels, navigation passes to Blender. Returns 'pass',
+        'running', 'accept' or 'cancel'; pick() (element under the mouse, -1 on a miss) runs only on a click."""
+        if kind in NAVIGATION:
+            return "pass"
+        if value != "PRESS":
+            return "running"
+        if kind == "LEFTMOUSE":
+            self.add(pick(), positive=not shift)
+        elif kind == "Z" and ctrl:
+            self.undo()
+        elif kind in ("RET", "NUMPAD_ENTER"):
+            return "accept"
+        elif kind in ("ESC", "RIGHTMOUSE"):
+            return "cancel"
+        return "running"
 
     def add(self, element: int, positive: bool = True) -> bool:
         """A click on element (from the picker); -1 (a miss) is ignored. Returns whether a query went out."""

@@ -9,7 +9,6 @@ import bpy
 from . import actions, picking, results, runtime
 from .click_session import ClickSession
 
-_NAVIGATION = {"MIDDLEMOUSE", "WHEELUPMOUSE", "WHEELDOWNMOUSE", "TRACKPADPAN", "TRACKPADZOOM", "MOUSEROTATE"}
 HELP = "LMB add · Shift+LMB remove · Ctrl+Z undo click · Enter keep · Esc cancel"
 
 
@@ -59,21 +58,18 @@ class SEGANY_OT_click_tool(bpy.types.Operator):
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         context.area.header_text_set(self._header())
-        if event.type in _NAVIGATION or (event.type == "MOUSEMOVE"):
+        xy = (event.mouse_region_x, event.mouse_region_y)
+        outcome = self.session.on_event(
+            event.type,
+            event.value,
+            event.shift,
+            event.ctrl or event.oskey,
+            lambda: self.picker.pick_region(context.region, context.region_data, xy),
+        )
+        if outcome == "pass":
             return {"PASS_THROUGH"}
-        if event.value != "PRESS":
-            return {"RUNNING_MODAL"}
-        if event.type == "LEFTMOUSE":
-            xy = (event.mouse_region_x, event.mouse_region_y)
-            self.session.add(self.picker.pick_region(context.region, context.region_data, xy), not event.shift)
-            return {"RUNNING_MODAL"}
-        if event.type == "Z" and (event.ctrl or event.oskey):
-            self.session.undo()
-            return {"RUNNING_MODAL"}
-        if event.type in ("RET", "NUMPAD_ENTER"):
-            return self._finish(context, keep=True)
-        if event.type in ("ESC", "RIGHTMOUSE"):
-            return self._finish(context, keep=False)
+        if outcome in ("accept", "cancel"):
+            return self._finish(context, keep=outcome == "accept")
         return {"RUNNING_MODAL"}
 
     def _header(self) -> str:
@@ -89,28 +85,11 @@ class SEGANY_OT_click_tool(bpy.types.Operator):
         shading.type, shading.color_type = self.saved_shading
         context.area.header_text_set(None)
         context.workspace.status_text_set(None)
-        if obj is not None:
-            results.clear_preview(obj.data)
-        if not keep or obj is None or self.session.scores is None:
+        if obj is None:
             return {"CANCELLED"}
-        settings = context.scene.segany
-        threshold = settings.threshold if settings.use_threshold else self.session.threshold
-        output = (
-            settings.output if obj.type == "MESH" or settings.output in ("attribute", "bool_attribute") else "attribute"
-        )
         try:
-            actions.accept(
-                obj,
-                self.session.scores,
-                threshold,
-                output,
-                settings.output_name,
-                self.color,
-                settings.binary,
-                runtime.current().state(actions.object_key(obj)).method,
-                [list(c) for c in self.session.clicks],
-            )
+            made = actions.finish_click(obj, self.session, context.scene.segany, self.color, keep)
         except (ValueError, RuntimeError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        return {"FINISHED"}
+        return {"FINISHED"} if made is not None else {"CANCELLED"}

@@ -23,7 +23,7 @@ OUTPUT_ITEMS = [
     ("face_set", "Sculpt Face Set", "A new face set with the segment's faces"),
     ("object", "Separate Object", "A new object holding only the segment"),
 ]
-FALLBACK_METHODS = ("iseg",)
+FALLBACK_METHODS = ("iseg", "sa3d")  # offered before the backend has said what it has
 
 
 def _method_search(_self: object, _context: bpy.types.Context, _edit_text: str) -> list[str]:

@@ -222,6 +222,24 @@ def export_splat_ply(obj: bpy.types.Object, path: str, mask: np.ndarray | None) 
     return splat_layout.write_ply(path, scene.arrays, mask)
 
 
+def supports(obj: bpy.types.Object, output: str) -> bool:
+    """Whether obj can hold this output: vertex groups need a mesh; selections, materials and face sets a
+    mesh with faces (a splat mesh from the PLY importer has none); attributes and objects fit every kind."""
+    if output in ("attribute", "bool_attribute", "object"):
+        return True
+    if output == "vertex_group":
+        return obj.type == "MESH"
+    return output in OUTPUTS and obj.type == "MESH" and len(obj.data.polygons) > 0
+
+
+def check_output(obj: bpy.types.Object, output: str) -> None:
+    """Refuse an output before anything is written, with what to use instead."""
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; expected one of {OUTPUTS}")
+    if not supports(obj, output):
+        raise ValueError(f"{obj.name!r} cannot hold output {output!r}; use 'attribute' for splats and points")
+
+
 def apply(
     obj: bpy.types.Object,
     scores: np.ndarray,
@@ -232,6 +250,7 @@ def apply(
     binary: bool = True,
 ) -> object:
     """Write one selection in the chosen form; returns what was made (group, attribute, slot, id, object)."""
+    check_output(obj, output)
     scores = np.asarray(scores, np.float32)
     mask = scores >= threshold
     if output == "vertex_group":
@@ -242,12 +261,8 @@ def apply(
         return write_bool_attribute(obj.data, name, mask)
     if output == "object":
         return separate(obj, mask, name)
-    if obj.type != "MESH" or len(obj.data.polygons) == 0:
-        raise ValueError(f"output {output!r} needs a mesh with faces; use 'attribute' for splats and points")
     if output == "selection":
         return set_selection(obj, mask)
     if output == "material":
         return add_material_slot(obj, name, color, mask)
-    if output == "face_set":
-        return add_face_set(obj.data, mask)
-    raise ValueError(f"unknown output {output!r}; expected one of {OUTPUTS}")
+    return add_face_set(obj.data, mask)

@@ -60,11 +60,16 @@ def _point_names(data: object) -> set[str]:
 
 
 def _colors(data: object, n: int) -> np.ndarray | None:
-    """The active POINT colour attribute as rgb in [0, 1], unless it is our own preview layer."""
+    """The active POINT colour attribute as rgb in [0, 1], unless it is our own preview layer. Point clouds
+    have no active colour: their first POINT colour attribute that is not ours stands in."""
     ca = getattr(data, "color_attributes", None)
-    active = getattr(ca, "active_color", None)
-    if active is None or active.domain != "POINT" or active.name.startswith(PREVIEW_PREFIX):
+    if ca is None:
         return None
+    candidates = [ca.active_color] if hasattr(ca, "active_color") else list(ca)
+    usable = [a for a in candidates if a is not None and a.domain == "POINT" and not a.name.startswith(PREVIEW_PREFIX)]
+    if not usable:
+        return None
+    active = usable[0]
     rgba = np.empty(n * 4, np.float32)
     active.data.foreach_get("color", rgba)
     return np.ascontiguousarray(rgba.reshape(n, 4)[:, :3])

@@ -21,11 +21,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from segany.samples import shared_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 ADDON = ROOT / "addon"
 PKG = "bl_ext.user_default.segany"
+DONUT = shared_data_dir() / "splats" / "donut.ply"  # a real 3DGS PLY, 45,624 Gaussians
 USER_DIR = Path(tempfile.mkdtemp(prefix="segany_blender_user_"))
 os.environ["BLENDER_USER_RESOURCES"] = str(USER_DIR)
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # backends started by the tests: one torch thread, no oversubscription
@@ -47,6 +51,7 @@ ISEG_TINY = {
     "decoder_batch": 4,
     "decoder_pixels": 128,
 }
+SA3D_SMALL = {"views": 6, "resolution": 64}  # SA3D on the 45K-Gaussian donut in about a second on a CPU
 
 
 def addon_utils() -> object:
@@ -142,3 +147,50 @@ def run_blender(script: str, timeout: float = 180.0, user_dir: Path | None = Non
             f"blender subprocess failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         )
     return proc
+
+
+def import_donut() -> object:
+    """The real donut.ply through Blender 5.0's own PLY importer: a face-less mesh with the raw 3DGS attributes."""
+    import bpy
+
+    assert bpy.ops.wm.ply_import(filepath=str(DONUT)) == {"FINISHED"}
+    return bpy.context.active_object
+
+
+def decoded_pointcloud(arrays: dict[str, np.ndarray], name: str = "splats53") -> object:
+    """A 5.3-style splat point cloud: vertex mesh with the decoded attributes, converted to a point cloud."""
+    import bpy
+    from bl_ext.user_default.segany import splat_layout
+
+    n = len(arrays["means"])
+    me = bpy.data.meshes.new(name)
+    me.vertices.add(n)
+    me.vertices.foreach_set("co", arrays["means"].ravel())
+    kinds = {4: ("FLOAT_COLOR", "color"), 3: ("FLOAT_VECTOR", "vector")}
+    for attr_name, values in splat_layout.to_decoded(arrays).items():
+        if attr_name == "rotation":
+            a = me.attributes.new(attr_name, "QUATERNION", "POINT")
+            a.data.foreach_set("value", values.ravel())
+            continue
+        dtype, key = kinds[values.shape[1]]
+        a = me.attributes.new(attr_name, dtype, "POINT")
+        a.data.foreach_set(key, values.ravel())
+    ob = bpy.data.objects.new(name, me)
+    bpy.context.scene.collection.objects.link(ob)
+    with bpy.context.temp_override(active_object=ob, object=ob, selected_objects=[ob], selected_editable_objects=[ob]):
+        assert bpy.ops.object.convert(target="POINTCLOUD") == {"FINISHED"}
+    ob = bpy.data.objects[name]
+    assert ob.type == "POINTCLOUD"
+    return ob
+
+
+def camera_view(location: tuple[float, float, float], rotation: tuple[float, float, float], w: int, h: int) -> object:
+    """A real camera's world → clip matrix for a w × h region: what `RegionView3D.perspective_matrix` is
+    in a viewport looking through that camera (the click tool's picking input)."""
+    import bpy
+
+    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    bpy.context.scene.collection.objects.link(cam)
+    cam.location, cam.rotation_euler = location, rotation
+    bpy.context.view_layer.update()
+    return cam.calc_matrix_camera(bpy.context.evaluated_depsgraph_get(), x=w, y=h) @ cam.matrix_world.inverted()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PKG, drain_until
+from conftest import PKG, SA3D_SMALL, drain_until, import_donut
 
 
 def _prefs() -> object:
@@ -21,6 +21,7 @@ def _prefs() -> object:
 
 
 def test_connect_fetches_the_catalogue_through_the_bridge(rt: object) -> None:
+    import bpy
     from bl_ext.user_default.segany import preferences
 
     rt.methods = []
@@ -31,7 +32,7 @@ def test_connect_fetches_the_catalogue_through_the_bridge(rt: object) -> None:
     assert icon == "CHECKMARK" and "pid" in text
     state = json.loads(Path(rt.backend.config.state_file).read_text())
     assert state["pid"] == rt.backend.pid
-    assert Path(rt.backend.config.state_file).parent.name == "segany"  # extension_path_user(__package__)
+    assert Path(rt.backend.config.state_file).parent == Path(bpy.utils.extension_path_user(PKG))
     assert oct(Path(rt.backend.config.state_file).stat().st_mode & 0o777) == "0o600"
 
 
@@ -130,3 +131,27 @@ def test_stop_ends_the_process_and_removes_the_state_file(rt: object) -> None:
     rt.backend.stop()
     assert not pid_alive(pid) and not state.exists() and rt.backend.status == "stopped"
     assert not rt.backend.alive()  # the next call that needs it starts a new one (ensure)
+
+
+def test_device_cache_and_checkpoint_preferences_reach_the_backend(
+    rt: object, fresh_scene: object, tmp_path: Path
+) -> None:
+    """Device and cache directory are the started backend's own (its info says so); a checkpoint path travels
+    with each job (so a backend behind a tunnel gets it too): a broken SAM file is named in the error."""
+    from bl_ext.user_default.segany import api
+
+    prefs = _prefs()
+    info = api.backend_info()
+    assert info["device"] == "cpu" and Path(info["cache_dir"]) == Path(prefs.cache_dir)
+    bad = tmp_path / "sam_vit_b.pth"
+    bad.write_bytes(b"not a checkpoint")
+    ob = import_donut()
+    prefs.sam_checkpoint = str(bad)
+    try:
+        assert rt.backend.config.prior_options("sam") == {"checkpoint": str(bad)}
+        with pytest.raises(api.RemoteError) as err:
+            api.prepare(ob, "sa3d", prior="sam", options=SA3D_SMALL)
+    finally:
+        prefs.sam_checkpoint = ""
+    assert err.value.code == "corrupt_file" and str(bad) in err.value.message
+    assert rt.backend.config.checkpoints == {}

@@ -103,3 +103,33 @@ def test_install_enable_disable_uninstall_leaves_nothing_behind(built_zip: Path,
     assert not out["runtime_after_disable"] and out["threads_after_disable"] == []
     assert out["handlers_after_disable"] == [] and not out["enabled_after_disable"]
     assert out["files_after_uninstall"] is False
+
+
+QUIT_SCRIPT = """
+import json, sys
+import bpy
+
+assert bpy.ops.extensions.package_install_files(
+    filepath=ZIP, repo="user_default", enable_on_install=True) == {"FINISHED"}
+prefs = bpy.context.preferences.addons["bl_ext.user_default.segany"].preferences
+prefs.python_path = sys.executable
+prefs.device = "CPU"
+from bl_ext.user_default.segany import api, runtime
+api.backend_info()
+backend = runtime.current().backend
+print("RESULT" + json.dumps({"pid": backend.pid, "state": str(backend.config.state_file),
+                             "log": str(backend.config.log_file)}))
+"""
+
+
+def test_quitting_blender_with_the_extension_enabled_stops_the_backend(built_zip: Path, tmp_path: Path) -> None:
+    """Blender exits with the add-on still enabled: Blender disables its add-ons on exit, so unregister shuts
+    the backend down before Blender is gone (the backend's parent watch is only the fallback for a crash)."""
+    from segany.addon.backend_process import pid_alive
+
+    proc = run_blender(f"ZIP = {str(built_zip)!r}\n" + QUIT_SCRIPT, user_dir=tmp_path / "user", timeout=240)
+    out = json.loads(proc.stdout.split("RESULT", 1)[1].strip().splitlines()[0])
+    assert not pid_alive(out["pid"])  # already gone when Blender's process has ended
+    assert not Path(out["state"]).exists()
+    log = Path(out["log"]).read_text()
+    assert "listening" in log and "parent process" not in log

@@ -8,49 +8,15 @@ independent references.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DONUT, SA3D_SMALL, camera_view, decoded_pointcloud, import_donut
 from plyfile import PlyData
 
 from segany.samples import shared_data_dir
-
-DONUT = shared_data_dir() / "splats" / "donut.ply"
-
-
-def import_donut() -> object:
-    import bpy
-
-    assert bpy.ops.wm.ply_import(filepath=str(DONUT)) == {"FINISHED"}
-    return bpy.context.active_object
-
-
-def decoded_pointcloud(arrays: dict[str, np.ndarray], name: str = "splats53") -> object:
-    """A 5.3-style splat point cloud: vertex mesh with the decoded attributes, converted to a point cloud."""
-    import bpy
-    from bl_ext.user_default.segany import splat_layout
-
-    n = len(arrays["means"])
-    me = bpy.data.meshes.new(name)
-    me.vertices.add(n)
-    me.vertices.foreach_set("co", arrays["means"].ravel())
-    kinds = {4: ("FLOAT_COLOR", "color"), 3: ("FLOAT_VECTOR", "vector")}
-    for attr_name, values in splat_layout.to_decoded(arrays).items():
-        if attr_name == "rotation":
-            a = me.attributes.new(attr_name, "QUATERNION", "POINT")
-            a.data.foreach_set("value", values.ravel())
-            continue
-        dtype, key = kinds[values.shape[1]]
-        a = me.attributes.new(attr_name, dtype, "POINT")
-        a.data.foreach_set(key, values.ravel())
-    ob = bpy.data.objects.new(name, me)
-    bpy.context.scene.collection.objects.link(ob)
-    with bpy.context.temp_override(active_object=ob, object=ob, selected_objects=[ob], selected_editable_objects=[ob]):
-        assert bpy.ops.object.convert(target="POINTCLOUD") == {"FINISHED"}
-    ob = bpy.data.objects[name]
-    assert ob.type == "POINTCLOUD"
-    return ob
 
 
 def test_blender50_importer_gives_raw_layout_equal_to_the_file(addon: object, fresh_scene: object) -> None:
@@ -174,24 +140,124 @@ def test_higher_sh_degree_round_trips_through_both_layouts(addon: object, fresh_
     np.testing.assert_allclose(dec.arrays["sh"], arrays["sh"], atol=1e-6)
 
 
-def test_point_picker_finds_the_front_gaussian_under_the_cursor(addon: object, fresh_scene: object) -> None:
-    """Project with a real camera's matrices (object moved, so the object transform matters too)."""
-    import bpy
+@pytest.mark.parametrize("layout", ["raw", "decoded"])
+def test_point_picker_finds_the_front_gaussian_under_the_cursor(
+    addon: object, fresh_scene: object, layout: str
+) -> None:
+    """Both splat layouts have nothing to ray-cast: the click tool's picker projects the Gaussians with a
+    real camera's matrices (object moved, so the object transform matters too)."""
     from bl_ext.user_default.segany import pick_math, picking, scene_read
 
     ob = import_donut()
+    if layout == "decoded":
+        ob = decoded_pointcloud(scene_read.read_object(ob).arrays, "donut53")
     ob.location = (0.5, -0.2, 0.3)
-    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
-    bpy.context.scene.collection.objects.link(cam)
-    cam.location = (0.0, -3.0, 0.8)
-    cam.rotation_euler = (1.3, 0.0, 0.0)
-    bpy.context.view_layer.update()
     w, h = 400, 300
-    persp = cam.calc_matrix_camera(bpy.context.evaluated_depsgraph_get(), x=w, y=h) @ cam.matrix_world.inverted()
-    picker = picking.PointPicker(ob, radius_px=6)
+    persp = camera_view((0.0, -3.0, 0.8), (1.3, 0.0, 0.0), w, h)
+    picker = picking.picker_for(ob, radius_px=6)
+    assert isinstance(picker, picking.PointPicker)
     local = scene_read.positions(ob.data)
     xy, depth = pick_math.project(local, np.array(persp @ ob.matrix_world), w, h)
     inside = np.flatnonzero((xy[:, 0] > 50) & (xy[:, 0] < w - 50) & (xy[:, 1] > 50) & (xy[:, 1] < h - 50))
     front = inside[np.argmin(depth[inside])]
     assert picker.pick_matrix(persp, w, h, tuple(xy[front])) == front
     assert picker.pick_matrix(persp, w, h, (-500.0, -500.0)) == -1
+
+
+@pytest.mark.parametrize("layout", ["raw", "decoded"])
+def test_separate_makes_an_object_of_the_segments_gaussians(addon: object, fresh_scene: object, layout: str) -> None:
+    """'New object from the segment' on splats: the 5.0 mesh goes through bmesh, the 5.3 point cloud
+    (no bmesh) through a geometry-nodes Delete Geometry; both keep every 3DGS attribute of the kept ones."""
+    import bpy
+    from bl_ext.user_default.segany import results, scene_read
+
+    ob = import_donut()
+    if layout == "decoded":
+        ob = decoded_pointcloud(scene_read.read_object(ob).arrays, "donut53")
+    arrays = scene_read.read_object(ob).arrays
+    scores = (arrays["means"][:, 0] > 0).astype(np.float32)
+    mask = scores >= 0.5
+    part = results.apply(ob, scores, 0.5, "object", "donut_part")
+    assert part.type == ob.type and part.name in bpy.context.scene.objects
+    assert "segany_drop" not in part.data.attributes and not part.modifiers
+    kept = scene_read.read_object(part)
+    assert kept.kind == "splats" and kept.layout == scene_read.read_object(ob).layout
+    assert kept.n_elements == int(mask.sum()) and scene_read.read_object(ob).n_elements == len(mask)
+    for key in ("means", "quats", "log_scales", "logit_opacities", "sh"):
+        np.testing.assert_array_equal(kept.arrays[key], arrays[key][mask], err_msg=key)
+
+
+def test_plain_point_cloud_is_sent_as_points_and_segmented_by_sa3d(rt: object, fresh_scene: object) -> None:
+    """A real point cloud (a subset of the garden scan) as a Blender point cloud with its colours: sent as
+    a `points` scene with rgb (point clouds have no active colour attribute), segmented by SA3D, scores
+    written back as an attribute beside the originals."""
+    import bpy
+    from bl_ext.user_default.segany import api, scene_read
+
+    from segany.scene import PointScene
+
+    garden = np.load(shared_data_dir() / "splats" / "garden_points.npz")
+    keep = np.random.default_rng(0).choice(len(garden["means3d"]), 4000, replace=False)
+    xyz, rgb = garden["means3d"][keep], garden["colors"][keep].astype(np.float32) / 255
+    me = bpy.data.meshes.new("garden")
+    me.vertices.add(len(xyz))
+    me.vertices.foreach_set("co", xyz.ravel())
+    me.color_attributes.new("Col", "FLOAT_COLOR", "POINT").data.foreach_set(
+        "color", np.hstack([rgb, np.ones((len(rgb), 1), np.float32)]).ravel()
+    )
+    ob = bpy.data.objects.new("garden", me)
+    bpy.context.scene.collection.objects.link(ob)
+    with bpy.context.temp_override(active_object=ob, object=ob, selected_objects=[ob], selected_editable_objects=[ob]):
+        assert bpy.ops.object.convert(target="POINTCLOUD") == {"FINISHED"}
+    ob = bpy.data.objects["garden"]
+    scene = scene_read.read_object(ob)
+    assert ob.type == "POINTCLOUD" and scene.kind == "points" and scene.n_elements == len(xyz)
+    np.testing.assert_array_equal(scene.arrays["xyz"], xyz)
+    np.testing.assert_allclose(scene.arrays["rgb"], rgb, atol=1e-6)
+    PointScene(**scene.arrays)  # the backend accepts exactly these arrays
+    before = {a.name: (a.data_type, a.domain) for a in ob.data.attributes}
+    done = api.segment(ob, clicks=[(0, 1)], method="sa3d", options=SA3D_SMALL, output="attribute", name="part")
+    np.testing.assert_array_equal(scene_read.read_attribute(ob.data, "part"), done.scores)
+    assert done.scores.shape == (len(xyz),) and 0 < done.count < len(xyz)
+    after = {a.name: (a.data_type, a.domain) for a in ob.data.attributes}
+    assert {k: v for k, v in after.items() if k in before} == before
+    np.testing.assert_allclose(scene_read.read_object(ob).arrays["rgb"], rgb, atol=1e-6)
+
+
+def test_segment_operator_on_splats_is_one_undo_step(rt: object, fresh_scene: object) -> None:
+    """bpy.ops.segany.segment (SA3D on the donut) pushes its own undo step: undo removes the segment, its
+    scores and its output, and leaves the 3DGS attributes; redo brings the segment back."""
+    import bpy
+
+    name = import_donut().name
+    names = sorted(a.name for a in bpy.data.objects[name].data.attributes)
+    bpy.ops.ed.undo_push(message="donut imported")
+    opts = json.dumps(SA3D_SMALL)
+    assert bpy.ops.segany.segment("EXEC_DEFAULT", True, clicks="0", method="sa3d", options=opts,
+                                  output="attribute", name="ring") == {"FINISHED"}  # fmt: skip
+    ob = bpy.data.objects[name]
+    assert "ring" in ob.data.attributes and len(ob.segany_segments) == 1
+    bpy.ops.ed.undo()
+    ob = bpy.data.objects[name]
+    assert sorted(a.name for a in ob.data.attributes) == names and len(ob.segany_segments) == 0
+    bpy.ops.ed.redo()
+    ob = bpy.data.objects[name]
+    assert "ring" in ob.data.attributes and ob.segany_segments[0].name == "ring"
+
+
+@pytest.mark.parametrize(
+    ("layout", "output"), [("raw", "material"), ("decoded", "vertex_group"), ("decoded", "face_set")]
+)
+def test_an_output_the_object_cannot_hold_is_refused_before_anything_is_written(
+    addon: object, fresh_scene: object, layout: str, output: str
+) -> None:
+    from bl_ext.user_default.segany import actions, scene_read
+
+    ob = import_donut()
+    if layout == "decoded":
+        ob = decoded_pointcloud(scene_read.read_object(ob).arrays, "donut53")
+    names = sorted(a.name for a in ob.data.attributes)
+    scores = np.linspace(0, 1, scene_read.read_object(ob).n_elements, dtype=np.float32)
+    with pytest.raises(ValueError, match="use 'attribute' for splats and points"):
+        actions.accept(ob, scores, 0.5, output, "part")
+    assert sorted(a.name for a in ob.data.attributes) == names and len(ob.segany_segments) == 0

@@ -2,14 +2,15 @@
 
 The Blender half runs in a subprocess with bpy and WITHOUT torch (as inside Blender): it builds the
 meshes and splats, starts the real backend through the add-on's own lifecycle code, and times
-- a click on a ~100K-vertex mesh: pick (BVH of the original mesh), the query round trip, the hand-over
-  from the worker thread to the main thread (the add-on's timer period), and the live colour write;
+- a click on a ~100K-vertex mesh: pick (BVH of the original mesh), the query's transport (request frame
+  answered, a score per vertex received), the hand-over from the worker thread to the main thread (the
+  add-on's timer period), and the live colour write;
 - writing a 1M-element selection into a vertex group and into a float attribute, against a per-element
   Python loop (the baseline);
 - importing a 1M-Gaussian 3DGS PLY with Blender's importer, reading it as scene arrays and sending it,
   against a bare socket moving the same bytes.
-This (torch) process then times the method's own query on the same prepared state (loaded from the
-shared cache), so the add-on's share of a click is the total minus that.
+The add-on's share of a click is the sum of those pieces, which leaves the method's own query out by
+construction; a real iSeg query round trip on a small mesh is reported beside it for context.
 """
 
 from __future__ import annotations

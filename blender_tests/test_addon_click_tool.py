@@ -1,0 +1,171 @@
+"""The click tool through its plain functions, with the real backend and SA3D on the real donut splats in
+both Blender layouts: viewport events go to `ClickSession.on_event` exactly as the modal operator passes
+them, picks project the Gaussians with a real camera's matrices, and Enter / Esc end through
+`actions.finish_click`. The modal operator itself cannot run headless (no window sends it events); it only
+forwards events and restores the viewport's shading, so everything it decides is exercised here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SA3D_SMALL, camera_view, decoded_pointcloud, drain_until, import_donut
+
+W, H = 400, 300
+
+
+def settle(rt: object) -> None:
+    """Let every query in flight answer and reach the main thread (the timer's drain)."""
+    assert rt.bridge.wait_idle(60)
+    drain_until(lambda: not rt.bridge.pending(), timeout=60)
+
+
+@pytest.fixture(scope="module", params=["raw", "decoded"])
+def splats(request: pytest.FixtureRequest, rt: object) -> tuple[object, object, np.ndarray]:
+    """The donut (5.0 mesh or 5.3 point cloud) prepared for SA3D, a camera view and two pick positions."""
+    import bpy
+    from bl_ext.user_default.segany import api, pick_math, scene_read
+
+    for ob in list(bpy.data.objects):
+        bpy.data.objects.remove(ob)
+    ob = import_donut()
+    if request.param == "decoded":
+        ob = decoded_pointcloud(scene_read.read_object(ob).arrays, "donut53")
+    assert api.prepare(ob, "sa3d", options=SA3D_SMALL).status == "prepared"
+    persp = camera_view((0.0, -0.45, 0.2), (1.23, 0.0, 0.0), W, H)  # the donut fills the view
+    xy, depth = pick_math.project(scene_read.positions(ob.data), np.array(persp @ ob.matrix_world), W, H)
+    centre = np.flatnonzero(np.abs(xy[:, 0] - W / 2) + np.abs(xy[:, 1] - H / 2) < 40)
+    side = np.flatnonzero(np.abs(xy[:, 0] - W / 2) > 80)
+    spots = np.array([xy[centre[np.argmin(depth[centre])]], xy[side[np.argmin(depth[side])]]])
+    return ob, persp, spots
+
+
+def _session(rt: object, ob: object) -> object:
+    from bl_ext.user_default.segany import actions, results
+    from bl_ext.user_default.segany.click_session import ClickSession
+
+    color = actions.next_color(ob)
+    return ClickSession(
+        rt,
+        actions.object_key(ob),
+        show=lambda s, t: results.show_preview(ob.data, s, t, color),
+        clear=lambda: results.clear_preview(ob.data),
+    )
+
+
+def test_clicks_shift_clicks_undo_and_navigation(rt: object, splats: tuple) -> None:
+    from bl_ext.user_default.segany import picking, results
+
+    ob, persp, spots = splats
+    picker = picking.picker_for(ob, radius_px=8)
+    at = {"xy": (0.0, 0.0)}
+    picks: list[int] = []
+
+    def pick() -> int:
+        picks.append(picker.pick_matrix(persp, W, H, at["xy"]))
+        return picks[-1]
+
+    session = _session(rt, ob)
+    for kind, value in (("MOUSEMOVE", "NOTHING"), ("MIDDLEMOUSE", "PRESS"), ("WHEELUPMOUSE", "PRESS")):
+        assert session.on_event(kind, value, False, False, pick) == "pass"
+    assert session.on_event("LEFTMOUSE", "RELEASE", False, False, pick) == "running" and not picks
+
+    at["xy"] = tuple(spots[0])
+    assert session.on_event("LEFTMOUSE", "PRESS", False, False, pick) == "running"
+    positive = picks[-1]
+    assert positive >= 0 and session.clicks == [(positive, 1)]
+    settle(rt)
+    assert not session.error and session.scores.shape == (len(ob.data.attributes["position"].data),)
+    first = session.scores.copy()
+    assert 0 < session.selected < len(first)
+    assert results.PREVIEW_ATTRIBUTE in ob.data.color_attributes  # coloured live
+
+    at["xy"] = tuple(spots[1])
+    assert session.on_event("LEFTMOUSE", "PRESS", True, False, pick) == "running"  # Shift: remove
+    negative = picks[-1]
+    assert negative >= 0 and negative != positive and session.clicks == [(positive, 1), (negative, -1)]
+    settle(rt)
+    assert not session.error
+    at["xy"] = (-500.0, -500.0)
+    assert session.on_event("LEFTMOUSE", "PRESS", False, False, pick) == "running"
+    assert picks[-1] == -1 and len(session.clicks) == 2  # a miss adds nothing
+
+    assert session.on_event("Z", "PRESS", False, False, pick) == "running" and len(session.clicks) == 2
+    assert session.on_event("Z", "PRESS", False, True, pick) == "running"  # Ctrl+Z: undo the last click
+    assert session.clicks == [(positive, 1)]
+    settle(rt)
+    np.testing.assert_array_equal(session.scores, first)  # the same clicks again give the same answer
+    session.on_event("Z", "PRESS", False, True, pick)
+    assert session.clicks == [] and session.scores is None
+    assert results.PREVIEW_ATTRIBUTE not in ob.data.color_attributes
+
+
+def test_escape_cancels_and_leaves_the_object_as_it_was(rt: object, splats: tuple) -> None:
+    import bpy
+    from bl_ext.user_default.segany import actions, picking, results
+
+    ob, persp, spots = splats
+    names = sorted(a.name for a in ob.data.attributes)
+    picker = picking.picker_for(ob, radius_px=8)
+    for cancel in ("ESC", "RIGHTMOUSE"):
+        session = _session(rt, ob)
+        session.on_event("LEFTMOUSE", "PRESS", False, False, lambda: picker.pick_matrix(persp, W, H, tuple(spots[0])))
+        settle(rt)
+        assert session.scores is not None and results.PREVIEW_ATTRIBUTE in ob.data.color_attributes
+        assert session.on_event(cancel, "PRESS", False, False, lambda: -1) == "cancel"
+        settings = bpy.context.scene.segany
+        assert actions.finish_click(ob, session, settings, (1, 0, 0, 1), keep=False) is None
+        assert sorted(a.name for a in ob.data.attributes) == names and len(ob.segany_segments) == 0
+
+
+@pytest.mark.parametrize("output", ["vertex_group", "material", "attribute"])
+def test_enter_keeps_the_segment_in_the_chosen_output_beside_the_originals(
+    rt: object, splats: tuple, output: str
+) -> None:
+    """Enter keeps the selection: a vertex group on the 5.0 mesh; where the object cannot hold the chosen
+    output (no vertex groups on point clouds, no faces for a material) the scores become a float attribute.
+    The original 3DGS attributes keep their names, types and values."""
+    import bpy
+    from bl_ext.user_default.segany import actions, picking, results, scene_read
+
+    ob, persp, spots = splats
+    before = {a.name: (a.data_type, a.domain) for a in ob.data.attributes}
+    values = {k: scene_read.read_attribute(ob.data, k) for k in before if not k.startswith(".")}
+    picker = picking.picker_for(ob, radius_px=8)
+    session = _session(rt, ob)
+    session.on_event("LEFTMOUSE", "PRESS", False, False, lambda: picker.pick_matrix(persp, W, H, tuple(spots[0])))
+    settle(rt)
+    assert session.on_event("NUMPAD_ENTER", "PRESS", False, False, lambda: -1) == "accept"
+    settings = bpy.context.scene.segany
+    settings.output, settings.output_name, settings.use_threshold = output, f"kept_{output}", False
+    made = actions.finish_click(ob, session, settings, (0.1, 0.9, 0.2, 1.0), keep=True)
+    mask = session.scores >= session.threshold
+    assert made.count == int(mask.sum()) > 0 and results.PREVIEW_ATTRIBUTE not in ob.data.color_attributes
+    seg = ob.segany_segments[-1]
+    assert seg.name == f"kept_{output}" and seg.method == "sa3d" and seg.count == made.count
+    np.testing.assert_array_equal(scene_read.read_attribute(ob.data, seg.attribute), session.scores)
+    if output == "vertex_group" and ob.type == "MESH":
+        members = {v.index for v in ob.data.vertices for g in v.groups if g.group == made.made.index}
+        assert members == set(np.flatnonzero(mask).tolist())
+    else:
+        np.testing.assert_array_equal(scene_read.read_attribute(ob.data, f"kept_{output}"), session.scores)
+    after = {a.name: (a.data_type, a.domain) for a in ob.data.attributes}
+    assert {k: v for k, v in after.items() if k in before} == before
+    for k, v in values.items():
+        np.testing.assert_array_equal(scene_read.read_attribute(ob.data, k), v, err_msg=k)
+    assert scene_read.read_object(ob).kind == "splats"
+
+
+def test_preparing_again_through_the_ui_says_from_cache(rt: object, splats: tuple) -> None:
+    """The panel's scene state: the Prepare button's path (background job, timer drain) finds the cached
+    work of the same Gaussians and says so."""
+    from bl_ext.user_default.segany import actions, panels, scene_read
+
+    ob = splats[0]
+    key = actions.object_key(ob)
+    rt.prepare(key, scene_read.read_object(ob), "sa3d", None, SA3D_SMALL)
+    st = rt.state(key)
+    drain_until(lambda: st.status in ("prepared", "failed", "cancelled"), timeout=60)
+    assert st.status == "prepared" and st.from_cache, st.message
+    text, icon = panels.scene_status(rt, ob)
+    assert text.startswith("Prepared sa3d (from cache) · splats") and icon == "CHECKMARK"
+    assert f"{len(ob.data.attributes['position'].data):,}" in text
