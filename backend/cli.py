@@ -178,6 +178,16 @@ def bench(
     console.print(f"wrote {out / (name + '.json')} and {out / (name + '.png')}")
 
 
+def _json_object(text: str, flag: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SegAnyError("bad_request", f"{flag} must be a JSON object: {exc}") from exc
+    if not isinstance(value, dict):
+        raise SegAnyError("bad_request", f"{flag} must be a JSON object, got {text!r}")
+    return value
+
+
 @app.command("eval")
 def evaluate(
     method: Annotated[str, typer.Option(help="method to evaluate")] = "iseg",
@@ -188,6 +198,9 @@ def evaluate(
     ids: Annotated[str | None, typer.Option(help="comma-separated shape ids")] = None,
     clicks: Annotated[int, typer.Option(help="clicks per target")] = 20,
     noise: Annotated[str | None, typer.Option(help="oracle noise: 'default' or none")] = None,
+    query: Annotated[
+        str | None, typer.Option(help="extra keys for every query, as JSON, e.g. '{\"refine\": false}'")
+    ] = None,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("eval-out"),
     cache_dir: CacheOpt = None,
     device: DeviceOpt = "auto",
@@ -197,6 +210,7 @@ def evaluate(
     from .samples import shared_data_dir
 
     try:
+        query_options = _json_object(query, "--query") if query else None
         run_eval(
             method=method,
             prior=prior,
@@ -206,6 +220,7 @@ def evaluate(
             out=out,
             engine=_engine(cache_dir, device),
             prior_options={"noise": noise} if noise else None,
+            query_options=query_options,
         )
     except SegAnyError as exc:
         _fail(exc)

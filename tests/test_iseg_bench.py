@@ -14,6 +14,7 @@ def test_quick_bench_writes_report(tmp_path: Path):
     assert json.loads((tmp_path / "iseg.json").read_text())["name"] == "iseg"
     metrics = [r["metric"] for r in doc["rows"]]
     assert any("light decoder" in m for m in metrics) and any("full decoder" in m for m in metrics)
+    assert any("crease refinement" in m for m in metrics) and any("first refined click" in m for m in metrics)
     assert any("prepare" in m for m in metrics)
     for row in doc["rows"]:
         assert row["value"] > 0

@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse.csgraph import connected_components, dijkstra
 
-from .geometry import Geometry, adjacency
+from ..graphwalk import adjacency
+from .geometry import Geometry
 
 Click = tuple[int, int]  # (click element index, +1 positive / -1 negative)
 

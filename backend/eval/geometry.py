@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from ..errors import SegAnyError
+from ..graphwalk import face_adjacency
 
 KNN = 8
 
@@ -73,28 +73,6 @@ def _unique_edges(faces: np.ndarray) -> np.ndarray:
     return np.unique(e, axis=0)
 
 
-def face_adjacency(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs of faces sharing an edge, the shared edge's two vertices, and per-vertex open-border flags.
-
-    Non-manifold edges (3+ faces) link their faces in a chain, which keeps them connected.
-    """
-    f = len(faces)
-    e = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
-    owner = np.repeat(np.arange(f), 3)
-    key = e[:, 0].astype(np.int64) * (int(faces.max()) + 1) + e[:, 1]
-    order = np.argsort(key, kind="stable")
-    key, owner, e = key[order], owner[order], e[order]
-    same = key[1:] == key[:-1]
-    pairs = np.stack([owner[:-1][same], owner[1:][same]], axis=1)
-    shared = e[:-1][same]
-    starts = np.r_[True, ~same]
-    counts = np.diff(np.r_[np.flatnonzero(starts), len(key)])
-    lone = e[np.flatnonzero(starts)[counts == 1]]
-    border = np.zeros(int(faces.max()) + 1, dtype=bool)
-    border[lone.ravel()] = True
-    return pairs, shared, border
-
-
 def mesh_geometry(vertices: np.ndarray, faces: np.ndarray) -> Geometry:
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
@@ -123,10 +101,3 @@ def point_geometry(xyz: np.ndarray, k: int = KNN) -> Geometry:
     e = e[e[:, 0] != e[:, 1]]
     lengths = np.linalg.norm(p[e[:, 0]] - p[e[:, 1]], axis=1)
     return Geometry("points", p, np.ones(n), e, e, lengths, np.zeros(n, dtype=bool))
-
-
-def adjacency(n: int, edges: np.ndarray, weights: np.ndarray | None = None) -> sp.csr_matrix:
-    """Symmetric sparse adjacency from an edge list."""
-    w = np.ones(len(edges)) if weights is None else weights
-    m = sp.coo_matrix((np.r_[w, w], (np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]])), (n, n))
-    return m.tocsr()

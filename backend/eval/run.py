@@ -102,11 +102,12 @@ def run_eval(
     prior_options: dict[str, Any] | None = None,
     method_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    query_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate `method` (through the Engine) and the baseline on every shape; write the three outputs.
 
-    `method="baseline"` evaluates the baseline alone. results.json is rewritten after every shape, so
-    an interrupted run keeps what it finished.
+    `method="baseline"` evaluates the baseline alone; `query_options` go into every query next to the
+    clicks. results.json is rewritten after every shape, so an interrupted run keeps what it finished.
     """
     if clicks < 1:
         raise SegAnyError("bad_request", f"clicks must be at least 1, got {clicks}")
@@ -119,13 +120,14 @@ def run_eval(
             from ..engine import Engine
 
             engine = own_engine = Engine()
-        scorers.append(EngineScorer(engine, method, prior, method_options, prior_options))
+        scorers.append(EngineScorer(engine, method, prior, method_options, prior_options, query_options))
     scorers.append(BaselineScorer())
     config = {
         "method": method,
         "prior": prior if method != "baseline" else None,
         "method_options": method_options or {},
         "prior_options": prior_options or {},
+        "query_options": query_options or {},
         "clicks": clicks,
         "data": str(data.resolve()),
         "ids": ids,

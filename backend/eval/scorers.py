@@ -80,12 +80,14 @@ class EngineScorer:
         prior: str | None,
         options: dict[str, Any] | None = None,
         prior_options: dict[str, Any] | None = None,
+        query_options: dict[str, Any] | None = None,
     ) -> None:
         self.engine = engine
         self.name = method
         self.prior = prior
         self.options = dict(options or {})
         self.prior_options = dict(prior_options or {})
+        self.query_options = dict(query_options or {})
         self._sid: str | None = None
 
     def prepare(self, shape: Shape, geom: Geometry) -> str:
@@ -100,7 +102,10 @@ class EngineScorer:
         if self._sid is None:
             raise AssertionError("EngineScorer.query before prepare")
         return self.engine.query(
-            self.name, self._sid, {"clicks": [[int(e), int(s)] for e, s in clicks]}, prior=self.prior
+            self.name,
+            self._sid,
+            {**self.query_options, "clicks": [[int(e), int(s)] for e, s in clicks]},
+            prior=self.prior,
         )
 
     def release(self) -> None:

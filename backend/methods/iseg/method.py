@@ -22,6 +22,7 @@ from ..clicks import parse_clicks
 from .data import make_samples, pixel_corners, visible_vertices
 from .decoder import PRESETS, ClickScorer, Decoder, DecoderConfig
 from .encoder import EncoderConfig, normalise
+from .refine import REFINED_THRESHOLD, CreaseRefiner, wants_refinement
 from .rendering import rasterize, resized, views_around
 from .train import Schedule, train_decoder, train_encoder
 
@@ -64,28 +65,39 @@ def _check_options(opts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _Scorers:
-    """Rebuilt decoders per live State object, so repeated clicks skip the rebuild (bounded LRU)."""
+class _Live:
+    """Per live State object: its rebuilt decoder and, once a refined query asks, its crease refiner
+    (bounded LRU), so repeated clicks skip both rebuilds and reuse the memoised answers."""
 
     def __init__(self, size: int = 8) -> None:
         self.size = size
         self._lock = threading.Lock()
-        self._items: OrderedDict[int, tuple[weakref.ref, ClickScorer]] = OrderedDict()
+        self._items: OrderedDict[int, tuple[weakref.ref, ClickScorer, list[CreaseRefiner]]] = OrderedDict()
 
-    def get(self, state: State) -> ClickScorer:
+    def _entry(self, state: State) -> tuple[ClickScorer, list[CreaseRefiner]]:
         key = id(state)
         with self._lock:
             hit = self._items.get(key)
             if hit is not None and hit[0]() is state:
                 self._items.move_to_end(key)
-                return hit[1]
-        scorer = build_scorer(state)
+                return hit[1], hit[2]
+        entry = (weakref.ref(state), build_scorer(state), [])
         with self._lock:
-            self._items[key] = (weakref.ref(state), scorer)
+            self._items[key] = entry
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
-        return scorer
+        return entry[1], entry[2]
+
+    def scorer(self, state: State) -> ClickScorer:
+        return self._entry(state)[0]
+
+    def refiner(self, scene: MeshScene, state: State) -> CreaseRefiner:
+        _, slot = self._entry(state)
+        with self._lock:
+            if not slot:
+                slot.append(CreaseRefiner(scene.vertices, scene.faces))
+            return slot[0]
 
 
 def build_scorer(state: State) -> ClickScorer:
@@ -114,7 +126,7 @@ class ISeg(Method):
     default_prior: ClassVar[str] = "geometric"
 
     def __init__(self) -> None:
-        self._scorers = _Scorers()
+        self._live = _Live()
 
     def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
         """iSeg's sizes on a GPU; on a CPU fewer views, steps and click vertices.
@@ -242,8 +254,30 @@ class ISeg(Method):
                 "not_prepared", f"the iseg state was prepared for {n} vertices but the scene has {scene.n_elements}"
             )
         vertices, positive = parse_clicks(query, n)
+        unknown = sorted(set(query) - {"clicks", "refine"})
+        refine = query.get("refine", "auto")
+        if unknown or not (refine == "auto" or isinstance(refine, bool)):
+            raise SegAnyError(
+                "bad_request",
+                'an iseg query is {"clicks": [[vertex, sign], ...], "refine": "auto"|true|false}'
+                + (
+                    f"; unknown keys {unknown}"
+                    if unknown
+                    else f"; refine must be 'auto', true or false, got {refine!r}"
+                ),
+            )
         threshold = float(state.meta.get("threshold", 0.5))
         if len(vertices) == 0:
             return Selection(np.zeros(n, dtype=np.float32), threshold)
-        probs = self._scorers.get(state)(vertices, positive)
-        return Selection(probs.numpy().astype(np.float32), threshold)
+        scorer = self._live.scorer(state)
+        if refine == "auto":
+            refine = wants_refinement(state.meta.get("losses", {}).get("decoder_last"))
+        if not refine:
+            return Selection(scorer(vertices, positive).numpy().astype(np.float32), threshold)
+
+        def decode(clicks: list[tuple[int, int]]) -> np.ndarray:
+            v = torch.as_tensor([c[0] for c in clicks], dtype=torch.long)
+            return scorer(v, torch.as_tensor([c[1] > 0 for c in clicks])).numpy()
+
+        clicks = list(zip(vertices.tolist(), [1 if p else -1 for p in positive.tolist()], strict=True))
+        return Selection(self._live.refiner(scene, state)(clicks, decode), REFINED_THRESHOLD)

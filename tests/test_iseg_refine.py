@@ -1,0 +1,165 @@
+"""The crease graph's walks against direct sparse solves; iSeg's refined queries on the stool (oracle prior)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.sparse.linalg import spsolve
+
+from segany.errors import SegAnyError
+from segany.graphwalk import CreaseGraph
+from segany.jobs import JobContext
+from segany.methods import get_method
+from segany.methods.base import State
+from segany.priors import get_prior
+from segany.samples import sample_mesh
+from segany.scene import MeshScene
+
+TINY = {
+    "views": 8,
+    "resolution": 80,
+    "encoder_steps": 150,
+    "encoder_pixels": 2048,
+    "click_vertices": 32,
+    "views_per_click": 2,
+    "second_clicks": 1,
+    "decoder_steps": 100,
+    "decoder_pixels": 256,
+}
+
+
+@pytest.fixture(scope="module")
+def stool() -> MeshScene:
+    return sample_mesh(max_edge=0.2)
+
+
+@pytest.fixture(scope="module")
+def graph(stool: MeshScene) -> CreaseGraph:
+    return CreaseGraph.for_mesh(stool.vertices, stool.faces)
+
+
+def _hard_walk(g: CreaseGraph, prior: np.ndarray, seed: np.ndarray, gamma: float) -> np.ndarray:
+    """Grady's walker with seeds as hard constraints: the textbook solve the soft-seed one must match."""
+    fixed = seed != 0
+    free = ~fixed
+    x = (seed > 0).astype(np.float64)
+    gam = gamma * g.mean_degree
+    luu = g.L[free][:, free] + sp.identity(int(free.sum())) * gam
+    x[free] = spsolve(luu.tocsc(), gam * prior[free] - g.L[free][:, fixed] @ x[fixed])
+    return x
+
+
+@pytest.mark.parametrize("gamma", [1e-4, 1e-2])
+def test_soft_seed_walk_matches_the_hard_constraint_solve(graph: CreaseGraph, gamma: float) -> None:
+    rng = np.random.default_rng(0)
+    prior = rng.random(graph.n)
+    for clicks in ([(5, 1)], [(5, 1), (400, -1)], [(5, 1), (400, -1), (900, 1), (1200, -1)]):
+        seed = graph.seeds(clicks)
+        np.testing.assert_allclose(graph.walk(prior, seed, gamma), _hard_walk(graph, prior, seed, gamma), atol=1e-5)
+    again = graph.walk(prior, graph.seeds([(5, 1), (400, -1)]), gamma)  # cached columns give the same answer
+    np.testing.assert_allclose(again, _hard_walk(graph, prior, graph.seeds([(5, 1), (400, -1)]), gamma), atol=1e-5)
+
+
+def test_walk_without_seeds_is_the_smoothed_prior(graph: CreaseGraph) -> None:
+    prior = (np.arange(graph.n) % 2).astype(np.float64)
+    x = graph.walk(prior, np.zeros(graph.n, dtype=np.int64), 1e-2)
+    g = 1e-2 * graph.mean_degree
+    expected = spsolve((graph.L + sp.identity(graph.n) * g).tocsc(), g * prior)
+    np.testing.assert_allclose(x, expected, atol=1e-8)
+
+
+def _strip(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """A flat 1 × n strip of quads (2 triangles each), one connected piece."""
+    xs = np.arange(n + 1, dtype=np.float64)
+    v = np.concatenate(
+        [
+            np.stack([xs, np.zeros_like(xs), np.zeros_like(xs)], 1),
+            np.stack([xs, np.ones_like(xs), np.zeros_like(xs)], 1),
+        ]
+    )
+    i = np.arange(n)
+    f = np.concatenate([np.stack([i, i + 1, i + n + 1], 1), np.stack([i + 1, i + n + 2, i + n + 1], 1)])
+    return v.astype(np.float32), f
+
+
+def test_islands_a_negative_click_cut_off_are_dropped_and_older_islands_stay() -> None:
+    v, f = _strip()
+    g = CreaseGraph.for_mesh(v, f)
+    quad = np.concatenate([np.arange(40), np.arange(40)])  # face → quad index along the strip
+    seed = g.seeds([(2, 1), (20, -1)])  # positive near the left end, negative in the middle
+    previous = quad < 30  # one region from the left end to quad 29, holding the positive click
+    cut = (quad < 18) | ((quad > 22) & (quad < 30))  # the negative click split it
+    kept = g.drop_cut_islands(cut, previous, seed)
+    assert kept[quad < 18].all() and not kept[quad > 22].any()
+    island = (quad < 18) | (quad > 34)  # quads 35..39 were an island before the click: they stay
+    kept = g.drop_cut_islands(island, (quad < 30) | (quad > 34), seed)
+    assert kept[quad > 34].all()
+
+
+@pytest.fixture(scope="module")
+def prepared(stool: MeshScene):
+    method = get_method("iseg")
+    state = method.prepare(stool, get_prior("oracle", labels=stool.face_parts), TINY, JobContext())
+    return method, state
+
+
+def _part_centre(stool: MeshScene, part: int) -> int:
+    faces = stool.faces[stool.face_parts == part]
+    idx = np.unique(faces)
+    pts = stool.vertices[idx]
+    return int(idx[np.argmin(np.linalg.norm(pts - pts.mean(axis=0), axis=1))])
+
+
+def _face_iou(stool: MeshScene, scores: np.ndarray, part: int) -> float:
+    pred = scores[stool.faces].mean(axis=1) >= 0.5
+    gt = stool.face_parts == part
+    return float((pred & gt).sum() / max((pred | gt).sum(), 1))
+
+
+def test_refined_click_snaps_to_the_part_and_keeps_every_click(prepared, stool: MeshScene) -> None:
+    method, state = prepared
+    seat = _part_centre(stool, 0)
+    refined = method.query(stool, state, {"clicks": [[seat, 1]], "refine": True})
+    assert _face_iou(stool, refined.scores, 0) > 0.9
+    back = _part_centre(stool, 1)
+    legs = _part_centre(stool, 2)
+    clicks = [[seat, 1], [back, 1], [legs, -1]]
+    both = method.query(stool, state, {"clicks": clicks, "refine": True})
+    assert both.scores[seat] >= 0.5 and both.scores[back] >= 0.5 and both.scores[legs] < 0.5
+    raw = method.query(stool, state, {"clicks": clicks, "refine": False})
+    assert raw.scores.shape == both.scores.shape and not np.array_equal(raw.scores, both.scores)
+    assert np.array_equal(method.query(stool, state, {"clicks": clicks, "refine": True}).scores, both.scores)
+
+
+def test_refined_queries_with_only_negative_clicks_select_nothing(prepared, stool: MeshScene) -> None:
+    method, state = prepared
+    leg = _part_centre(stool, 2)
+    sel = method.query(stool, state, {"clicks": [[leg, -1]], "refine": True})
+    assert not sel.mask.any()
+    first_negative = method.query(stool, state, {"clicks": [[leg, -1], [_part_centre(stool, 0), 1]], "refine": True})
+    assert first_negative.scores[leg] < 0.5 and _face_iou(stool, first_negative.scores, 0) > 0.9
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{"clicks": [[3, 1]], "refine": "yes"}, {"clicks": [[3, 1]], "refine": 1}, {"clicks": [[3, 1]], "snap": True}],
+)
+def test_bad_query_keys_are_bad_requests(prepared, stool: MeshScene, query: dict) -> None:
+    method, state = prepared
+    with pytest.raises(SegAnyError) as err:
+        method.query(stool, state, query)
+    assert err.value.code == "bad_request"
+
+
+def test_auto_refines_only_when_the_decoder_could_not_fit_its_prior(prepared, stool: MeshScene) -> None:
+    """The oracle-trained decoder fits its masks (low loss): "auto" is its raw answer; with the loss of a
+    weak prior recorded, "auto" is the refined one."""
+    method, state = prepared
+    clicks = [[_part_centre(stool, 0), 1], [_part_centre(stool, 1), 1]]
+    assert state.meta["losses"]["decoder_last"] < 0.2
+    auto = method.query(stool, state, {"clicks": clicks})
+    assert np.array_equal(auto.scores, method.query(stool, state, {"clicks": clicks, "refine": False}).scores)
+    weak = State(state.tensors, {**state.meta, "losses": {**state.meta["losses"], "decoder_last": 0.6}})
+    refined = method.query(stool, weak, {"clicks": clicks})
+    assert np.array_equal(refined.scores, method.query(stool, weak, {"clicks": clicks, "refine": True}).scores)
