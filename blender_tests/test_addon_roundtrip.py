@@ -11,12 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ISEG_TINY, drain_until
-
-from segany.samples import shared_data_dir
-
-DONUT = shared_data_dir() / "splats" / "donut.ply"
-SA3D_SMALL = {"views": 6, "resolution": 64}  # SA3D on the 45K-Gaussian donut in about a second on a CPU
+from conftest import DONUT, ISEG_TINY, SA3D_SMALL, drain_until
 
 
 def two_part_mesh(name: str = "mushroom") -> object:

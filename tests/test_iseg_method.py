@@ -32,11 +32,6 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def stool() -> MeshScene:
-    return sample_mesh(max_edge=0.2)
-
-
-@pytest.fixture(scope="module")
 def vertex_part(stool: MeshScene) -> np.ndarray:
     part = np.zeros(len(stool.vertices), dtype=np.int64)
     part[stool.faces.ravel()] = np.repeat(stool.face_parts, 3)

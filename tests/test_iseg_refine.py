@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
+from test_iseg_method import TINY
 
 from segany.errors import SegAnyError
 from segany.graphwalk import CreaseGraph
@@ -13,25 +14,7 @@ from segany.jobs import JobContext
 from segany.methods import get_method
 from segany.methods.base import State
 from segany.priors import get_prior
-from segany.samples import sample_mesh
 from segany.scene import MeshScene
-
-TINY = {
-    "views": 8,
-    "resolution": 80,
-    "encoder_steps": 150,
-    "encoder_pixels": 2048,
-    "click_vertices": 32,
-    "views_per_click": 2,
-    "second_clicks": 1,
-    "decoder_steps": 100,
-    "decoder_pixels": 256,
-}
-
-
-@pytest.fixture(scope="module")
-def stool() -> MeshScene:
-    return sample_mesh(max_edge=0.2)
 
 
 @pytest.fixture(scope="module")
