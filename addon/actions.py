@@ -8,7 +8,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from . import properties, results, runtime, scene_read, selection_math
+from . import overlay, properties, results, runtime, scene_read, selection_math
 from .click_session import ClickSession
 from .client import RemoteError
 
@@ -118,16 +118,35 @@ def accept(
     return Segmented(np.asarray(scores, np.float32), threshold, seg.name, made)
 
 
+Preview = results.AttributePreview | overlay.PointOverlay
+
+
+def live_preview(obj: bpy.types.Object, color: tuple[float, ...]) -> Preview:
+    """How the click tool shows the selection while clicking: a colour attribute on meshes with faces; a
+    viewport overlay on splat and point objects, where Solid mode shows no colour attribute."""
+    if obj.type == "MESH" and len(obj.data.polygons) > 0:
+        return results.AttributePreview(obj, color)
+    return overlay.PointOverlay(obj, color)
+
+
+def start_click(obj: bpy.types.Object, color: tuple[float, ...]) -> tuple[ClickSession, Preview]:
+    """Begin a click-tool session on a prepared object: its live preview and the session that feeds it."""
+    preview = live_preview(obj, color)
+    session = ClickSession(runtime.current(), object_key(obj), show=preview.show, clear=preview.clear)
+    return session, preview
+
+
 def finish_click(
     obj: bpy.types.Object,
     session: ClickSession,
     settings: properties.SegAnySettings,
     color: tuple[float, ...],
     keep: bool,
+    preview: Preview,
 ) -> Segmented | None:
     """End a click-tool session (Enter keeps, Esc cancels): the live preview goes either way; kept scores
     become a segment in the chosen output, or a float attribute where the object cannot hold that output."""
-    results.clear_preview(obj.data)
+    preview.close()
     if not keep or session.scores is None:
         return None
     threshold = settings.threshold if settings.use_threshold else session.threshold

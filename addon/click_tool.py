@@ -1,13 +1,12 @@
 """The interactive click tool (modal): LMB adds, Shift+LMB removes, Ctrl+Z undoes a click, Enter keeps
-the segment, Esc cancels. Navigation passes through. Scores come back in the background and colour the
-object live through a colour attribute shown in Solid mode."""
+the segment, Esc cancels. Navigation passes through. Scores come back in the background and show live: on
+meshes through a colour attribute in Solid mode, on splat and point objects as a viewport overlay."""
 
 from __future__ import annotations
 
 import bpy
 
-from . import actions, picking, results, runtime
-from .click_session import ClickSession
+from . import actions, overlay, picking, runtime
 
 HELP = "LMB add · Shift+LMB remove · Ctrl+Z undo click · Enter keep · Esc cancel"
 
@@ -41,22 +40,20 @@ class SEGANY_OT_click_tool(bpy.types.Operator):
         self.obj_name = obj.name
         self.color = actions.next_color(obj)
         self.picker = picking.cached_picker(obj, actions.object_key(obj), st.scene_id, context.scene.segany.pick_radius)
-        shading = context.space_data.shading
-        self.saved_shading = (shading.type, shading.color_type)
-        shading.type = "SOLID"  # colour attributes show in Solid mode; restored on exit
-        shading.color_type = "VERTEX"
-        data = obj.data
-        self.session = ClickSession(
-            rt,
-            actions.object_key(obj),
-            show=lambda scores, thr: results.show_preview(data, scores, thr, self.color),
-            clear=lambda: results.clear_preview(data),
-        )
+        self.session, self.preview = actions.start_click(obj, self.color)
+        self.saved_shading = None
+        if not isinstance(self.preview, overlay.PointOverlay):
+            shading = context.space_data.shading
+            self.saved_shading = (shading.type, shading.color_type)
+            shading.type = "SOLID"  # colour attributes show in Solid mode; restored on exit
+            shading.color_type = "VERTEX"
         context.window_manager.modal_handler_add(self)
         context.workspace.status_text_set(HELP)
         return {"RUNNING_MODAL"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if bpy.data.objects.get(self.obj_name) is None:  # deleted while clicking (a script, a timer)
+            return self._finish(context, keep=False)
         context.area.header_text_set(self._header())
         xy = (event.mouse_region_x, event.mouse_region_y)
         outcome = self.session.on_event(
@@ -75,20 +72,33 @@ class SEGANY_OT_click_tool(bpy.types.Operator):
     def _header(self) -> str:
         s = self.session
         text = f"SegAny: {len(s.clicks)} clicks, {s.selected} selected"
-        if s.error:
-            text += f" — {s.error}"
+        problem = s.error or self.preview.error
+        if problem:
+            text += f" — {problem}"
         return f"{text}    ({HELP})"
 
+    def _restore(self, context: bpy.types.Context) -> None:
+        """Remove the live preview and give the viewport back its shading, header and status bar."""
+        self.preview.close()
+        space = context.space_data
+        if self.saved_shading is not None and space is not None and space.type == "VIEW_3D":
+            space.shading.type, space.shading.color_type = self.saved_shading
+        if context.area is not None:
+            context.area.header_text_set(None)
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender ends the tool itself (a file is loaded, the window closes): leave nothing behind."""
+        self._restore(context)
+
     def _finish(self, context: bpy.types.Context, keep: bool) -> set[str]:
+        self._restore(context)
         obj = bpy.data.objects.get(self.obj_name)
-        shading = context.space_data.shading
-        shading.type, shading.color_type = self.saved_shading
-        context.area.header_text_set(None)
-        context.workspace.status_text_set(None)
         if obj is None:
             return {"CANCELLED"}
         try:
-            made = actions.finish_click(obj, self.session, context.scene.segany, self.color, keep)
+            made = actions.finish_click(obj, self.session, context.scene.segany, self.color, keep, self.preview)
         except (ValueError, RuntimeError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

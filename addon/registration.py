@@ -1,7 +1,8 @@
 """Register / unregister everything, and own the session's runtime, timer and handlers.
 
-Unregister leaves nothing behind: classes, properties, the timer, the handlers, the worker thread and the
-backend process all go. The backend also exits by itself when Blender dies (it watches our pid)."""
+Unregister leaves nothing behind: classes, properties, the timer, the handlers, the click tool's viewport
+overlays, the worker thread and the backend process all go. The backend also exits by itself when Blender
+dies (it watches our pid)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import atexit
 
 import bpy
 
-from . import click_tool, operators, panels, picking, preferences, properties, runtime
+from . import click_tool, operators, overlay, panels, picking, preferences, properties, runtime
 
 CLASSES = (
     *properties.CLASSES,
@@ -50,6 +51,7 @@ def _on_load(_dummy: object) -> None:
     if rt is not None:
         rt.objects.clear()
     picking.forget_pickers()
+    overlay.remove_all()
 
 
 def _on_exit() -> None:
@@ -75,6 +77,7 @@ def unregister() -> None:
         bpy.app.timers.unregister(drain)
     runtime.uninstall()
     picking.forget_pickers()
+    overlay.remove_all()
     properties.unregister()
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

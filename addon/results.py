@@ -214,6 +214,34 @@ def clear_preview(data: bpy.types.ID) -> None:
         data.update_tag()
 
 
+class AttributePreview:
+    """Meshes: the click tool's live selection as a colour attribute, shown in Solid mode's vertex colours.
+    The same show / clear / close calls as the splat and point overlay (overlay.PointOverlay)."""
+
+    error = ""  # a colour attribute has no draw step that can fail (the overlay reports its own)
+
+    def __init__(self, obj: bpy.types.Object, color: tuple[float, ...]) -> None:
+        self.name = obj.name
+        self.key = obj.session_uid
+        self.color = color
+
+    def _data(self) -> bpy.types.ID | None:
+        obj = bpy.data.objects.get(self.name)
+        return obj.data if obj is not None and obj.session_uid == self.key else None
+
+    def show(self, scores: np.ndarray, threshold: float) -> None:
+        data = self._data()
+        if data is not None:
+            show_preview(data, scores, threshold, self.color)
+
+    def clear(self) -> None:
+        data = self._data()
+        if data is not None:
+            clear_preview(data)
+
+    close = clear
+
+
 def export_splat_ply(obj: bpy.types.Object, path: str, mask: np.ndarray | None) -> int:
     """Write the (selected) Gaussians of a splat object as a standard 3DGS PLY; returns how many."""
     scene = scene_read.read_object(obj)

@@ -1,8 +1,10 @@
 """The click tool through its plain functions, with the real backend and SA3D on the real donut splats in
 both Blender layouts: viewport events go to `ClickSession.on_event` exactly as the modal operator passes
 them, picks project the Gaussians with a real camera's matrices, and Enter / Esc end through
-`actions.finish_click`. The modal operator itself cannot run headless (no window sends it events); it only
-forwards events and restores the viewport's shading, so everything it decides is exercised here."""
+`actions.finish_click`; the session starts through `actions.start_click`, which on splats shows the live
+selection as a viewport overlay (its draw handler is real; the gpu drawing itself cannot run headless). The
+modal operator itself cannot run headless (no window sends it events); it only forwards events and restores
+the viewport, so everything it decides is exercised here."""
 
 from __future__ import annotations
 
@@ -39,21 +41,31 @@ def splats(request: pytest.FixtureRequest, rt: object) -> tuple[object, object, 
     return ob, persp, spots
 
 
-def _session(rt: object, ob: object) -> object:
-    from bl_ext.user_default.segany import actions, results
-    from bl_ext.user_default.segany.click_session import ClickSession
+def _session(ob: object, color: tuple[float, ...] = (0.1, 0.9, 0.2, 1.0)) -> tuple[object, object]:
+    """A click session as the tool starts it: on splats the live selection is a viewport overlay."""
+    from bl_ext.user_default.segany import actions, overlay
 
-    color = actions.next_color(ob)
-    return ClickSession(
-        rt,
-        actions.object_key(ob),
-        show=lambda s, t: results.show_preview(ob.data, s, t, color),
-        clear=lambda: results.clear_preview(ob.data),
-    )
+    session, preview = actions.start_click(ob, color)
+    assert isinstance(preview, overlay.PointOverlay) and overlay.active() == [preview]
+    return session, preview
+
+
+def assert_overlay_shows(preview: object, session: object, ob: object) -> None:
+    """The overlay holds the selected Gaussians in world space, and no colour attribute was written."""
+    from bl_ext.user_default.segany import results
+
+    selected = np.flatnonzero(session.scores >= session.threshold)
+    assert len(preview.coords) == len(selected) > 0  # the donut is far below the overlay's cap
+    m = np.array(ob.matrix_world)
+    local = ob.data.attributes["position"].data
+    expected = np.array([local[i].vector for i in selected[:50]]) @ m[:3, :3].T + m[:3, 3]
+    np.testing.assert_allclose(preview.coords[:50], expected, atol=1e-5)
+    assert results.PREVIEW_ATTRIBUTE not in ob.data.color_attributes
 
 
 def test_clicks_shift_clicks_undo_and_navigation(rt: object, splats: tuple) -> None:
-    from bl_ext.user_default.segany import picking, results
+    import bpy
+    from bl_ext.user_default.segany import actions, overlay, picking
 
     ob, persp, spots = splats
     picker = picking.picker_for(ob, radius_px=8)
@@ -64,7 +76,7 @@ def test_clicks_shift_clicks_undo_and_navigation(rt: object, splats: tuple) -> N
         picks.append(picker.pick_matrix(persp, W, H, at["xy"]))
         return picks[-1]
 
-    session = _session(rt, ob)
+    session, preview = _session(ob)
     for kind, value in (("MOUSEMOVE", "NOTHING"), ("MIDDLEMOUSE", "PRESS"), ("WHEELUPMOUSE", "PRESS")):
         assert session.on_event(kind, value, False, False, pick) == "pass"
     assert session.on_event("LEFTMOUSE", "RELEASE", False, False, pick) == "running" and not picks
@@ -77,7 +89,7 @@ def test_clicks_shift_clicks_undo_and_navigation(rt: object, splats: tuple) -> N
     assert not session.error and session.scores.shape == (len(ob.data.attributes["position"].data),)
     first = session.scores.copy()
     assert 0 < session.selected < len(first)
-    assert results.PREVIEW_ATTRIBUTE in ob.data.color_attributes  # coloured live
+    assert_overlay_shows(preview, session, ob)  # shown live
 
     at["xy"] = tuple(spots[1])
     assert session.on_event("LEFTMOUSE", "PRESS", True, False, pick) == "running"  # Shift: remove
@@ -96,25 +108,29 @@ def test_clicks_shift_clicks_undo_and_navigation(rt: object, splats: tuple) -> N
     np.testing.assert_array_equal(session.scores, first)  # the same clicks again give the same answer
     session.on_event("Z", "PRESS", False, True, pick)
     assert session.clicks == [] and session.scores is None
-    assert results.PREVIEW_ATTRIBUTE not in ob.data.color_attributes
+    assert len(preview.coords) == 0 and overlay.active() == [preview]  # nothing drawn, still in session
+    assert actions.finish_click(ob, session, bpy.context.scene.segany, preview.color, False, preview) is None
+    assert overlay.active() == [] and preview.handle is None
 
 
 def test_escape_cancels_and_leaves_the_object_as_it_was(rt: object, splats: tuple) -> None:
     import bpy
-    from bl_ext.user_default.segany import actions, picking, results
+    from bl_ext.user_default.segany import actions, overlay, picking
 
     ob, persp, spots = splats
     names = sorted(a.name for a in ob.data.attributes)
     picker = picking.picker_for(ob, radius_px=8)
     for cancel in ("ESC", "RIGHTMOUSE"):
-        session = _session(rt, ob)
+        session, preview = _session(ob)
         session.on_event("LEFTMOUSE", "PRESS", False, False, lambda: picker.pick_matrix(persp, W, H, tuple(spots[0])))
         settle(rt)
-        assert session.scores is not None and results.PREVIEW_ATTRIBUTE in ob.data.color_attributes
+        assert session.scores is not None
+        assert_overlay_shows(preview, session, ob)
         assert session.on_event(cancel, "PRESS", False, False, lambda: -1) == "cancel"
         settings = bpy.context.scene.segany
-        assert actions.finish_click(ob, session, settings, (1, 0, 0, 1), keep=False) is None
+        assert actions.finish_click(ob, session, settings, (1, 0, 0, 1), False, preview) is None
         assert sorted(a.name for a in ob.data.attributes) == names and len(ob.segany_segments) == 0
+        assert overlay.active() == [] and preview.handle is None
 
 
 @pytest.mark.parametrize("output", ["vertex_group", "material", "attribute"])
@@ -125,21 +141,22 @@ def test_enter_keeps_the_segment_in_the_chosen_output_beside_the_originals(
     output (no vertex groups on point clouds, no faces for a material) the scores become a float attribute.
     The original 3DGS attributes keep their names, types and values."""
     import bpy
-    from bl_ext.user_default.segany import actions, picking, results, scene_read
+    from bl_ext.user_default.segany import actions, overlay, picking, results, scene_read
 
     ob, persp, spots = splats
     before = {a.name: (a.data_type, a.domain) for a in ob.data.attributes}
     values = {k: scene_read.read_attribute(ob.data, k) for k in before if not k.startswith(".")}
     picker = picking.picker_for(ob, radius_px=8)
-    session = _session(rt, ob)
+    session, preview = _session(ob)
     session.on_event("LEFTMOUSE", "PRESS", False, False, lambda: picker.pick_matrix(persp, W, H, tuple(spots[0])))
     settle(rt)
     assert session.on_event("NUMPAD_ENTER", "PRESS", False, False, lambda: -1) == "accept"
     settings = bpy.context.scene.segany
     settings.output, settings.output_name, settings.use_threshold = output, f"kept_{output}", False
-    made = actions.finish_click(ob, session, settings, (0.1, 0.9, 0.2, 1.0), keep=True)
+    made = actions.finish_click(ob, session, settings, preview.color, True, preview)
     mask = session.scores >= session.threshold
     assert made.count == int(mask.sum()) > 0 and results.PREVIEW_ATTRIBUTE not in ob.data.color_attributes
+    assert overlay.active() == [] and preview.handle is None
     seg = ob.segany_segments[-1]
     assert seg.name == f"kept_{output}" and seg.method == "sa3d" and seg.count == made.count
     np.testing.assert_array_equal(scene_read.read_attribute(ob.data, seg.attribute), session.scores)
