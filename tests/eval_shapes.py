@@ -87,6 +87,7 @@ class PerfectEngine:
         self.scenes: dict[str, MeshScene] = {}
         self.labels: dict[str, np.ndarray] = {}
         self.prepared: list[tuple[str, str, str | None]] = []
+        self.query_keys: set[str] = set()
 
     def add_scene(self, scene: MeshScene) -> str:
         sid = f"s{len(self.scenes)}"
@@ -101,6 +102,7 @@ class PerfectEngine:
     def query(self, method: str, sid: str, query: dict, prior=None) -> Selection:
         from segany.eval.geometry import mesh_geometry
 
+        self.query_keys |= set(query)
         scene = self.scenes[sid]
         scorer = PerfectScorer()
         scorer.prepare(Shape(sid, "", scene, self.labels[sid], ""), mesh_geometry(scene.vertices, scene.faces))

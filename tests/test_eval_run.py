@@ -65,3 +65,13 @@ def test_bad_requests_are_actionable(tmp_path) -> None:
     with pytest.raises(SegAnyError) as err:
         run_eval("baseline", None, data, None, 0, tmp_path / "out")
     assert err.value.code == "bad_request"
+
+
+def test_query_options_reach_every_query_and_the_config(tmp_path) -> None:
+    data = write_psb(tmp_path / "psb", [split_box(2)])
+    engine = PerfectEngine()
+    results = run_eval(
+        "perfect", "oracle", data, None, 2, tmp_path / "out", engine=engine, query_options={"refine": False}
+    )
+    assert engine.query_keys == {"clicks", "refine"}
+    assert results["config"]["query_options"] == {"refine": False}

@@ -6,7 +6,7 @@ clicks, answers later clicks weakly. This stage walks on the concavity-weighted 
 (`segany.graphwalk`), where part boundaries cost little to cut:
 
 - first click: a random walk from the clicked faces with the decoder's face probabilities as the prior,
-  then, among its level sets between 0.05 and 0.95, the one of lowest conductance (a sweep cut) holding
+  then, among its level sets between 0.2 and 0.95, the one of lowest conductance (a sweep cut) holding
   at most half the surface — the crease-bounded region closest to the decoder's answer;
 - each later click refines the answer to the clicks before it, as an interactive tool keeps its
   selection: a random walk seeded by all clicks (positive 1, negative 0) with the previous answer as a
@@ -36,7 +36,7 @@ Click = tuple[int, int]
 
 FIRST_PRIOR = 1e-3  # pull of the decoder's answer on the first walk, relative to a mean node degree
 LATER_PRIOR = 1e-4  # pull of the previous answer on every later walk
-SWEEP_BAND = (0.05, 0.95)  # first click: level sets searched for the sweep cut
+SWEEP_BAND = (0.2, 0.95)  # first click: level sets searched for the sweep cut (chosen on the PSB dev shapes)
 MAX_SHARE = 0.5  # first click: the region holds at most this share of the graph volume
 MEMO_SIZE = 256
 WEAK_PRIOR_LOSS = 0.2  # "auto" refines when the decoder's final training loss is above this
