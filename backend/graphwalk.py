@@ -201,10 +201,13 @@ class CreaseGraph:
         x = y + z @ (beta * target) - z @ np.linalg.solve(k, y[nodes] + z[nodes] @ (beta * target))
         return np.clip(x, 0.0, 1.0)
 
-    def sweep(self, x: np.ndarray, seed: np.ndarray, max_share: float) -> np.ndarray:
-        """The level set of x with the lowest conductance that keeps every positive and no negative seed
-        and holds at most `max_share` of the graph volume — the sweep cut of local graph partitioning
-        (Andersen, Chung, Lang 2006)."""
+    def sweep(
+        self, x: np.ndarray, seed: np.ndarray, max_share: float, band: tuple[float, float] = (-np.inf, np.inf)
+    ) -> np.ndarray:
+        """The level set of x with the lowest conductance that keeps every positive and no negative seed,
+        holds at most `max_share` of the graph volume and, when `band` = (lo, hi) is given, takes every
+        node with x ≥ hi and none with x ≤ lo — the sweep cut of local graph partitioning (Andersen, Chung,
+        Lang 2006)."""
         order = np.lexsort((seed <= 0, seed < 0, -x))
         rank = np.empty(self.n, dtype=np.int64)
         rank[order] = np.arange(self.n)
@@ -216,7 +219,10 @@ class CreaseGraph:
         k = np.arange(self.n)
         last_pos = int(rank[seed > 0].max())
         first_neg = int(rank[seed < 0].min()) if (seed < 0).any() else self.n
-        conductance[(k < last_pos) | (k >= first_neg) | (vol / total > max_share)] = np.inf
+        lo, hi = band
+        above, inside = int((x >= hi).sum()), int((x > lo).sum())
+        outside_band = (k < above - 1) | (k >= inside)
+        conductance[(k < last_pos) | (k >= first_neg) | (vol / total > max_share) | outside_band] = np.inf
         if not np.isfinite(conductance).any():
             return x >= 0.5
         chosen = np.zeros(self.n, dtype=bool)

@@ -54,6 +54,17 @@ def test_walk_without_seeds_is_the_smoothed_prior(graph: CreaseGraph) -> None:
     np.testing.assert_allclose(x, expected, atol=1e-8)
 
 
+def test_sweep_band_keeps_unclicked_pieces_out(stool: MeshScene, graph: CreaseGraph) -> None:
+    """Nodes at or below the band's floor never join the level set, even whole pieces whose zero cut would
+    lower the conductance (the stool's seat, back and ring are pieces of their own)."""
+    leg = stool.face_parts == 2
+    x = np.where(leg, 0.9, 0.01)
+    x[np.flatnonzero(leg)[:5]] = 0.1  # a few faces of the clicked piece itself below the floor
+    seed = graph.seeds([(int(stool.faces[np.flatnonzero(leg)[100], 0]), 1)])
+    chosen = graph.sweep(x, seed, 0.5, (0.2, 0.95))
+    assert not chosen[~leg].any() and chosen[leg].sum() == leg.sum() - 5
+
+
 def _strip(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
     """A flat 1 × n strip of quads (2 triangles each), one connected piece."""
     xs = np.arange(n + 1, dtype=np.float64)

@@ -92,10 +92,7 @@ class CreaseRefiner:
         """The crease-bounded region nearest the decoder's answer to the first positive click."""
         g = self.graph
         face_probs = np.asarray(vertex_probs, dtype=np.float64)[self.faces].mean(axis=1)
-        x = g.walk(face_probs, first_seed, FIRST_PRIOR)
-        lo, hi = SWEEP_BAND
-        banded = np.where(x >= hi, 2.0, np.where(x <= lo, -1.0, x))
-        chosen = g.sweep(banded, first_seed, MAX_SHARE)
+        chosen = g.sweep(g.walk(face_probs, first_seed, FIRST_PRIOR), first_seed, MAX_SHARE, SWEEP_BAND)
         if (seed < 0).any():
             chosen = g.walk(chosen.astype(np.float64), seed, LATER_PRIOR) >= 0.5
         return chosen
