@@ -174,3 +174,16 @@ def test_auto_refines_only_when_the_decoder_could_not_fit_its_prior(prepared, st
     weak = State(state.tensors, {**state.meta, "losses": {**state.meta["losses"], "decoder_last": 0.6}})
     refined = method.query(stool, weak, {"clicks": clicks})
     assert np.array_equal(refined.scores, method.query(stool, weak, {"clicks": clicks, "refine": True}).scores)
+
+
+def test_separate_pieces_follow_the_decoder(stool: MeshScene) -> None:
+    """No walk reaches a piece that shares no edge with the clicked one, so there the decoder decides."""
+    refiner = CreaseRefiner(stool.vertices, stool.faces)
+    on = np.zeros(len(stool.vertices))
+    for part, p in ((2, 0.9), (0, 0.8), (1, 0.1)):
+        on[np.unique(stool.faces[stool.face_parts == part])] = p
+    leg = _part_centre(stool, 2)
+    scores = refiner([(leg, 1)], lambda clicks: on)
+    picked = scores[stool.faces].mean(axis=1) >= 0.5
+    assert picked[stool.face_parts == 2].all() and picked[stool.face_parts == 0].all()
+    assert not picked[stool.face_parts == 1].any()
