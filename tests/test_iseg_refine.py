@@ -187,3 +187,15 @@ def test_separate_pieces_follow_the_decoder(stool: MeshScene) -> None:
     picked = scores[stool.faces].mean(axis=1) >= 0.5
     assert picked[stool.face_parts == 2].all() and picked[stool.face_parts == 0].all()
     assert not picked[stool.face_parts == 1].any()
+
+
+def test_per_state_cache_builds_once_per_live_state_and_stays_bounded() -> None:
+    from segany.methods.base import PerState
+
+    cache: PerState[list] = PerState(size=2)
+    a, b, c = (State({}, {"n": i}) for i in range(3))
+    first = cache.get(a, list)
+    assert cache.get(a, list) is first  # a hit: not rebuilt
+    cache.get(b, list)
+    cache.get(c, list)  # evicts a, the least recently used
+    assert cache.get(a, list) is not first

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +37,36 @@ class Selection:
     @property
     def mask(self) -> np.ndarray:
         return self.scores >= self.threshold
+
+
+T = TypeVar("T")
+
+
+class PerState(Generic[T]):
+    """What a method rebuilds from a State (decoders, unpacked views), kept while that State object lives.
+
+    Keyed by the object, checked through a weak reference, bounded LRU: repeated queries on one state skip
+    the rebuild, and a state the engine dropped is never answered from a stale entry.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[int, tuple[weakref.ref, T]] = OrderedDict()
+
+    def get(self, state: State, build: Callable[[], T]) -> T:
+        key = id(state)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0]() is state:
+                self._items.move_to_end(key)
+                return hit[1]
+        value = build()
+        with self._lock:
+            self._items[key] = (weakref.ref(state), value)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
 
 
 class Method(ABC):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 import time
-import weakref
-from collections import OrderedDict
 from dataclasses import asdict
 from typing import Any, ClassVar
 
@@ -17,7 +14,7 @@ from ...jobs import JobContext
 from ...kernels.fps import farthest_point_sampling
 from ...priors import Prior
 from ...scene import MeshScene, Scene
-from ..base import Method, Selection, State
+from ..base import Method, PerState, Selection, State
 from ..clicks import parse_clicks
 from .data import make_samples, pixel_corners, visible_vertices
 from .decoder import PRESETS, ClickScorer, Decoder, DecoderConfig
@@ -65,41 +62,6 @@ def _check_options(opts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _Live:
-    """Per live State object: its rebuilt decoder and, once a refined query asks, its crease refiner
-    (bounded LRU), so repeated clicks skip both rebuilds and reuse the memoised answers."""
-
-    def __init__(self, size: int = 8) -> None:
-        self.size = size
-        self._lock = threading.Lock()
-        self._items: OrderedDict[int, tuple[weakref.ref, ClickScorer, list[CreaseRefiner]]] = OrderedDict()
-
-    def _entry(self, state: State) -> tuple[ClickScorer, list[CreaseRefiner]]:
-        key = id(state)
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None and hit[0]() is state:
-                self._items.move_to_end(key)
-                return hit[1], hit[2]
-        entry = (weakref.ref(state), build_scorer(state), [])
-        with self._lock:
-            self._items[key] = entry
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return entry[1], entry[2]
-
-    def scorer(self, state: State) -> ClickScorer:
-        return self._entry(state)[0]
-
-    def refiner(self, scene: MeshScene, state: State) -> CreaseRefiner:
-        _, slot = self._entry(state)
-        with self._lock:
-            if not slot:
-                slot.append(CreaseRefiner(scene.vertices, scene.faces))
-            return slot[0]
-
-
 def build_scorer(state: State) -> ClickScorer:
     """The decoder and features of a state (from prepare or from disk) as a ClickScorer."""
     meta = state.meta
@@ -126,7 +88,8 @@ class ISeg(Method):
     default_prior: ClassVar[str] = "geometric"
 
     def __init__(self) -> None:
-        self._live = _Live()
+        self._scorers: PerState[ClickScorer] = PerState()  # the decoder rebuilt once per live state
+        self._refiners: PerState[CreaseRefiner] = PerState()  # and its crease graph + memoised answers
 
     def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
         """iSeg's sizes on a GPU; on a CPU fewer views, steps and click vertices.
@@ -269,7 +232,7 @@ class ISeg(Method):
         threshold = float(state.meta.get("threshold", 0.5))
         if len(vertices) == 0:
             return Selection(np.zeros(n, dtype=np.float32), threshold)
-        scorer = self._live.scorer(state)
+        scorer = self._scorers.get(state, lambda: build_scorer(state))
         if refine == "auto":
             refine = wants_refinement(state.meta.get("losses", {}).get("decoder_last"))
         if not refine:
@@ -280,4 +243,5 @@ class ISeg(Method):
             return scorer(v, torch.as_tensor([c[1] > 0 for c in clicks])).numpy()
 
         clicks = list(zip(vertices.tolist(), [1 if p else -1 for p in positive.tolist()], strict=True))
-        return Selection(self._live.refiner(scene, state)(clicks, decode), REFINED_THRESHOLD)
+        refiner = self._refiners.get(state, lambda: CreaseRefiner(scene.vertices, scene.faces))
+        return Selection(refiner(clicks, decode), REFINED_THRESHOLD)

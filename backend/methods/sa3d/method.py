@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
-import weakref
-from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -15,7 +13,7 @@ from ...errors import SegAnyError
 from ...jobs import JobContext
 from ...priors import Prior
 from ...scene import PointScene, Scene, SplatScene
-from ..base import Method, Selection, State
+from ..base import Method, PerState, Selection, State
 from ..clicks import parse_clicks
 from . import prior_recipe
 from .capture import Capture, capture
@@ -25,38 +23,15 @@ from .segment import Segmenter, Settings
 FORMAT = "sa3d/1"
 
 
+@dataclass
 class _Live:
-    """Per live State object: its segmenter (views unpacked once) and prior (bounded LRU).
+    """Per live State object: its segmenter (views unpacked once) and prior.
 
     The prior comes from prepare when the same object is queried, else it is rebuilt from the record.
     """
 
-    def __init__(self, size: int = 4) -> None:
-        self.size = size
-        self._lock = threading.Lock()
-        self._items: OrderedDict[int, tuple[weakref.ref, Segmenter | None, Prior | None]] = OrderedDict()
-
-    def remember(self, state: State, prior: Prior) -> None:
-        with self._lock:
-            self._put(state, None, prior)
-
-    def get(self, scene: Scene, state: State) -> tuple[Segmenter, Prior]:
-        with self._lock:
-            hit = self._items.get(id(state))
-            seg, prior = (hit[1], hit[2]) if hit is not None and hit[0]() is state else (None, None)
-        if seg is None:
-            seg = Segmenter(Capture.from_tensors(state.tensors, state.meta["views_key"]), _positions(scene))
-        if prior is None:
-            prior = prior_recipe.rebuild(state.meta["prior"], state.tensors)
-        with self._lock:
-            self._put(state, seg, prior)
-        return seg, prior
-
-    def _put(self, state: State, seg: Segmenter | None, prior: Prior) -> None:
-        self._items[id(state)] = (weakref.ref(state), seg, prior)
-        self._items.move_to_end(id(state))
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+    segmenter: Segmenter | None = None
+    prior: Prior | None = None
 
 
 def _positions(scene: Scene) -> np.ndarray:
@@ -76,7 +51,7 @@ class SA3D(Method):
     default_prior: ClassVar[str] = "geometric"
 
     def __init__(self) -> None:
-        self._live = _Live()
+        self._live: PerState[_Live] = PerState(size=4)
 
     def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
         return default_options(device)
@@ -104,7 +79,7 @@ class SA3D(Method):
             "timings": {"render": time.perf_counter() - t0},
         }
         state = State(tensors=tensors, meta=meta)
-        self._live.remember(state, prior)
+        self._live.get(state, _Live).prior = prior
         ctx.progress(1.0, "prepared")
         return state
 
@@ -127,7 +102,12 @@ class SA3D(Method):
         settings = Settings(
             opts["prompts"], opts["iou_threshold"], opts["negative_weight"], opts["mask"], opts["fill_hidden"]
         )
-        seg, prior = self._live.get(scene, state)
+        live = self._live.get(state, _Live)
+        if live.segmenter is None:
+            live.segmenter = Segmenter(Capture.from_tensors(state.tensors, meta["views_key"]), _positions(scene))
+        if live.prior is None:
+            live.prior = prior_recipe.rebuild(meta["prior"], state.tensors)
+        seg, prior = live.segmenter, live.prior
         res = seg.run(prior, elements.numpy(), positive.numpy(), settings)
         return Selection(
             res.scores, res.threshold, extras={"accepted_views": res.accepted, "rejected_views": res.rejected}
