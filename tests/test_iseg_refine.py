@@ -10,6 +10,8 @@ from scipy.sparse.linalg import spsolve
 from test_iseg_method import TINY
 
 from segany.errors import SegAnyError
+from segany.eval.baseline import RandomWalkBaseline
+from segany.eval.geometry import mesh_geometry
 from segany.graphwalk import CreaseGraph
 from segany.jobs import JobContext
 from segany.methods import get_method
@@ -174,6 +176,22 @@ def test_auto_refines_only_when_the_decoder_could_not_fit_its_prior(prepared, st
     weak = State(state.tensors, {**state.meta, "losses": {**state.meta["losses"], "decoder_last": 0.6}})
     refined = method.query(stool, weak, {"clicks": clicks})
     assert np.array_equal(refined.scores, method.query(stool, weak, {"clicks": clicks, "refine": True}).scores)
+
+
+def test_a_decoder_answer_that_leaves_the_click_out_is_ignored() -> None:
+    """A weak decoder can answer a click on the tower with the slab around it; that answers some other
+    click, so the first answer is the baseline's geometric one (the tower), not a walk pulled to the slab."""
+    shape = tower_on_slab()
+    v, f = np.asarray(shape.scene.vertices), np.asarray(shape.scene.faces)
+    axis = np.hypot(v[:, 0] - 5.75, v[:, 1] - 5.75)
+    top = int(np.argmax(v[:, 2] - 0.01 * axis))
+    slab_only = np.where(v[:, 2] > 4.0, 0.0, 0.9)
+    refined = CreaseRefiner(v, f)([(top, 1)], lambda clicks: slab_only)
+    geometric = RandomWalkBaseline(mesh_geometry(v, f)).query([(top, 1)]).scores
+    np.testing.assert_allclose(refined, geometric, atol=1e-6)
+    pred = refined[f].mean(axis=1) >= 0.5
+    tower = shape.labels == 1
+    assert (pred & tower).sum() / (pred | tower).sum() > 0.9
 
 
 def test_separate_pieces_follow_the_decoder(stool: MeshScene) -> None:

@@ -8,7 +8,9 @@ clicks, answers later clicks weakly. This stage walks on the concavity-weighted 
 - first click: a random walk from the clicked faces with the decoder's face probabilities as the prior,
   then, among its level sets between 0.2 and 0.95, the one of lowest conductance (a sweep cut) holding
   at most half the surface — the crease-bounded region closest to the decoder's answer; on separate
-  pieces of the mesh, which no walk from the click reaches (a cup's inner wall), the decoder's own answer;
+  pieces of the mesh, which no walk from the click reaches (a cup's inner wall), the decoder's own answer.
+  A decoder answer that leaves the clicked faces out (below 0.5 there) answers some other click: then the
+  first answer is the geometric one alone, the sweep of a walk without a prior (the baseline's);
 - each later click refines the answer to the clicks before it, as an interactive tool keeps its
   selection: a random walk seeded by all clicks (positive 1, negative 0) with the previous answer as a
   weak prior, so each click moves the boundary to the creases between it and the other clicks;
@@ -93,9 +95,12 @@ class CreaseRefiner:
         """The crease-bounded region nearest the decoder's answer to the first positive click."""
         g = self.graph
         face_probs = np.asarray(vertex_probs, dtype=np.float64)[self.faces].mean(axis=1)
-        chosen = g.sweep(g.walk(face_probs, first_seed, FIRST_PRIOR), first_seed, MAX_SHARE, SWEEP_BAND)
-        unclicked = ~np.isin(g.pieces, g.pieces[first_seed > 0])
-        chosen |= unclicked & (face_probs >= 0.5)  # no walk reaches a separate piece: the decoder decides there
+        if face_probs[first_seed > 0].mean() < 0.5:  # the decoder's answer leaves the click out: geometry decides
+            chosen = g.sweep(g.walk(0.0, first_seed, FIRST_PRIOR), first_seed, MAX_SHARE)
+        else:
+            chosen = g.sweep(g.walk(face_probs, first_seed, FIRST_PRIOR), first_seed, MAX_SHARE, SWEEP_BAND)
+            unclicked = ~np.isin(g.pieces, g.pieces[first_seed > 0])
+            chosen |= unclicked & (face_probs >= 0.5)  # no walk reaches a separate piece: the decoder decides there
         if (seed < 0).any():
             chosen = g.walk(chosen.astype(np.float64), seed, LATER_PRIOR) >= 0.5
         return chosen
