@@ -201,6 +201,9 @@ def evaluate(
     query: Annotated[
         str | None, typer.Option(help="extra keys for every query, as JSON, e.g. '{\"refine\": false}'")
     ] = None,
+    options: Annotated[
+        str | None, typer.Option(help='method options for prepare, as JSON, e.g. \'{"decoder": "full"}\'')
+    ] = None,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("eval-out"),
     cache_dir: CacheOpt = None,
     device: DeviceOpt = "auto",
@@ -211,6 +214,7 @@ def evaluate(
 
     try:
         query_options = _json_object(query, "--query") if query else None
+        method_options = _json_object(options, "--options") if options else None
         run_eval(
             method=method,
             prior=prior,
@@ -220,6 +224,7 @@ def evaluate(
             out=out,
             engine=_engine(cache_dir, device),
             prior_options={"noise": noise} if noise else None,
+            method_options=method_options,
             query_options=query_options,
         )
     except SegAnyError as exc:

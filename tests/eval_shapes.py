@@ -87,6 +87,7 @@ class PerfectEngine:
         self.scenes: dict[str, MeshScene] = {}
         self.labels: dict[str, np.ndarray] = {}
         self.prepared: list[tuple[str, str, str | None]] = []
+        self.options: list[dict] = []
         self.query_keys: set[str] = set()
 
     def add_scene(self, scene: MeshScene) -> str:
@@ -97,6 +98,7 @@ class PerfectEngine:
     def prepare(self, method: str, sid: str, prior=None, options=None, prior_options=None) -> dict:
         self.labels[sid] = np.asarray(prior_options["labels"])
         self.prepared.append((method, sid, prior))
+        self.options.append(dict(options or {}))
         return {"status": "done", "message": "prepared"}
 
     def query(self, method: str, sid: str, query: dict, prior=None) -> Selection:

@@ -52,8 +52,9 @@ def test_cache_list_and_clear(tmp_path):
     assert Cache(tmp_path).entries() == []
 
 
-def test_eval_refuses_a_query_that_is_not_a_json_object(tmp_path):
-    for text in ("{refine: false", "[1, 2]"):
-        args = ("--method", "baseline", "--data", str(tmp_path), "--query", text, "--out", str(tmp_path / "o"))
-        res = run("eval", *args, cache=tmp_path)
-        assert res.returncode == 2 and "[bad_request]" in res.stderr and "--query" in res.stderr, res.stderr
+def test_eval_refuses_a_query_or_options_that_are_not_a_json_object(tmp_path):
+    for flag in ("--query", "--options"):
+        for text in ("{refine: false", "[1, 2]"):
+            args = ("--method", "baseline", "--data", str(tmp_path), flag, text, "--out", str(tmp_path / "o"))
+            res = run("eval", *args, cache=tmp_path)
+            assert res.returncode == 2 and "[bad_request]" in res.stderr and flag in res.stderr, res.stderr

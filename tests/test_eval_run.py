@@ -67,11 +67,20 @@ def test_bad_requests_are_actionable(tmp_path) -> None:
     assert err.value.code == "bad_request"
 
 
-def test_query_options_reach_every_query_and_the_config(tmp_path) -> None:
+def test_method_and_query_options_reach_prepare_every_query_and_the_config(tmp_path) -> None:
     data = write_psb(tmp_path / "psb", [split_box(2)])
     engine = PerfectEngine()
     results = run_eval(
-        "perfect", "oracle", data, None, 2, tmp_path / "out", engine=engine, query_options={"refine": False}
+        "perfect",
+        "oracle",
+        data,
+        None,
+        2,
+        tmp_path / "out",
+        engine=engine,
+        method_options={"decoder": "full"},
+        query_options={"refine": False},
     )
-    assert engine.query_keys == {"clicks", "refine"}
+    assert engine.query_keys == {"clicks", "refine"} and engine.options == [{"decoder": "full"}]
     assert results["config"]["query_options"] == {"refine": False}
+    assert results["config"]["method_options"] == {"decoder": "full"}
