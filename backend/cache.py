@@ -80,9 +80,12 @@ class Cache:
     def _dir(self, scene_id: str, method: str, key: str) -> Path:
         return self.base / scene_id / method / key
 
-    def save(self, scene_id: str, method: str, key: str, state: State, record: dict[str, Any]) -> Path:
+    def save(
+        self, scene_id: str, method: str, key: str, state: State, record: dict[str, Any], replace: bool = False
+    ) -> Path:
+        """Write an entry once (the first writer wins); `replace` swaps out an existing one (a stale state)."""
         final = self._dir(scene_id, method, key)
-        if final.exists():
+        if final.exists() and not replace:
             return final
         tmp = final.parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
         try:
@@ -101,6 +104,10 @@ class Cache:
             }
             _write_synced(tmp / "record.json", json.dumps(full, indent=1).encode())
             _fsync_dir(tmp)
+            if replace and final.exists():
+                old = final.parent / f".tmp-old-{os.getpid()}-{uuid.uuid4().hex}"  # swept if a crash leaves it
+                os.rename(final, old)
+                shutil.rmtree(old, ignore_errors=True)
             os.rename(tmp, final)
         except FileExistsError:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -202,6 +202,8 @@ class Engine:
             opts["checkpoint"] = self.checkpoints[name]
         if name in ("sam", "clip"):
             opts.setdefault("device", self.device)
+        if name == "sam":
+            opts.setdefault("cache_dir", str(self.cache.root))  # its encoder outputs live beside the states
         return name, get_prior(name, **opts)
 
     def status(self, method: str, sid: str, prior: str | None = None) -> str:
@@ -213,7 +215,8 @@ class Engine:
                 return "prepared"
             if any(j.method == method and j.scene_id == sid and not j.done for j in self._jobs.values()):
                 return "running"
-        return "cached" if self.cache.latest(sid, method, pname) else "none"
+        found = self.cache.latest(sid, method, pname)
+        return "cached" if found is not None and m.is_current(found[1]) else "none"
 
     def submit(
         self,
@@ -254,14 +257,16 @@ class Engine:
             job.status = "running"
             job._notify()
             state = self.cache.load(job.scene_id, job.method, key)
-            if state is None:
+            stale = state is not None and not m.is_current(state)  # written by another version of the method
+            if state is None or stale:
                 _, prior = self._prior_for(m, job.prior, popts)
                 state = m.prepare(scene, prior, opts, job.ctx)
                 job.ctx.check()
                 record = {"prior": job.prior, "options": jsonable(opts)}
-                self.cache.save(job.scene_id, job.method, key, state, record)
+                self.cache.save(job.scene_id, job.method, key, state, record, replace=stale)
                 job.message = "prepared"
             else:
+                m.restore(state, lambda: self._prior_for(m, job.prior, popts)[1])
                 job.message = "loaded from cache"
             with self._lock:
                 self._states[(job.method, job.scene_id, job.prior)] = state
@@ -315,6 +320,13 @@ class Engine:
                     "not_prepared", f"run prepare for method {method!r} with prior {pname!r} on this scene first"
                 )
             state = found[1]
+            if not m.is_current(state):
+                raise SegAnyError(
+                    "not_prepared",
+                    f"the cached {method!r} state was written by another SegAny version ({state.meta.get('format')!r});"
+                    " run prepare again",
+                )
+            m.restore(state, lambda: self._prior_for(m, pname, {})[1])
         with self._lock:
             self._states[(method, sid, pname)] = state
         return state

@@ -1,6 +1,7 @@
 """Engine: real iSeg prepare jobs (tiny sizes) with progress, cancel, the cache and queries."""
 
 import itertools
+import json
 import threading
 
 import numpy as np
@@ -41,6 +42,24 @@ def test_prepare_reports_progress_then_queries_then_reuses_cache(tmp_path, mesh)
     job = fresh.submit("iseg", sid, prior="oracle", options=TINY, prior_options={"labels": mesh.face_parts})
     assert job.result(timeout=60)["message"] == "loaded from cache"
     fresh.close()
+
+    (entry,) = fresh.cache.entries(sid)  # as if an older SegAny had written it: another state format
+    record = json.loads((entry.path / "record.json").read_text())
+    record["meta"]["format"] = "iseg/0"
+    (entry.path / "record.json").write_text(json.dumps(record))
+    upgraded = Engine(cache_dir=tmp_path)
+    upgraded.add_scene(sample_mesh(max_edge=0.2))
+    assert upgraded.status("iseg", sid, "oracle") == "none"
+    with pytest.raises(SegAnyError) as info:
+        upgraded.query("iseg", sid, {"clicks": [[0, 1]]}, prior="oracle")
+    assert info.value.code == "not_prepared" and "run prepare again" in info.value.message
+    job = upgraded.submit("iseg", sid, prior="oracle", options=TINY, prior_options={"labels": mesh.face_parts})
+    assert job.result(timeout=600)["message"] == "prepared"  # prepared again, not the stale entry
+    assert upgraded.query("iseg", sid, {"clicks": [[0, 1]]}, prior="oracle").scores.shape == sel.scores.shape
+    assert [
+        json.loads((e.path / "record.json").read_text())["meta"]["format"] for e in upgraded.cache.entries(sid)
+    ] == ["iseg/1"]
+    upgraded.close()
 
 
 def test_cancel_stops_a_running_job_and_leaves_no_cache(tmp_path, mesh):

@@ -110,6 +110,16 @@ def test_model_type_detection() -> None:
         detect_model_type({"visual.proj": torch.empty(1)})
 
 
+def test_a_prior_without_its_checkpoint_says_where_to_set_it() -> None:
+    with pytest.raises(SegAnyError) as err:
+        get_prior("sam", device="cpu")
+    assert err.value.code == "bad_request" and "checkpoint" in err.value.message
+    assert "SEGANY_SAM_CHECKPOINT" in err.value.message and "preferences" in err.value.message
+    with pytest.raises(SegAnyError) as err:
+        get_prior("geometric", colour=True)
+    assert err.value.code == "bad_request" and "colour" in err.value.message
+
+
 def test_bad_checkpoints(checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(SegAnyError) as err:
         SamPrior(tmp_path / "missing.pth")

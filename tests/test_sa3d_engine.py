@@ -67,3 +67,44 @@ def test_sa3d_over_the_wire_and_after_a_restart(tmp_path: Path, blobs):
             if proc.poll() is None:
                 proc.kill()
     np.testing.assert_array_equal(scores[0], scores[1])
+
+
+def test_a_sam_state_comes_back_after_a_restart_from_the_engines_checkpoint(tmp_path: Path, blobs):
+    """SA3D prompts SAM at query time. After a restart the engine makes the prior again from the checkpoint
+    it is configured with (add-on preferences or SEGANY_SAM_CHECKPOINT); another model is refused, and so
+    is an engine with none. The real vit_b architecture with random weights: masks are meaningless, so only
+    the plumbing is judged (two small views: two encoder runs, about 30 s on a 2-core CPU)."""
+    import torch
+    from segment_anything import sam_model_registry
+
+    from segany.errors import SegAnyError
+
+    scene, labels = blobs
+    checkpoints = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        checkpoints.append(tmp_path / f"random_vit_b_{seed}.pth")
+        torch.save(sam_model_registry["vit_b"](checkpoint=None).state_dict(), checkpoints[-1])
+    cache = tmp_path / "cache"
+    options = {**SA3D_TINY, "views": 2}
+    engine = Engine(cache_dir=cache, device="cpu", checkpoints={"sam": str(checkpoints[0])})
+    sid = engine.add_scene(scene)
+    assert engine.prepare("sa3d", sid, prior="sam", options=options)["message"] == "prepared"
+    engine.close()
+
+    click = {"clicks": [[centre_element(scene.means, labels, 0), 1]]}
+    for configured, problem in ((None, "checkpoint"), (checkpoints[1], "SAM model")):
+        other = Engine(cache_dir=cache, device="cpu", checkpoints={"sam": str(configured)} if configured else None)
+        other.add_scene(scene)
+        with pytest.raises(SegAnyError) as err:
+            other.query("sa3d", sid, click, prior="sam")
+        assert problem in err.value.message, err.value.message
+        other.close()
+
+    fresh = Engine(cache_dir=cache, device="cpu", checkpoints={"sam": str(checkpoints[0])})
+    fresh.add_scene(scene)
+    assert fresh.prepare("sa3d", sid, prior="sam", options=options)["message"] == "loaded from cache"
+    sel = fresh.query("sa3d", sid, click, prior="sam")
+    assert sel.scores.shape == (scene.n_elements,) and np.isfinite(sel.scores).all()
+    assert list((cache / "sam").iterdir())  # SAM's encoder outputs went to the engine's cache, not ~/.cache
+    fresh.close()

@@ -76,6 +76,17 @@ class Method(ABC):
     scene_kinds: ClassVar[tuple[str, ...]] = ()
     default_prior: ClassVar[str] = "geometric"
     needs_prepare: ClassVar[bool] = True
+    state_format: ClassVar[str | None] = None  # meta["format"] of the states this version writes
+
+    def restore(self, state: State, make_prior: Callable[[], Prior]) -> None:
+        """A state came from the cache. A method that prompts its prior at query time keeps `make_prior`,
+        which builds the prior the engine would prepare with (its checkpoints and device included); methods
+        that answer from the state alone keep nothing."""
+        return None
+
+    def is_current(self, state: State) -> bool:
+        """Whether this version of the method reads `state`: a cache entry written by another is prepared again."""
+        return self.state_format is None or state.meta.get("format") == self.state_format
 
     def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
         """Sizes (views, epochs, …) chosen for the device; callers override any key."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from ..errors import SegAnyError
@@ -34,7 +35,15 @@ def prior_class(name: str) -> type[Prior]:
 
 def get_prior(name: str, **options: Any) -> Prior:
     """Instantiate a prior; options are provider-specific (checkpoint path, device, noise, labels)."""
-    return prior_class(name)(**options)
+    cls = prior_class(name)
+    try:
+        inspect.signature(cls).bind(**options)
+    except TypeError as err:
+        hint = ""
+        if "checkpoint" in str(err):
+            hint = "; point at a checkpoint file (add-on preferences, SEGANY_SAM_CHECKPOINT / SEGANY_CLIP_CHECKPOINT)"
+        raise SegAnyError("bad_request", f"prior {name!r}: {err}{hint}") from None
+    return cls(**options)
 
 
 __all__ = [

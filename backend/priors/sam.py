@@ -129,7 +129,7 @@ class SamPrior(Prior):
             except (OSError, SafetensorError, KeyError):
                 feats = None  # a damaged cache entry is recomputed and rewritten, never trusted
         if feats is None:
-            feats = self._encode(image)
+            feats = self.encode(image)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
             save_file({"features": feats.contiguous()}, tmp)
@@ -140,13 +140,14 @@ class SamPrior(Prior):
         return feats
 
     @torch.no_grad()
-    def _encode(self, image: np.ndarray) -> torch.Tensor:
+    def encode(self, image: np.ndarray) -> torch.Tensor:
+        """The image encoder's output for an RGB uint8 image, bypassing every cache (benchmarks time this)."""
         transform = self.predictor.transform
         x = torch.as_tensor(transform.apply_image(image), device=self.device).permute(2, 0, 1)[None]
         return self.model.image_encoder(self.model.preprocess(x.float())).float().cpu()
 
     def _set_view(self, views: Views, index: int) -> None:
-        self.predictor.set_image(_uint8(views.rgb[index]))
+        self.predictor.set_image(as_uint8(views.rgb[index]))
 
     def prompt(
         self, views: Views, index: int, points: np.ndarray, labels: np.ndarray, prev: np.ndarray | None = None
@@ -194,7 +195,7 @@ class SamPrior(Prior):
         """SamAutomaticMaskGenerator's masks, split into three levels by area (small parts → large objects)."""
         gen = SamAutomaticMaskGenerator(self.model, **self.auto_options)
         gen.predictor = self.predictor
-        found = gen.generate(_uint8(views.rgb[index]))
+        found = gen.generate(as_uint8(views.rgb[index]))
         shape = views.rgb.shape[1:3]
         if not found:
             return [np.zeros((0, *shape), dtype=bool) for _ in range(3)]
@@ -212,12 +213,13 @@ class SamPrior(Prior):
         gh, gw = max(1, round(h * scale)), max(1, round(w * scale))
         out = []
         for i in range(len(views)):
-            f = self.image_features(_uint8(views.rgb[i]))[0, :, :gh, :gw].permute(1, 2, 0)
+            f = self.image_features(as_uint8(views.rgb[i]))[0, :, :gh, :gw].permute(1, 2, 0)
             out.append(torch.nn.functional.normalize(f, dim=-1).numpy())
         return np.stack(out).astype(np.float32)
 
 
-def _uint8(rgb: np.ndarray) -> np.ndarray:
+def as_uint8(rgb: np.ndarray) -> np.ndarray:
+    """A rendered float view as the uint8 image SAM takes."""
     return np.ascontiguousarray((np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
 
 

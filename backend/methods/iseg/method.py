@@ -86,6 +86,7 @@ class ISeg(Method):
     name: ClassVar[str] = "iseg"
     scene_kinds: ClassVar[tuple[str, ...]] = ("mesh",)
     default_prior: ClassVar[str] = "geometric"
+    state_format: ClassVar[str | None] = FORMAT
 
     def __init__(self) -> None:
         self._scorers: PerState[ClickScorer] = PerState()  # the decoder rebuilt once per live state

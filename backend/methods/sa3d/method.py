@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,11 +28,13 @@ FORMAT = "sa3d/1"
 class _Live:
     """Per live State object: its segmenter (views unpacked once) and prior.
 
-    The prior comes from prepare when the same object is queried, else it is rebuilt from the record.
+    The prior comes from prepare when the same object is queried, else it is rebuilt from the record
+    (with the engine's `make_prior` for a SAM prior, whose weights only the engine knows where to find).
     """
 
     segmenter: Segmenter | None = None
     prior: Prior | None = None
+    make_prior: Callable[[], Prior] | None = None
 
 
 def _positions(scene: Scene) -> np.ndarray:
@@ -49,12 +52,16 @@ class SA3D(Method):
     name: ClassVar[str] = "sa3d"
     scene_kinds: ClassVar[tuple[str, ...]] = ("splats", "points")
     default_prior: ClassVar[str] = "geometric"
+    state_format: ClassVar[str | None] = FORMAT
 
     def __init__(self) -> None:
         self._live: PerState[_Live] = PerState(size=4)
 
     def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
         return default_options(device)
+
+    def restore(self, state: State, make_prior: Callable[[], Prior]) -> None:
+        self._live.get(state, _Live).make_prior = make_prior
 
     def prepare(self, scene: Scene, prior: Prior, options: dict[str, Any], ctx: JobContext) -> State:
         if not isinstance(scene, (SplatScene, PointScene)):
@@ -106,7 +113,7 @@ class SA3D(Method):
         if live.segmenter is None:
             live.segmenter = Segmenter(Capture.from_tensors(state.tensors, meta["views_key"]), _positions(scene))
         if live.prior is None:
-            live.prior = prior_recipe.rebuild(meta["prior"], state.tensors)
+            live.prior = prior_recipe.rebuild(meta["prior"], state.tensors, live.make_prior)
         seg, prior = live.segmenter, live.prior
         res = seg.run(prior, elements.numpy(), positive.numpy(), settings)
         return Selection(

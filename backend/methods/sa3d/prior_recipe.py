@@ -3,13 +3,13 @@
 SA3D prompts its prior at query time, but `Method.query` receives the scene and the state, not the
 prior. The method keeps the prior it was prepared with while that state is alive; a state loaded from
 the cache (a restarted backend, a re-opened .blend) needs the same prior rebuilt, so prepare records
-its settings here. Oracle labels travel as a state tensor; a SAM prior is rebuilt from the checkpoint
-configured through SEGANY_SAM_CHECKPOINT, checked against the model that prepared the state.
+its settings here. Oracle labels travel as a state tensor; a SAM prior is made by the engine from the
+checkpoint it is configured with (`Method.restore`), checked against the model that prepared the state.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -20,7 +20,6 @@ from ...errors import SegAnyError
 from ...priors import Prior, get_prior
 
 LABELS = "prior.labels"
-SAM_CHECKPOINT_ENV = "SEGANY_SAM_CHECKPOINT"
 
 
 def record(prior: Prior) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -44,8 +43,13 @@ def record(prior: Prior) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return {"name": name}, {}
 
 
-def rebuild(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Prior:
-    """The prior `record` described; not_prepared with what to do when it cannot be made again."""
+def rebuild(
+    meta: dict[str, Any], tensors: dict[str, torch.Tensor], make_prior: Callable[[], Prior] | None = None
+) -> Prior:
+    """The prior `record` described; not_prepared with what to do when it cannot be made again.
+
+    `make_prior` is the engine's way to make the prior it prepares with; a SAM prior needs it.
+    """
     name = meta.get("name")
     if name == "geometric":
         from ...priors.geometric import BoundaryWeights
@@ -62,18 +66,14 @@ def rebuild(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Prior:
     if name == "oracle" and LABELS in tensors:
         return get_prior(name, labels=tensors[LABELS].numpy(), noise=meta["noise"], seed=int(meta["seed"]))
     if name == "sam":
-        checkpoint = os.environ.get(SAM_CHECKPOINT_ENV)
-        if not checkpoint:
+        if make_prior is None:
+            raise SegAnyError("not_prepared", "this sa3d state was prepared with SAM; prepare it again")
+        prior = make_prior()
+        if getattr(prior, "model_key", None) != meta.get("model_key"):
             raise SegAnyError(
                 "not_prepared",
-                f"this sa3d state was prepared with SAM; set {SAM_CHECKPOINT_ENV} to its checkpoint or prepare again",
-            )
-        prior = get_prior(name, checkpoint=checkpoint, device=meta.get("device", "cpu"))
-        if prior.model_key != meta.get("model_key"):
-            raise SegAnyError(
-                "not_prepared",
-                f"this sa3d state was prepared with SAM model {meta.get('model_key')!r}, but {checkpoint} holds "
-                f"{prior.model_key!r}; prepare again",
+                f"this sa3d state was prepared with SAM model {meta.get('model_key')!r}, but the configured "
+                f"checkpoint holds {getattr(prior, 'model_key', None)!r}; prepare again",
             )
         return prior
     raise SegAnyError("not_prepared", f"the {name!r} prior of this sa3d state cannot be rebuilt; prepare again")
