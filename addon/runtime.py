@@ -131,7 +131,9 @@ class Runtime:
             return client.submit(method, sid, prior=prior, options=options, prior_options=popts, on_progress=progress)
 
         def started(job: Job) -> None:
-            st.job, st.status, st.message = job, "preparing", "Queued"
+            st.job, st.status = job, "preparing"
+            if st.fraction == 0.0:  # no progress has arrived yet
+                st.message = "Queued"
             threading.Thread(target=self._await, args=(key, job), name="segany-job-wait", daemon=True).start()
             self.changed()
 
@@ -149,7 +151,7 @@ class Runtime:
 
     def _progress(self, key: int, fraction: float, message: str) -> None:
         st = self.state(key)
-        if st.status == "preparing":
+        if st.status in ("sending", "preparing"):  # a fast job reports before `started` has run
             st.fraction, st.message = fraction, message
             self.changed()
 

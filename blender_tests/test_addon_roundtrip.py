@@ -38,15 +38,15 @@ def prepared(rt: object) -> object:
         bpy.data.objects.remove(ob)
     ob = two_part_mesh()
     key = actions.object_key(ob)
-    fractions: list[float] = []
-    rt.prepare(key, scene_read.read_object(ob), "iseg", None, ISEG_TINY)
+    fractions: list[float] = []  # every fraction the UI was told to redraw for
     st = rt.state(key)
-
-    def done() -> bool:
-        fractions.append(st.fraction)
-        return st.status in ("prepared", "failed", "cancelled")
-
-    drain_until(done, timeout=240)
+    redraw = rt.changed
+    rt.changed = lambda: (fractions.append(st.fraction), redraw())
+    try:
+        rt.prepare(key, scene_read.read_object(ob), "iseg", None, ISEG_TINY)
+        drain_until(lambda: st.status in ("prepared", "failed", "cancelled"), timeout=240)
+    finally:
+        rt.changed = redraw
     assert st.status == "prepared", st.message
     assert st.scene_id and st.kind == "mesh" and st.n_elements == len(ob.data.vertices)
     assert any(0 < f < 1 for f in fractions) or st.from_cache  # progress reached the main thread
