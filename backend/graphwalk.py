@@ -28,6 +28,9 @@ from scipy.sparse.linalg import splu
 CONCAVE_ETA = 1.0
 CONVEX_ETA = 0.2
 SEED_WEIGHT = 1e6  # β, relative to the mean node degree
+FIRST_PULL = 1e-3  # first click: absorption / pull of a prior per node, relative to the mean node degree
+FIRST_SHARE = 0.5  # first click: the region holds at most this share of the graph volume
+FOLLOW_PULL = 1e-4  # later clicks: pull of the previous answer, relative to the mean node degree
 MAX_CACHED_COLUMNS = 512  # per γ: solves for seeded nodes kept for later clicks
 
 
@@ -228,6 +231,17 @@ class CreaseGraph:
         chosen = np.zeros(self.n, dtype=bool)
         chosen[order[: int(np.argmin(conductance)) + 1]] = True
         return chosen
+
+    def first_region(
+        self, seed: np.ndarray, prior: np.ndarray | float = 0.0, band: tuple[float, float] = (-np.inf, np.inf)
+    ) -> np.ndarray:
+        """A first click's region: the sweep cut of a walk from the click pulled towards `prior` (without
+        one, the region the click's diffusion leaks out of least)."""
+        return self.sweep(self.walk(prior, seed, FIRST_PULL), seed, FIRST_SHARE, band)
+
+    def follow(self, previous: np.ndarray, seed: np.ndarray) -> np.ndarray:
+        """A later click's region: Grady's walker over all clicks with the previous answer as a weak prior."""
+        return self.walk(np.asarray(previous, dtype=np.float64), seed, FOLLOW_PULL) >= 0.5
 
     def components(self, selected: np.ndarray) -> np.ndarray:
         """Connected-component label per node of the subgraph the selected nodes span."""

@@ -14,9 +14,10 @@ the dual graph of faces, the weights of Lai et al. 2009). A click seeds the face
   thresholded at 0.5. One sparse solve per click; answers to click prefixes are memoised, so the
   query stays a pure function of its click list.
 
-The constants were set once on the shared PSB development shapes (4 of them, 10 clicks): the sweep's
-absorption and share, the prior weight (1e-2 and 1e-3 were worse, 1e-5 and 0 too); a conductance
-cut instead of the 0.5 threshold for later clicks was tried and was worse.
+The constants (`segany.graphwalk`: FIRST_PULL, FIRST_SHARE, FOLLOW_PULL) were set once on the shared PSB
+development shapes (4 of them, 10 clicks): the sweep's absorption and share, the prior weight (1e-2 and
+1e-3 were worse, 1e-5 and 0 too); a conductance cut instead of the 0.5 threshold for later clicks was
+tried and was worse.
 
 Per-vertex scores are the area-weighted mean of the face probabilities around each vertex, threshold
 0.5; the harness's face rule (mean of three vertex scores ≥ 0.5) then gives back the face decision.
@@ -31,9 +32,6 @@ from ..methods.base import Selection
 from .clicks import Click
 from .geometry import Geometry
 
-ABSORB = 1e-3  # absorption per node for the positive-only diffusion, relative to a mean node degree
-MAX_SWEEP_SHARE = 0.5  # the positive-only region covers at most this share of the graph volume
-PRIOR_WEIGHT = 1e-4  # pull of the previous answer, relative to a mean node degree
 MEMO_SIZE = 256
 
 
@@ -58,10 +56,7 @@ class RandomWalkBaseline:
             return known
         g = self.graph
         seed = g.seeds(clicks)
-        if len(clicks) == 1:
-            chosen = g.sweep(g.walk(0.0, seed, ABSORB), seed, MAX_SWEEP_SHARE)
-        else:
-            chosen = g.walk(self._answer(clicks[:-1]), seed, PRIOR_WEIGHT) >= 0.5
+        chosen = g.first_region(seed) if len(clicks) == 1 else g.follow(self._answer(clicks[:-1]), seed)
         if len(self._memo) > MEMO_SIZE:
             self._memo.clear()
         chosen = chosen.astype(np.float64)

@@ -37,10 +37,7 @@ from ...graphwalk import CreaseGraph
 
 Click = tuple[int, int]
 
-FIRST_PRIOR = 1e-3  # pull of the decoder's answer on the first walk, relative to a mean node degree
-LATER_PRIOR = 1e-4  # pull of the previous answer on every later walk
 SWEEP_BAND = (0.2, 0.95)  # first click: level sets searched for the sweep cut (chosen on the PSB dev shapes)
-MAX_SHARE = 0.5  # first click: the region holds at most this share of the graph volume
 MEMO_SIZE = 256
 WEAK_PRIOR_LOSS = 0.2  # "auto" refines when the decoder's final training loss is above this
 REFINED_THRESHOLD = 0.5  # refined scores are area shares of selected faces around each vertex
@@ -81,7 +78,7 @@ class CreaseRefiner:
             chosen = self._first(decode(positives[:1]), g.seeds(positives[:1]), seed)
         else:
             previous = self._answer(clicks[:-1], decode)
-            chosen = g.walk(previous, seed, LATER_PRIOR) >= 0.5
+            chosen = g.follow(previous, seed)
             if clicks[-1][1] < 0:
                 chosen = g.drop_cut_islands(chosen, previous >= 0.5, seed)
         chosen = chosen.astype(np.float64)
@@ -96,11 +93,11 @@ class CreaseRefiner:
         g = self.graph
         face_probs = np.asarray(vertex_probs, dtype=np.float64)[self.faces].mean(axis=1)
         if face_probs[first_seed > 0].mean() < 0.5:  # the decoder's answer leaves the click out: geometry decides
-            chosen = g.sweep(g.walk(0.0, first_seed, FIRST_PRIOR), first_seed, MAX_SHARE)
+            chosen = g.first_region(first_seed)
         else:
-            chosen = g.sweep(g.walk(face_probs, first_seed, FIRST_PRIOR), first_seed, MAX_SHARE, SWEEP_BAND)
+            chosen = g.first_region(first_seed, face_probs, SWEEP_BAND)
             unclicked = ~np.isin(g.pieces, g.pieces[first_seed > 0])
             chosen |= unclicked & (face_probs >= 0.5)  # no walk reaches a separate piece: the decoder decides there
         if (seed < 0).any():
-            chosen = g.walk(chosen.astype(np.float64), seed, LATER_PRIOR) >= 0.5
+            chosen = g.follow(chosen, seed)
         return chosen
