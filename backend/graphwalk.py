@@ -239,9 +239,13 @@ class CreaseGraph:
         one, the region the click's diffusion leaks out of least)."""
         return self.sweep(self.walk(prior, seed, FIRST_PULL), seed, FIRST_SHARE, band)
 
+    def follow_walk(self, previous: np.ndarray, seed: np.ndarray) -> np.ndarray:
+        """A later click's walk: Grady's walker over all clicks with the previous answer as a weak prior."""
+        return self.walk(np.asarray(previous, dtype=np.float64), seed, FOLLOW_PULL)
+
     def follow(self, previous: np.ndarray, seed: np.ndarray) -> np.ndarray:
-        """A later click's region: Grady's walker over all clicks with the previous answer as a weak prior."""
-        return self.walk(np.asarray(previous, dtype=np.float64), seed, FOLLOW_PULL) >= 0.5
+        """A later click's region: the follow walk's nodes nearer the positive clicks."""
+        return self.follow_walk(previous, seed) >= 0.5
 
     def components(self, selected: np.ndarray) -> np.ndarray:
         """Connected-component label per node of the subgraph the selected nodes span."""

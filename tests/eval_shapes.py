@@ -39,6 +39,22 @@ def tower_on_slab(res: int = 2) -> Shape:
     return Shape("tower", "synthetic", MeshScene(vertices=mesh.vertices, faces=mesh.faces), labels, "generated")
 
 
+def table_with_legs(res: int = 2) -> Shape:
+    """One watertight mesh: a table top on four thin legs, each joined along a concave crease.
+
+    Label 0 = top (faces above z = 7), 1–4 = the legs. Made by marching cubes on voxels.
+    """
+    occ = np.zeros((14 * res, 14 * res, 10 * res), dtype=bool)
+    occ[res : 13 * res, res : 13 * res, 7 * res : 8 * res] = True
+    for x in (2 * res, 11 * res):
+        for y in (2 * res, 11 * res):
+            occ[x : x + res, y : y + res, res : 7 * res] = True
+    mesh = trimesh.voxel.ops.matrix_to_marching_cubes(occ, pitch=1.0 / res)
+    c = mesh.triangles_center
+    labels = np.where(c[:, 2] > 7.0, 0, 1 + 2 * (c[:, 0] > 7) + (c[:, 1] > 7)).astype(np.int64)
+    return Shape("table", "synthetic", MeshScene(vertices=mesh.vertices, faces=mesh.faces), labels, "generated")
+
+
 def write_psb(root: Path, shapes: list[Shape]) -> Path:
     """Write shapes in the Princeton Segmentation Benchmark layout (real OFF and .seg files)."""
     (root / "off").mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from eval_shapes import tower_on_slab
+from eval_shapes import table_with_legs, tower_on_slab
 from scipy.sparse.linalg import spsolve
 from test_iseg_method import TINY
 
@@ -192,6 +192,49 @@ def test_a_decoder_answer_that_leaves_the_click_out_is_ignored() -> None:
     pred = refined[f].mean(axis=1) >= 0.5
     tower = shape.labels == 1
     assert (pred & tower).sum() / (pred | tower).sum() > 0.9
+
+
+def _table() -> tuple[np.ndarray, np.ndarray, np.ndarray, int, list[int]]:
+    """The table's vertices, faces, face labels, a vertex on the top's centre and one halfway down each leg."""
+    shape = table_with_legs()
+    v, f = np.asarray(shape.scene.vertices), np.asarray(shape.scene.faces)
+
+    def near(p: list[float]) -> int:
+        return int(np.argmin(np.linalg.norm(v - np.asarray(p), axis=1)))
+
+    legs = [near([x, y, 4.0]) for x in (2.5, 11.5) for y in (2.5, 11.5)]
+    return v, f, shape.labels, near([7.0, 7.0, 8.5]), legs
+
+
+def test_a_negative_click_takes_its_leg_away_and_no_other_leg_grows_in() -> None:
+    """Selected top and two legs; a negative click on each leg. The walk alone cut a leg only partly and
+    let the unclicked legs grow in (to 9–19 % of each); the part under a negative click goes whole, and a
+    negative click never adds."""
+    v, f, labels, top, legs = _table()
+    answer = np.where(v[:, 2] > 7.0, 0.9, 0.05)
+    answer[np.unique(f[labels == 1])] = 0.9  # the decoder's first answer: the top and the first leg
+    refiner = CreaseRefiner(v, f)
+    clicks = [(top, 1), (legs[1], 1), (legs[0], -1)]
+    picked = refiner(clicks, lambda c: answer)[f].mean(axis=1) >= 0.5
+    assert picked[labels == 0].all() and not picked[labels == 1].any()
+    assert picked[labels == 2].any() and not picked[(labels == 3) | (labels == 4)].any()
+    picked = refiner([*clicks, (legs[1], -1)], lambda c: answer)[f].mean(axis=1) >= 0.5
+    assert picked[labels == 0].all() and not picked[labels > 0].any()
+
+
+def test_positive_clicks_only_add_and_negative_clicks_only_take_away() -> None:
+    v, f, _, top, _ = _table()
+    refiner = CreaseRefiner(v, f)
+    answer = np.full(len(v), 0.9)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        clicks = [(top, 1)]
+        before = refiner(clicks, lambda c: answer) >= 0.5
+        for _ in range(6):
+            clicks.append((int(rng.integers(len(v))), 1 if rng.random() < 0.5 else -1))
+            after = refiner(clicks, lambda c: answer) >= 0.5
+            assert (after >= before).all() if clicks[-1][1] > 0 else (after <= before).all()
+            before = after
 
 
 def test_separate_pieces_follow_the_decoder(stool: MeshScene) -> None:

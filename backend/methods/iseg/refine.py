@@ -13,7 +13,12 @@ clicks, answers later clicks weakly. This stage walks on the concavity-weighted 
   first answer is the geometric one alone, the sweep of a walk without a prior (the baseline's);
 - each later click refines the answer to the clicks before it, as an interactive tool keeps its
   selection: a random walk seeded by all clicks (positive 1, negative 0) with the previous answer as a
-  weak prior, so each click moves the boundary to the creases between it and the other clicks;
+  weak prior, so each click moves the boundary to the creases between it and the other clicks. A
+  positive click only adds and a negative one only takes away: with the walk alone, cutting one chair leg
+  off a seat let the next leg grow back in, and five negative clicks moved IoU from 0.78 to 0.79;
+- a negative click also takes away the part under it — the geometric first answer to a click there, when
+  it holds no positive click — except where the walk still leans to the positive clicks (≥ 0.75): a
+  negative click on a handle whose crease the sweep misses must not cut the cup body it runs into;
 - islands a negative click cut off from every positive click are dropped (`drop_cut_islands`).
 
 Answers to click prefixes are memoised per mesh, so a query stays a pure function of its click list.
@@ -39,6 +44,7 @@ Click = tuple[int, int]
 
 SWEEP_BAND = (0.2, 0.95)  # first click: level sets searched for the sweep cut (chosen on the PSB dev shapes)
 MEMO_SIZE = 256
+PART_HOLD = 0.75  # a negative click's part stays where the follow walk is at least this (PSB dev shapes)
 WEAK_PRIOR_LOSS = 0.2  # "auto" refines when the decoder's final training loss is above this
 REFINED_THRESHOLD = 0.5  # refined scores are area shares of selected faces around each vertex
 
@@ -77,16 +83,26 @@ class CreaseRefiner:
             positives = [c for c in clicks if c[1] > 0]
             chosen = self._first(decode(positives[:1]), g.seeds(positives[:1]), seed)
         else:
-            previous = self._answer(clicks[:-1], decode)
-            chosen = g.follow(previous, seed)
-            if clicks[-1][1] < 0:
-                chosen = g.drop_cut_islands(chosen, previous >= 0.5, seed)
+            chosen = self._next(self._answer(clicks[:-1], decode) >= 0.5, clicks[-1], seed)
         chosen = chosen.astype(np.float64)
         with self._lock:
             self._memo[clicks] = chosen
             while len(self._memo) > MEMO_SIZE:
                 self._memo.popitem(last=False)
         return chosen
+
+    def _next(self, previous: np.ndarray, click: Click, seed: np.ndarray) -> np.ndarray:
+        """A later click's answer: the follow walk, growing only on a positive click and shrinking only on a
+        negative one, which also takes away the part under it where the walk does not hold it."""
+        g = self.graph
+        x = g.follow_walk(previous, seed)
+        if click[1] > 0:
+            return previous | (x >= 0.5)
+        chosen = previous & (x >= 0.5)
+        part = g.first_region(g.seeds([(click[0], 1)]))
+        if not (part & (seed > 0)).any():
+            chosen &= ~(part & (x < PART_HOLD))
+        return g.drop_cut_islands(chosen, previous, seed)
 
     def _first(self, vertex_probs: np.ndarray, first_seed: np.ndarray, seed: np.ndarray) -> np.ndarray:
         """The crease-bounded region nearest the decoder's answer to the first positive click."""
