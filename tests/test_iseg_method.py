@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 from segany.errors import SegAnyError
@@ -156,3 +157,38 @@ def test_default_options_follow_the_device(stool):
     cpu, gpu = method.default_options(stool, "cpu"), method.default_options(stool, "cuda")
     assert cpu["decoder"] == gpu["decoder"] == "light"
     assert gpu["views"] > cpu["views"] and gpu["decoder_steps"] > cpu["decoder_steps"]
+
+
+def test_members_default_to_three_with_the_geometric_prior_only(stool):
+    method = get_method("iseg")
+    assert method.default_options(stool, "cpu", "geometric")["members"] == 3
+    assert "members" not in method.default_options(stool, "cpu", "oracle")  # one member: keys of older states hold
+    with pytest.raises(SegAnyError) as err:
+        method.prepare(stool, get_prior("geometric"), {**TINY, "members": 0}, JobContext())
+    assert err.value.code == "bad_request"
+
+
+def test_an_ensemble_answers_with_its_members_mean(stool, prepared):
+    """Two members (seeds 0 and 1 for the training, the same views): member 0 is the one-member prepare,
+    bit for bit, and a query answers with the mean of the members' probabilities."""
+    method, single = prepared
+    pair = method.prepare(stool, get_prior("oracle", labels=stool.face_parts), {**TINY, "members": 2}, JobContext())
+    assert pair.meta["members"] == 2 and len(pair.meta["samples"]) == 2
+    assert torch.equal(pair.tensors["features"], single.tensors["features"])
+    assert not torch.equal(pair.tensors["member1.features"], pair.tensors["features"])
+    member1 = {k[len("member1.") :]: v for k, v in pair.tensors.items() if k.startswith("member1.")}
+    second = State({**single.tensors, **member1}, {**single.meta, "members": 1})
+    query = {"clicks": [[11, 1], [700, -1]], "refine": False}
+    mean = (method.query(stool, single, query).scores + method.query(stool, second, query).scores) / 2
+    np.testing.assert_allclose(method.query(stool, pair, query).scores, mean, atol=1e-6)
+
+
+def test_a_prepare_is_a_function_of_its_seed_not_of_the_global_rng(stool):
+    """nn.Linear initialises from torch's global RNG; a prepare draws its networks from its own seed."""
+    short = {**TINY, "encoder_steps": 5, "decoder_steps": 5}
+    states = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        states.append(get_method("iseg").prepare(stool, get_prior("geometric"), short, JobContext()))
+    assert states[0].tensors.keys() == states[1].tensors.keys()
+    assert all(torch.equal(states[0].tensors[k], states[1].tensors[k]) for k in states[0].tensors)

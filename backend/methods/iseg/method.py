@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, ClassVar
 
@@ -24,10 +25,11 @@ from .rendering import rasterize, resized, views_around
 from .train import Schedule, train_decoder, train_encoder
 
 FORMAT = "iseg/1"
+GEOMETRIC_MEMBERS = 3  # ensemble size with the geometric prior (see ISeg.default_options)
 _INT_OPTIONS = (
     "views", "resolution", "encoder_width", "encoder_depth", "fourier", "encoder_steps", "encoder_pixels",
     "click_vertices", "views_per_click", "second_clicks", "min_mask_pixels", "decoder_steps", "decoder_batch",
-    "decoder_pixels", "seed",
+    "decoder_pixels", "seed", "members",
 )  # fmt: skip
 _FLOAT_OPTIONS = ("sigma", "encoder_lr", "decoder_lr", "dice_weight", "threshold")
 _CHOICES = {"mask": ("smallest", "best"), "decoder": tuple(PRESETS)}
@@ -39,7 +41,7 @@ def _check_options(opts: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(opts) - known)
     if unknown:
         raise SegAnyError("bad_request", f"unknown iseg options {unknown}; known: {sorted(known)}")
-    out = dict(opts)
+    out = {"members": 1, **opts}
     for k in _INT_OPTIONS:
         v = out[k]
         if (
@@ -62,8 +64,17 @@ def _check_options(opts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_scorer(state: State) -> ClickScorer:
-    """The decoder and features of a state (from prepare or from disk) as a ClickScorer."""
+Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (clicked vertices, positive) → probability per vertex
+
+
+def member_prefix(i: int) -> str:
+    """Tensor-name prefix of ensemble member i; member 0 keeps the single-member names."""
+    return "" if i == 0 else f"member{i}."
+
+
+def build_scorer(state: State) -> Scorer:
+    """The decoders and features of a state (from prepare or from disk): clicks → the members' mean
+    probability per vertex."""
     meta = state.meta
     if meta.get("format") != FORMAT:
         raise SegAnyError(
@@ -71,9 +82,15 @@ def build_scorer(state: State) -> ClickScorer:
         )
     dec = meta["decoder"]
     cfg = DecoderConfig(int(dec["dim"]), tuple(int(w) for w in dec["widths"]), bool(dec["compare"]))
-    decoder = Decoder(cfg)
-    decoder.load_state_dict({k[len("decoder.") :]: v for k, v in state.tensors.items() if k.startswith("decoder.")})
-    return ClickScorer(decoder, state.tensors["features"].float())
+    scorers = []
+    for i in range(int(meta.get("members", 1))):
+        prefix = member_prefix(i) + "decoder."
+        decoder = Decoder(cfg)
+        decoder.load_state_dict({k[len(prefix) :]: v for k, v in state.tensors.items() if k.startswith(prefix)})
+        scorers.append(ClickScorer(decoder, state.tensors[member_prefix(i) + "features"].float()))
+    if len(scorers) == 1:
+        return scorers[0]
+    return lambda vertices, positive: torch.stack([s(vertices, positive) for s in scorers]).mean(dim=0)
 
 
 def _tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -89,19 +106,24 @@ class ISeg(Method):
     state_format: ClassVar[str | None] = FORMAT
 
     def __init__(self) -> None:
-        self._scorers: PerState[ClickScorer] = PerState()  # the decoder rebuilt once per live state
+        self._scorers: PerState[Scorer] = PerState()  # the decoders rebuilt once per live state
         self._refiners: PerState[CreaseRefiner] = PerState()  # and its crease graph + memoised answers
 
-    def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
+    def default_options(self, scene: Scene, device: str, prior: str = "") -> dict[str, Any]:
         """iSeg's sizes on a GPU; on a CPU fewer views, steps and click vertices.
 
         Both use the light decoder (iSeg's own head, "full", stays available as an option) and take the
         prior's best-scored candidate mask ("best"; iSeg took SAM's smallest, "smallest"): the
-        geometric prior's smallest candidate is often a sliver of a part.
+        geometric prior's smallest candidate is often a sliver of a part. With the geometric prior, whose
+        masks disagree across views, three members (encoder + decoder, seeds seed..seed+2) are trained
+        and their answers averaged: one member's first answer depends on its training run, and the
+        per-category eval verdict moved with it (README, iSeg); other priors train one ("members": 1).
         """
         gpu = str(device).startswith("cuda")
         n = scene.n_elements
+        ensemble = {"members": GEOMETRIC_MEMBERS} if prior == "geometric" else {}
         return {
+            **ensemble,
             "views": 100 if gpu else 24,
             "resolution": 224 if gpu else 192,
             "encoder_width": 256 if gpu else 128,
@@ -131,10 +153,8 @@ class ISeg(Method):
             raise SegAnyError("unsupported", f"iseg segments meshes, not {scene.kind!r} scenes")
         prior.require("prompt")
         prior.require("embed")
-        opts = _check_options({**self.default_options(scene, ctx.device), **options})
+        opts = _check_options({**self.default_options(scene, ctx.device, prior.name), **options})
         device = torch.device(ctx.device if str(ctx.device).startswith("cuda") and torch.cuda.is_available() else "cpu")
-        gen = torch.Generator().manual_seed(opts["seed"])
-        rng = np.random.default_rng(opts["seed"])
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
 
@@ -158,42 +178,55 @@ class ISeg(Method):
             out_dim=int(emb.shape[-1]), width=opts["encoder_width"], depth=opts["encoder_depth"],
             fourier=opts["fourier"], sigma=opts["sigma"],
         )  # fmt: skip
-        enc_sched = Schedule(opts["encoder_steps"], opts["encoder_lr"], opts["encoder_pixels"])
-        encoder, features, enc_losses = train_encoder(
-            positions.to(device), emb_corners, targets.to(device), enc_cfg, enc_sched, ctx.sub(0.15, 0.4), gen
-        )
-        timings["encoder"] = time.perf_counter() - t0 - sum(timings.values())
-
-        n_clicks = min(opts["click_vertices"], len(vertices))
-        click_vertices = farthest_point_sampling(vertices, n_clicks, start=0).cpu().numpy().astype(np.int64)
-        tri_np, bary_np = raster.tri_ids.cpu().numpy(), raster.bary.cpu().numpy()
-        visible = visible_vertices(tri_np, bary_np, scene.faces, len(vertices))
-        samples = make_samples(prior, views, visible, positions.numpy(), click_vertices, opts, rng, ctx.sub(0.4, 0.65))
-        if len(samples) == 0:
-            raise SegAnyError(
-                "unsupported", "no training clicks: no sampled vertex is visible with a usable mask in any view"
-            )
-        timings["samples"] = time.perf_counter() - t0 - sum(timings.values())
-
-        corners = pixel_corners(raster.tri_ids, raster.bary, faces)
         dec_cfg = DecoderConfig(
             dim=enc_cfg.out_dim, widths=PRESETS[opts["decoder"]], compare=opts["decoder"] == "light"
         )
-        dec_sched = Schedule(opts["decoder_steps"], opts["decoder_lr"], opts["decoder_batch"], opts["decoder_pixels"])
-        decoder, dec_losses = train_decoder(
-            features, samples, corners, dec_cfg, dec_sched, opts["dice_weight"], ctx.sub(0.65, 1.0), gen
-        )
-        timings["decoder"] = time.perf_counter() - t0 - sum(timings.values())
+        tri_np, bary_np = raster.tri_ids.cpu().numpy(), raster.bary.cpu().numpy()
+        visible = visible_vertices(tri_np, bary_np, scene.faces, len(vertices))
+        n_clicks = min(opts["click_vertices"], len(vertices))
+        click_vertices = farthest_point_sampling(vertices, n_clicks, start=0).cpu().numpy().astype(np.int64)
+        corners = pixel_corners(raster.tri_ids, raster.bary, faces)
+        tensors: dict[str, torch.Tensor] = {}
+        enc_last, dec_last, counts = [], [], []
+        members = opts["members"]
+        for i in range(members):
+            span = ctx.sub(0.05 + 0.95 * i / members, 0.05 + 0.95 * (i + 1) / members)
+            gen = torch.Generator().manual_seed(opts["seed"] + i)
+            rng = np.random.default_rng(opts["seed"] + i)
+            t1 = time.perf_counter()
+            enc_sched = Schedule(opts["encoder_steps"], opts["encoder_lr"], opts["encoder_pixels"])
+            encoder, features, enc_losses = train_encoder(
+                positions.to(device), emb_corners, targets.to(device), enc_cfg, enc_sched, span.sub(0.0, 0.4), gen
+            )
+            t2 = time.perf_counter()
+            samples = make_samples(
+                prior, views, visible, positions.numpy(), click_vertices, opts, rng, span.sub(0.4, 0.6)
+            )
+            if len(samples) == 0:
+                raise SegAnyError(
+                    "unsupported", "no training clicks: no sampled vertex is visible with a usable mask in any view"
+                )
+            t3 = time.perf_counter()
+            dec_sched = Schedule(
+                opts["decoder_steps"], opts["decoder_lr"], opts["decoder_batch"], opts["decoder_pixels"]
+            )
+            decoder, dec_losses = train_decoder(
+                features, samples, corners, dec_cfg, dec_sched, opts["dice_weight"], span.sub(0.6, 1.0), gen
+            )
+            for name, seconds in (("encoder", t2 - t1), ("samples", t3 - t2), ("decoder", time.perf_counter() - t3)):
+                timings[name] = timings.get(name, 0.0) + seconds
+            prefix = member_prefix(i)
+            tensors[prefix + "features"] = features.detach().cpu().float().contiguous()
+            tensors.update(_tensors(prefix + "encoder", encoder))
+            tensors.update(_tensors(prefix + "decoder", decoder))
+            enc_last.append(float(np.mean(enc_losses[-10:])))
+            dec_last.append(float(np.mean(dec_losses[-10:])))
+            counts.append(samples.counts())
         ctx.progress(1.0, "prepared")
 
-        tensors = {
-            "centre": centre.contiguous(),
-            "scale": scale.contiguous(),
-            "features": features.detach().cpu().float().contiguous(),
-            "click_vertices": torch.as_tensor(click_vertices),
-            **_tensors("encoder", encoder),
-            **_tensors("decoder", decoder),
-        }
+        tensors.update(
+            centre=centre.contiguous(), scale=scale.contiguous(), click_vertices=torch.as_tensor(click_vertices)
+        )
         meta = {
             "format": FORMAT,
             "n_vertices": len(vertices),
@@ -202,10 +235,11 @@ class ISeg(Method):
             "decoder": {**asdict(dec_cfg), "widths": list(dec_cfg.widths), "preset": opts["decoder"]},
             "threshold": opts["threshold"],
             "options": {k: v for k, v in opts.items() if k != "device"},
-            "samples": samples.counts(),
+            "members": members,
+            "samples": counts[0] if members == 1 else counts,
             "losses": {
-                "encoder_last": float(np.mean(enc_losses[-10:])),
-                "decoder_last": float(np.mean(dec_losses[-10:])),
+                "encoder_last": float(np.mean(enc_last)),
+                "decoder_last": float(np.mean(dec_last)),
             },
             "timings": timings,
         }

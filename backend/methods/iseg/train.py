@@ -8,7 +8,9 @@ mesh; the loss is exactly the one on rendered images, restricted to the drawn pi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,8 @@ from .data import PixelCorners, Samples
 from .decoder import Decoder, DecoderConfig
 from .encoder import Encoder, EncoderConfig
 
+M = TypeVar("M", bound=torch.nn.Module)
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -25,6 +29,14 @@ class Schedule:
     lr: float
     batch: int  # pixels per step (encoder) / samples per step (decoder)
     pixels: int = 0  # pixels per sample (decoder)
+
+
+def seeded(generator: torch.Generator, build: Callable[[], M]) -> M:
+    """Build a module with its initial weights drawn from `generator`: nn.Linear draws from torch's global
+    RNG, so a prepare's networks depended on what ran before it in the process, not on its seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        return build()
 
 
 def _cosine(optim: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
@@ -47,7 +59,7 @@ def train_encoder(
     features (V, D) and the loss curve.
     """
     dev = positions.device
-    encoder = Encoder(cfg, generator).to(dev)
+    encoder = seeded(generator, lambda: Encoder(cfg, generator)).to(dev)
     optim = torch.optim.Adam(encoder.parameters(), sched.lr)
     lr_sched = _cosine(optim, sched.steps)
     n = len(corners.pixel)
@@ -89,7 +101,7 @@ def train_decoder(
 ) -> tuple[Decoder, list[float]]:
     """Fit the click decoder so its probabilities, rendered into each sample's view, match the mask."""
     dev = features.device
-    decoder = Decoder(cfg).to(dev)
+    decoder = seeded(generator, lambda: Decoder(cfg)).to(dev)
     optim = torch.optim.Adam(decoder.parameters(), sched.lr)
     lr_sched = _cosine(optim, sched.steps)
     view = torch.as_tensor(samples.view)
