@@ -234,8 +234,8 @@ class Engine:
             raise SegAnyError(
                 "unsupported", f"method {method!r} works on {list(m.scene_kinds)} scenes, not {scene.kind!r}"
             )
+        opts = {**m.default_options(scene, self.device), **(options or {})}
         pname = prior or m.default_prior
-        opts = {**m.default_options(scene, self.device, pname), **(options or {})}
         popts = dict(prior_options or {})
         key = options_key(method, pname, opts, popts)
         job = Job(id=f"j{next(self._ids)}", method=method, scene_id=sid, prior=pname)

@@ -159,10 +159,9 @@ def test_default_options_follow_the_device(stool):
     assert gpu["views"] > cpu["views"] and gpu["decoder_steps"] > cpu["decoder_steps"]
 
 
-def test_members_default_to_three_with_the_geometric_prior_only(stool):
-    method = get_method("iseg")
-    assert method.default_options(stool, "cpu", "geometric")["members"] == 3
-    assert "members" not in method.default_options(stool, "cpu", "oracle")  # one member: keys of older states hold
+def test_one_member_unless_asked(stool, prepared):
+    method, single = prepared
+    assert single.meta["members"] == 1 and "member1.features" not in single.tensors
     with pytest.raises(SegAnyError) as err:
         method.prepare(stool, get_prior("geometric"), {**TINY, "members": 0}, JobContext())
     assert err.value.code == "bad_request"

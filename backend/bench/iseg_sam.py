@@ -43,7 +43,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     model_type = "vit_b" if quick else "vit_h"
     scene = sample_mesh(max_edge=0.3 if quick else EDGE_15K)
     method = ISeg()
-    opts = {**method.default_options(scene, device, "sam"), "views": VIEWS}
+    opts = {**method.default_options(scene, device), "views": VIEWS}
     if quick:
         opts.update(QUICK, views=1, resolution=48)
     with tempfile.TemporaryDirectory(prefix="segany-bench-sam-") as tmp:

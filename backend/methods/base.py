@@ -88,8 +88,8 @@ class Method(ABC):
         """Whether this version of the method reads `state`: a cache entry written by another is prepared again."""
         return self.state_format is None or state.meta.get("format") == self.state_format
 
-    def default_options(self, scene: Scene, device: str, prior: str = "") -> dict[str, Any]:
-        """Sizes (views, epochs, …) chosen for the device and the prior's name; callers override any key."""
+    def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
+        """Sizes (views, epochs, …) chosen for the device; callers override any key."""
         return {}
 
     @abstractmethod

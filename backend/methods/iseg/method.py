@@ -25,7 +25,6 @@ from .rendering import rasterize, resized, views_around
 from .train import Schedule, train_decoder, train_encoder
 
 FORMAT = "iseg/1"
-GEOMETRIC_MEMBERS = 3  # ensemble size with the geometric prior (see ISeg.default_options)
 _INT_OPTIONS = (
     "views", "resolution", "encoder_width", "encoder_depth", "fourier", "encoder_steps", "encoder_pixels",
     "click_vertices", "views_per_click", "second_clicks", "min_mask_pixels", "decoder_steps", "decoder_batch",
@@ -109,21 +108,18 @@ class ISeg(Method):
         self._scorers: PerState[Scorer] = PerState()  # the decoders rebuilt once per live state
         self._refiners: PerState[CreaseRefiner] = PerState()  # and its crease graph + memoised answers
 
-    def default_options(self, scene: Scene, device: str, prior: str = "") -> dict[str, Any]:
+    def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
         """iSeg's sizes on a GPU; on a CPU fewer views, steps and click vertices.
 
         Both use the light decoder (iSeg's own head, "full", stays available as an option) and take the
         prior's best-scored candidate mask ("best"; iSeg took SAM's smallest, "smallest"): the
-        geometric prior's smallest candidate is often a sliver of a part. With the geometric prior, whose
-        masks disagree across views, three members (encoder + decoder, seeds seed..seed+2) are trained
-        and their answers averaged: one member's first answer depends on its training run, and the
-        per-category eval verdict moved with it (README, iSeg); other priors train one ("members": 1).
+        geometric prior's smallest candidate is often a sliver of a part. "members" (not listed: 1) trains
+        an ensemble of encoder + decoder pairs (seeds seed, seed + 1, …) whose answers a query averages;
+        measured with the geometric prior it was not worth its cost (README, iSeg).
         """
         gpu = str(device).startswith("cuda")
         n = scene.n_elements
-        ensemble = {"members": GEOMETRIC_MEMBERS} if prior == "geometric" else {}
         return {
-            **ensemble,
             "views": 100 if gpu else 24,
             "resolution": 224 if gpu else 192,
             "encoder_width": 256 if gpu else 128,
@@ -153,7 +149,7 @@ class ISeg(Method):
             raise SegAnyError("unsupported", f"iseg segments meshes, not {scene.kind!r} scenes")
         prior.require("prompt")
         prior.require("embed")
-        opts = _check_options({**self.default_options(scene, ctx.device, prior.name), **options})
+        opts = _check_options({**self.default_options(scene, ctx.device), **options})
         device = torch.device(ctx.device if str(ctx.device).startswith("cuda") and torch.cuda.is_available() else "cpu")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()

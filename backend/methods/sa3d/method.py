@@ -57,7 +57,7 @@ class SA3D(Method):
     def __init__(self) -> None:
         self._live: PerState[_Live] = PerState(size=4)
 
-    def default_options(self, scene: Scene, device: str, prior: str = "") -> dict[str, Any]:
+    def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
         return default_options(device)
 
     def restore(self, state: State, make_prior: Callable[[], Prior]) -> None:
