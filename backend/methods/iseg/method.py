@@ -182,6 +182,8 @@ class ISeg(Method):
         n_clicks = min(opts["click_vertices"], len(vertices))
         click_vertices = farthest_point_sampling(vertices, n_clicks, start=0).cpu().numpy().astype(np.int64)
         corners = pixel_corners(raster.tri_ids, raster.bary, faces)
+        enc_sched = Schedule(opts["encoder_steps"], opts["encoder_lr"], opts["encoder_pixels"])
+        dec_sched = Schedule(opts["decoder_steps"], opts["decoder_lr"], opts["decoder_batch"], opts["decoder_pixels"])
         tensors: dict[str, torch.Tensor] = {}
         enc_last, dec_last, counts = [], [], []
         members = opts["members"]
@@ -190,7 +192,6 @@ class ISeg(Method):
             gen = torch.Generator().manual_seed(opts["seed"] + i)
             rng = np.random.default_rng(opts["seed"] + i)
             t1 = time.perf_counter()
-            enc_sched = Schedule(opts["encoder_steps"], opts["encoder_lr"], opts["encoder_pixels"])
             encoder, features, enc_losses = train_encoder(
                 positions.to(device), emb_corners, targets.to(device), enc_cfg, enc_sched, span.sub(0.0, 0.4), gen
             )
@@ -203,9 +204,6 @@ class ISeg(Method):
                     "unsupported", "no training clicks: no sampled vertex is visible with a usable mask in any view"
                 )
             t3 = time.perf_counter()
-            dec_sched = Schedule(
-                opts["decoder_steps"], opts["decoder_lr"], opts["decoder_batch"], opts["decoder_pixels"]
-            )
             decoder, dec_losses = train_decoder(
                 features, samples, corners, dec_cfg, dec_sched, opts["dice_weight"], span.sub(0.6, 1.0), gen
             )
