@@ -205,12 +205,13 @@ class CreaseGraph:
         return np.clip(x, 0.0, 1.0)
 
     def sweep(
-        self, x: np.ndarray, seed: np.ndarray, max_share: float, band: tuple[float, float] = (-np.inf, np.inf)
+        self, x: np.ndarray, seed: np.ndarray, max_share: float, guide: np.ndarray | None = None, agreement: float = 0.0
     ) -> np.ndarray:
-        """The level set of x with the lowest conductance that keeps every positive and no negative seed,
-        holds at most `max_share` of the graph volume and, when `band` = (lo, hi) is given, takes every
-        node with x ≥ hi and none with x ≤ lo — the sweep cut of local graph partitioning (Andersen, Chung,
-        Lang 2006)."""
+        """The level set of x with the lowest conductance that keeps every positive and no negative seed and
+        holds at most `max_share` of the graph volume — the sweep cut of local graph partitioning (Andersen,
+        Chung, Lang 2006). Nodes with x < 0 never join it. With a `guide` (a soft answer's nodes), a level set
+        also pays `agreement` × (1 − its volume IoU with the guide): the crease cut nearest that answer, where
+        the lowest cut alone can be a small crease next to the click (a hoof instead of the leg)."""
         order = np.lexsort((seed <= 0, seed < 0, -x))
         rank = np.empty(self.n, dtype=np.int64)
         rank[order] = np.arange(self.n)
@@ -218,26 +219,25 @@ class CreaseGraph:
         inner = np.bincount(rank[self.edges].max(axis=1), weights=self.edge_weights, minlength=self.n)
         cut = vol - 2.0 * np.cumsum(inner)
         total = vol[-1]
-        conductance = cut / np.maximum(np.minimum(vol, total - vol), 1e-30)
+        score = cut / np.maximum(np.minimum(vol, total - vol), 1e-30)
+        if guide is not None:
+            guided = self.degree * np.asarray(guide, dtype=np.float64)
+            shared = np.cumsum(guided[order])
+            score = score + agreement * (1.0 - shared / np.maximum(guided.sum() + vol - shared, 1e-30))
         k = np.arange(self.n)
         last_pos = int(rank[seed > 0].max())
         first_neg = int(rank[seed < 0].min()) if (seed < 0).any() else self.n
-        lo, hi = band
-        above, inside = int((x >= hi).sum()), int((x > lo).sum())
-        outside_band = (k < above - 1) | (k >= inside)
-        conductance[(k < last_pos) | (k >= first_neg) | (vol / total > max_share) | outside_band] = np.inf
-        if not np.isfinite(conductance).any():
+        score[(k < last_pos) | (k >= first_neg) | (vol / total > max_share) | (k >= int((x >= 0).sum()))] = np.inf
+        if not np.isfinite(score).any():
             return x >= 0.5
         chosen = np.zeros(self.n, dtype=bool)
-        chosen[order[: int(np.argmin(conductance)) + 1]] = True
+        chosen[order[: int(np.argmin(score)) + 1]] = True
         return chosen
 
-    def first_region(
-        self, seed: np.ndarray, prior: np.ndarray | float = 0.0, band: tuple[float, float] = (-np.inf, np.inf)
-    ) -> np.ndarray:
-        """A first click's region: the sweep cut of a walk from the click pulled towards `prior` (without
-        one, the region the click's diffusion leaks out of least)."""
-        return self.sweep(self.walk(prior, seed, FIRST_PULL), seed, FIRST_SHARE, band)
+    def first_region(self, seed: np.ndarray) -> np.ndarray:
+        """A first click's region without a prior: the sweep cut of the walk from the click, the region its
+        diffusion leaks out of least."""
+        return self.sweep(self.walk(0.0, seed, FIRST_PULL), seed, FIRST_SHARE)
 
     def follow_walk(self, previous: np.ndarray, seed: np.ndarray) -> np.ndarray:
         """A later click's walk: Grady's walker over all clicks with the previous answer as a weak prior."""

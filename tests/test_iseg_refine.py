@@ -56,15 +56,28 @@ def test_walk_without_seeds_is_the_smoothed_prior(graph: CreaseGraph) -> None:
     np.testing.assert_allclose(x, expected, atol=1e-8)
 
 
-def test_sweep_band_keeps_unclicked_pieces_out(stool: MeshScene, graph: CreaseGraph) -> None:
-    """Nodes at or below the band's floor never join the level set, even whole pieces whose zero cut would
-    lower the conductance (the stool's seat, back and ring are pieces of their own)."""
+def test_sweep_keeps_nodes_below_zero_out(stool: MeshScene, graph: CreaseGraph) -> None:
+    """Nodes with x < 0 never join the level set, even whole pieces whose zero cut would lower the
+    conductance (the stool's seat, back and ring are pieces of their own)."""
     leg = stool.face_parts == 2
-    x = np.where(leg, 0.9, 0.01)
-    x[np.flatnonzero(leg)[:5]] = 0.1  # a few faces of the clicked piece itself below the floor
+    x = np.where(leg, 0.9, -1.0)
+    x[np.flatnonzero(leg)[:5]] = -1.0  # a few faces of the clicked piece itself
     seed = graph.seeds([(int(stool.faces[np.flatnonzero(leg)[100], 0]), 1)])
-    chosen = graph.sweep(x, seed, 0.5, (0.2, 0.95))
+    chosen = graph.sweep(x, seed, 0.5)
     assert not chosen[~leg].any() and chosen[leg].sum() == leg.sum() - 5
+
+
+def test_first_answer_is_the_crease_cut_nearest_the_decoder_not_the_lowest_cut() -> None:
+    """A click at the foot of a table leg, the decoder answering the whole leg: the lowest-conductance level
+    set is a small patch around the click (IoU 0.39 before the agreement term), the answer is the leg."""
+    shape = table_with_legs()
+    v, f = np.asarray(shape.scene.vertices), np.asarray(shape.scene.faces)
+    leg = shape.labels == 1
+    answer = np.full(len(v), 0.05)
+    answer[np.unique(f[leg])] = 0.9
+    foot = int(np.argmin(np.linalg.norm(v - np.asarray([2.5, 2.5, 1.0]), axis=1)))
+    picked = CreaseRefiner(v, f)([(foot, 1)], lambda clicks: answer)[f].mean(axis=1) >= 0.5
+    assert (picked & leg).sum() / (picked | leg).sum() > 0.8
 
 
 def _strip(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
@@ -206,20 +219,19 @@ def _table() -> tuple[np.ndarray, np.ndarray, np.ndarray, int, list[int]]:
     return v, f, shape.labels, near([7.0, 7.0, 8.5]), legs
 
 
-def test_a_negative_click_takes_its_leg_away_and_no_other_leg_grows_in() -> None:
-    """Selected top and two legs; a negative click on each leg. The walk alone cut a leg only partly and
-    let the unclicked legs grow in (to 9–19 % of each); the part under a negative click goes whole, and a
-    negative click never adds."""
+def test_negative_clicks_take_their_legs_away_and_other_legs_barely_grow_in() -> None:
+    """The top, then two legs added by positive clicks, then a negative click on each of them. With the walk
+    alone and the conductance-only first answer, 51-59 % of each leg stayed or grew in; now at most a
+    stub at each leg's crease (under 12 %), and the top stays whole."""
     v, f, labels, top, legs = _table()
-    answer = np.where(v[:, 2] > 7.0, 0.9, 0.05)
-    answer[np.unique(f[labels == 1])] = 0.9  # the decoder's first answer: the top and the first leg
+    answer = np.where(v[:, 2] > 7.0, 0.9, 0.05)  # the decoder's first answer: the top
     refiner = CreaseRefiner(v, f)
-    clicks = [(top, 1), (legs[1], 1), (legs[0], -1)]
+    clicks = [(top, 1), (legs[0], 1), (legs[1], 1)]
     picked = refiner(clicks, lambda c: answer)[f].mean(axis=1) >= 0.5
-    assert picked[labels == 0].all() and not picked[labels == 1].any()
-    assert picked[labels == 2].any() and not picked[(labels == 3) | (labels == 4)].any()
-    picked = refiner([*clicks, (legs[1], -1)], lambda c: answer)[f].mean(axis=1) >= 0.5
-    assert picked[labels == 0].all() and not picked[labels > 0].any()
+    assert picked[(labels == 1) | (labels == 2)].mean() > 0.4
+    picked = refiner([*clicks, (legs[0], -1), (legs[1], -1)], lambda c: answer)[f].mean(axis=1) >= 0.5
+    assert picked[labels == 0].all()
+    assert all(picked[labels == k].mean() < 0.12 for k in range(1, 5))
 
 
 def test_positive_clicks_only_add_and_negative_clicks_only_take_away() -> None:

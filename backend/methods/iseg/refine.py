@@ -6,9 +6,12 @@ clicks, answers later clicks weakly. This stage walks on the concavity-weighted 
 (`segany.graphwalk`), where part boundaries cost little to cut:
 
 - first click: a random walk from the clicked faces with the decoder's face probabilities as the prior,
-  then, among its level sets between 0.2 and 0.95, the one of lowest conductance (a sweep cut) holding
-  at most half the surface — the crease-bounded region closest to the decoder's answer; on separate
-  pieces of the mesh, which no walk from the click reaches (a cup's inner wall), the decoder's own answer.
+  then, among its level sets holding at most half the surface, the one whose conductance plus
+  `AGREEMENT` × (1 − IoU with the decoder's confident answer, ≥ `CONFIDENT`) is lowest — the
+  crease-bounded region closest to the decoder's answer (a spill at 0.6 onto flat ground is not
+  followed). Conductance alone picked the lowest cut in a band of levels, which on a four-legged
+  animal's leg was the hoof (IoU 0.3 where the decoder had 0.7); on separate pieces of the mesh, which no
+  walk from the click reaches (a cup's inner wall), the decoder's own answer.
   A decoder answer that leaves the clicked faces out (below 0.5 there) answers some other click: then the
   first answer is the geometric one alone, the sweep of a walk without a prior (the baseline's);
 - each later click refines the answer to the clicks before it, as an interactive tool keeps its
@@ -38,11 +41,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ...graphwalk import CreaseGraph
+from ...graphwalk import FIRST_PULL, FIRST_SHARE, CreaseGraph
 
 Click = tuple[int, int]
 
-SWEEP_BAND = (0.2, 0.95)  # first click: level sets searched for the sweep cut (chosen on the PSB dev shapes)
+CONFIDENT = 0.75  # first click: the decoder's faces at or above this guide the cut (PSB dev shapes)
+AGREEMENT = 0.1  # first click: weight of disagreeing with the decoder against a cut's conductance (PSB dev shapes)
 MEMO_SIZE = 256
 PART_HOLD = 0.75  # a negative click's part stays where the follow walk is at least this (PSB dev shapes)
 WEAK_PRIOR_LOSS = 0.2  # "auto" refines when the decoder's final training loss is above this
@@ -111,9 +115,12 @@ class CreaseRefiner:
         if face_probs[first_seed > 0].mean() < 0.5:  # the decoder's answer leaves the click out: geometry decides
             chosen = g.first_region(first_seed)
         else:
-            chosen = g.first_region(first_seed, face_probs, SWEEP_BAND)
+            answer = face_probs >= 0.5
             unclicked = ~np.isin(g.pieces, g.pieces[first_seed > 0])
-            chosen |= unclicked & (face_probs >= 0.5)  # no walk reaches a separate piece: the decoder decides there
+            x = g.walk(face_probs, first_seed, FIRST_PULL)
+            x[unclicked] = -1.0  # the sweep stays on the clicked piece
+            chosen = g.sweep(x, first_seed, FIRST_SHARE, face_probs >= CONFIDENT, AGREEMENT)
+            chosen |= unclicked & answer  # no walk reaches a separate piece: the decoder decides there
         if (seed < 0).any():
             chosen = g.follow(chosen, seed)
         return chosen
