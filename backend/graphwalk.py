@@ -234,10 +234,10 @@ class CreaseGraph:
         chosen[order[: int(np.argmin(score)) + 1]] = True
         return chosen
 
-    def first_region(self, seed: np.ndarray) -> np.ndarray:
+    def first_region(self, seed: np.ndarray, max_share: float = FIRST_SHARE) -> np.ndarray:
         """A first click's region without a prior: the sweep cut of the walk from the click, the region its
         diffusion leaks out of least."""
-        return self.sweep(self.walk(0.0, seed, FIRST_PULL), seed, FIRST_SHARE)
+        return self.sweep(self.walk(0.0, seed, FIRST_PULL), seed, max_share)
 
     def follow_walk(self, previous: np.ndarray, seed: np.ndarray) -> np.ndarray:
         """A later click's walk: Grady's walker over all clicks with the previous answer as a weak prior."""
