@@ -23,8 +23,10 @@ clicks, answers later clicks weakly. This stage walks on the concavity-weighted 
   positive click only adds and a negative one only takes away: with the walk alone, cutting one chair leg
   off a seat let the next leg grow back in, and five negative clicks moved IoU from 0.78 to 0.79;
 - a negative click also takes away the part under it — the geometric first answer to a click there, when
-  it holds no positive click — except where the walk still leans to the positive clicks (≥ 0.75): a
-  negative click on a handle whose crease the sweep misses must not cut the cup body it runs into;
+  it holds no positive click — except where a walk between the clicks alone, its prior a neutral 0.5,
+  leans to the positive clicks (≥ 0.75): a negative click on a handle whose crease the sweep misses must
+  not cut the cup body it runs into. The follow walk would hold more: its pull towards the previous answer
+  kept most of a wrongly selected table top (75 % of the table) after a negative click on it;
 - islands a negative click cut off from every positive click are dropped (`drop_cut_islands`).
 
 Answers to click prefixes are memoised per mesh, so a query stays a pure function of its click list.
@@ -44,7 +46,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ...graphwalk import FIRST_PULL, FIRST_SHARE, CreaseGraph
+from ...graphwalk import FIRST_PULL, FIRST_SHARE, FOLLOW_PULL, CreaseGraph
 
 Click = tuple[int, int]
 
@@ -52,7 +54,7 @@ CONFIDENT = 0.75  # first click: the decoder's faces at or above this guide the 
 AGREEMENT = 0.1  # first click: weight of disagreeing with the decoder against a cut's conductance (PSB dev shapes)
 MEMO_SIZE = 256
 SILENT_SHARE = 0.98  # first click, decoder silent there: the geometric cut may take all but a small part
-PART_HOLD = 0.75  # a negative click's part stays where the follow walk is at least this (PSB dev shapes)
+PART_HOLD = 0.75  # a negative click's part stays where the neutral walk is at least this (PSB dev shapes)
 WEAK_PRIOR_LOSS = 0.2  # "auto" refines when the decoder's final training loss is above this
 REFINED_THRESHOLD = 0.5  # refined scores are area shares of selected faces around each vertex
 
@@ -101,7 +103,7 @@ class CreaseRefiner:
 
     def _next(self, previous: np.ndarray, click: Click, seed: np.ndarray) -> np.ndarray:
         """A later click's answer: the follow walk, growing only on a positive click and shrinking only on a
-        negative one, which also takes away the part under it where the walk does not hold it."""
+        negative one, which also takes away the part under it where the clicks alone do not hold it."""
         g = self.graph
         x = g.follow_walk(previous, seed)
         if click[1] > 0:
@@ -109,7 +111,7 @@ class CreaseRefiner:
         chosen = previous & (x >= 0.5)
         part = g.first_region(g.seeds([(click[0], 1)]))
         if not (part & (seed > 0)).any():
-            chosen &= ~(part & (x < PART_HOLD))
+            chosen &= ~(part & (g.walk(0.5, seed, FOLLOW_PULL) < PART_HOLD))
         return g.drop_cut_islands(chosen, previous, seed)
 
     def _first(self, vertex_probs: np.ndarray, first_seed: np.ndarray, seed: np.ndarray) -> np.ndarray:
