@@ -25,8 +25,8 @@ clicks, answers later clicks weakly. This stage walks on the concavity-weighted 
 - a negative click also takes away the part under it — the geometric first answer to a click there, when
   it holds no positive click — except where a walk between the clicks alone, its prior a neutral 0.5,
   leans to the positive clicks (≥ 0.75): a negative click on a handle whose crease the sweep misses must
-  not cut the cup body it runs into. The follow walk would hold more: its pull towards the previous answer
-  kept most of a wrongly selected table top (75 % of the table) after a negative click on it;
+  not cut the cup body it runs into. The follow walk held more: its pull towards the previous answer kept
+  a fifth of a wrongly selected table top (75 % of the table) after a negative click on it;
 - islands a negative click cut off from every positive click are dropped (`drop_cut_islands`).
 
 Answers to click prefixes are memoised per mesh, so a query stays a pure function of its click list.
