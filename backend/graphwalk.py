@@ -190,11 +190,13 @@ class CreaseGraph:
         """Per node, the probability that a walk reaches a positive seed before a negative one, with
         `prior` pulling every node at strength γ (relative to the mean degree)."""
         factor = self._factor(gamma)
-        g = gamma * self.mean_degree
-        rhs = g * np.broadcast_to(np.asarray(prior, dtype=np.float64), (self.n,))
         nodes = np.flatnonzero(seed)
+        uniform = np.ndim(prior) == 0  # (L + γI)⁻¹ γc·1 = c·1 (L's rows sum to zero): no solve needed
         with self._lock:
-            y = factor.lu.solve(np.ascontiguousarray(rhs))
+            if uniform:
+                y = np.full(self.n, float(prior))
+            else:
+                y = factor.lu.solve(gamma * self.mean_degree * np.asarray(prior, dtype=np.float64))
             if len(nodes) == 0:
                 return np.clip(y, 0.0, 1.0)
             z = factor.columns_for(nodes)
