@@ -50,7 +50,7 @@ def start_prepare(obj: bpy.types.Object, settings: properties.SegAnySettings) ->
     """Read the object, send it and start the prepare job in the background (UI path)."""
     rt = runtime.current()
     scene = scene_read.read_object(obj)
-    rt.prepare(object_key(obj), scene, settings.method, settings.prior or None, settings.option_dict())
+    rt.prepare(object_key(obj), scene, settings.method, settings.prior or None, properties.option_dict(settings))
 
 
 def prepare_blocking(

@@ -54,14 +54,17 @@ class SegAnySettings(bpy.types.PropertyGroup):
     threshold: bpy.props.FloatProperty(name="Threshold", default=0.5, min=0.0, max=1.0)
     pick_radius: bpy.props.IntProperty(name="Pick Radius", default=12, min=1, max=200, subtype="PIXEL")
 
-    def option_dict(self) -> dict:
-        """Options parsed from JSON (never evaluated); a clear error when it is not a JSON object."""
-        if not self.options.strip():
-            return {}
-        value = json.loads(self.options)
-        if not isinstance(value, dict):
-            raise ValueError(f'Options must be a JSON object like {{"views": 12}}, not {self.options!r}')
-        return value
+
+def option_dict(settings: SegAnySettings) -> dict:
+    """The settings' options parsed from JSON (never evaluated); a clear error when not a JSON object.
+    A module function, not a method: Blender 4.2 crashes at exit after unregistering a PropertyGroup
+    class that has Python methods."""
+    if not settings.options.strip():
+        return {}
+    value = json.loads(settings.options)
+    if not isinstance(value, dict):
+        raise ValueError(f'Options must be a JSON object like {{"views": 12}}, not {settings.options!r}')
+    return value
 
 
 class SegAnySegment(bpy.types.PropertyGroup):
