@@ -46,8 +46,8 @@ def tune_cpu_allocator() -> bool:
 
     torch's CPU kernels allocate and free large temporaries on every op. By default glibc serves blocks
     over 128 KiB with fresh mmaps and trims freed heap memory, so each new large tensor pays page faults;
-    on a busy machine that costs the mesh rasterizer about a third of its time (measured: 1.35× → 0.9×
-    the time of Embree's ray casts). Process-wide and irreversible: the price is that the process keeps
+    on a busy machine that costs the mesh rasterizer much of its time (docs/journal.md). Process-wide and
+    irreversible: the price is that the process keeps
     its peak heap. Returns whether the settings took effect (False on macOS, Windows, non-glibc).
     """
     if not sys.platform.startswith("linux"):

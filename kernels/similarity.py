@@ -8,10 +8,10 @@ affinity feature, q the query feature. With h_i = g ⊙ f_i and gq = g ⊙ q:
 Memory bandwidth is the limit (a click scores millions of Gaussians), so the features are read once.
 On the CPU a fused numba loop widens each row to float32 in registers (fp16 / bf16 features accumulate in
 fp32) and forms both dot products in that one read, 8 rows at a time in AVX vectors (`_tile8`). torch
-ops cannot do this: each op is another pass, and even from cache torch's per-row products run at ~27 GB/s,
-so the block-wise torch engine reached 32% / 15% (fp32 / fp16) of the copy bandwidth against ~75-90% /
-~70-80% fused (1M × 32, 1 thread, shared 2-core EPYC). On CUDA, or where numba is missing, the features go
-block by block (sized to stay in cache) through torch matrix-vector products. A zero gated feature scores 0.
+ops cannot do this: each op is another pass over the features, so a block-wise torch engine stays far from
+the copy bandwidth the fused loop nearly reaches (figures: docs/journal.md). On CUDA, or where numba is
+missing, the features go block by block (sized to stay in cache) through torch matrix-vector products. A
+zero gated feature scores 0.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from segany.errors import SegAnyError
 _CPU_BLOCK_ROWS = 16384
 _CUDA_BLOCK_ROWS = 1 << 18
 _LANES = 8  # float32 lanes of an AVX register
-_PREFETCH_ROWS = 128  # 8 KiB ahead for 32 fp16 channels; 64-512 measured alike
+_PREFETCH_ROWS = 128  # 8 KiB ahead for 32 fp16 channels; the distance barely matters (docs/journal.md)
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 
@@ -85,8 +85,8 @@ def _torch_blocks(features: torch.Tensor, gate: torch.Tensor, unit_gq: torch.Ten
 
 
 def _fused_cpu(features: torch.Tensor, gate: torch.Tensor, unit_gq: torch.Tensor) -> torch.Tensor:
-    """Fused numba engine on the calling thread. Splitting the rows over 2 threads lost on the shared 2-core
-    machine it was measured on (fp32 8.2 → 10.0 ms, fp16 4.6 → 5.5 ms per 1M × 32), so it stays serial."""
+    """Fused numba engine on the calling thread: the pass is memory-bound, and splitting its rows over two
+    threads was slower on a shared 2-core machine (docs/journal.md), so it stays serial."""
     n, c = features.shape
     feats = features.detach().contiguous()
     if feats.dtype != torch.float32:
@@ -177,7 +177,7 @@ def _tile8(channels: int, dtype: str) -> Callable[..., None]:
     """Scores of rows start..start+7 written as LLVM vector IR. Each row's two dot products end as 8-lane
     partial sums; a shuffle-and-add tree (a transpose) reduces the 16 vectors to two vectors of 8 sums,
     so the horizontal sums cost about a third of per-row reductions, and sqrt / divide / clamp run on 8
-    rows at once. Measured 1.4-1.7x faster than the plain loop from cache on AVX2."""
+    rows at once, which beats a plain per-row loop (docs/journal.md)."""
     from llvmlite import ir
     from numba import types
     from numba.core import cgutils
@@ -223,8 +223,8 @@ def _tile8(channels: int, dtype: str) -> Callable[..., None]:
             weights = [load(w, ir.Constant(i64, _LANES * k), f8) for k in vectors]
             if dtype != "float32":
                 # hint the rows _PREFETCH_ROWS ahead into cache a line at a time (never faults past the end):
-                # with the hardware prefetcher alone fp16 waits on memory (measured 5.6 → 4.9 ms per 1M × 32;
-                # no gain for fp32, which is left without)
+                # with the hardware prefetcher alone fp16 waits on memory; fp32 gains nothing and is left
+                # without (docs/journal.md)
                 prefetch = cgutils.get_or_insert_function(builder.module, prefetch_type, "llvm.prefetch.p0i8")
                 ahead = builder.mul(builder.add(args[4], ir.Constant(i64, _PREFETCH_ROWS)), ir.Constant(i64, channels))
                 for line in range(0, _LANES * channels * 2, 64):

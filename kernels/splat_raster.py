@@ -8,7 +8,7 @@ opacity·exp(−½dᵀΣ⁻¹d) clamped at 0.99 and skipped under 1/255, front-t
 once its transmittance would fall under 1e-4. Pixels are evaluated as a batch of tiles × 64 pixels × a
 chunk of 32 Gaussians per tile; tiles whose pixels are all saturated leave the batch early. Tiles are 8×8
 rather than gsplat's 16×16: on a CPU every (pixel, Gaussian) pair costs the same whether the Gaussian
-reaches the pixel or not, and 8×8 tiles halved that waste on the real donut scene.
+reaches the pixel or not, and smaller tiles test fewer pairs that miss (docs/journal.md).
 """
 
 from __future__ import annotations

@@ -14,10 +14,8 @@ the dual graph of faces, the weights of Lai et al. 2009). A click seeds the face
   thresholded at 0.5. One sparse solve per click; answers to click prefixes are memoised, so the
   query stays a pure function of its click list.
 
-The constants (`segany.graphwalk`: FIRST_PULL, FIRST_SHARE, FOLLOW_PULL) were set once on the shared PSB
-development shapes (4 of them, 10 clicks): the sweep's absorption and share, the prior weight (1e-2 and
-1e-3 were worse, 1e-5 and 0 too); a conductance cut instead of the 0.5 threshold for later clicks was
-tried and was worse.
+The constants (`segany.graphwalk`: FIRST_PULL, FIRST_SHARE, FOLLOW_PULL) were set once on a few of the
+shared PSB development shapes; what else was tried is in docs/journal.md.
 
 Per-vertex scores are the area-weighted mean of the face probabilities around each vertex, threshold
 0.5; the harness's face rule (mean of three vertex scores ≥ 0.5) then gives back the face decision.

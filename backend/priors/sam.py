@@ -1,6 +1,6 @@
 """Segment Anything as a prior: point prompts, automatic masks and image embeddings of rendered views.
 
-The image encoder dominates the cost (about 16 s per view for vit_b on a 2-core CPU), so its output is
+The image encoder dominates the cost (seconds per view on a CPU; docs/journal.md), so its output is
 cached twice: in memory (LRU) and on disk as safetensors, keyed by the model file and the exact pixels
 of the view. The same view is never encoded twice, across prompts, automatic masks, embeddings and
 restarts.

@@ -9,33 +9,33 @@ clicks, answers later clicks weakly. This stage walks on the concavity-weighted 
   then, among its level sets holding at most half the surface, the one whose conductance plus
   `AGREEMENT` × (1 − IoU with the decoder's confident answer, ≥ `CONFIDENT`) is lowest — the
   crease-bounded region closest to the decoder's answer (a spill at 0.6 onto flat ground is not
-  followed). Conductance alone picked the lowest cut in a band of levels, which on a four-legged
-  animal's leg was the hoof (IoU 0.3 where the decoder had 0.7); on separate pieces of the mesh, which no
-  walk from the click reaches (a cup's inner wall), the decoder's own answer.
+  followed). Conductance alone often picks the smallest crease next to the click (a leg's hoof, not the leg);
+  on separate pieces of the mesh, which no walk from the click reaches (a cup's inner wall), the decoder's
+  own answer.
   A decoder answer that leaves the clicked faces out (below 0.5 there) answers some other click: then the
   first answer is the geometric one alone, the sweep of a walk without a prior. Unlike the baseline's it
   may hold more than half the surface (up to `SILENT_SHARE`): nothing then says the part is small, and the
-  cut around a cup's handle, seen from the body, is the body — 93 % of the cup, which a decoder trained on
-  the geometric prior answers with nothing (the baseline's half-surface cap took 5 clicks to get it);
+  cut around a cup's handle, seen from the body, is the body, which a decoder trained on the geometric
+  prior answers with nothing;
 - each later click refines the answer to the clicks before it, as an interactive tool keeps its
   selection: a random walk seeded by all clicks (positive 1, negative 0) with the previous answer as a
   weak prior, so each click moves the boundary to the creases between it and the other clicks. A
   positive click only adds and a negative one only takes away: with the walk alone, cutting one chair leg
-  off a seat let the next leg grow back in, and five negative clicks moved IoU from 0.78 to 0.79;
+  off a seat lets the next leg grow back in;
 - a negative click also takes away the part under it — the geometric first answer to a click there, when
   it holds no positive click — except where a walk between the clicks alone, its prior a neutral 0.5,
   leans to the positive clicks (≥ 0.75): a negative click on a handle whose crease the sweep misses must
-  not cut the cup body it runs into. The follow walk held more: its pull towards the previous answer kept
-  a fifth of a wrongly selected table top (75 % of the table) after a negative click on it;
+  not cut the cup body it runs into. The follow walk is not used for this: its pull towards the previous
+  answer keeps much of a wrongly selected large part after a negative click on it;
 - islands a negative click cut off from every positive click are dropped (`drop_cut_islands`).
 
 Answers to click prefixes are memoised per mesh, so a query stays a pure function of its click list.
 
 With a strong prior the decoder needs none of this: trained on the oracle's masks it answers later clicks
-better than any walk (see the README's tables). A query's default, "auto", refines when the decoder could
+better than any walk (docs/methods/iseg.md). A query's default, "auto", refines when the decoder could
 not fit its prior's masks — its final training loss (BCE + dice) above `WEAK_PRIOR_LOSS` — which is where
-the prior's masks disagree across views: the geometric prior (0.44–0.88 on the PSB shapes) and the noisy
-oracle (0.22–0.52), not the clean oracle (0.005–0.13).
+the prior's masks disagree across views: the geometric prior and the noisy oracle, not the clean oracle
+(losses per prior in docs/methods/iseg.md).
 """
 
 from __future__ import annotations
