@@ -13,7 +13,7 @@ from . import pick_math, scene_read
 
 
 class MeshPicker:
-    """Built once per click-tool session (under a second for 100K vertices), then a pick takes microseconds."""
+    """Built once per click-tool session, since building is the slow part; then a pick is one BVH query."""
 
     def __init__(self, obj: object) -> None:
         mesh = obj.data
@@ -86,7 +86,7 @@ _CACHE: dict[int, tuple[str, MeshPicker | PointPicker]] = {}
 
 def cached_picker(obj: object, key: int, scene_id: str, radius_px: float = 12.0) -> MeshPicker | PointPicker:
     """The object's picker, rebuilt only when its geometry changed (a new scene id): building the BVH of a
-    100K-vertex mesh takes about a second, so the click tool does not pay it on every start."""
+    large mesh is slow (docs/journal.md), so the click tool does not pay it on every start."""
     hit = _CACHE.get(key)
     if hit is None or hit[0] != scene_id or not scene_id:
         hit = (scene_id, picker_for(obj, radius_px))
