@@ -1,10 +1,12 @@
-"""One way for every benchmark to report: a rich table, NAME.json and NAME.png in the out dir.
+"""One way for every benchmark to report: a rich table, NAME.json, NAME.md and NAME.png in the out dir.
 
-JSON layout (stable, documented in the README):
-  {"name": str, "machine": {...}, "rows": [{"case": str, "metric": str, "value": float, "unit": str,
-   "baseline": str | None, "baseline_value": float | None, "ratio": float | None, "target": str | None}],
+JSON layout (stable, documented in docs/performance.md; add keys, never rename or remove them):
+  {"name": str, "date": ISO-8601 UTC, "commit": str, "command": str, "machine": {...},
+   "rows": [{"case": str, "metric": str, "value": float, "unit": str, "baseline": str | None,
+             "baseline_value": float | None, "ratio": float | None, "target": str | None}],
    "extra": {...}}
-`ratio` is value / baseline_value, so < 1 means faster than the baseline for times.
+`ratio` is value / baseline_value, so < 1 means faster than the baseline for times. NAME.md is the same
+table in markdown under a line saying which command, date and commit made it, ready to paste into the docs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..provenance import stamp, stamp_line
 
 
 @dataclass
@@ -63,8 +67,13 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_report(name: str, out_dir: Path, rows: list[Row], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Print the table, write NAME.json and a bar plot NAME.png (value vs baseline per case)."""
+def write_report(
+    name: str, out_dir: Path, rows: list[Row], extra: dict[str, Any] | None = None, argv: list[str] | None = None
+) -> dict[str, Any]:
+    """Print the table, write NAME.json, NAME.md and a bar plot NAME.png (value vs baseline per case).
+
+    Stamped with the date, commit and command line (this process's unless `argv` is given).
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -80,13 +89,42 @@ def write_report(name: str, out_dir: Path, rows: list[Row], extra: dict[str, Any
     Console().print(table)
     doc = {
         "name": name,
+        **stamp(argv),
         "machine": machine(),
         "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
         "extra": extra or {},
     }
     (out_dir / f"{name}.json").write_text(json.dumps(doc, indent=2))
+    (out_dir / f"{name}.md").write_text(markdown(doc))
     _plot(name, out_dir / f"{name}.png", rows)
     return doc
+
+
+def _number(value: float, unit: str) -> str:
+    return f"{value:.4g} {unit}".strip()
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """NAME.md: the stamp, the machine and one row per case, as written into NAME.json."""
+    m = doc["machine"]
+    gpu = f", GPU {m['cuda']}" if m.get("cuda") else ", no GPU"
+    lines = [
+        f"# segany bench {doc['name']}",
+        "",
+        stamp_line(doc),
+        "",
+        f"Machine: {m['platform']}, {m['cpus']} CPUs{gpu}, Python {m['python']}, torch {m['torch']} "
+        f"({m['torch_threads']} threads).",
+        "",
+        "| case | metric | value | baseline, same run | ratio | target |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    for r in doc["rows"]:
+        base = f"{r['baseline']}: {_number(r['baseline_value'], r['unit'])}" if r["baseline_value"] is not None else ""
+        ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else ""
+        cells = [r["case"], r["metric"], _number(r["value"], r["unit"]), base, ratio, r["target"] or ""]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _plot(name: str, path: Path, rows: list[Row]) -> None:

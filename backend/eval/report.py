@@ -37,7 +37,9 @@ results.json schema (version 1; other tools read it — add keys, never rename o
         }
       ],
       "config": {"method", "prior", "method_options", "prior_options", "clicks", "data", "ids",
-                 "protocol": {...}, "date": ISO-8601 UTC, "versions": {...}}
+                 "protocol": {...}, "date": ISO-8601 UTC, "versions": {...},
+                 "commit": short git hash ("+modified", or "unknown" outside a checkout),
+                 "command": the command line that ran the evaluation}
     }
 
 Arrays in options (e.g. oracle labels) are written as {"array": dtype, "shape": [...]}.
@@ -45,7 +47,6 @@ Arrays in options (e.g. oracle labels) are written as {"array": dtype, "shape": 
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import platform
@@ -56,6 +57,7 @@ import numpy as np
 
 from ..errors import SegAnyError
 from ..jsonable import jsonable
+from ..provenance import stamp, stamp_line
 from .metrics import MIOU_AT, NOC_AT, mean_curve, summarize
 from .targets import MAX_TARGETS, MIN_FRACTION
 
@@ -100,8 +102,14 @@ def aggregate(runs: list[dict[str, Any]], prepare: list[float], cap: int, n_shap
     return entry
 
 
-def build_results(config: dict[str, Any], shapes: list[dict[str, Any]]) -> dict[str, Any]:
-    """The results.json object from per-shape records (evaluate_shape's output)."""
+def build_results(
+    config: dict[str, Any], shapes: list[dict[str, Any]], argv: list[str] | None = None
+) -> dict[str, Any]:
+    """The results.json object from per-shape records (evaluate_shape's output).
+
+    Stamped with the date, commit and command line (this process's unless `argv` is given), so a table
+    copied into the docs says how to make it again.
+    """
     cap = int(config["clicks"])
     methods: list[str] = []
     for s in shapes:
@@ -122,7 +130,7 @@ def build_results(config: dict[str, Any], shapes: list[dict[str, Any]]) -> dict[
     full_config = {
         **config,
         "protocol": PROTOCOL,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **stamp(argv),
         "versions": _versions(),
     }
     return jsonable(
@@ -153,8 +161,10 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# segany eval: `{cfg['method']}`{prior}",
         "",
-        f"Data `{cfg['data']}`, {n} shape{'' if n == 1 else 's'}, up to {cfg['clicks']} simulated clicks per target, "
-        f"{cfg['date']}. mIoU in percent (area-weighted on meshes); NoC = clicks to reach the IoU "
+        stamp_line(cfg),
+        "",
+        f"Data `{cfg['data']}`, {n} shape{'' if n == 1 else 's'}, up to {cfg['clicks']} simulated clicks per target. "
+        "mIoU in percent (area-weighted on meshes); NoC = clicks to reach the IoU "
         f"(capped at {cfg['clicks']}); times per click are query times. `baseline` is the classical random "
         "walker with concavity-aware weights (no 2D model, no training), clicked by the same protocol.",
         "",
