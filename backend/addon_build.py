@@ -14,9 +14,12 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from segany import addon
+
 from .errors import SegAnyError
 
-ADDON_DIR = Path(__file__).resolve().parent.parent / "addon"
+# The add-on as this environment has it: the installed package, or addon/ in an editable checkout.
+ADDON_DIR = Path(addon.__file__).resolve().parent
 
 
 def blender_scripts_dir() -> Path:

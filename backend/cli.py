@@ -30,8 +30,9 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cu
 
 
 def _engine(cache_dir: Path | None = None, device: str = "auto"):
+    from segany.kernels import tune_cpu_allocator
+
     from .engine import Engine, checkpoints_from_env
-    from .kernels import tune_cpu_allocator
 
     tune_cpu_allocator()
     return Engine(cache_dir=cache_dir, device=device, checkpoints=checkpoints_from_env())

@@ -34,14 +34,15 @@ from typing import Any
 
 import numpy as np
 
+from segany.addon import wire
+from segany.addon.backend_process import pid_alive
+from segany.addon.client import default_state_file
+from segany.kernels import tune_cpu_allocator
+
 from . import __version__
-from .addon import wire
-from .addon.backend_process import pid_alive
-from .addon.client import default_state_file
 from .engine import Engine, Job, checkpoints_from_env
 from .errors import SegAnyError
 from .jsonable import jsonable
-from .kernels import tune_cpu_allocator
 
 log = logging.getLogger("segany.server")
 

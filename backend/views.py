@@ -42,7 +42,7 @@ def _t(a: np.ndarray, device: str) -> torch.Tensor:
 
 
 def _mesh(scene: MeshScene, cameras: Cameras, device: str) -> tuple[np.ndarray, ...]:
-    from .kernels.mesh_raster import rasterize_mesh, shade
+    from segany.kernels.mesh_raster import rasterize_mesh, shade
 
     faces = _t(scene.faces, device)
     raster = rasterize_mesh(
@@ -80,7 +80,7 @@ def gaussian_params(scene: SplatScene | PointScene) -> dict[str, np.ndarray]:
 
 
 def _gaussians(scene: SplatScene | PointScene, cameras: Cameras, device: str) -> tuple[np.ndarray, ...]:
-    from .kernels.splat_raster import rasterize_splats
+    from segany.kernels.splat_raster import rasterize_splats
 
     p = {k: _t(np.ascontiguousarray(v, dtype=np.float32), device) for k, v in gaussian_params(scene).items()}
     out = rasterize_splats(

@@ -87,9 +87,9 @@ def blender_side(out_json: Path, work: Path, quick: bool) -> None:
     import bpy
     from mathutils import Vector
 
-    from ..addon import picking, results, scene_read, splat_layout
-    from ..addon.backend_process import Backend, BackendConfig
-    from ..addon.bridge import Bridge
+    from segany.addon import picking, results, scene_read, splat_layout
+    from segany.addon.backend_process import Backend, BackendConfig
+    from segany.addon.bridge import Bridge
 
     out: dict[str, Any] = {}
     rng = np.random.default_rng(0)

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..addon.client import Client, launch_backend
+from segany.addon.client import Client, launch_backend
+
 from .report import Row, write_report
 
 _BARE = struct.Struct("<QB")  # payload length, mode (0: ack one byte, 1: send the bytes back)

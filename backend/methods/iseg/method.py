@@ -10,9 +10,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from segany.kernels.fps import farthest_point_sampling
+
 from ...errors import SegAnyError
 from ...jobs import JobContext
-from ...kernels.fps import farthest_point_sampling
 from ...priors import Prior
 from ...scene import MeshScene, Scene
 from ..base import Method, PerState, Selection, State

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from segany.kernels.splat_raster import rasterize_splats
+
 from ...cameras import Cameras, cameras_for_scene
-from ...kernels.splat_raster import rasterize_splats
 from ...priors.base import Views
 from ...scene import PointScene, SplatScene
 from ...views import gaussian_params, normals_from_depth, views_key
