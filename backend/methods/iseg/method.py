@@ -116,7 +116,7 @@ class ISeg(Method):
         prior's best-scored candidate mask ("best"; iSeg took SAM's smallest, "smallest"): the
         geometric prior's smallest candidate is often a sliver of a part. "members" (not listed: 1) trains
         an ensemble of encoder + decoder pairs (seeds seed, seed + 1, …) whose answers a query averages;
-        measured with the geometric prior it was not worth its cost (README, iSeg).
+        with the geometric prior it was not worth its cost (docs/journal.md).
         """
         gpu = str(device).startswith("cuda")
         n = scene.n_elements
