@@ -103,7 +103,7 @@ def _pairs(arr: np.ndarray, axis: int, step: int) -> tuple[np.ndarray, np.ndarra
 
 @dataclass(frozen=True)
 class BoundaryWeights:
-    """How strongly each cue separates regions; tuned on PSB views (see docs in the README)."""
+    """How strongly each cue separates regions; tuned on PSB views (the prior's figures: docs/performance.md)."""
 
     concave_angle: float = 0.35  # turning (≈ radians) at which a concave crease counts as a full boundary
     concave_min: float = 0.0  # turning below which a concavity is surface texture, not a boundary
