@@ -109,8 +109,7 @@ def add_segment(
     n = len(obj.segany_segments)
     while f"segany_score_{n}" in used or f"segany_score_{n}" in obj.data.attributes:
         n += 1
-    attr = f"segany_score_{n}"
-    results.write_float_attribute(obj.data, attr, scores)
+    attr = results.write_float_attribute(obj.data, f"segany_score_{n}", scores).name  # a vertex group may hold it
     seg = obj.segany_segments.add()
     seg.name, seg.attribute, seg.threshold, seg.color = name, attr, threshold, color
     seg.method = method

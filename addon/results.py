@@ -23,15 +23,40 @@ def _check_size(data: bpy.types.ID, values: np.ndarray) -> None:
         raise ValueError(f"{len(values)} scores for {_n(data)} elements of {data.name!r}: the geometry changed")
 
 
+def _vertex_group_names(data: bpy.types.ID) -> set[str]:
+    """The vertex-group names of a mesh: kept on the mesh, but listed by Python only through its objects."""
+    if not isinstance(data, bpy.types.Mesh):
+        return set()
+    user = next((ob for ob in bpy.data.objects if ob.data == data), None)
+    return {g.name for g in user.vertex_groups} if user is not None else set()
+
+
+def attribute_name(data: bpy.types.ID, name: str) -> str:
+    """name, or the first of name.001, name.002 … that no vertex group holds: Blender refuses an attribute
+    named like a vertex group (4.2–5.0 return None, 5.3 renames it), so "Segment" saved as a vertex group
+    and then as an attribute becomes "Segment.001", the same one each time it is applied again."""
+    taken = _vertex_group_names(data)
+    k, candidate = 0, name
+    while candidate in taken:
+        k += 1
+        candidate = f"{name}.{k:03d}"
+    return candidate
+
+
 def _write_point_attribute(data: bpy.types.ID, name: str, values: np.ndarray, data_type: str) -> bpy.types.Attribute:
     """A POINT-domain attribute (mesh vertices or point-cloud points), recreated if its type or domain differ."""
     _check_size(data, values)
+    name = attribute_name(data, name)
     attr = data.attributes.get(name)
     if attr is not None and (attr.data_type != data_type or attr.domain != "POINT"):
         data.attributes.remove(attr)
         attr = None
     if attr is None:
         attr = data.attributes.new(name, data_type, "POINT")
+    if attr is None or attr.name != name:
+        if attr is not None:
+            data.attributes.remove(attr)
+        raise ValueError(f"Blender refused an attribute named {name!r} on {data.name!r}; choose another name")
     attr.data.foreach_set("value", values)
     data.update_tag()
     return attr

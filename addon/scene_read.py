@@ -61,11 +61,13 @@ def _point_names(data: object) -> set[str]:
 
 def _colors(data: object, n: int) -> np.ndarray | None:
     """The active POINT colour attribute as rgb in [0, 1], unless it is our own preview layer. Point clouds
-    have no active colour: their first POINT colour attribute that is not ours stands in."""
+    have no active colour (Blender 4.2 has the property but it is always None): their first POINT colour
+    attribute that is not ours stands in."""
     ca = getattr(data, "color_attributes", None)
     if ca is None:
         return None
-    candidates = [ca.active_color] if hasattr(ca, "active_color") else list(ca)
+    active = getattr(ca, "active_color", None)
+    candidates = [active] if active is not None else list(ca)
     usable = [a for a in candidates if a is not None and a.domain == "POINT" and not a.name.startswith(PREVIEW_PREFIX)]
     if not usable:
         return None

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PKG, SA3D_SMALL, drain_until, import_donut
+from conftest import BACKEND_PYTHON, PKG, SA3D_SMALL, drain_until, import_donut
 
 
 def _prefs() -> object:
@@ -95,7 +95,7 @@ def test_preferences_status_line_says_what_is_wrong(rt: object, field: str, valu
     finally:
         setattr(prefs, field, saved)
         rt.backend.status = running
-    assert rt.backend.config.python == sys.executable  # the update callback re-applied the setting
+    assert rt.backend.config.python == BACKEND_PYTHON  # the update callback re-applied the setting
 
 
 def test_connect_mode_uses_a_running_backend_and_leaves_it_running(rt: object, tmp_path: Path) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import trimesh
-from conftest import ISEG_TINY, ROOT, run_blender
+from conftest import BACKEND_PYTHON, ISEG_TINY, ROOT, run_blender
 
 SCRIPT = """
 import runpy, sys
@@ -32,7 +31,7 @@ def test_sample_batch_script_labels_meshes_and_reuses_cached_work(addon: object,
     )
     for name in ("a.obj", "b.obj"):
         mesh.export(tmp_path / name)
-    os.environ["SEGANY_PYTHON"] = sys.executable
+    os.environ["SEGANY_PYTHON"] = BACKEND_PYTHON
     os.environ["SEGANY_CACHE_DIR"] = str(tmp_path / "cache")
     os.environ["SEGANY_OPTIONS"] = json.dumps(ISEG_TINY)
     try:

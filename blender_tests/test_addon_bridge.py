@@ -61,9 +61,10 @@ def test_posts_from_other_threads_run_in_order_on_drain() -> None:
 
 
 def test_the_addon_package_and_its_client_import_without_bpy() -> None:
-    """The backend imports segany.addon.client; Blender is not there."""
+    """The backend imports segany.addon.client; Blender is not there (the backend's interpreter)."""
     import subprocess
-    import sys
+
+    from conftest import BACKEND_PYTHON
 
     code = "import sys, segany.addon, segany.addon.client, segany.addon.runtime; assert 'bpy' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    subprocess.run([BACKEND_PYTHON, "-c", code], check=True, timeout=60)

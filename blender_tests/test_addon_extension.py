@@ -50,7 +50,7 @@ def test_a_bad_manifest_is_refused_with_blenders_message(tmp_path: Path) -> None
 
 
 INSTALL_SCRIPT = """
-import json, os, sys, threading, time
+import json, os, threading, time
 import bpy
 
 PKG = "bl_ext.user_default.segany"
@@ -61,7 +61,7 @@ repo_dir = bpy.utils.user_resource("EXTENSIONS", path="user_default")
 out["installed"] = sorted(os.listdir(os.path.join(repo_dir, "segany")))
 out["enabled"] = PKG in bpy.context.preferences.addons
 prefs = bpy.context.preferences.addons[PKG].preferences
-prefs.python_path = sys.executable
+prefs.python_path = os.environ["SEGANY_BACKEND_PYTHON"]
 prefs.device = "CPU"
 from bl_ext.user_default.segany import api, runtime
 info = api.backend_info()
@@ -106,13 +106,13 @@ def test_install_enable_disable_uninstall_leaves_nothing_behind(built_zip: Path,
 
 
 QUIT_SCRIPT = """
-import json, sys
+import json, os
 import bpy
 
 assert bpy.ops.extensions.package_install_files(
     filepath=ZIP, repo="user_default", enable_on_install=True) == {"FINISHED"}
 prefs = bpy.context.preferences.addons["bl_ext.user_default.segany"].preferences
-prefs.python_path = sys.executable
+prefs.python_path = os.environ["SEGANY_BACKEND_PYTHON"]
 prefs.device = "CPU"
 from bl_ext.user_default.segany import api, runtime
 api.backend_info()

@@ -137,6 +137,30 @@ def test_size_mismatch_is_refused_with_a_clear_message(addon: object, fresh_scen
         results.apply(ob, np.zeros(5, np.float32), 0.5, "attribute", "x")
 
 
+def test_a_segment_saved_as_vertex_group_applies_as_attributes_beside_it(addon: object, fresh_scene: object) -> None:
+    """The sidebar's default flow: keep the segment as the vertex group "Segment", then Apply Segment as a
+    float and as a boolean attribute. Blender refuses an attribute named like a vertex group (4.2–5.0:
+    `attributes.new` returns None, which raised AttributeError; 5.3 renames it, a new name per apply): the
+    attribute is "Segment.001", the same one each time."""
+    import bpy
+    from bl_ext.user_default.segany import actions, results, scene_read
+
+    ob = grid_mesh(name="vg_grid", x=8, y=8)
+    scores, mask = _grid_scores(ob)
+    actions.accept(ob, scores, 0.5, "vertex_group", "Segment")
+    assert "Segment" in ob.vertex_groups
+    for _ in range(2):
+        assert bpy.ops.segany.segment_apply("EXEC_DEFAULT", output="attribute") == {"FINISHED"}
+        np.testing.assert_array_equal(scene_read.read_attribute(ob.data, "Segment.001"), scores)
+    assert bpy.ops.segany.segment_apply("EXEC_DEFAULT", output="bool_attribute") == {"FINISHED"}
+    np.testing.assert_array_equal(scene_read.read_attribute(ob.data, "Segment.001"), mask)
+    assert [a.name for a in ob.data.attributes if a.name.startswith("Segment")] == ["Segment.001"]
+    assert [g.name for g in ob.vertex_groups] == ["Segment"]
+    with pytest.raises(ValueError, match="refused an attribute named ''"):
+        results.apply(ob, scores, 0.5, "attribute", "")  # Blender would call it "Attribute"
+    assert "Attribute" not in ob.data.attributes
+
+
 def test_segment_operators_push_their_own_undo_steps(addon: object, fresh_scene: object) -> None:
     """Undo after an operator returns to the state just before it (its own step), not further back.
 

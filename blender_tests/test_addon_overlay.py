@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ADDON, decoded_pointcloud, import_donut, run_blender
+from conftest import ADDON, decoded_pointcloud, import_donut, pointcloud_from_mesh, run_blender
 
 COLOR = (0.9, 0.2, 0.1, 1.0)
 
@@ -81,11 +81,7 @@ def plain_pointcloud(n: int = 2000, name: str = "plain_points") -> object:
     me = bpy.data.meshes.new(name)
     me.vertices.add(n)
     me.vertices.foreach_set("co", np.random.default_rng(1).normal(size=(n, 3)).astype(np.float32).ravel())
-    ob = bpy.data.objects.new(name, me)
-    bpy.context.scene.collection.objects.link(ob)
-    with bpy.context.temp_override(active_object=ob, object=ob, selected_objects=[ob], selected_editable_objects=[ob]):
-        assert bpy.ops.object.convert(target="POINTCLOUD") == {"FINISHED"}
-    return bpy.data.objects[name]
+    return pointcloud_from_mesh(me, name)
 
 
 def make_object(kind: str) -> object:
