@@ -132,7 +132,13 @@ def live_preview(obj: bpy.types.Object, color: tuple[float, ...]) -> Preview:
 def start_click(obj: bpy.types.Object, color: tuple[float, ...]) -> tuple[ClickSession, Preview]:
     """Begin a click-tool session on a prepared object: its live preview and the session that feeds it."""
     preview = live_preview(obj, color)
-    session = ClickSession(runtime.current(), object_key(obj), show=preview.show, clear=preview.clear)
+    name, key = obj.name, object_key(obj)
+
+    def count() -> int:  # looked up each time: a Blender object is never held across events
+        now = bpy.data.objects.get(name)
+        return scene_read.element_count(now) if now is not None and object_key(now) == key else 0
+
+    session = ClickSession(runtime.current(), key, show=preview.show, clear=preview.clear, count=count)
     return session, preview
 
 
@@ -147,7 +153,12 @@ def finish_click(
     """End a click-tool session (Enter keeps, Esc cancels): the live preview goes either way; kept scores
     become a segment in the chosen output, or a float attribute where the object cannot hold that output."""
     preview.close()
-    if not keep or session.scores is None:
+    if not keep:
+        return None
+    problem = runtime.current().state(object_key(obj)).geometry_problem(scene_read.element_count(obj))
+    if problem:
+        raise ValueError(problem)
+    if session.scores is None:
         return None
     threshold = settings.threshold if settings.use_threshold else session.threshold
     output = settings.output if results.supports(obj, settings.output) else "attribute"

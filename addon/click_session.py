@@ -23,11 +23,14 @@ NAVIGATION = frozenset(
 class ClickSession:
     """Positive / negative clicks on one object; every change re-queries, the newest answer is shown."""
 
-    def __init__(self, rt: Runtime, key: int, show: Show, clear: Callable[[], None]) -> None:
+    def __init__(
+        self, rt: Runtime, key: int, show: Show, clear: Callable[[], None], count: Callable[[], int] | None = None
+    ) -> None:
         self.rt = rt
         self.key = key
         self.show = show
         self.clear = clear
+        self.count = count  # the object's element count now (None: the prepared scene's, nothing to check)
         self.clicks: list[tuple[int, int]] = []
         self.scores: np.ndarray | None = None
         self.threshold = 0.5
@@ -57,6 +60,9 @@ class ClickSession:
         """A click on element (from the picker); -1 (a miss) is ignored. Returns whether a query went out."""
         if element < 0:
             return False
+        self.error = self.geometry_problem()
+        if self.error:  # the picked index is the edited object's, not the prepared scene's
+            return False
         self.clicks.append((int(element), 1 if positive else -1))
         self._send()
         return True
@@ -82,6 +88,11 @@ class ClickSession:
         def done(sel: Selection, timing: dict[str, float]) -> None:
             if generation != self._generation:
                 return  # an older answer arriving after a newer click or an undo
+            self.error = self.geometry_problem(len(sel.scores))
+            if self.error:  # edited while the answer was on its way: these scores fit no element
+                self.scores = None
+                self.clear()
+                return
             self.scores = np.asarray(sel.scores, np.float32)
             self.threshold = float(sel.threshold)
             self.error = ""
@@ -95,6 +106,15 @@ class ClickSession:
                 self.error = error_text(exc)
 
         self.rt.query(self.key, {"clicks": clicks}, done, failed)
+
+    def geometry_problem(self, n_scores: int | None = None) -> str:
+        """Why answers cannot be shown on the object ('' when they can): it changed since Prepare, or an
+        answer's scores do not match its elements one to one."""
+        n_now = self.count() if self.count is not None else self.rt.state(self.key).n_elements
+        problem = self.rt.state(self.key).geometry_problem(n_now)
+        if not problem and n_scores is not None and n_scores != n_now:
+            problem = f"{n_scores:,} scores for {n_now:,} elements: press Prepare again"
+        return problem
 
     @property
     def selected(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import actions, preferences, runtime
+from . import actions, preferences, runtime, scene_read
 
 STATUS_TEXT = {
     "not sent": "Not sent to the backend yet",
@@ -31,6 +31,9 @@ def scene_status(rt: runtime.Runtime, obj: bpy.types.Object) -> tuple[str, str]:
     if st.scene_id and st.status not in ("preparing",):
         text += f" · {st.kind} {st.n_elements:,} · {st.scene_id[:8]}"
     icon = {"prepared": "CHECKMARK", "failed": "ERROR", "preparing": "SORTTIME"}.get(st.status, "INFO")
+    changed = st.geometry_problem(scene_read.element_count(obj)) if st.status == "prepared" else ""
+    if changed:
+        text, icon = changed, "ERROR"
     return text, icon
 
 

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from .backend_process import Backend, BackendConfig
 from .bridge import Bridge
 from .client import BackendUnavailable, Job, RemoteError, Selection
@@ -32,6 +30,17 @@ class ObjectState:
     from_cache: bool = False
     job: Job | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+    def geometry_problem(self, n_now: int) -> str:
+        """Why the sent scene no longer stands for the object ('' while it does): the object's element count
+        changed since it was read (an edit after Prepare), so scores and clicks would land on other elements."""
+        if not self.scene_id or n_now == self.n_elements:
+            return ""
+        noun, unit = _KIND_WORDS.get(self.kind, ("object", "elements"))
+        return f"The {noun} changed since Prepare ({self.n_elements:,} → {n_now:,} {unit}): press Prepare again"
+
+
+_KIND_WORDS = {"mesh": ("mesh", "vertices"), "splats": ("splats", "Gaussians"), "points": ("point cloud", "points")}
 
 
 def error_text(exc: BaseException) -> str:
@@ -197,10 +206,6 @@ class Runtime:
         def done(value: tuple[Selection, dict[str, float]]) -> None:
             sel, timing = value
             timing["to_main_s"] = time.perf_counter() - timing.pop("t_reply")
-            scores = np.asarray(sel.scores)
-            if len(scores) != st.n_elements:
-                on_error(ValueError(f"{len(scores)} scores for {st.n_elements} elements: the geometry changed"))
-                return
             on_result(sel, timing)
 
         self.bridge.run(work, done, on_error, key=f"query:{key}")

@@ -51,6 +51,11 @@ def read_attribute(data: object, name: str) -> np.ndarray:
     return out if width == 1 else out.reshape(n, width)
 
 
+def element_count(obj: object) -> int:
+    """How many elements (mesh vertices, point-cloud points) the object has now: cheap, no arrays read."""
+    return len(obj.data.vertices) if obj.type == "MESH" else len(obj.data.points)
+
+
 def positions(data: object) -> np.ndarray:
     return read_attribute(data, "position")
 
