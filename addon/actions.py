@@ -12,6 +12,8 @@ from . import overlay, properties, results, runtime, scene_read, selection_math
 from .click_session import ClickSession
 from .client import RemoteError
 
+PREPARE_RUNNING = ("sending", "sent", "preparing")  # object states while a prepare is under way
+
 
 def object_key(obj: bpy.types.Object) -> int:
     """Runtime key of an object: stable while Blender runs, survives renames."""
@@ -46,21 +48,86 @@ def unique_name(obj: bpy.types.Object, name: str) -> str:
     return f"{name}.{k:03d}"
 
 
+def object_problem(obj: bpy.types.Object | None) -> str:
+    """Why SegAny cannot work on obj ('' when it can): what a greyed-out button says."""
+    if obj is None:
+        return "Select a mesh, splat or point-cloud object"
+    if obj.type not in ("MESH", "POINTCLOUD"):
+        return f"{obj.name!r} is a {obj.type.lower()}: select a mesh, splat or point-cloud object"
+    return ""
+
+
+def method_for(obj: bpy.types.Object, chosen: str = "") -> str:
+    """The method to run on obj: the chosen one where it fits obj's kind, else the first that does."""
+    kind = properties.scene_kind(obj)
+    method = properties.resolve_method(chosen, kind)
+    if not method:
+        names = ", ".join(m["name"] for m in properties.method_catalogue())
+        raise ValueError(f"no method works on {properties.KIND_WORDS.get(kind, kind)}; the backend has: {names}")
+    return method
+
+
+def prepare_problem(obj: bpy.types.Object | None) -> str:
+    """Why Prepare cannot start on obj ('' when it can)."""
+    problem = object_problem(obj)
+    if problem:
+        return problem
+    kind = properties.scene_kind(obj)
+    if not properties.methods_for(kind):
+        return f"No method of this backend works on {properties.KIND_WORDS.get(kind, kind)}"
+    rt = runtime.current_or_none()
+    st = rt.objects.get(object_key(obj)) if rt is not None else None
+    if st is not None and st.status in PREPARE_RUNNING:
+        return "Already preparing: wait for it or press Cancel"
+    return ""
+
+
+def click_problem(obj: bpy.types.Object | None) -> str:
+    """Why the click tool cannot start on obj ('' when it can)."""
+    problem = object_problem(obj)
+    if problem:
+        return problem
+    rt = runtime.current_or_none()
+    st = rt.objects.get(object_key(obj)) if rt is not None else None
+    if st is None or st.status != "prepared":
+        return "Press Prepare first: the method needs its per-object work"
+    return st.geometry_problem(scene_read.element_count(obj))
+
+
+def prepare_report(obj_name: str, st: runtime.ObjectState) -> tuple[str, str] | None:
+    """How a prepare that runs in the background ended, as (report level, text) for the Info log and the
+    status bar; None while it still runs. The sidebar line alone is too easy to miss, and is clipped."""
+    if st.status in PREPARE_RUNNING:
+        return None
+    if st.status == "prepared":
+        return "INFO", f"{obj_name}: prepared {st.method}" + (" (from cache)" if st.from_cache else "")
+    if st.status == "failed":
+        return "ERROR", f"{obj_name}: prepare {st.method} failed: {st.message}"
+    if st.status == "cancelled":
+        return "WARNING", f"{obj_name}: prepare {st.method} cancelled"
+    return "WARNING", f"{obj_name}: prepare {st.method} stopped (the backend restarted)"
+
+
 def start_prepare(obj: bpy.types.Object, settings: properties.SegAnySettings) -> None:
-    """Read the object, send it and start the prepare job in the background (UI path)."""
+    """Read the object, send it and start the prepare job in the background (UI path) with the chosen
+    method where it fits the object's kind, else the first that does (what the Method field shows)."""
     rt = runtime.current()
+    method = method_for(obj, settings.method_choice)
+    options = properties.option_dict(settings)
     scene = scene_read.read_object(obj)
-    rt.prepare(object_key(obj), scene, settings.method, settings.prior or None, properties.option_dict(settings))
+    rt.prepare(object_key(obj), scene, method, settings.prior or None, options)
 
 
 def prepare_blocking(
     obj: bpy.types.Object,
-    method: str,
+    method: str | None = None,
     prior: str | None = None,
     options: dict[str, Any] | None = None,
     timeout: float | None = None,
 ) -> runtime.ObjectState:
-    """Send the object and run (or load from cache) the method's prepare; returns the object's state."""
+    """Send the object and run (or load from cache) the method's prepare (None: the first method that fits
+    the object's kind); returns the object's state."""
+    method = method or method_for(obj)
     rt = runtime.current()
     key = object_key(obj)
     scene = scene_read.read_object(obj)
@@ -170,7 +237,7 @@ def finish_click(
 def segment(
     obj: bpy.types.Object,
     clicks: list[tuple[int, int]],
-    method: str = "iseg",
+    method: str | None = None,
     prior: str | None = None,
     output: str = "vertex_group",
     name: str = "Segment",
@@ -179,13 +246,15 @@ def segment(
     options: dict[str, Any] | None = None,
     timeout: float | None = None,
 ) -> Segmented:
-    """Blocking click → selection → Blender data, for scripts and the explicit operator."""
+    """Blocking click → selection → Blender data, for scripts and the explicit operator (method None: the
+    first that fits the object's kind)."""
     if not clicks:
         raise ValueError("give at least one click: [(element_index, +1 or -1), ...]")
     n = len(obj.data.vertices) if obj.type == "MESH" else len(getattr(obj.data, "points", []))
     bad = [c for c in clicks if not (0 <= int(c[0]) < n) or int(c[1]) not in (-1, 1)]
     if bad:
         raise ValueError(f"clicks {bad} are out of range: indices in 0..{n - 1}, signs +1 or -1")
+    method = method or method_for(obj)
     st = prepare_blocking(obj, method, prior, options, timeout)
     rt = runtime.current()
     plain = [[int(i), int(s)] for i, s in clicks]

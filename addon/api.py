@@ -8,13 +8,20 @@
 
 Every call blocks until the backend answers (the backend starts on first use, with the interpreter
 set in the preferences). Prepared work is cached by the backend, so a second run on the same geometry
-skips the training. Errors are `ValueError` (bad input), `RemoteError` (the backend refused: `.code` is
-stable, e.g. 'not_found' for a method this backend does not have) or `BackendUnavailable`.
+skips the training. Without a method, each object gets the first that fits its kind (iseg on meshes,
+sa3d on splats and points). Errors are `ValueError` (bad input), `RemoteError` (the backend refused:
+`.code` is stable, e.g. 'not_found' for a method this backend does not have) or `BackendUnavailable`;
+`each` runs a batch on, collecting them per object:
+
+    done, failed = segany.each(objects, lambda ob: segany.segment(ob, clicks=[(0, +1)], name="part"))
+    for name, exc in failed.items():
+        print(name, "failed:", exc)
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import bpy
 
@@ -24,6 +31,8 @@ from .client import BackendUnavailable, RemoteError
 from .properties import OUTPUT_ITEMS, segment_scores
 
 OUTPUTS = tuple(item[0] for item in OUTPUT_ITEMS)
+ERRORS = (ValueError, KeyError, IndexError, OSError, RuntimeError, RemoteError, BackendUnavailable)
+T = TypeVar("T")
 
 
 def backend_info() -> dict[str, Any]:
@@ -31,7 +40,7 @@ def backend_info() -> dict[str, Any]:
     return runtime.current().backend.ensure().info()
 
 
-def prepare(obj: bpy.types.Object, method: str = "iseg", prior: str | None = None, options: dict | None = None,
+def prepare(obj: bpy.types.Object, method: str | None = None, prior: str | None = None, options: dict | None = None,
             timeout: float | None = None) -> runtime.ObjectState:  # fmt: skip
     """Send obj and run the method's per-object preparation (or load it from the cache)."""
     return actions.prepare_blocking(obj, method, prior, options, timeout)
@@ -40,7 +49,7 @@ def prepare(obj: bpy.types.Object, method: str = "iseg", prior: str | None = Non
 def segment(
     obj: bpy.types.Object,
     clicks: list[tuple[int, int]],
-    method: str = "iseg",
+    method: str | None = None,
     prior: str | None = None,
     output: str = "vertex_group",
     name: str = "Segment",
@@ -66,12 +75,28 @@ def apply(obj: bpy.types.Object, segment_index: int, output: str, name: str | No
 
 
 def export_ply(obj: bpy.types.Object, path: str, segment_index: int | None = None) -> int:
-    """Write a splat object's Gaussians (all, or one segment's) as a standard 3DGS PLY; returns the count."""
+    """Write a splat object's Gaussians (all, or one segment's) as a standard 3DGS PLY in the object's LOCAL
+    space (its transform is not applied); `//` paths are relative to the .blend file. Returns the count."""
     mask = None
     if segment_index is not None:
         seg = obj.segany_segments[segment_index]
         mask = segment_scores(obj, seg) >= seg.threshold
-    return results.export_splat_ply(obj, path, mask)
+    return results.export_splat_ply(obj, bpy.path.abspath(path), mask)
+
+
+def each(items: Iterable[Any], work: Callable[[Any], T]) -> tuple[dict[str, T], dict[str, Exception]]:
+    """Run work(item) for every item (objects, files, ...); one that fails with a SegAny error (bad input,
+    the backend refused, the backend died) is recorded under its name and the batch goes on. Returns
+    ({name: result}, {name: error}); names are `item.name` (an object's, a Path's) or str(item)."""
+    done: dict[str, T] = {}
+    failed: dict[str, Exception] = {}
+    for item in items:
+        name = str(getattr(item, "name", item))
+        try:
+            done[name] = work(item)
+        except ERRORS as exc:
+            failed[name] = exc
+    return done, failed
 
 
 def stop_backend() -> None:
@@ -79,12 +104,14 @@ def stop_backend() -> None:
 
 
 __all__ = [
+    "ERRORS",
     "OUTPUTS",
     "BackendUnavailable",
     "RemoteError",
     "Segmented",
     "apply",
     "backend_info",
+    "each",
     "export_ply",
     "label",
     "parse_clicks",

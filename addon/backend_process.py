@@ -57,7 +57,10 @@ class BackendConfig:
                 return f"The token file {self.token_file} does not exist; copy the backend's state file here"
             return None
         if not self.python:
-            return "Set the backend interpreter: the absolute path of the python in the venv where segany is installed"
+            return (
+                "Set the backend interpreter in Edit > Preferences > Add-ons > SegAny > Backend Python: "
+                "the absolute path of the python in the venv where segany is installed"
+            )
         if not os.path.isabs(self.python):
             return f"The backend interpreter must be an absolute path, not {self.python!r}"
         if not Path(self.python).is_file():

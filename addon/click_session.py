@@ -15,9 +15,8 @@ from .client import Selection
 from .runtime import Runtime, error_text
 
 Show = Callable[[np.ndarray, float], None]
-NAVIGATION = frozenset(
-    {"MOUSEMOVE", "MIDDLEMOUSE", "WHEELUPMOUSE", "WHEELDOWNMOUSE", "TRACKPADPAN", "TRACKPADZOOM", "MOUSEROTATE"}
-)
+OURS = frozenset({"LEFTMOUSE", "RIGHTMOUSE", "RET", "NUMPAD_ENTER", "ESC"})  # and Ctrl+Z; the rest is Blender's
+PRESSED = ("PRESS", "DOUBLE_CLICK")  # Blender sends a quick second click as DOUBLE_CLICK, not PRESS
 
 
 class ClickSession:
@@ -40,21 +39,22 @@ class ClickSession:
 
     def on_event(self, kind: str, value: str, shift: bool, ctrl: bool, pick: Callable[[], int]) -> str:
         """One viewport event (Blender's event type and value): LMB adds, Shift+LMB removes, Ctrl+Z undoes the
-        last click, Enter accepts, Esc or RMB cancels, navigation passes to Blender. Returns 'pass',
-        'running', 'accept' or 'cancel'; pick() (element under the mouse, -1 on a miss) runs only on a click."""
-        if kind in NAVIGATION:
-            return "pass"
-        if value != "PRESS":
+        last click, Enter accepts, Esc or RMB cancels; every other event (navigation, numpad views, Home,
+        View Selected, a 3D mouse, menus) passes to Blender. Returns 'pass', 'running', 'accept' or 'cancel';
+        pick() (element under the mouse, -1 on a miss) runs only on a click."""
+        pressed = value in PRESSED
+        if kind == "Z" and ctrl:
+            if pressed:
+                self.undo()
             return "running"
+        if kind not in OURS:
+            return "pass"
+        if not pressed:
+            return "running"  # the release and click of our keys stay ours: a passed LMB click would select
         if kind == "LEFTMOUSE":
             self.add(pick(), positive=not shift)
-        elif kind == "Z" and ctrl:
-            self.undo()
-        elif kind in ("RET", "NUMPAD_ENTER"):
-            return "accept"
-        elif kind in ("ESC", "RIGHTMOUSE"):
-            return "cancel"
-        return "running"
+            return "running"
+        return "accept" if kind in ("RET", "NUMPAD_ENTER") else "cancel"
 
     def add(self, element: int, positive: bool = True) -> bool:
         """A click on element (from the picker); -1 (a miss) is ignored. Returns whether a query went out."""

@@ -1,6 +1,6 @@
 """The interactive click tool (modal): LMB adds, Shift+LMB removes, Ctrl+Z undoes a click, Enter keeps
-the segment, Esc cancels. Navigation passes through. Scores come back in the background and show live: on
-meshes through a colour attribute in Solid mode, on splat and point objects as a viewport overlay."""
+the segment, Esc cancels; every other event passes to Blender. Scores come back in the background and
+show live: on meshes through a colour attribute in Solid mode, on splat and point objects as an overlay."""
 
 from __future__ import annotations
 
@@ -20,21 +20,16 @@ class SEGANY_OT_click_tool(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        obj = context.active_object
-        return (
-            context.area is not None
-            and context.area.type == "VIEW_3D"
-            and obj is not None
-            and obj.type in ("MESH", "POINTCLOUD")
-        )
+        problem = actions.click_problem(context.active_object)
+        if not problem and (context.area is None or context.area.type != "VIEW_3D"):
+            problem = "Start the click tool from a 3D viewport's sidebar"
+        if problem:
+            cls.poll_message_set(problem)
+        return not problem
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         obj = context.active_object
-        rt = runtime.current()
-        st = rt.state(actions.object_key(obj))
-        if st.status != "prepared":
-            self.report({"WARNING"}, "Press Prepare first (the method needs its per-object work)")
-            return {"CANCELLED"}
+        st = runtime.current().state(actions.object_key(obj))
         if obj.mode != "OBJECT":
             bpy.ops.object.mode_set(mode="OBJECT")
         self.obj_name = obj.name

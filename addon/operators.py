@@ -7,15 +7,37 @@ import json
 import bpy
 from bpy_extras.io_utils import ExportHelper
 
-from . import actions, properties, results, runtime
+from . import actions, preferences, properties, results, runtime
 from .client import BackendUnavailable, RemoteError
 
 _ERRORS = (ValueError, RuntimeError, RemoteError, BackendUnavailable, json.JSONDecodeError)
+WATCH_INTERVAL = 0.25  # seconds between looks at a background prepare; its end is reported within this
+# Blender 4.5+ warns about `//` paths unless the property says it takes them; 4.2 has no such option.
+BLEND_RELATIVE = (
+    {"PATH_SUPPORTS_BLEND_RELATIVE"}
+    if "is_path_supports_blend_relative" in bpy.types.Property.bl_rna.properties
+    else set()
+)
 
 
 def _active(context: bpy.types.Context) -> bpy.types.Object | None:
     obj = context.active_object
     return obj if obj is not None and obj.type in ("MESH", "POINTCLOUD") else None
+
+
+def _allowed(cls: type[bpy.types.Operator], problem: str) -> bool:
+    """A poll's answer; a refusal carries its reason, which Blender shows on the greyed-out button."""
+    if problem:
+        cls.poll_message_set(problem)
+    return not problem
+
+
+def segments_problem(obj: bpy.types.Object | None) -> str:
+    """Why an operator on the active segment cannot run ('' when it can)."""
+    problem = actions.object_problem(obj)
+    if not problem and len(obj.segany_segments) == 0:
+        problem = "The object has no segments yet: make one with the Click Tool"
+    return problem
 
 
 class SEGANY_OT_backend_start(bpy.types.Operator):
@@ -40,6 +62,17 @@ class SEGANY_OT_backend_restart(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class SEGANY_OT_open_preferences(bpy.types.Operator):
+    """Open SegAny's preferences (Edit > Preferences > Add-ons > SegAny): the backend interpreter, device, cache"""
+
+    bl_idname = "segany.open_preferences"
+    bl_label = "Open Preferences"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        bpy.ops.preferences.addon_show(module=preferences.PACKAGE)
+        return {"FINISHED"}
+
+
 class SEGANY_OT_backend_stop(bpy.types.Operator):
     """Stop the backend process"""
 
@@ -60,15 +93,41 @@ class SEGANY_OT_prepare(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return _active(context) is not None
+        return _allowed(cls, actions.prepare_problem(context.active_object))
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        obj = _active(context)
         try:
-            actions.start_prepare(_active(context), context.scene.segany)
+            actions.start_prepare(obj, context.scene.segany)
         except _ERRORS as exc:
-            self.report({"ERROR"}, str(exc))
+            self.report({"ERROR"}, runtime.error_text(exc))
             return {"CANCELLED"}
+        self.key, self.obj_name = actions.object_key(obj), obj.name
         return {"FINISHED"}
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        """From the panel: start, then watch the background job so its end (an error above all) is reported."""
+        started = self.execute(context)
+        if started != {"FINISHED"} or context.window is None:
+            return started
+        wm = context.window_manager
+        self.timer = wm.event_timer_add(WATCH_INTERVAL, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}  # the user keeps working while it prepares
+        outcome = actions.prepare_report(self.obj_name, runtime.current().state(self.key))
+        if outcome is None:
+            return {"PASS_THROUGH"}
+        self.cancel(context)
+        level, text = outcome
+        self.report({level}, text)
+        return {"FINISHED"} if level == "INFO" else {"CANCELLED"}
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        context.window_manager.event_timer_remove(self.timer)
 
 
 class SEGANY_OT_cancel(bpy.types.Operator):
@@ -76,6 +135,14 @@ class SEGANY_OT_cancel(bpy.types.Operator):
 
     bl_idname = "segany.cancel"
     bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        obj = _active(context)
+        rt = runtime.current_or_none()
+        st = rt.objects.get(actions.object_key(obj)) if obj is not None and rt is not None else None
+        running = st is not None and st.status in actions.PREPARE_RUNNING
+        return _allowed(cls, "" if running else "Nothing is preparing on the active object")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         obj = _active(context)
@@ -96,7 +163,9 @@ class SEGANY_OT_segment(bpy.types.Operator):
         name="Clicks",
         description='Element indices, "-" in front removes: "12 40 -7" (like `segany segment --click`; -0 removes 0)',
     )
-    method: bpy.props.StringProperty(name="Method", default="iseg")
+    method: bpy.props.StringProperty(
+        name="Method", default="", description="Empty: the first that fits the object (iseg on meshes, sa3d on splats)"
+    )
     prior: bpy.props.StringProperty(name="Prior", default="")
     options: bpy.props.StringProperty(name="Options", default="", description="Method options as JSON")
     output: bpy.props.EnumProperty(name="Output", items=properties.OUTPUT_ITEMS, default="vertex_group")
@@ -106,7 +175,7 @@ class SEGANY_OT_segment(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return _active(context) is not None
+        return _allowed(cls, actions.object_problem(context.active_object))
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:
@@ -114,7 +183,7 @@ class SEGANY_OT_segment(bpy.types.Operator):
             done = actions.segment(
                 _active(context),
                 actions.parse_clicks(self.clicks),
-                method=self.method,
+                method=self.method or None,
                 prior=self.prior or None,
                 output=self.output,
                 name=self.name,
@@ -142,8 +211,7 @@ class SEGANY_OT_segment_apply(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        obj = _active(context)
-        return obj is not None and len(obj.segany_segments) > 0
+        return _allowed(cls, segments_problem(context.active_object))
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         self.output = context.scene.segany.output
@@ -172,8 +240,7 @@ class SEGANY_OT_segment_remove(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        obj = _active(context)
-        return obj is not None and len(obj.segany_segments) > 0
+        return _allowed(cls, segments_problem(context.active_object))
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         obj = _active(context)
@@ -182,32 +249,45 @@ class SEGANY_OT_segment_remove(bpy.types.Operator):
 
 
 class SEGANY_OT_export_ply(bpy.types.Operator, ExportHelper):
-    """Export the active segment's Gaussians as a standard 3DGS PLY"""
+    """Export the active segment's Gaussians as a standard 3DGS PLY, in the object's local space (its transform
+    is not applied, as when the PLY was imported); a path starting with // is relative to the .blend file"""
 
     bl_idname = "segany.export_ply"
     bl_label = "Export Segment as 3DGS PLY"
     filename_ext = ".ply"
 
+    filepath: bpy.props.StringProperty(
+        name="File Path",
+        description="Where the PLY goes; // is the folder of the .blend file",
+        maxlen=1024,
+        subtype="FILE_PATH",
+        options=BLEND_RELATIVE,
+    )
     filter_glob: bpy.props.StringProperty(default="*.ply", options={"HIDDEN"})
     index: bpy.props.IntProperty(name="Segment", default=-1, description="-1: the active segment")
     whole: bpy.props.BoolProperty(name="Whole Object", default=False, description="Export every Gaussian")
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return _active(context) is not None
+        obj = context.active_object
+        problem = actions.object_problem(obj)
+        if not problem and properties.scene_kind(obj) != "splats":
+            problem = f"{obj.name!r} holds no Gaussian splats (no f_dc_* or radiance:base attributes)"
+        return _allowed(cls, problem)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         obj = _active(context)
+        path = bpy.path.abspath(self.filepath)
         try:
             mask = None
             if not self.whole:
                 seg = obj.segany_segments[obj.segany_segment_index if self.index < 0 else self.index]
                 mask = properties.segment_scores(obj, seg) >= seg.threshold
-            n = results.export_splat_ply(obj, self.filepath, mask)
+            n = results.export_splat_ply(obj, path, mask)
         except (*_ERRORS, IndexError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"Wrote {n} Gaussians to {self.filepath}")
+        self.report({"INFO"}, f"Wrote {n} Gaussians to {path} in the local space of {obj.name!r}")
         return {"FINISHED"}
 
 
@@ -223,7 +303,7 @@ class SEGANY_OT_label(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return _active(context) is not None
+        return _allowed(cls, actions.object_problem(context.active_object))
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         words = [w.strip() for w in self.words.split(",") if w.strip()]
@@ -238,6 +318,7 @@ class SEGANY_OT_label(bpy.types.Operator):
 CLASSES = (
     SEGANY_OT_backend_start,
     SEGANY_OT_backend_restart,
+    SEGANY_OT_open_preferences,
     SEGANY_OT_backend_stop,
     SEGANY_OT_prepare,
     SEGANY_OT_cancel,

@@ -1,11 +1,11 @@
-"""The "SegAny" sidebar tab in the 3D viewport: backend, the object's scene, prepare, the click tool, and
-the segments made so far."""
+"""The "SegAny" sidebar tab in the 3D viewport: the main actions (backend, method, prepare, the click tool,
+where the segment goes) first, then the segments made so far, then a collapsed Advanced panel."""
 
 from __future__ import annotations
 
 import bpy
 
-from . import actions, preferences, runtime, scene_read
+from . import actions, preferences, properties, runtime, scene_read
 
 STATUS_TEXT = {
     "not sent": "Not sent to the backend yet",
@@ -46,6 +46,8 @@ class SEGANY_UL_segments(bpy.types.UIList):
 
 
 class SEGANY_PT_main(bpy.types.Panel):
+    """The main actions: the backend, the method, Prepare, the click tool and where its segment goes."""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "SegAny"
@@ -53,15 +55,22 @@ class SEGANY_PT_main(bpy.types.Panel):
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
         rt = runtime.current_or_none()
-        text, icon = preferences.status_line(rt, preferences.get())
+        prefs = preferences.get()
+        text, icon = preferences.status_line(rt, prefs)
         box = layout.box()
         box.label(text=text, icon=icon)
+        if preferences.restart_pending(rt, prefs):
+            box.label(text=preferences.RESTART_NOTE, icon="INFO")
         row = box.row(align=True)
         if rt is None or rt.backend.status in ("stopped", "error"):
             row.operator("segany.backend_start", icon="PLAY")
         if rt is not None and rt.backend.status in ("dead", "error", "running"):
             row.operator("segany.backend_restart", icon="FILE_REFRESH")
+        if rt is not None and rt.backend.status != "running" and preferences.config_from(prefs).problem():
+            row.operator("segany.open_preferences", icon="PREFERENCES")
         obj = context.active_object
         if rt is None or obj is None or obj.type not in ("MESH", "POINTCLOUD"):
             layout.label(text="Select a mesh, splat or point-cloud object")
@@ -69,8 +78,6 @@ class SEGANY_PT_main(bpy.types.Panel):
         settings = context.scene.segany
         col = layout.column()
         col.prop(settings, "method")
-        col.prop(settings, "prior")
-        col.prop(settings, "options")
         text, icon = scene_status(rt, obj)
         col.label(text=text, icon=icon)
         st = rt.state(actions.object_key(obj))
@@ -81,19 +88,12 @@ class SEGANY_PT_main(bpy.types.Panel):
             row.operator("segany.cancel", icon="CANCEL")
         else:
             col.operator("segany.prepare", icon="PLAY")
+        tool = col.row()
+        tool.scale_y = 1.4
+        tool.operator("segany.click_tool", icon="RESTRICT_SELECT_OFF")
         col.separator()
         col.prop(settings, "output")
         col.prop(settings, "output_name")
-        row = col.row(align=True)
-        row.prop(settings, "binary")
-        row.prop(settings, "use_threshold")
-        if settings.use_threshold:
-            col.prop(settings, "threshold", slider=True)
-        col.prop(settings, "pick_radius")
-        tool = col.row()
-        tool.scale_y = 1.4
-        tool.enabled = st.status == "prepared"
-        tool.operator("segany.click_tool", icon="RESTRICT_SELECT_OFF")
 
 
 class SEGANY_PT_segments(bpy.types.Panel):
@@ -105,8 +105,7 @@ class SEGANY_PT_segments(bpy.types.Panel):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        obj = context.active_object
-        return obj is not None and obj.type in ("MESH", "POINTCLOUD")
+        return not actions.object_problem(context.active_object)
 
     def draw(self, context: bpy.types.Context) -> None:
         obj = context.active_object
@@ -117,8 +116,38 @@ class SEGANY_PT_segments(bpy.types.Panel):
         side.operator("segany.segment_remove", icon="REMOVE", text="")
         buttons = layout.row(align=True)
         buttons.operator("segany.segment_apply", icon="CHECKMARK")
-        if obj.type == "POINTCLOUD" or (obj.type == "MESH" and len(obj.data.polygons) == 0):
+        if properties.scene_kind(obj) == "splats":
             buttons.operator("segany.export_ply", icon="EXPORT", text="Export PLY")
 
 
-CLASSES = (SEGANY_UL_segments, SEGANY_PT_main, SEGANY_PT_segments)
+class SEGANY_PT_advanced(bpy.types.Panel):
+    """What most uses leave alone: the 2D prior, method options, weights, threshold and pick radius."""
+
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "SegAny"
+    bl_label = "Advanced"
+    bl_parent_id = "SEGANY_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}  # noqa: RUF012 (Blender reads a set)
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not actions.object_problem(context.active_object)
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        settings = context.scene.segany
+        col = layout.column()
+        col.prop(settings, "prior")
+        col.prop(settings, "options")
+        col.prop(settings, "binary")
+        col.prop(settings, "use_threshold")
+        sub = col.column()
+        sub.active = settings.use_threshold
+        sub.prop(settings, "threshold", slider=True)
+        col.prop(settings, "pick_radius")
+
+
+CLASSES = (SEGANY_UL_segments, SEGANY_PT_main, SEGANY_PT_segments, SEGANY_PT_advanced)

@@ -3,6 +3,7 @@ what is wrong and what to do."""
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import bpy
@@ -11,6 +12,8 @@ from . import runtime
 from .backend_process import BackendConfig
 
 PACKAGE = __package__
+RESTART_NOTE = "Changed settings apply when the backend restarts"
+_started_with: dict[str, object] = {}  # the running backend's client (a weak reference) and its settings
 
 
 def config_from(prefs: bpy.types.AddonPreferences) -> BackendConfig:
@@ -37,10 +40,24 @@ def get() -> bpy.types.AddonPreferences:
 
 
 def _apply(self: bpy.types.AddonPreferences, _context: bpy.types.Context) -> None:
-    """A changed setting applies to the next start; the running backend keeps going until restarted."""
+    """A changed setting applies to the next start; the running backend keeps going until restarted, and
+    what it started with is kept so the preferences and the sidebar can say a restart is pending."""
     rt = runtime.current_or_none()
-    if rt is not None:
-        rt.backend.config = config_from(self)
+    if rt is None:
+        return
+    client = rt.backend.client
+    known = _started_with.get("client")
+    if rt.backend.status == "running" and client is not None and (known is None or known() is not client):
+        _started_with.update(client=weakref.ref(client), config=rt.backend.config)
+    rt.backend.config = config_from(self)
+
+
+def restart_pending(rt: runtime.Runtime | None, prefs: bpy.types.AddonPreferences) -> bool:
+    """Whether the settings differ from those the running backend started with (they apply on restart)."""
+    if rt is None or rt.backend.status != "running" or rt.backend.client is None:
+        return False
+    known = _started_with.get("client")
+    return known is not None and known() is rt.backend.client and _started_with["config"] != config_from(prefs)
 
 
 def status_line(rt: runtime.Runtime | None, prefs: bpy.types.AddonPreferences) -> tuple[str, str]:
@@ -106,6 +123,8 @@ class SEGANY_AP_preferences(bpy.types.AddonPreferences):
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
         layout.prop(self, "backend_mode", expand=True)
         col = layout.column()
         if self.backend_mode == "START":
@@ -119,9 +138,12 @@ class SEGANY_AP_preferences(bpy.types.AddonPreferences):
         col.prop(self, "cache_dir")
         col.prop(self, "sam_checkpoint")
         col.prop(self, "clip_checkpoint")
-        text, icon = status_line(runtime.current_or_none(), self)
+        rt = runtime.current_or_none()
+        text, icon = status_line(rt, self)
         box = layout.box()
         box.label(text=text, icon=icon)
+        if restart_pending(rt, self):
+            box.label(text=RESTART_NOTE, icon="INFO")
         row = box.row()
         row.operator("segany.backend_start", icon="PLAY")
         row.operator("segany.backend_restart", icon="FILE_REFRESH")

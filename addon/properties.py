@@ -7,11 +7,13 @@ the file, follow undo, and can be re-applied in any output form later.
 from __future__ import annotations
 
 import json
+import zlib
+from typing import Any
 
 import bpy
 import numpy as np
 
-from . import results, runtime
+from . import results, runtime, splat_layout
 from .scene_read import read_attribute
 
 OUTPUT_ITEMS = [
@@ -23,13 +25,71 @@ OUTPUT_ITEMS = [
     ("face_set", "Sculpt Face Set", "A new face set with the segment's faces"),
     ("object", "Separate Object", "A new object holding only the segment"),
 ]
-FALLBACK_METHODS = ("iseg", "sa3d")  # offered before the backend has said what it has
+# What the panel offers before the backend has said what it has (its info reply's `method_details`).
+FALLBACK_METHODS = (
+    {"name": "iseg", "scene_kinds": ["mesh"]},
+    {"name": "sa3d", "scene_kinds": ["splats", "points"]},
+)
+KIND_WORDS = {"mesh": "meshes", "splats": "Gaussian splats", "points": "point clouds"}
+_METHOD_ITEMS: list[tuple[str, str, str, int]] = []  # Blender reads dynamic enum strings after the callback returns
 
 
-def _method_search(_self: object, _context: bpy.types.Context, _edit_text: str) -> list[str]:
+def scene_kind(obj: bpy.types.Object | None) -> str | None:
+    """The kind of scene obj is sent as (mesh, splats, points) without reading its arrays; None when SegAny
+    cannot use it. The same rules as `scene_read.read_object`."""
+    if obj is None or obj.type not in ("MESH", "POINTCLOUD"):
+        return None
+    if obj.type == "MESH" and len(obj.data.polygons) > 0:
+        return "mesh"
+    names = {a.name for a in obj.data.attributes if a.domain == "POINT"}
+    return "splats" if splat_layout.detect(names) is not None else "points"
+
+
+def method_catalogue() -> list[dict[str, Any]]:
+    """The methods the running backend reported (name, scene_kinds), or the built-in list before it has."""
     rt = runtime.current_or_none()
-    names = [m["name"] for m in rt.methods] if rt is not None and rt.methods else list(FALLBACK_METHODS)
-    return names
+    return rt.methods if rt is not None and rt.methods else [dict(m) for m in FALLBACK_METHODS]
+
+
+def methods_for(kind: str | None) -> list[str]:
+    """Names of the methods that work on this scene kind; a method whose kinds are unknown fits every kind."""
+    return [m["name"] for m in method_catalogue() if kind is None or kind in m.get("scene_kinds", [kind])]
+
+
+def resolve_method(chosen: str, kind: str | None) -> str:
+    """The method to use on a scene of this kind: the chosen one where it fits, else the first that does
+    ('' when none does)."""
+    names = methods_for(kind)
+    return chosen if chosen in names else (names[0] if names else "")
+
+
+def _method_number(name: str) -> int:
+    """A stable enum value per method name, so a choice survives the list changing between object kinds."""
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+def _active_kind(context: bpy.types.Context | None) -> str | None:
+    return scene_kind(getattr(context, "active_object", None)) if context is not None else None
+
+
+def _method_items(_self: object, context: bpy.types.Context | None) -> list[tuple[str, str, str, int]]:
+    kinds = {m["name"]: m.get("scene_kinds") for m in method_catalogue()}
+    fits = methods_for(_active_kind(context))
+    _METHOD_ITEMS[:] = [
+        (n, n, "Works on " + ", ".join(KIND_WORDS.get(k, k) for k in kinds[n]) if kinds[n] else n, _method_number(n))
+        for n in fits
+    ]
+    return _METHOD_ITEMS
+
+
+def _method_get(self: bpy.types.PropertyGroup) -> int:
+    """The enum shows the chosen method where it fits the active object, else the first method that does."""
+    return _method_number(resolve_method(self.method_choice, _active_kind(bpy.context)))
+
+
+def _method_set(self: bpy.types.PropertyGroup, value: int) -> None:
+    names = [m["name"] for m in method_catalogue()]
+    self.method_choice = next((n for n in names if _method_number(n) == value), "")
 
 
 def _prior_search(_self: object, _context: bpy.types.Context, _edit_text: str) -> list[str]:
@@ -38,7 +98,16 @@ def _prior_search(_self: object, _context: bpy.types.Context, _edit_text: str) -
 
 
 class SegAnySettings(bpy.types.PropertyGroup):
-    method: bpy.props.StringProperty(name="Method", default="iseg", search=_method_search)
+    method: bpy.props.EnumProperty(
+        name="Method",
+        description="How the object is segmented; the list offers the methods that work on its kind",
+        items=_method_items,
+        get=_method_get,
+        set=_method_set,
+    )
+    method_choice: bpy.props.StringProperty(
+        name="Chosen Method", description="The method last picked (empty: the first that fits)", options={"HIDDEN"}
+    )
     prior: bpy.props.StringProperty(
         name="Prior", default="", description="2D prior (empty: the method's default)", search=_prior_search
     )

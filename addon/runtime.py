@@ -98,7 +98,8 @@ class Runtime:
         self.bridge.run(work, lambda info: (self._catalogue(info), self.changed()), self._failed_backend)
 
     def _catalogue(self, info: dict[str, Any]) -> None:
-        self.methods = [{"name": m} if isinstance(m, str) else m for m in info.get("methods", [])]
+        methods = info.get("method_details") or info.get("methods", [])  # details: the scene kinds each fits
+        self.methods = [{"name": m} if isinstance(m, str) else m for m in methods]
         self.priors = [{"name": p} if isinstance(p, str) else p for p in info.get("priors", [])]
 
     def _failed_backend(self, exc: BaseException) -> None:

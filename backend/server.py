@@ -401,7 +401,8 @@ class Server:
     def _op_info(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
         with self._lock:
             clients = len(self._conns)
-        return {**self.engine.info(), "server": {**self._hello_fields(), "clients": clients}}, None
+        info = {**self.engine.info(), "method_details": self.engine.methods()}
+        return {**info, "server": {**self._hello_fields(), "clients": clients}}, None
 
     def _op_echo(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
         """Diagnostics: measures the link (the add-on's connection test, `segany bench protocol`)."""

@@ -138,6 +138,17 @@ def grid_mesh(name: str = "grid", x: int = 24, y: int = 24, size: float = 2.0) -
     return ob
 
 
+def vertex_only_mesh(name: str = "points") -> object:
+    """A face-less mesh without splat attributes: SegAny sends it as a point scene."""
+    import bpy
+
+    me = bpy.data.meshes.new(name)
+    me.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)], [], [])
+    ob = bpy.data.objects.new(name, me)
+    bpy.context.scene.collection.objects.link(ob)
+    return ob
+
+
 def run_blender(script: str, timeout: float = 180.0, user_dir: Path | None = None) -> subprocess.CompletedProcess:
     """Run a Python script with bpy in a fresh process and an isolated user directory; fails loudly."""
     user = str(user_dir or Path(tempfile.mkdtemp(prefix="segany_bu_")))

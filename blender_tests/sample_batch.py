@@ -4,9 +4,9 @@
 
 For each OBJ: import it, segment it from the clicks with iSeg (the backend starts on first use; its
 prepared work is cached, so a mesh seen before is not trained again), keep the segment as the vertex
-group "part", and save OUT_DIR/<name>.blend. The SegAny extension must be installed; SEGANY_PYTHON (the
-backend's interpreter), SEGANY_CACHE_DIR and SEGANY_OPTIONS (iSeg options as JSON) override the
-preferences for this run.
+group "part", and save OUT_DIR/<name>.blend. A file that fails is reported and the others go on; the
+exit status is 1 when any failed. The SegAny extension must be installed; SEGANY_PYTHON (the backend's
+interpreter), SEGANY_CACHE_DIR and SEGANY_OPTIONS (iSeg options as JSON) override the preferences.
 """
 
 import argparse
@@ -35,13 +35,24 @@ segany = importlib.import_module(PKG + ".api")  # or: import bl_ext.user_default
 clicks = segany.parse_clicks(" ".join(opts.click or ["0"]))
 options = json.loads(os.environ.get("SEGANY_OPTIONS", "{}")) or None
 
-opts.out_dir.mkdir(parents=True, exist_ok=True)
-for path in opts.meshes:
+
+def label_file(path: Path) -> int:
+    """Import one OBJ into an empty scene, segment it, save it; returns the selected vertex count."""
     for ob in list(bpy.data.objects):
         bpy.data.objects.remove(ob)
     bpy.ops.wm.obj_import(filepath=str(path))
-    obj = next(o for o in bpy.context.selected_objects if o.type == "MESH")
+    obj = next((o for o in bpy.context.selected_objects if o.type == "MESH"), None)
+    if obj is None:
+        raise ValueError(f"{path} holds no mesh")
     done = segany.segment(obj, clicks=clicks, method="iseg", output="vertex_group", name="part", options=options)
-    print(f"SEGANY {path.name}: {done.count}/{len(obj.data.vertices)} vertices in 'part' ({done.prepared})")
     bpy.ops.wm.save_as_mainfile(filepath=str(opts.out_dir / f"{path.stem}.blend"))
+    print(f"SEGANY {path.name}: {done.count}/{len(obj.data.vertices)} vertices in 'part' ({done.prepared})")
+    return done.count
+
+
+opts.out_dir.mkdir(parents=True, exist_ok=True)
+done, failed = segany.each(opts.meshes, label_file)
+for name, exc in failed.items():
+    print(f"SEGANY {name}: FAILED {exc}")
 segany.stop_backend()
+sys.exit(1 if failed else 0)

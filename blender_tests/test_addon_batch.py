@@ -1,5 +1,6 @@
-"""The README's batch script, run as `blender -b --python sample_batch.py -- OUT A.obj B.obj` would run it:
-a fresh bpy process with the extension installed from the built zip into an isolated user directory."""
+"""Batches that one failure does not stop: the README's batch script, run as `blender -b --python
+sample_batch.py -- OUT A.obj B.obj` would run it (a fresh bpy process with the extension installed from the
+built zip into an isolated user directory), and the scripting API's `each` in this process."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 from pathlib import Path
 
 import trimesh
-from conftest import BACKEND_PYTHON, ISEG_TINY, ROOT, run_blender
+from conftest import BACKEND_PYTHON, ISEG_TINY, ROOT, grid_mesh, run_blender, vertex_only_mesh
 
 SCRIPT = """
 import runpy, sys
@@ -16,7 +17,10 @@ import bpy
 done = bpy.ops.extensions.package_install_files(filepath=ZIP, repo="user_default", enable_on_install=True)
 assert done == {"FINISHED"}
 sys.argv = ["blender", "-b", "--python", SAMPLE, "--", *ARGS]
-runpy.run_path(SAMPLE, run_name="__main__")
+try:
+    runpy.run_path(SAMPLE, run_name="__main__")
+except SystemExit as end:
+    print("EXIT", end.code)
 """
 
 
@@ -31,20 +35,24 @@ def test_sample_batch_script_labels_meshes_and_reuses_cached_work(addon: object,
     )
     for name in ("a.obj", "b.obj"):
         mesh.export(tmp_path / name)
+    trimesh.Trimesh([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [(0, 1, 2)]).export(tmp_path / "tiny.obj")  # no vertex 3
     os.environ["SEGANY_PYTHON"] = BACKEND_PYTHON
     os.environ["SEGANY_CACHE_DIR"] = str(tmp_path / "cache")
     os.environ["SEGANY_OPTIONS"] = json.dumps(ISEG_TINY)
     try:
-        args = [str(tmp_path / "out"), str(tmp_path / "a.obj"), str(tmp_path / "b.obj"), "--click", "3"]
+        meshes = [str(tmp_path / name) for name in ("a.obj", "tiny.obj", "b.obj")]
+        args = [str(tmp_path / "out"), *meshes, "--click", "3"]
         preamble = f"ZIP = {str(zip_path)!r}\nSAMPLE = {str(ROOT / 'blender_tests' / 'sample_batch.py')!r}\n"
         proc = run_blender(preamble + f"ARGS = {args!r}\n" + SCRIPT, timeout=300, user_dir=tmp_path / "user")
     finally:
         for key in ("SEGANY_PYTHON", "SEGANY_CACHE_DIR", "SEGANY_OPTIONS"):
             os.environ.pop(key)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("SEGANY ")]
-    assert len(lines) == 2, proc.stdout[-2000:]
+    assert len(lines) == 3, proc.stdout[-2000:]
     assert "a.obj" in lines[0] and "(prepared)" in lines[0]
     assert "b.obj" in lines[1] and "cache" in lines[1]  # same geometry: the backend's cached work
+    assert lines[2].startswith("SEGANY tiny.obj: FAILED") and "out of range" in lines[2]  # and the batch went on
+    assert "EXIT 1" in proc.stdout and not (tmp_path / "out" / "tiny.blend").exists()
     with bpy.data.libraries.load(str(tmp_path / "out" / "b.blend")) as (src, dst):
         dst.objects = list(src.objects)
     saved = [ob for ob in dst.objects if ob.type == "MESH"]
@@ -52,3 +60,24 @@ def test_sample_batch_script_labels_meshes_and_reuses_cached_work(addon: object,
     for ob in dst.objects:
         bpy.data.objects.remove(ob)
     assert (tmp_path / "out" / "a.blend").is_file()
+
+
+def test_each_collects_what_fails_per_object_and_goes_on(rt: object, fresh_scene: object) -> None:
+    """A batch over the scene's objects where one cannot be segmented the way asked (iSeg on a point scene:
+    the backend refuses) and one has no vertices: both are returned, the others are done."""
+    import bpy
+    from bl_ext.user_default.segany import api, client
+
+    empty = bpy.data.objects.new("empty", bpy.data.meshes.new("empty"))
+    bpy.context.scene.collection.objects.link(empty)
+    objects = [grid_mesh("first"), vertex_only_mesh(), empty, grid_mesh("last")]
+
+    def work(ob: object) -> int:
+        return api.segment(ob, clicks=[(2, 1)], method="iseg", output="attribute", name="part", options=ISEG_TINY).count
+
+    done, failed = api.each(objects, work)
+    assert list(done) == ["first", "last"] and all(n > 0 for n in done.values())
+    assert set(failed) == {"points", "empty"}
+    assert isinstance(failed["points"], client.RemoteError) and failed["points"].code == "unsupported"
+    assert isinstance(failed["empty"], ValueError) and "out of range" in str(failed["empty"])
+    assert "part" in bpy.data.objects["last"].data.attributes and len(bpy.data.objects["points"].segany_segments) == 0

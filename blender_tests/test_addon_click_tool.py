@@ -77,7 +77,7 @@ def test_clicks_shift_clicks_undo_and_navigation(rt: object, splats: tuple) -> N
         return picks[-1]
 
     session, preview = _session(ob)
-    for kind, value in (("MOUSEMOVE", "NOTHING"), ("MIDDLEMOUSE", "PRESS"), ("WHEELUPMOUSE", "PRESS")):
+    for kind, value in (("MOUSEMOVE", "NOTHING"), ("MIDDLEMOUSE", "PRESS"), ("NUMPAD_1", "PRESS"), ("Z", "PRESS")):
         assert session.on_event(kind, value, False, False, pick) == "pass"
     assert session.on_event("LEFTMOUSE", "RELEASE", False, False, pick) == "running" and not picks
 
@@ -101,7 +101,7 @@ def test_clicks_shift_clicks_undo_and_navigation(rt: object, splats: tuple) -> N
     assert session.on_event("LEFTMOUSE", "PRESS", False, False, pick) == "running"
     assert picks[-1] == -1 and len(session.clicks) == 2  # a miss adds nothing
 
-    assert session.on_event("Z", "PRESS", False, False, pick) == "running" and len(session.clicks) == 2
+    assert session.on_event("Z", "PRESS", False, False, pick) == "pass" and len(session.clicks) == 2  # shading pie
     assert session.on_event("Z", "PRESS", False, True, pick) == "running"  # Ctrl+Z: undo the last click
     assert session.clicks == [(positive, 1)]
     settle(rt)
@@ -111,6 +111,40 @@ def test_clicks_shift_clicks_undo_and_navigation(rt: object, splats: tuple) -> N
     assert len(preview.coords) == 0 and overlay.active() == [preview]  # nothing drawn, still in session
     assert actions.finish_click(ob, session, bpy.context.scene.segany, preview.color, False, preview) is None
     assert overlay.active() == [] and preview.handle is None
+
+
+def test_every_event_the_tool_does_not_handle_passes_to_blender(addon: object) -> None:
+    """Every event type Blender has, in every value: only the tool's own keys (LMB, RMB, Enter, Esc, Ctrl+Z)
+    stay with it, so numpad views, Home, View Selected, a 3D mouse and Blender's menus keep working while
+    clicking. Before the fix every key press other than navigation was swallowed."""
+    import bpy
+    from bl_ext.user_default.segany import click_session, runtime
+
+    session = click_session.ClickSession(runtime.current(), -1, show=lambda *_: None, clear=lambda: None)
+    picks: list[int] = []
+
+    def pick() -> int:
+        picks.append(-1)
+        return -1  # a miss: no query goes out
+
+    kinds = [item.identifier for item in bpy.types.Event.bl_rna.properties["type"].enum_items]
+    values = [item.identifier for item in bpy.types.Event.bl_rna.properties["value"].enum_items]
+    assert {"NUMPAD_1", "NUMPAD_PERIOD", "HOME", "NDOF_MOTION", "NDOF_BUTTON_FIT", "Z", "TIMER"} <= set(kinds)
+    ours = {"LEFTMOUSE", "RIGHTMOUSE", "RET", "NUMPAD_ENTER", "ESC"}
+    for kind in kinds:
+        for value in values:
+            for shift, ctrl in ((False, False), (True, False), (False, True)):
+                outcome = session.on_event(kind, value, shift, ctrl, pick)
+                if kind in ours or (kind == "Z" and ctrl):
+                    assert outcome != "pass", (kind, value, shift, ctrl)
+                else:
+                    assert outcome == "pass", (kind, value, shift, ctrl)
+    assert session.clicks == []
+    picks.clear()
+    assert session.on_event("LEFTMOUSE", "DOUBLE_CLICK", False, False, pick) == "running" and picks == [-1]
+    for kind, outcome in (("RET", "accept"), ("NUMPAD_ENTER", "accept"), ("ESC", "cancel"), ("RIGHTMOUSE", "cancel")):
+        assert session.on_event(kind, "PRESS", False, False, pick) == outcome
+        assert session.on_event(kind, "RELEASE", False, False, pick) == "running"
 
 
 def test_escape_cancels_and_leaves_the_object_as_it_was(rt: object, splats: tuple) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from conftest import grid_mesh, import_donut
+from conftest import PKG, grid_mesh, import_donut
 
 
 class Layout:
@@ -85,13 +85,14 @@ def test_main_panel_follows_the_scene_state(
     try:
         log = draw(panels.SEGANY_PT_main, bpy.context)
         shown = panels.scene_status(runtime.current(), ob)[0]
+        assert (actions.click_problem(ob) == "") is tool_enabled  # the tool's poll greys it out, with a reason
     finally:
         runtime.current().objects.pop(actions.object_key(ob))
-    ops = operators(log)
-    props = {e[2] for e in log if e[0] == "prop"}
-    assert {"method", "prior", "options", "output", "output_name", "binary", "pick_radius"} <= props
-    assert ops["segany.click_tool"] is tool_enabled
-    assert ("segany.prepare" in ops) is prepare_shown and ("segany.cancel" in ops) is not prepare_shown
+    props = [e[2] for e in log if e[0] == "prop"]
+    assert props == ["method", "output", "output_name"]  # the main actions; the rest is under Advanced
+    main = ("segany.prepare", "segany.cancel", "segany.click_tool")
+    steps = [e[1] for e in log if e[0] == "operator" and e[1] in main]
+    assert steps == ["segany.prepare" if prepare_shown else "segany.cancel", "segany.click_tool"]  # in their order
     labels = [e[1] for e in log if e[0] == "label"]
     assert labels[1] == shown  # after the backend's status line
     if status == "preparing":
@@ -114,6 +115,32 @@ def test_main_panel_offers_the_backend_buttons_for_its_state(addon: object, fres
         )
     finally:
         backend.status, backend.message = saved
+
+
+def test_advanced_settings_are_in_a_collapsed_sub_panel_with_split_properties(
+    addon: object, fresh_scene: object
+) -> None:
+    """Blender's conventions: one sidebar tab; the main panel's actions first; what most uses leave alone in
+    a sub-panel that starts closed; properties drawn with their labels split from the values."""
+    import bpy
+    from bl_ext.user_default.segany import panels
+
+    assert {cls.bl_category for cls in panels.CLASSES if hasattr(cls, "bl_category")} == {"SegAny"}
+    adv = panels.SEGANY_PT_advanced
+    assert adv.bl_parent_id == "SEGANY_PT_main" and adv.bl_options == {"DEFAULT_CLOSED"}
+    assert panels.CLASSES.index(adv) > panels.CLASSES.index(panels.SEGANY_PT_segments)  # below the segments
+    assert not adv.poll(bpy.context)
+    bpy.context.view_layer.objects.active = grid_mesh(x=4, y=4)
+    assert adv.poll(bpy.context)
+    for panel, props in (
+        (panels.SEGANY_PT_main, ["method", "output", "output_name"]),
+        (adv, ["prior", "options", "binary", "use_threshold", "threshold", "pick_radius"]),
+    ):
+        layout = Layout([])
+        panel.draw(SimpleNamespace(layout=layout), bpy.context)
+        assert layout.use_property_split is True and layout.use_property_decorate is False, panel
+        assert [e[2] for e in layout.log if e[0] == "prop"] == props
+        draw(panel, bpy.context)  # and each exists
 
 
 @pytest.mark.parametrize("kind", ["mesh", "splats"])
@@ -157,7 +184,6 @@ class PrefsView:
 def test_preferences_draw_the_settings_of_the_chosen_backend_mode(addon: object, mode: str, fields: set[str]) -> None:
     import bpy
     from bl_ext.user_default.segany import preferences, runtime
-    from conftest import PKG
 
     prefs = bpy.context.preferences.addons[PKG].preferences
     saved = prefs.backend_mode
@@ -175,3 +201,58 @@ def test_preferences_draw_the_settings_of_the_chosen_backend_mode(addon: object,
     assert shown == common | fields
     assert ("label", *line) in log
     assert set(operators(log)) == {"segany.backend_start", "segany.backend_restart", "segany.backend_stop"}
+
+
+def test_the_interpreter_message_says_where_and_the_panel_offers_the_preferences(
+    addon: object, fresh_scene: object
+) -> None:
+    import bpy
+    from bl_ext.user_default.segany import panels, preferences, runtime
+
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    backend = runtime.current().backend
+    saved = prefs.python_path, backend.status
+    try:
+        prefs.python_path = ""
+        backend.status = "stopped"
+        text, icon = preferences.status_line(runtime.current(), prefs)
+        assert "Edit > Preferences > Add-ons > SegAny > Backend Python" in text and icon == "ERROR"
+        assert prefs.bl_rna.properties["python_path"].name == "Backend Python"  # the name the message cites
+        assert "segany.open_preferences" in operators(draw(panels.SEGANY_PT_main, bpy.context))
+    finally:
+        prefs.python_path, backend.status = saved
+    assert "segany.open_preferences" not in operators(draw(panels.SEGANY_PT_main, bpy.context))
+
+
+def test_open_preferences_shows_segany_in_the_add_ons_section(addon: object) -> None:
+    """Headless there is no window to open, so Blender's own `preferences.addon_show` fails at its last
+    step; what it set up before that (the section, the search for SegAny) is what the user sees."""
+    import bpy
+
+    context = bpy.context
+    context.preferences.active_section = "INTERFACE"
+    with pytest.raises(RuntimeError, match="userpref_show"):
+        bpy.ops.segany.open_preferences()
+    assert context.preferences.active_section == "ADDONS" and context.window_manager.addon_search == "SegAny"
+
+
+def test_settings_changed_while_the_backend_runs_say_they_apply_on_restart(rt: object) -> None:
+    import bpy
+    from bl_ext.user_default.segany import panels, preferences
+
+    rt.backend.ensure()
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    saved = prefs.cache_dir
+    note = ("label", preferences.RESTART_NOTE, "INFO")
+    assert not preferences.restart_pending(rt, prefs)
+    try:
+        prefs.cache_dir = saved + "_elsewhere"
+        assert preferences.restart_pending(rt, prefs)
+        log: list[tuple] = []
+        preferences.SEGANY_AP_preferences.draw(PrefsView(prefs, Layout(log)), bpy.context)
+        assert note in log and "segany.backend_restart" in operators(log)
+        sidebar = draw(panels.SEGANY_PT_main, bpy.context)
+        assert note in sidebar and "segany.backend_restart" in operators(sidebar)
+    finally:
+        prefs.cache_dir = saved
+    assert not preferences.restart_pending(rt, prefs)  # back to what it runs with: nothing to restart for
