@@ -260,7 +260,10 @@ class Engine:
             stale = state is not None and not m.is_current(state)  # written by another version of the method
             if state is None or stale:
                 _, prior = self._prior_for(m, job.prior, popts)
-                state = m.prepare(scene, prior, opts, job.ctx)
+                try:
+                    state = m.prepare(scene, prior, opts, job.ctx)
+                finally:
+                    job.ctx.close()  # a held-back progress report must not overwrite the job's final state
                 job.ctx.check()
                 record = {"prior": job.prior, "options": jsonable(opts)}
                 self.cache.save(job.scene_id, job.method, key, state, record, replace=stale)

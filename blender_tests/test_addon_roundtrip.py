@@ -7,11 +7,12 @@ export); every other method must take them or refuse them with an actionable mes
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DONUT, ISEG_TINY, SA3D_SMALL, drain_until
+from conftest import DONUT, ISEG_TINY, ROOT, SA3D_SMALL, drain_until
 
 
 def two_part_mesh(name: str = "mushroom") -> object:
@@ -38,19 +39,67 @@ def prepared(rt: object) -> object:
         bpy.data.objects.remove(ob)
     ob = two_part_mesh()
     key = actions.object_key(ob)
-    fractions: list[float] = []  # every fraction the UI was told to redraw for
     st = rt.state(key)
-    redraw = rt.changed
-    rt.changed = lambda: (fractions.append(st.fraction), redraw())
-    try:
-        rt.prepare(key, scene_read.read_object(ob), "iseg", None, ISEG_TINY)
-        drain_until(lambda: st.status in ("prepared", "failed", "cancelled"), timeout=240)
-    finally:
-        rt.changed = redraw
+    rt.prepare(key, scene_read.read_object(ob), "iseg", None, ISEG_TINY)
+    drain_until(lambda: st.status in ("prepared", "failed", "cancelled"), timeout=600)
     assert st.status == "prepared", st.message
     assert st.scene_id and st.kind == "mesh" and st.n_elements == len(ob.data.vertices)
-    assert any(0 < f < 1 for f in fractions) or st.from_cache  # progress reached the main thread
-    return ob
+    return ob  # progress on its way to the panel: test_progress_reaches_the_panel_step_by_step
+
+
+@pytest.fixture
+def gated_backend(rt: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The session's runtime connected (as to a remote backend) to the test harness: the real server plus
+    the stand-in method `test_gate`, whose job reports each step only when the test opens its gate (no
+    real job can be held mid-way; see tests/server_harness.py). Returns the gate directory."""
+    from bl_ext.user_default.segany.backend_process import Backend, BackendConfig
+
+    state, gate, log = tmp_path / "harness.json", tmp_path / "gate", tmp_path / "harness.log"
+    gate.mkdir()
+    args = ["--state-file", str(state), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    with open(log, "wb") as out:  # the child keeps its own handle
+        proc = subprocess.Popen([rt.backend.config.python, str(ROOT / "tests" / "server_harness.py"), *args],
+                                stdout=out, stderr=out)  # fmt: skip
+
+    def listening() -> bool:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            return json.loads(state.read_text())["pid"] == proc.pid
+        except (OSError, ValueError, KeyError):
+            return False  # not written yet
+
+    try:
+        drain_until(listening, timeout=300)
+        port = json.loads(state.read_text())["port"]
+        monkeypatch.setattr(rt, "backend", Backend(BackendConfig(mode="connect", port=port, token_file=str(state))))
+        yield gate
+        rt.backend.stop()  # connected, not started: this only disconnects
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def test_progress_reaches_the_panel_step_by_step(rt: object, gated_backend: Path) -> None:
+    """Each progress report of a prepare reaches the panel, through the UI path (background job, timer
+    drain): step 1 right after the job's first report (inside the backend's rate limit), step 2 later."""
+    import bpy
+    from bl_ext.user_default.segany import actions, panels, scene_read
+
+    ob = two_part_mesh("gated")
+    key = actions.object_key(ob)
+    st = rt.state(key)
+    try:
+        (gated_backend / "1").touch()
+        rt.prepare(key, scene_read.read_object(ob), "test_gate", None, {"gate": str(gated_backend), "steps": 2})
+        drain_until(lambda: st.message == "step 1 of 2" or st.status in ("failed", "cancelled"), timeout=120)
+        assert st.status == "preparing" and st.fraction == 0.5, (st.status, st.message)
+        assert panels.scene_status(rt, ob) == ("Preparing test_gate: 50% step 1 of 2", "SORTTIME")
+        (gated_backend / "2").touch()
+        drain_until(lambda: st.status in ("prepared", "failed", "cancelled"), timeout=120)
+        assert st.status == "prepared", st.message
+    finally:
+        rt.objects.pop(key, None)
+        bpy.data.objects.remove(ob)
 
 
 def test_click_session_colours_live_undoes_and_accepts_into_a_vertex_group(rt: object, prepared: object) -> None:
@@ -71,7 +120,7 @@ def test_click_session_colours_live_undoes_and_accepts_into_a_vertex_group(rt: o
         clear=lambda: results.clear_preview(ob.data),
     )
     assert session.add(top, positive=True)
-    drain_until(lambda: session.scores is not None or bool(session.error), timeout=30)
+    drain_until(lambda: session.scores is not None or bool(session.error), timeout=120)
     assert not session.error and session.scores.shape == (len(ob.data.vertices),)
     assert results.PREVIEW_ATTRIBUTE in ob.data.color_attributes
     assert ob.data.color_attributes.active_color.name == results.PREVIEW_ATTRIBUTE
@@ -81,9 +130,9 @@ def test_click_session_colours_live_undoes_and_accepts_into_a_vertex_group(rt: o
     stem = picker.pick_ray(Vector((0.0, -5, 0.0)), Vector((0, 1, 0)))
     session.add(top)
     session.add(stem, positive=False)
-    drain_until(lambda: session.scores is not None and len(session.timings) > 0, timeout=30)
+    drain_until(lambda: session.scores is not None and len(session.timings) > 0, timeout=120)
     rt.bridge.wait_idle()
-    drain_until(lambda: not rt.bridge.pending(), timeout=30)
+    drain_until(lambda: not rt.bridge.pending(), timeout=120)
     made = actions.accept(ob, session.scores, session.threshold, "vertex_group", "cap", clicks=session.clicks)
     members = {v.index for v in ob.data.vertices for g in v.groups if g.group == made.made.index}
     assert members == set(np.flatnonzero(session.scores >= session.threshold).tolist())

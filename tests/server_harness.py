@@ -1,10 +1,11 @@
-"""A real backend process for the server tests, with one test-only method plugged in.
+"""A real backend process for the server tests, with test-only methods plugged in.
 
-No real method could serve these tests yet: they need a job whose length, progress and artifact size
-the test chooses (to kill the server mid-job and mid-cache-write, and to show a long job does not
-block a query). So `test_sleep` below is a stand-in registered through the method registry, exactly
-as a real method plugs in; everything else (server, engine, cache, sockets, processes) is the real
-thing. Run as a script it is `python -m segany.server` plus that registration.
+No real method could serve these tests: they need a job whose progress, length and artifact size the
+test chooses (to kill the server mid-job and mid-cache-write, to show a long job does not block a
+query, to see each progress report arrive). So `test_sleep` and `test_gate` below are stand-ins
+registered through the method registry, exactly as a real method plugs in; everything else (server,
+engine, cache, sockets, processes) is the real thing. Run as a script it is `python -m segany.server`
+plus those registrations, and with `--hold-cache-writes DIR` every cache write pauses half-done.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from waiting import wait_until
 
 from segany.addon.client import Client
+from segany.errors import SegAnyError
 from segany.jobs import JobContext
 from segany.methods import Method, Selection, State
 from segany.priors import Prior
@@ -64,12 +67,57 @@ class SleepMethod(Method):
         return Selection(scores=scores, threshold=0.5)
 
 
+class GateMethod(SleepMethod):
+    """Runs only as far as the test says: reports step k of `steps` (fraction k / steps) once the file
+    `<gate>/<k>` exists, so a job is provably still running until the test opens its last step."""
+
+    name = "test_gate"
+
+    def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
+        return {"gate": "", "steps": 1}
+
+    def prepare(self, scene: Scene, prior: Prior, options: dict[str, Any], ctx: JobContext) -> State:
+        gate, steps = Path(str(options.get("gate") or "")), min(max(int(options.get("steps", 1)), 1), 1000)
+        if not gate.is_dir():
+            raise SegAnyError("not_found", f"test_gate needs an existing gate directory, not {str(gate)!r}")
+        ctx.progress(0.0, f"waiting for step 1 of {steps}")
+        for k in range(1, steps + 1):
+            while not (gate / str(k)).exists():  # another process opens the gate: poll, and stay cancellable
+                ctx.check()
+                time.sleep(0.005)
+            ctx.progress(k / steps, f"step {k} of {steps}")
+        return State(tensors={"w": torch.ones(1)}, meta={"steps": steps})
+
+
+def open_gate(gate: Path, step: int) -> None:
+    """Let a `test_gate` job report step `step` (and finish, when it is the last)."""
+    (gate / str(step)).touch()
+
+
+def hold_cache_writes(signals: Path) -> None:
+    """Make every cache write stop after its tensors file and before its record and rename, and say so
+    with `<signals>/held`: the test then kills the process provably mid-write. Test-only instrumentation
+    of the child process (the write has no pause of its own to wait on)."""
+    from segany import cache
+
+    write_tensors = cache.save_file
+
+    def save_file_then_hold(tensors: dict[str, torch.Tensor], filename: str, *args: Any, **kwargs: Any) -> None:
+        write_tensors(tensors, filename, *args, **kwargs)
+        (signals / "held").write_text(str(filename))
+        while True:  # until the test kills this process
+            time.sleep(1.0)
+
+    cache.save_file = save_file_then_hold
+
+
 def register() -> None:
     """Plug the stand-ins into the registries the engine reads (module `__main__` in the child)."""
     from segany import methods, priors
 
     module = "__main__" if __name__ == "__main__" else __name__
     methods.register_method("test_sleep", f"{module}:SleepMethod")
+    methods.register_method("test_gate", f"{module}:GateMethod")
     priors.register_prior("test_null", f"{module}:NullPrior")
 
 
@@ -80,27 +128,34 @@ def start(state_file: Path, cache_dir: Path, *extra: str) -> subprocess.Popen:
     log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen([*cmd, *extra], stdout=log, stderr=log)
     log.close()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"harness server exited: {log_path.read_text()[-3000:]}")
         try:
-            if json.loads(state_file.read_text())["pid"] == proc.pid:
-                return proc
+            return json.loads(state_file.read_text())["pid"] == proc.pid
         except (OSError, ValueError, KeyError):
-            time.sleep(0.05)
-            continue
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("harness server did not start within 120 s")
+            return False  # not written yet, or half-written
+
+    try:
+        wait_until(listening, timeout=300, what="the harness server to listen")
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc
 
 
 def connect(state_file: Path) -> Client:
-    return Client.from_state_file(state_file, timeout=30)
+    return Client.from_state_file(state_file, timeout=120)  # a guard only: a loaded machine answers late
 
 
 if __name__ == "__main__":
     register()
+    args = sys.argv[1:]
+    if "--hold-cache-writes" in args:
+        at = args.index("--hold-cache-writes")
+        hold_cache_writes(Path(args[at + 1]))
+        del args[at : at + 2]
     from segany.server import main
 
-    main(sys.argv[1:])
+    main(args)

@@ -1,17 +1,18 @@
 """A real backend process over real loopback sockets: auth, ops, errors, concurrency, jobs, fuzzing.
 
-One harness process (tests/server_harness.py: `python -m segany.server` plus a stand-in `test_sleep`
-method, because no real method has a job whose length these tests can choose) serves the module.
+One harness process (tests/server_harness.py: `python -m segany.server` plus stand-in methods, because
+no real method has a job whose progress and length these tests can choose) serves the module. A job
+that must still be running is a `test_gate` job whose gate is not open yet, never a long sleep.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import stat
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +20,16 @@ import pytest
 import server_harness
 import wire_fuzz
 from hypothesis import HealthCheck, given, settings
+from waiting import wait_until
 
 from segany.addon import wire
-from segany.addon.client import BackendUnavailable, Client, RemoteError, RequestTimeout
+from segany.addon.client import BackendUnavailable, Client, Job, RemoteError, RequestTimeout
 from segany.samples import sample_mesh
 from segany.scene import scene_arrays
 
-LIVE_EXAMPLES, LIVE_BATCH = 400, 15  # 6,000 frames, each on its own connection
+LIVE_BATCH = 15  # frames per example, each on its own connection
+LIVE_EXAMPLES = 40  # 600 frames in every run, the same ones each time
+SOAK_EXAMPLES = 400  # 6,000 frames in the soak tier (pytest -m soak)
 
 
 @pytest.fixture(scope="module")
@@ -205,38 +209,62 @@ def test_one_client_many_threads(client: Client) -> None:
     assert sorted(results) == sorted(i * 100 + j for i in range(4) for j in range(20))
 
 
-def test_a_long_job_does_not_block_queries_and_can_be_cancelled(backend, client: Client) -> None:
+def _next_event(job: Job) -> dict:
+    return job.events.get(timeout=120)
+
+
+def test_a_long_job_does_not_block_queries_and_can_be_cancelled(backend, client: Client, tmp_path: Path) -> None:
+    """Queries are answered while a job provably runs: its gate never opens, so only the cancel ends it."""
     sid = client.add_scene("points", _points(64, 7))["scene_id"]
-    client.prepare("test_sleep", sid, options={"seconds": 0.1}, timeout=60)
+    client.prepare("test_sleep", sid, options={"seconds": 0.1}, timeout=120)
     seen: list[tuple[float, str]] = []
-    job = client.submit(
-        "test_sleep", sid, options={"seconds": 30.0, "tag": "long"}, on_progress=lambda f, m: seen.append((f, m))
-    )
-    first = job.events.get(timeout=30)
-    assert first["event"] == "progress" and first["job"] == job.id
+    job = client.submit("test_gate", sid, options={"gate": str(tmp_path)}, on_progress=lambda f, m: seen.append((f, m)))
+    first = _next_event(job)
+    assert first["event"] == "progress" and first["job"] == job.id and first["status"] == "running"
     with server_harness.connect(backend[1]) as other:
         for c in (client, other):
-            t0 = time.perf_counter()
             sel = c.query("test_sleep", sid, {"weights": np.linspace(0, 1, 64, dtype=np.float32)})
-            assert time.perf_counter() - t0 < 2.0, "a query waited for the job"
             assert sel.scores.shape == (64,) and sel.threshold == 0.5 and sel.mask.sum() == 32
-        assert other.job_status(job.id)["status"] == "running"
+        assert other.job_status(job.id)["status"] == "running", "running before and after the queries: throughout"
     job.cancel()
     with pytest.raises(RemoteError) as info:
-        job.result(timeout=30)
+        job.result(timeout=120)
     assert info.value.code == "cancelled" and job.status == "cancelled"
     assert seen and all(0.0 <= f <= 1.0 for f, _ in seen)
 
 
-def test_a_request_timeout_leaves_the_client_usable(client: Client) -> None:
+def test_each_progress_report_arrives_in_order(client: Client, tmp_path: Path) -> None:
+    """The job reports step 1 right after its first report (well inside the rate limit), then waits: the
+    held-back report must still arrive, and so must each later step, in order, before the final event."""
+    sid = client.add_scene("points", _points(24, 5))["scene_id"]
+    server_harness.open_gate(tmp_path, 1)
+    job = client.submit("test_gate", sid, options={"gate": str(tmp_path), "steps": 3})
+    for step in (1, 2, 3):
+        while True:
+            event = _next_event(job)
+            assert event["event"] == "progress", event
+            if event.get("message") == f"step {step} of 3":
+                break
+        assert event["fraction"] == pytest.approx(step / 3)
+        if step < 3:
+            server_harness.open_gate(tmp_path, step + 1)
+    assert _next_event(job)["event"] == "done" and job.result(timeout=120)["status"] == "done"
+
+
+def test_a_request_timeout_leaves_the_client_usable(client: Client, tmp_path: Path, caplog) -> None:
+    """The late reply is provably late: the server can answer only once the gate opens, after the timeout."""
+    caplog.set_level(logging.DEBUG, logger="segany.client")
     sid = client.add_scene("points", _points(8, 11))["scene_id"]
-    job = client.submit("test_sleep", sid, options={"seconds": 20.0, "tag": "timeout"})
+    job = client.submit("test_gate", sid, options={"gate": str(tmp_path)})
     with pytest.raises(RequestTimeout):
-        client.request("job.result", timeout=0.3, job=job.id, wait=1.5)
-    time.sleep(1.5)  # the late reply arrives and is dropped
+        client.request("job.result", timeout=0.3, job=job.id, wait=3600)
+    server_harness.open_gate(tmp_path, 1)
+    wait_until(
+        lambda: any("abandoned request" in r.getMessage() for r in caplog.records),
+        what="the late reply to arrive and be dropped",
+    )
     assert client.ping() > 0 and client.alive
-    job.cancel()
-    assert job.wait(30) and job.status == "cancelled"
+    assert job.wait(120) and job.status == "done"
 
 
 ISEG_TINY = {
@@ -245,19 +273,14 @@ ISEG_TINY = {
 }  # fmt: skip
 
 
-def test_a_real_iseg_prepare_over_the_wire(backend, client: Client) -> None:
-    """The real method end to end (tiny sizes): progress events, other requests answered meanwhile, clicks."""
+def test_a_real_iseg_prepare_over_the_wire(client: Client) -> None:
+    """The real method end to end (tiny sizes): a progress event, the result, clicks. (That a job never
+    blocks other requests is shown with a job held on a gate, above: a real prepare has no such hold.)"""
     mesh = sample_mesh(max_edge=0.3)
     sid = client.add_scene("mesh", scene_arrays(mesh))["scene_id"]
     job = client.submit("iseg", sid, options=ISEG_TINY)
-    assert job.events.get(timeout=60)["event"] == "progress"
-    with server_harness.connect(backend[1]) as other:
-        while not job.done:
-            t0 = time.perf_counter()
-            assert sid in [s["scene_id"] for s in other.scenes()]
-            assert time.perf_counter() - t0 < 1.0, "a short request waited for the prepare"
-            time.sleep(0.2)
-    result = job.result(timeout=300)
+    assert _next_event(job)["event"] == "progress"
+    result = job.result(timeout=600)
     assert result["status"] == "done" and result["method"] == "iseg"
     sel = client.query("iseg", sid, {"clicks": [[0, 1]]})
     assert sel.scores.shape == (len(mesh.vertices),) and sel.scores.dtype == np.float32
@@ -278,37 +301,45 @@ def test_job_done_event_carries_the_result(client: Client) -> None:
     assert fractions == sorted(fractions)
 
 
-def test_a_client_that_leaves_mid_job_gets_its_job_cancelled(backend, client: Client) -> None:
+def test_a_client_that_leaves_mid_job_gets_its_job_cancelled(backend, client: Client, tmp_path: Path) -> None:
     sid = client.add_scene("points", _points(16, 9))["scene_id"]
     leaver = server_harness.connect(backend[1])
-    job = leaver.submit("test_sleep", sid, options={"seconds": 60.0, "tag": "leaver"})
-    job.events.get(timeout=30)
+    job = leaver.submit("test_gate", sid, options={"gate": str(tmp_path)})  # never opened: only a cancel ends it
+    _next_event(job)
     leaver.close()
     with pytest.raises(BackendUnavailable):
-        job.result(timeout=5)
-    deadline = time.monotonic() + 15
-    while client.job_status(job.id)["status"] != "cancelled":
-        assert time.monotonic() < deadline, "the departed client's job still runs"
-        time.sleep(0.1)
+        job.result(timeout=120)
+    wait_until(
+        lambda: client.job_status(job.id)["status"] == "cancelled", what="the departed client's job to be cancelled"
+    )
 
 
-@settings(
-    max_examples=LIVE_EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
-@given(batch=wire_fuzz.batches(LIVE_BATCH))
-def test_fuzzed_frames_against_the_live_server(backend, batch: list[bytes]) -> None:
-    for i, frame in enumerate(batch):
-        hello = i % 4 != 0  # most authenticate first, so the frame reaches the full parser and the ops
-        frames = _raw_exchange(backend[1], frame, hello=hello)
-        for f in frames:
-            assert isinstance(f.get("ok"), bool) or f.get("event") in ("progress", "done", "failed", "cancelled"), f
-            assert (f.get("error") or {}).get("code") != "internal", f
-        if not hello:
-            assert len(frames) <= 1 and all(f["error"]["code"] == "unauthorized" for f in frames)
+def _live_fuzz(examples: int):
+    """The live-server fuzz with `examples` batches; derandomized, so every run sends the same frames."""
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(batch=wire_fuzz.batches(LIVE_BATCH))
+    def fuzz(backend, batch: list[bytes]) -> None:
+        for i, frame in enumerate(batch):
+            hello = i % 4 != 0  # most authenticate first, so the frame reaches the full parser and the ops
+            frames = _raw_exchange(backend[1], frame, hello=hello)
+            for f in frames:
+                assert isinstance(f.get("ok"), bool) or f.get("event") in ("progress", "done", "failed", "cancelled"), f
+                assert (f.get("error") or {}).get("code") != "internal", f
+            if not hello:
+                assert len(frames) <= 1 and all(f["error"]["code"] == "unauthorized" for f in frames)
+
+    return fuzz
+
+
+test_fuzzed_frames_against_the_live_server = _live_fuzz(LIVE_EXAMPLES)
+test_fuzzed_frames_against_the_live_server_soak = pytest.mark.soak(_live_fuzz(SOAK_EXAMPLES))
 
 
 def test_after_fuzzing_the_server_is_alive_and_small(backend, client: Client) -> None:
