@@ -1,6 +1,8 @@
 """Parser fuzzing: generated and mutated frames never crash, hang or over-allocate the reader.
 
-24,000 frames here and 6,000 in the live-server fuzz of test_server_live.py.
+Every run parses the same 2,400 frames here (and the live-server fuzz of test_server_live.py sends the
+same 600): derandomized, so a failure is a real change, never bad luck. The soak tier (`pytest -m soak`)
+parses 24,000 here and sends 6,000 to the live server.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import wire_fuzz
 from hypothesis import HealthCheck, given, settings
 
 from segany.addon import wire
 
-EXAMPLES, BATCH = 1_500, 16  # 24,000 frames
+BATCH = 16  # frames per example
+EXAMPLES, SOAK_EXAMPLES = 150, 1_500  # 2,400 frames in every run, 24,000 in the soak tier
 
 
 def _drain(data: bytes) -> list[dict]:
@@ -40,17 +44,26 @@ def _drain(data: bytes) -> list[dict]:
     return out
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
-@given(batch=wire_fuzz.batches(BATCH))
-def test_parser_survives_fuzzed_frames(batch: list[bytes]) -> None:
-    for frame in batch:
-        _drain(frame)
+def _parser_fuzz(examples: int):
+    """The parser fuzz with `examples` batches; derandomized, so every run parses the same frames."""
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(batch=wire_fuzz.batches(BATCH))
+    def fuzz(batch: list[bytes]) -> None:
+        for frame in batch:
+            _drain(frame)
+
+    return fuzz
+
+
+test_parser_survives_fuzzed_frames = _parser_fuzz(EXAMPLES)
+test_parser_survives_fuzzed_frames_soak = pytest.mark.soak(_parser_fuzz(SOAK_EXAMPLES))
 
 
 def test_seeds_parse_cleanly() -> None:
