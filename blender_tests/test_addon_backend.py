@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -48,10 +47,11 @@ def test_a_second_backend_object_reuses_the_running_process(rt: object) -> None:
 def test_crash_is_detected_and_restart_brings_a_new_backend(rt: object) -> None:
     import bpy
     from bl_ext.user_default.segany import preferences
+    from bl_ext.user_default.segany.backend_process import pid_alive
 
     old = rt.backend.pid
     os.kill(old, signal.SIGKILL)
-    time.sleep(0.3)
+    drain_until(lambda: not pid_alive(old), timeout=120)  # the kill has landed (a zombie counts as dead)
     assert not rt.backend.alive()
     text, icon = preferences.status_line(rt, _prefs())
     assert rt.backend.status == "dead" and icon == "ERROR" and "Restart" in text

@@ -50,7 +50,7 @@ def test_a_bad_manifest_is_refused_with_blenders_message(tmp_path: Path) -> None
 
 
 INSTALL_SCRIPT = """
-import json, os, threading, time
+import json, os, threading
 import bpy
 
 PKG = "bl_ext.user_default.segany"
@@ -71,8 +71,7 @@ pid, state_file = backend.pid, str(backend.config.state_file)
 out["classes_enabled"] = sorted(n for n in dir(bpy.types) if n.startswith("SEGANY_"))
 out["threads_enabled"] = sorted(t.name for t in threading.enumerate() if t.name.startswith("segany"))
 
-bpy.ops.preferences.addon_disable(module=PKG)
-time.sleep(0.2)
+bpy.ops.preferences.addon_disable(module=PKG)  # synchronous: unregister stops and joins all
 from bl_ext.user_default.segany import backend_process
 out["pid_alive_after_disable"] = backend_process.pid_alive(pid)
 out["state_file_after_disable"] = os.path.exists(state_file)

@@ -138,19 +138,16 @@ def test_content_beats_extension(tmp_path):
     assert len(load_scene(tmp_path / "box.data").faces) == 12
 
 
-def test_large_mesh_ply_is_fast(tmp_path):
-    """200k triangles written and read back (memory-mapped faces, numpy-packed writer) in well under a second each."""
-    import time
-
-    m = trimesh.creation.icosphere(subdivisions=7)  # 327,680 faces
+def test_a_large_mesh_ply_round_trips(tmp_path):
+    """327,680 triangles through the numpy-packed writer and the memory-mapped face reader (their speed is a
+    benchmark's business, not a test's)."""
+    m = trimesh.creation.icosphere(subdivisions=7)
     s = MeshScene(m.vertices, m.faces)
-    t0 = time.perf_counter()
-    write_mesh_ply(tmp_path / "big.ply", s, scores=np.zeros(len(s.vertices)))
-    t1 = time.perf_counter()
+    scores = np.linspace(0.0, 1.0, len(s.vertices), dtype=np.float32)
+    write_mesh_ply(tmp_path / "big.ply", s, scores=scores)
     back = load_scene(tmp_path / "big.ply")
-    t2 = time.perf_counter()
     np.testing.assert_array_equal(back.faces, s.faces)
-    assert t1 - t0 < 3.0 and t2 - t1 < 3.0, (t1 - t0, t2 - t1)
+    np.testing.assert_array_equal(back.vertices, s.vertices)
 
 
 def test_obj_groups_are_parts(tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -107,7 +105,7 @@ def test_embeddings_are_unit_and_separate_parts(stool) -> None:
     assert (emb[views.ids < 0] @ emb[tuple(fg[0])]).max() < 1e-5  # background is orthogonal to objects
 
 
-def test_empty_view_and_speed(stool) -> None:
+def test_an_empty_view_gives_no_masks_and_background_embeddings(stool) -> None:
     views, _ = stool
     away = views.cameras.viewmats.copy()
     away[:, :3, 3] += np.array([0.0, 0.0, -100.0])  # everything behind the cameras
@@ -116,7 +114,4 @@ def test_empty_view_and_speed(stool) -> None:
     assert all(len(m) == 0 for m in prior.auto_masks(empty, 0))
     res = prior.prompt(empty, 0, np.array([[64.0, 64.0]]), np.array([1]))
     assert not res.masks.any()
-    assert np.allclose(prior.embed(empty)[..., -1], 1.0)
-    start = time.perf_counter()
-    GeometricPrior().tree(views, 1)
-    assert time.perf_counter() - start < 2.0  # a few hundred ms per view, with slack for a busy CI runner
+    assert np.allclose(prior.embed(empty)[..., -1], 1.0)  # the region tree's speed: `segany bench priors`
