@@ -94,7 +94,8 @@ def blender_side(out_json: Path, work: Path, quick: bool) -> None:
     out: dict[str, Any] = {}
     rng = np.random.default_rng(0)
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    config = BackendConfig(python=sys.executable, state_file=work / "server.json", cache_dir=str(work / "cache"))
+    python = os.environ.get("SEGANY_BACKEND_PYTHON") or sys.executable  # bpy's venv may lack torch (CI's matrix)
+    config = BackendConfig(python=python, state_file=work / "server.json", cache_dir=str(work / "cache"))
     config.device = "cpu"
     backend = Backend(config)
     client = backend.ensure()

@@ -55,12 +55,14 @@ def timeit(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> float:
 
 
 def machine() -> dict[str, Any]:
-    import torch
-
+    """Where a bench ran; the add-on bench may run from a Blender's Python without torch (CI's bpy matrix)."""
+    base = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    try:
+        import torch
+    except ImportError:
+        return {**base, "torch": None, "torch_threads": None, "cuda": None}
     return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
+        **base,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -108,13 +110,13 @@ def markdown(doc: dict[str, Any]) -> str:
     """NAME.md: the stamp, the machine and one row per case, as written into NAME.json."""
     m = doc["machine"]
     gpu = f", GPU {m['cuda']}" if m.get("cuda") else ", no GPU"
+    torch = f", torch {m['torch']} ({m['torch_threads']} threads)" if m.get("torch") else ", no torch"
     lines = [
         f"# segany bench {doc['name']}",
         "",
         stamp_line(doc),
         "",
-        f"Machine: {m['platform']}, {m['cpus']} CPUs{gpu}, Python {m['python']}, torch {m['torch']} "
-        f"({m['torch_threads']} threads).",
+        f"Machine: {m['platform']}, {m['cpus']} CPUs{gpu}, Python {m['python']}{torch}.",
         "",
         "| case | metric | value | baseline, same run | ratio | target |",
         "|---|---|---:|---|---:|---|",
