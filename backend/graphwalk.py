@@ -13,6 +13,9 @@ Every solve is Grady's random walker with a prior model ("Random walks with prio
 S the seeded nodes. Seeds are soft (β far above any node degree, so they hold to 1e-6), which lets one
 sparse LU of L + γ I per γ serve every click list: the seed rows enter through the Woodbury identity
 with one cached solve per seeded node. A click costs two triangular solves instead of a factorisation.
+
+A loose piece of the scene (no edge to the rest) that is convex holds no concave crease, so by the same
+rule it is one part: a first click on it answers the whole piece (`convex_piece`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import splu
+from scipy.spatial import ConvexHull, QhullError
 
 CONCAVE_ETA = 1.0
 CONVEX_ETA = 0.2
@@ -32,6 +36,8 @@ FIRST_PULL = 1e-3  # first click: absorption / pull of a prior per node, relativ
 FIRST_SHARE = 0.5  # first click: the region holds at most this share of the graph volume
 FOLLOW_PULL = 1e-4  # later clicks: pull of the previous answer, relative to the mean node degree
 MAX_CACHED_COLUMNS = 512  # per γ: solves for seeded nodes kept for later clicks
+CONVEX_TOLERANCE = 1e-4  # a point this far inside the hull, relative to the piece's extent, is a dent, not rounding
+HULL_CHUNK = 4_000_000  # point × hull-facet distances computed at a time
 
 
 def adjacency(n: int, edges: np.ndarray, weights: np.ndarray | None = None) -> sp.csr_matrix:
@@ -80,6 +86,30 @@ def concavity_weights(
     return np.exp(-d / sigma)
 
 
+def is_convex(points: np.ndarray) -> bool:
+    """Whether every point lies on the convex hull of them all (within CONVEX_TOLERANCE of their extent).
+
+    Flat or degenerate sets, which have no 3D hull, are not claimed convex.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    if len(p) < 4:
+        return False
+    try:
+        hull = ConvexHull(p, qhull_options="Qc Qi")  # every other point comes with a facet it lies under
+    except QhullError:
+        return False
+    tol = CONVEX_TOLERANCE * float(np.ptp(p, axis=0).max())
+    normals, offsets = hull.equations[:, :3], hull.equations[:, 3]
+    rows, facets = hull.coplanar[:, 0], hull.coplanar[:, 1]
+    on = rows[np.einsum("ij,ij->i", p[rows], normals[facets]) + offsets[facets] >= -tol]
+    doubtful = np.setdiff1d(np.arange(len(p)), np.r_[hull.vertices, on])  # qhull's facet need not be the nearest
+    step = max(1, HULL_CHUNK // len(offsets))
+    for i in range(0, len(doubtful), step):
+        if ((p[doubtful[i : i + step]] @ normals.T + offsets).max(axis=1) < -tol).any():
+            return False
+    return True
+
+
 class _Factor:
     """One sparse LU of L + γ I and the solves for seeded nodes made with it so far."""
 
@@ -115,6 +145,7 @@ class CreaseGraph:
         n: int,
         seed_of: sp.csr_matrix,
         to_elements: sp.csr_matrix | None = None,
+        positions: np.ndarray | None = None,
     ) -> None:
         self.n = n
         self.edges = edges
@@ -126,6 +157,8 @@ class CreaseGraph:
         self.seed_of = seed_of  # (click elements, nodes): the nodes a click on an element seeds
         self.to_elements = to_elements  # (click elements, nodes) averaging; None when nodes are the elements
         self.pieces = connected_components(self.W, directed=False)[1]
+        self.positions = positions  # per click element, for telling convex pieces; None: never claimed convex
+        self._convex: dict[int, bool] = {}
         self._factors: dict[float, _Factor] = {}
         self._lock = threading.Lock()
 
@@ -148,7 +181,7 @@ class CreaseGraph:
         area = sp.csr_matrix((np.repeat(0.5 * np.linalg.norm(cross, axis=1), 3), corner_of), (len(v), len(f)))
         total = np.asarray(area.sum(axis=1)).ravel()
         to_vertices = (sp.diags(1.0 / np.maximum(total, 1e-30)) @ area).tocsr()
-        return cls(pairs, w, len(f), seed_of, to_vertices)
+        return cls(pairs, w, len(f), seed_of, to_vertices, v)
 
     @classmethod
     def for_points(
@@ -165,7 +198,7 @@ class CreaseGraph:
         scale = max(float(lengths.mean()), 1e-30) if len(a) else 1.0
         n = len(p)
         seed_of = (sp.identity(n, format="csr") + adjacency(n, edges)).tocsr()
-        return cls(edges, w * np.exp(-lengths / scale), n, seed_of)
+        return cls(edges, w * np.exp(-lengths / scale), n, seed_of, positions=p)
 
     def element_scores(self, node_values: np.ndarray) -> np.ndarray:
         """Per click element (vertex or point): on a mesh the area-weighted mean of its faces' values."""
@@ -236,9 +269,42 @@ class CreaseGraph:
         chosen[order[: int(np.argmin(score)) + 1]] = True
         return chosen
 
+    def convex_piece(self, seed: np.ndarray) -> np.ndarray | None:
+        """The nodes of the pieces the positive seeds lie on, when each of them is convex and together they
+        are not the whole graph; else None.
+
+        Part boundaries run along concave creases (the minima rule) and a convex piece has none, so a loose
+        convex piece (a stool's leg modelled as its own cylinder) is one part, however cheap the cuts along
+        its facets or across its length that conductance finds. A scene that is one convex piece is the
+        whole object, which no part-level click asks for.
+        """
+        clicked = np.unique(self.pieces[seed > 0])
+        nodes = np.isin(self.pieces, clicked)
+        if self.positions is None or len(clicked) == 0 or nodes.all():
+            return None
+        return nodes if all(self._piece_is_convex(int(p)) for p in clicked) else None
+
+    def _piece_is_convex(self, piece: int) -> bool:
+        with self._lock:
+            known = self._convex.get(piece)
+        if known is None:
+            nodes = np.flatnonzero(self.pieces == piece)
+            corners = self.seed_of[:, nodes].tocsc()
+            points = self.positions[np.unique(corners.indices)]
+            if self.to_elements is not None:  # mesh: the faces must lie on the hull, not only their corners
+                centres = (corners.T @ self.positions) / np.diff(corners.indptr)[:, None]
+                points = np.concatenate([points, centres])
+            known = is_convex(points)
+            with self._lock:
+                self._convex[piece] = known
+        return known
+
     def first_region(self, seed: np.ndarray, max_share: float = FIRST_SHARE) -> np.ndarray:
-        """A first click's region without a prior: the sweep cut of the walk from the click, the region its
-        diffusion leaks out of least."""
+        """A first click's region without a prior: a loose convex piece whole, else the sweep cut of the walk
+        from the click, the region its diffusion leaks out of least."""
+        piece = self.convex_piece(seed)
+        if piece is not None:
+            return piece
         return self.sweep(self.walk(0.0, seed, FIRST_PULL), seed, max_share)
 
     def follow_walk(self, previous: np.ndarray, seed: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from segany.errors import SegAnyError
 from segany.eval.baseline import RandomWalkBaseline
 from segany.eval.data import load_psb_shape
 from segany.eval.geometry import mesh_geometry
-from segany.graphwalk import CreaseGraph
+from segany.graphwalk import CreaseGraph, is_convex
 from segany.jobs import JobContext
 from segany.methods import get_method
 from segany.methods.base import State
@@ -304,6 +304,42 @@ def test_separate_pieces_follow_the_decoder(stool: MeshScene) -> None:
     picked = scores[stool.faces].mean(axis=1) >= 0.5
     assert picked[stool.face_parts == 2].all() and picked[stool.face_parts == 0].all()
     assert not picked[stool.face_parts == 1].any()
+
+
+def _click_on(graph: CreaseGraph, faces: np.ndarray) -> np.ndarray:
+    """Seeds of a click on the first vertex of one of these faces."""
+    return graph.seeds([(int(faces[0, 0]), 1)])
+
+
+def test_a_loose_convex_piece_is_one_part(stool: MeshScene) -> None:
+    """A leg modelled as its own cylinder, clicked on its outer side, the decoder answering the half of it that
+    views showing the click show (it never sees the far side with the click): the first answer is the whole
+    leg. Before, the decoder-led sweep took the half, its lengthwise cut along the facets being nearly free."""
+    v, f = stool.vertices, stool.faces
+    leg = stool.face_parts == 2
+    idx = np.unique(f[leg])
+    axis = v[idx].mean(axis=0)
+    outward = (v[:, :2] - axis[:2]) @ (axis[:2] / np.linalg.norm(axis[:2]))
+    near_half = np.full(len(v), 0.05)
+    near_half[idx[outward[idx] > 0]] = 0.9
+    click = int(idx[np.argmax(outward[idx] - np.abs(v[idx, 2] - axis[2]))])
+    for answer in (near_half, np.zeros(len(v))):  # a decoder answer, and a silent decoder
+        picked = CreaseRefiner(v, f)([(click, 1)], lambda clicks, a=answer: a)[f].mean(axis=1) >= 0.5
+        assert np.array_equal(picked, leg)
+
+
+def test_only_convex_pieces_short_of_the_whole_mesh_are_taken_whole(stool: MeshScene, graph: CreaseGraph) -> None:
+    """Seat, back and legs are convex pieces; the ring is not (its inner wall is concave), so its first answer
+    is the sweep's. A mesh that is one convex piece is the whole object, which no part-level click asks for."""
+    for part, convex in ((0, True), (1, True), (2, True), (5, True), (6, False)):
+        piece = graph.convex_piece(_click_on(graph, stool.faces[stool.face_parts == part]))
+        assert (piece is not None) == convex
+        assert piece is None or np.array_equal(piece, stool.face_parts == part)
+    leg = stool.face_parts == 2
+    alone = CreaseGraph.for_mesh(stool.vertices, stool.faces[leg])
+    assert alone.convex_piece(_click_on(alone, stool.faces[leg])) is None
+    square = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0], [0.5, 0.5, 0]], dtype=np.float64)
+    assert not is_convex(square) and is_convex(np.r_[square, [[0.5, 0.5, 1.0]]][[0, 1, 2, 3, 5]])
 
 
 def test_per_state_cache_builds_once_per_live_state_and_stays_bounded() -> None:

@@ -12,6 +12,10 @@ clicks, answers later clicks weakly. This stage walks on the concavity-weighted 
   followed). Conductance alone often picks the smallest crease next to the click (a leg's hoof, not the leg);
   on separate pieces of the mesh, which no walk from the click reaches (a cup's inner wall), the decoder's
   own answer.
+  A loose convex piece under the click (a leg modelled as its own cylinder) is one part and is taken
+  whole (`CreaseGraph.convex_piece`): the decoder, trained through views, never sees the far side of a
+  convex part together with the click and leaves it out, and a cut along the facets of a thin piece is
+  cheap enough for the agreement term to follow that half answer.
   A decoder answer that leaves the clicked faces out (below 0.5 there) answers some other click: then the
   first answer is the geometric one alone, the sweep of a walk without a prior. Unlike the baseline's it
   may hold more than half the surface (up to `SILENT_SHARE`): nothing then says the part is small, and the
@@ -123,9 +127,11 @@ class CreaseRefiner:
         else:
             answer = face_probs >= 0.5
             unclicked = ~np.isin(g.pieces, g.pieces[first_seed > 0])
-            x = g.walk(face_probs, first_seed, FIRST_PULL)
-            x[unclicked] = -1.0  # the sweep stays on the clicked piece
-            chosen = g.sweep(x, first_seed, FIRST_SHARE, face_probs >= CONFIDENT, AGREEMENT)
+            chosen = g.convex_piece(first_seed)
+            if chosen is None:
+                x = g.walk(face_probs, first_seed, FIRST_PULL)
+                x[unclicked] = -1.0  # the sweep stays on the clicked piece
+                chosen = g.sweep(x, first_seed, FIRST_SHARE, face_probs >= CONFIDENT, AGREEMENT)
             chosen |= unclicked & answer  # no walk reaches a separate piece: the decoder decides there
         if (seed < 0).any():
             chosen = g.follow(chosen, seed)
