@@ -165,11 +165,36 @@ def run_blender(script: str, timeout: float = 180.0, user_dir: Path | None = Non
 
 
 def import_donut() -> object:
-    """The real donut.ply through Blender 5.0's own PLY importer: a face-less mesh with the raw 3DGS attributes."""
+    """The real donut.ply through this Blender's own PLY importer: up to 5.0 a face-less mesh with the raw 3DGS
+    attributes (the `raw` layout); 5.3 makes a point cloud with decoded ones (`radiance:base`, `scale` …)."""
     import bpy
 
     assert bpy.ops.wm.ply_import(filepath=str(DONUT)) == {"FINISHED"}
     return bpy.context.active_object
+
+
+def raw_donut() -> object:
+    """The donut in the `raw` layout on every Blender: the importer's mesh where it makes one; where it makes a
+    point cloud (5.3), the same mesh built from the file (a face-less mesh, one FLOAT attribute per PLY
+    property besides x, y, z), as a .blend saved by an older Blender holds it."""
+    import bpy
+    from plyfile import PlyData
+
+    ob = import_donut()
+    if ob.type == "MESH":
+        return ob
+    bpy.data.objects.remove(ob)
+    v = PlyData.read(str(DONUT))["vertex"]
+    me = bpy.data.meshes.new("donut")
+    me.vertices.add(len(v.data))
+    me.vertices.foreach_set("co", np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float32).ravel())
+    for prop in v.data.dtype.names[3:]:
+        me.attributes.new(prop, "FLOAT", "POINT").data.foreach_set("value", v[prop].astype(np.float32))
+    ob = bpy.data.objects.new("donut", me)
+    bpy.context.scene.collection.objects.link(ob)
+    bpy.context.view_layer.objects.active = ob
+    ob.select_set(True)
+    return ob
 
 
 def pointcloud_from_mesh(mesh: object, name: str) -> object:

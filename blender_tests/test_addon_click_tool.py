@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SA3D_SMALL, camera_view, decoded_pointcloud, drain_until, import_donut
+from conftest import ISEG_TINY, SA3D_SMALL, camera_view, decoded_pointcloud, drain_until, grid_mesh, raw_donut
 
 W, H = 400, 300
 
@@ -29,7 +29,7 @@ def splats(request: pytest.FixtureRequest, rt: object) -> tuple[object, object, 
 
     for ob in list(bpy.data.objects):
         bpy.data.objects.remove(ob)
-    ob = import_donut()
+    ob = raw_donut()
     if request.param == "decoded":
         ob = decoded_pointcloud(scene_read.read_object(ob).arrays, "donut53")
     assert api.prepare(ob, "sa3d", options=SA3D_SMALL).status == "prepared"
@@ -220,3 +220,41 @@ def test_preparing_again_through_the_ui_says_from_cache(rt: object, splats: tupl
     text, icon = panels.scene_status(rt, ob)
     assert text.startswith("Prepared sa3d (from cache) · splats") and icon == "CHECKMARK"
     assert f"{len(ob.data.attributes['position'].data):,}" in text
+
+
+def test_a_mesh_edited_after_prepare_is_reported_everywhere(rt: object) -> None:
+    """Vertices deleted after Prepare: the panel, the click tool's poll, a click, an answer already on its
+    way and Enter all say the mesh changed and Prepare is needed again; nothing is shown or kept. Before,
+    the panel said "Prepared", the live preview silently showed nothing and only Enter said anything."""
+    import bmesh
+    import bpy
+    from bl_ext.user_default.segany import actions, panels, results
+
+    ob = grid_mesh("edited", 10, 10)
+    assert actions.prepare_blocking(ob, "iseg", options=ISEG_TINY).status == "prepared"
+    assert actions.click_problem(ob) == "" and panels.scene_status(rt, ob)[1] == "CHECKMARK"
+    session, preview = actions.start_click(ob, (0.1, 0.9, 0.2, 1.0))
+    assert session.on_event("LEFTMOUSE", "PRESS", False, False, lambda: 55) == "running"
+    settle(rt)
+    assert session.scores is not None and session.error == ""
+    assert session.on_event("LEFTMOUSE", "PRESS", False, False, lambda: 33) == "running"  # answered after the edit
+
+    bm = bmesh.new()
+    bm.from_mesh(ob.data)
+    bm.verts.ensure_lookup_table()
+    bmesh.ops.delete(bm, geom=[bm.verts[i] for i in range(10)], context="VERTS")
+    bm.to_mesh(ob.data)
+    bm.free()
+
+    changed = "The mesh changed since Prepare (100 → 90 vertices): press Prepare again"
+    settle(rt)
+    assert session.error == changed and session.scores is None
+    assert results.PREVIEW_ATTRIBUTE not in ob.data.color_attributes
+    assert session.on_event("LEFTMOUSE", "PRESS", False, False, lambda: 12) == "running"
+    assert session.error == changed and session.clicks == [(55, 1), (33, 1)]  # the click was not sent
+    assert panels.scene_status(rt, ob) == (changed, "ERROR")
+    assert actions.click_problem(ob) == changed
+    with pytest.raises(ValueError, match="changed since Prepare"):
+        actions.finish_click(ob, session, bpy.context.scene.segany, preview.color, True, preview)
+    assert len(ob.segany_segments) == 0
+    bpy.data.objects.remove(ob)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ADDON, decoded_pointcloud, import_donut, pointcloud_from_mesh, run_blender
+from conftest import ADDON, decoded_pointcloud, pointcloud_from_mesh, raw_donut, run_blender
 
 COLOR = (0.9, 0.2, 0.1, 1.0)
 
@@ -85,7 +85,8 @@ def plain_pointcloud(n: int = 2000, name: str = "plain_points") -> object:
 
 
 def make_object(kind: str) -> object:
-    """raw: Blender 5.0's PLY import of the real donut; decoded: the same Gaussians as a 5.3 point cloud;
+    """raw: the real donut in the raw layout (Blender 5.0's PLY import); decoded: the same Gaussians as a point
+    cloud with 5.3's decoded attributes;
     points: a plain point cloud; mesh: a grid with faces."""
     import bpy
     from bl_ext.user_default.segany import scene_read
@@ -95,7 +96,7 @@ def make_object(kind: str) -> object:
         return grid_mesh("overlay_grid", 12, 12)
     if kind == "points":
         return plain_pointcloud()
-    ob = import_donut()
+    ob = raw_donut()
     if kind == "raw":
         return ob
     arrays = scene_read.read_object(ob).arrays
@@ -167,7 +168,7 @@ def test_the_draw_callback_fails_soft_and_draws_nothing_once_the_object_is_gone(
     with caplog.at_level(logging.WARNING, logger="segany.overlay"):
         for _ in range(3):
             preview._draw()  # what Blender calls on every viewport redraw
-    assert "background mode" in preview.error
+    assert preview.error.startswith("selection overlay cannot draw: ")  # gpu's reason differs between versions
     assert [r.getMessage() for r in caplog.records if r.name == "segany.overlay"] == [preview.error]
     preview.close()
 

@@ -13,18 +13,46 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DONUT, SA3D_SMALL, camera_view, decoded_pointcloud, import_donut, pointcloud_from_mesh
+from conftest import (
+    DONUT,
+    SA3D_SMALL,
+    camera_view,
+    decoded_pointcloud,
+    import_donut,
+    pointcloud_from_mesh,
+    raw_donut,
+)
 from plyfile import PlyData
 
 from segany.samples import shared_data_dir
 
 
-def test_blender50_importer_gives_raw_layout_equal_to_the_file(addon: object, fresh_scene: object) -> None:
+def test_this_blenders_ply_importer_reads_as_the_file(addon: object, fresh_scene: object) -> None:
+    """Whatever this Blender's importer makes of a 3DGS PLY reads back as the file: the raw layout (up to 5.0)
+    bit for bit; 5.3's decoded point cloud up to its own conversions (sigmoid opacity, unit quaternions)."""
+    from bl_ext.user_default.segany import scene_read
+
+    ob = import_donut()
+    scene = scene_read.read_object(ob)
+    layout = "raw" if ob.type == "MESH" else "decoded"
+    assert scene.kind == "splats" and scene.layout == layout and scene.n_elements == 45624
+    v = PlyData.read(str(DONUT))["vertex"]
+    quats = np.stack([v[f"rot_{i}"] for i in range(4)], 1)
+    if layout == "decoded":
+        quats = quats / np.linalg.norm(quats, axis=1, keepdims=True)
+    np.testing.assert_array_equal(scene.arrays["means"], np.stack([v["x"], v["y"], v["z"]], 1))
+    np.testing.assert_allclose(scene.arrays["quats"], quats, atol=1e-6)
+    np.testing.assert_allclose(scene.arrays["log_scales"], np.stack([v[f"scale_{i}"] for i in range(3)], 1), atol=1e-5)
+    np.testing.assert_allclose(scene.arrays["logit_opacities"], v["opacity"], atol=1e-3)  # logits up to about 9
+    np.testing.assert_allclose(scene.arrays["sh"][:, 0], np.stack([v[f"f_dc_{i}"] for i in range(3)], 1), atol=1e-5)
+
+
+def test_raw_layout_reads_as_the_file_and_as_the_backend_converts_it(addon: object, fresh_scene: object) -> None:
     from bl_ext.user_default.segany import scene_read
 
     from segany.formats.gaussians import splats_from_blender_raw
 
-    ob = import_donut()
+    ob = raw_donut()
     assert ob.type == "MESH" and len(ob.data.polygons) == 0
     scene = scene_read.read_object(ob)
     assert scene.kind == "splats" and scene.layout == "raw" and scene.n_elements == 45624
@@ -71,7 +99,7 @@ def test_decoded_pointcloud_layout_matches_the_backend_converter(addon: object, 
 def test_results_written_back_keep_the_original_attributes(addon: object, fresh_scene: object, layout: str) -> None:
     from bl_ext.user_default.segany import results, scene_read
 
-    ob = import_donut()
+    ob = raw_donut()
     if layout == "decoded":
         ob = decoded_pointcloud(scene_read.read_object(ob).arrays, "donut53")
     before = {a.name: (a.data_type, a.domain) for a in ob.data.attributes}
@@ -96,7 +124,7 @@ def test_export_segment_as_standard_3dgs_ply(addon: object, fresh_scene: object,
 
     from segany.formats import load_scene
 
-    ob = import_donut()
+    ob = raw_donut()
     if layout == "decoded":
         ob = decoded_pointcloud(scene_read.read_object(ob).arrays, "donut53")
     arrays = scene_read.read_object(ob).arrays
@@ -148,7 +176,7 @@ def test_point_picker_finds_the_front_gaussian_under_the_cursor(
     real camera's matrices (object moved, so the object transform matters too)."""
     from bl_ext.user_default.segany import pick_math, picking, scene_read
 
-    ob = import_donut()
+    ob = raw_donut()
     if layout == "decoded":
         ob = decoded_pointcloud(scene_read.read_object(ob).arrays, "donut53")
     ob.location = (0.5, -0.2, 0.3)
@@ -171,7 +199,7 @@ def test_separate_makes_an_object_of_the_segments_gaussians(addon: object, fresh
     import bpy
     from bl_ext.user_default.segany import results, scene_read
 
-    ob = import_donut()
+    ob = raw_donut()
     if layout == "decoded":
         ob = decoded_pointcloud(scene_read.read_object(ob).arrays, "donut53")
     arrays = scene_read.read_object(ob).arrays
@@ -249,7 +277,7 @@ def test_an_output_the_object_cannot_hold_is_refused_before_anything_is_written(
 ) -> None:
     from bl_ext.user_default.segany import actions, scene_read
 
-    ob = import_donut()
+    ob = raw_donut()
     if layout == "decoded":
         ob = decoded_pointcloud(scene_read.read_object(ob).arrays, "donut53")
     names = sorted(a.name for a in ob.data.attributes)

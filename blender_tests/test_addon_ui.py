@@ -195,7 +195,7 @@ from bl_ext.user_default.segany import actions, api
 
 assert bpy.ops.wm.ply_import(filepath=DONUT) == {"FINISHED"}
 ob = bpy.context.active_object
-n = len(ob.data.vertices)
+n = len(ob.data.vertices) if ob.type == "MESH" else len(ob.data.points)  # 5.3 imports a point cloud
 actions.accept(ob, (np.arange(n) % 3 == 0).astype(np.float32), 0.5, "attribute", "third")
 bpy.ops.wm.save_as_mainfile(filepath=BLEND)
 ob.location = (5.0, 0.0, 0.0)  # moved after import: the export stays in the object's local space
