@@ -14,6 +14,9 @@ the dual graph of faces, the weights of Lai et al. 2009). A click seeds the face
   thresholded at 0.5. One sparse solve per click; answers to click prefixes are memoised, so the
   query stays a pure function of its click list.
 
+The click rule is `segany.methods.walk.walker.ClickWalker`, the one the `walk` method answers with: on a
+mesh `segany eval --method walk` gives this baseline's answers.
+
 The constants (`segany.graphwalk`: FIRST_PULL, FIRST_SHARE, FOLLOW_PULL) were set once on a few of the
 shared PSB development shapes; what else was tried is in docs/journal.md.
 
@@ -27,10 +30,9 @@ import numpy as np
 
 from ..graphwalk import CreaseGraph
 from ..methods.base import Selection
+from ..methods.walk.walker import ClickWalker
 from .clicks import Click
 from .geometry import Geometry
-
-MEMO_SIZE = 256
 
 
 class RandomWalkBaseline:
@@ -41,26 +43,15 @@ class RandomWalkBaseline:
 
     def __init__(self, geom: Geometry, normals: np.ndarray | None = None) -> None:
         self.geom = geom
-        self._memo: dict[tuple[Click, ...], np.ndarray] = {}
         if geom.faces is not None:
-            self.graph = CreaseGraph.for_mesh(geom.positions, geom.faces)
+            graph = CreaseGraph.for_mesh(geom.positions, geom.faces)
         else:
-            self.graph = CreaseGraph.for_points(geom.positions, geom.click_edges, geom.click_lengths, normals)
+            graph = CreaseGraph.for_points(geom.positions, geom.click_edges, geom.click_lengths, normals)
+        self.walker = ClickWalker(graph)
 
-    def _answer(self, clicks: tuple[Click, ...]) -> np.ndarray:
-        """Node selection after `clicks`, each click refining the answer to the ones before it (memoised)."""
-        known = self._memo.get(clicks)
-        if known is not None:
-            return known
-        g = self.graph
-        seed = g.seeds(clicks)
-        chosen = g.first_region(seed) if len(clicks) == 1 else g.follow(self._answer(clicks[:-1]), seed)
-        if len(self._memo) > MEMO_SIZE:
-            self._memo.clear()
-        chosen = chosen.astype(np.float64)
-        self._memo[clicks] = chosen
-        return chosen
+    @property
+    def graph(self) -> CreaseGraph:
+        return self.walker.graph
 
     def query(self, clicks: list[Click]) -> Selection:
-        prob = self._answer(tuple((int(e), 1 if s > 0 else -1) for e, s in clicks))
-        return Selection(self.graph.element_scores(prob).astype(np.float32), self.threshold)
+        return Selection(self.walker.scores(clicks), self.threshold)

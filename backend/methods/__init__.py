@@ -10,6 +10,7 @@ from .base import Method, Selection, State
 _WHERE = {
     "iseg": "segany.methods.iseg:ISeg",
     "sa3d": "segany.methods.sa3d:SA3D",
+    "walk": "segany.methods.walk:Walk",
 }
 
 
