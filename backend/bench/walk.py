@@ -118,7 +118,8 @@ def _rows(case: str, race: dict[str, Any], extra: dict[str, Any]) -> list[Row]:
 
 def _scene_rows(name: str, scene: Scene, opts: dict[str, Any], sets: int, extra: dict[str, Any]) -> list[Row]:
     graph, build = _build(scene, opts)
-    base_graph = CreaseGraph(graph.edges, graph.edge_weights, graph.n, graph.seed_of, graph.to_elements)
+    g = graph
+    base_graph = CreaseGraph(g.edges, g.edge_weights, g.n, g.seed_of, g.to_elements, g.positions)
     coarse = f" → {graph.n:,} nodes" if graph.n < scene.n_elements else ""
     case = f"{name}, {scene.n_elements:,} G{coarse}"
     race = _race(ClickWalker(graph), ClickWalker(base_graph), _click_lists(scene.n_elements, sets, seed=1))

@@ -199,12 +199,13 @@ def point_graph(
     edges, lengths = knn_edges(positions, neighbours)
     w = edge_weights(positions, normals, colours, edges, lengths, colour)
     near = (sp.identity(n, format="csr") + adjacency(n, edges)).tocsr()  # a click seeds the element and its kNN
+    p = np.asarray(positions, dtype=np.float64)
     if n <= max_nodes:
-        return SeededCreaseGraph(edges, w, n, near)
-    pairs, summed, member = _coarsen(positions, edges, w, max_nodes)
+        return SeededCreaseGraph(edges, w, n, near, positions=p)
+    pairs, summed, member = _coarsen(p, edges, w, max_nodes)
     seed_of = (near @ member).tocsr()
     seed_of.data[:] = 1.0
-    return SeededCreaseGraph(pairs, summed, max_nodes, seed_of, member)
+    return SeededCreaseGraph(pairs, summed, max_nodes, seed_of, member, positions=p)
 
 
 def scene_graph(scene: Scene, colour: float, neighbours: int = KNN, max_nodes: int = 50_000) -> CreaseGraph:

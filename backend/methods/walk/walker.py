@@ -1,5 +1,6 @@
 """The click-walker: what a list of clicks selects on a `CreaseGraph`, the rule the evaluation's baseline and
-the `walk` method share.
+the `walk` method share. Another first-click or later-click rule is a subclass overriding `first` / `then`,
+which keeps the prefix memo and the order of the rules.
 
 - The first positive click takes the region its diffusion leaks out of least (`CreaseGraph.first_region`:
   the sweep cut of a walk from the click, at most half the graph), keeping out any negative click before it.
@@ -41,20 +42,27 @@ class ClickWalker:
         """Per element (vertex, point, Gaussian), a score in [0, 1] to threshold at 0.5."""
         return self.graph.element_scores(self.nodes(clicks)).astype(np.float32)
 
+    def first(self, clicks: tuple[Click, ...]) -> np.ndarray:
+        """The nodes selected when the last click is the first positive one."""
+        return self.graph.first_region(self.graph.seeds(clicks))
+
+    def then(self, previous: np.ndarray, clicks: tuple[Click, ...]) -> np.ndarray:
+        """The nodes selected after a later click, given the answer to the clicks before it."""
+        return self.graph.follow(previous, self.graph.seeds(clicks))
+
     def _answer(self, clicks: tuple[Click, ...]) -> np.ndarray:
         with self._lock:
             known = self._memo.get(clicks)
             if known is not None:
                 self._memo.move_to_end(clicks)
                 return known
-        g = self.graph
         if not any(s > 0 for _, s in clicks):
-            chosen = np.zeros(g.n, dtype=bool)
+            chosen = np.zeros(self.graph.n, dtype=bool)
         elif not any(s > 0 for _, s in clicks[:-1]):
-            chosen = g.first_region(g.seeds(clicks))
+            chosen = self.first(clicks)
         else:
-            chosen = g.follow(self._answer(clicks[:-1]), g.seeds(clicks))
-        chosen = chosen.astype(np.float64)
+            chosen = self.then(self._answer(clicks[:-1]), clicks)
+        chosen = np.asarray(chosen, dtype=np.float64)
         with self._lock:
             self._memo[clicks] = chosen
             while len(self._memo) > MEMO_SIZE:
