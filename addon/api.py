@@ -1,6 +1,7 @@
 """SegAny's scripting API inside Blender (batch labelling, `blender -b --python script.py`).
 
-    import bl_ext.user_default.segany.api as segany    # the extension's module; repo name may differ
+    module = next(n for n in bpy.context.preferences.addons.keys() if n.endswith(".segany"))
+    segany = importlib.import_module(module + ".api")   # bl_ext.<repository>.segany: the repository varies
 
     obj = bpy.data.objects["chair"]
     done = segany.segment(obj, clicks=[(120, +1), (877, -1)], method="iseg", output="vertex_group", name="seat")

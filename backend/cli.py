@@ -176,7 +176,7 @@ def bench(
         run_bench(name, out, quick=quick)
     except SegAnyError as exc:
         _fail(exc)
-    console.print(f"wrote {out / (name + '.json')} and {out / (name + '.png')}")
+    console.print(f"wrote {out / (name + '.json')}, {out / (name + '.md')} and {out / (name + '.png')}")
 
 
 def _json_object(text: str, flag: str) -> dict:

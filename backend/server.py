@@ -1,4 +1,4 @@
-"""The backend's socket server: the wire protocol of DESIGN.md in front of one Engine.
+"""The backend's socket server: the wire protocol of docs/protocol.md in front of one Engine.
 
 Loopback only unless a host is given; the port is the OS's choice unless given; port, pid and a
 random token go to a state file only the user can read. A connection's first frame must be a hello
