@@ -24,7 +24,7 @@ from .solve import SeededCreaseGraph
 from .walker import ClickWalker
 
 FORMAT = "walk/1"
-MAX_CLICKS = 256  # each click seeds ~10 nodes; the seeded block of the walk grows with their square
+MAX_CLICKS = 64  # each click seeds ~10 nodes; the walk's seeded block grows with their square
 THRESHOLD = 0.5
 
 # name: (default, smallest, largest)
