@@ -8,6 +8,7 @@ graph ahead of the first click; its state holds no tensors.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -62,7 +63,7 @@ class Walk(Method):
     state_format: ClassVar[str | None] = FORMAT
 
     def __init__(self) -> None:
-        self._walkers: PerState[ClickWalker] = PerState(size=4)
+        self._walkers: PerState[ClickWalker] = PerState(size=8)
 
     def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
         return check_options({})
@@ -70,8 +71,7 @@ class Walk(Method):
     def prepare(self, scene: Scene, prior: Prior, options: dict[str, Any], ctx: JobContext) -> State:
         opts = check_options(options)
         t0 = time.perf_counter()
-        ctx.progress(0.0, "building the walk graph")
-        walker = self._build(scene, opts)
+        walker = self._build(scene, opts, ctx.progress)
         state = State(tensors={}, meta={"format": FORMAT, "options": opts, "seconds": time.perf_counter() - t0})
         self._walkers.get(state, lambda: walker)
         return state
@@ -90,10 +90,14 @@ class Walk(Method):
         return Selection(walker.scores(clicks), THRESHOLD)
 
     @staticmethod
-    def _build(scene: Scene, opts: dict[str, Any]) -> ClickWalker:
-        """The scene's graph with both walks' factorisations, so the first click pays for no setup."""
+    def _build(scene: Scene, opts: dict[str, Any], progress: Callable[[float, str], None] | None = None) -> ClickWalker:
+        """The scene's graph with both walks' factorisations, so the first click pays for no setup;
+        `progress` (a job's, which also raises on cancel) hears of each stage."""
+        report = progress or (lambda fraction, message: None)
+        report(0.0, "building the walk graph")
         graph = scene_graph(scene, opts["colour"], opts["neighbours"], opts["max_nodes"])
         if isinstance(graph, SeededCreaseGraph):
-            for gamma in (FIRST_PULL, FOLLOW_PULL):
+            for i, gamma in enumerate((FIRST_PULL, FOLLOW_PULL)):
+                report(0.6 + 0.2 * i, "factorising the walk")
                 graph.factor(gamma)
         return ClickWalker(graph)
