@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .methods import Selection
 from .picture import recolored, render_grid, selection_colors
@@ -59,6 +60,7 @@ def run_demo(
     truth[np.unique(scene.faces[scene.face_parts == 2])] = True
     iou = float((sel.mask & truth).sum() / max((sel.mask | truth).sum(), 1))
     summary = {"scene_id": sid, "method": method, "prior": "geometric", "clicks": clicks,
-               "selected_vertices": int(sel.mask.sum()), "vertex_iou_with_leg": iou, "prepare": job}  # fmt: skip
+               "selected_vertices": int(sel.mask.sum()), "leg_vertices": int(truth.sum()), "vertex_iou_with_leg": iou,
+               "torch_threads": torch.get_num_threads(), "prepare": job}  # fmt: skip
     (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return {**paths, "summary": Path(out) / "summary.json"}

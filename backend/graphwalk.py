@@ -291,7 +291,7 @@ class CreaseGraph:
             nodes = np.flatnonzero(self.pieces == piece)
             corners = self.seed_of[:, nodes].tocsc()
             points = self.positions[np.unique(corners.indices)]
-            if self.to_elements is not None:  # mesh: the faces must lie on the hull, not only their corners
+            if self.to_elements is not None:  # nodes spanning several elements (faces): their centres too
                 centres = (corners.T @ self.positions) / np.diff(corners.indptr)[:, None]
                 points = np.concatenate([points, centres])
             known = is_convex(points)
