@@ -70,7 +70,10 @@ def train_encoder(
         used, inverse = torch.unique(corners.vertices[rows], return_inverse=True)
         feats = encoder(positions[used.to(dev)])
         weights = corners.weights[rows].to(dev).unsqueeze(-1)
-        rendered = (feats[inverse.to(dev)] * weights).sum(dim=1)
+        # index_select, not feats[inverse]: the indexing's backward (index_put_ accumulate) adds with CPU
+        # atomics, so its sums, and with them the prepare, varied with the machine's load
+        picked = feats.index_select(0, inverse.reshape(-1).to(dev)).reshape(*inverse.shape, -1)
+        rendered = (picked * weights).sum(dim=1)
         loss = (rendered - targets[rows].to(dev)).pow(2).sum(dim=-1).mean()
         optim.zero_grad(set_to_none=True)
         loss.backward()
