@@ -203,3 +203,20 @@ def element_positions(scene: Scene) -> np.ndarray:
     if isinstance(scene, SplatScene):
         return scene.means
     return scene.xyz
+
+
+def splat_normals(scene: SplatScene) -> np.ndarray:
+    """Each Gaussian's shortest axis (unit, sign arbitrary): the normal of a flat splat."""
+    w, x, y, z = (scene.quats / np.maximum(np.linalg.norm(scene.quats, axis=1, keepdims=True), 1e-30)).T.astype(
+        np.float64
+    )
+    rot = np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=1),
+            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=1),
+            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=1),
+        ],
+        axis=1,
+    )
+    axis = np.argmin(scene.log_scales, axis=1)
+    return rot[np.arange(len(axis)), :, axis]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import server_harness
 import wire_fuzz
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from waiting import wait_until
 
 from segany.addon import wire
@@ -317,13 +317,7 @@ def test_a_client_that_leaves_mid_job_gets_its_job_cancelled(backend, client: Cl
 def _live_fuzz(examples: int):
     """The live-server fuzz with `examples` batches; derandomized, so every run sends the same frames."""
 
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @wire_fuzz.fixed_settings(examples)
     @given(batch=wire_fuzz.batches(LIVE_BATCH))
     def fuzz(backend, batch: list[bytes]) -> None:
         for i, frame in enumerate(batch):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import wire_fuzz
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from segany.addon import wire
 
@@ -47,13 +47,7 @@ def _drain(data: bytes) -> list[dict]:
 def _parser_fuzz(examples: int):
     """The parser fuzz with `examples` batches; derandomized, so every run parses the same frames."""
 
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @wire_fuzz.fixed_settings(examples)
     @given(batch=wire_fuzz.batches(BATCH))
     def fuzz(batch: list[bytes]) -> None:
         for frame in batch:

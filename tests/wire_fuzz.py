@@ -13,6 +13,7 @@ import random
 import struct
 
 import numpy as np
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from segany.addon import wire
@@ -177,3 +178,10 @@ def batches(size: int) -> st.SearchStrategy[list[bytes]]:
         return [make_frame(rnd) for _ in range(size)]
 
     return st.integers(0, 2**64 - 1).map(batch)
+
+
+def fixed_settings(examples: int) -> settings:
+    """Hypothesis settings that send the same frames on every run (CI's fixed subset and the soak tier alike)."""
+    return settings(
+        max_examples=examples, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    )

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..methods.base import Selection
-from ..scene import PointScene, Scene, SplatScene
+from ..scene import PointScene, Scene, SplatScene, splat_normals
 from .baseline import RandomWalkBaseline
 from .clicks import Click
 from .data import Shape
@@ -35,17 +35,7 @@ def element_normals(scene: Scene) -> np.ndarray | None:
     if isinstance(scene, PointScene):
         return scene.normals
     if isinstance(scene, SplatScene):
-        w, x, y, z = (scene.quats / np.linalg.norm(scene.quats, axis=1, keepdims=True)).T
-        rot = np.stack(
-            [
-                np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=1),
-                np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=1),
-                np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=1),
-            ],
-            axis=1,
-        )
-        axis = np.argmin(scene.log_scales, axis=1)
-        return rot[np.arange(len(axis)), :, axis]
+        return splat_normals(scene)
     return None
 
 

@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 
 from ...formats.gaussians import SH_C0
 from ...graphwalk import CreaseGraph, adjacency, concavity_weights
-from ...scene import MeshScene, PointScene, Scene, SplatScene
+from ...scene import MeshScene, PointScene, Scene, SplatScene, splat_normals
 from .solve import SeededCreaseGraph
 
 KNN = 8  # the evaluation's point graph (segany.eval.geometry): the baseline's neighbours
@@ -55,28 +55,11 @@ def knn_edges(positions: np.ndarray, k: int = KNN) -> tuple[np.ndarray, np.ndarr
     return edges, np.linalg.norm(p[edges[:, 0]] - p[edges[:, 1]], axis=1)
 
 
-def splat_axes(scene: SplatScene) -> np.ndarray:
-    """Each Gaussian's shortest axis (unit, sign arbitrary): the normal of a flat splat."""
-    w, x, y, z = (scene.quats / np.maximum(np.linalg.norm(scene.quats, axis=1, keepdims=True), 1e-30)).T.astype(
-        np.float64
-    )
-    rot = np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=1),
-            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=1),
-            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=1),
-        ],
-        axis=1,
-    )
-    axis = np.argmin(scene.log_scales, axis=1)
-    return rot[np.arange(len(axis)), :, axis]
-
-
 def element_attributes(scene: Scene) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Positions, normals (None when the scene has none) and colours in [0, 1] (None likewise)."""
     if isinstance(scene, SplatScene):
         rgb = np.clip(0.5 + SH_C0 * scene.sh[:, 0, :].astype(np.float64), 0.0, 1.0)
-        return scene.means, splat_axes(scene), rgb
+        return scene.means, splat_normals(scene), rgb
     if isinstance(scene, PointScene):
         return scene.xyz, scene.normals, scene.rgb
     raise TypeError(f"element_attributes takes point and splat scenes, not {scene.kind!r}")
