@@ -7,6 +7,7 @@ queries run on the caller's thread, so a long job never blocks a short query.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 import time
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .cache import Cache, options_key
+from .cache import Cache, DamagedEntry, options_key
 from .errors import SegAnyError
 from .jobs import JobContext
 from .jsonable import jsonable
@@ -31,6 +32,7 @@ from .scene import Scene, scene_from_arrays, scene_id
 
 JobCallback = Callable[["Job"], None]
 CHECKPOINT_ENV = {"sam": "SEGANY_SAM_CHECKPOINT", "clip": "SEGANY_CLIP_CHECKPOINT"}
+log = logging.getLogger("segany.engine")
 
 
 def checkpoints_from_env() -> dict[str, str]:
@@ -113,6 +115,10 @@ class Engine:
     ) -> None:
         self.device = resolve_device(device)
         self.cache = Cache(cache_dir)
+        try:
+            self.cache.sweep_temp()  # what a crashed writer left behind
+        except OSError as exc:  # an unreadable cache must not stop the backend: a save will say what is wrong
+            log.warning("could not sweep the cache's temp dirs under %s: %s", self.cache.base, exc)
         self.limits = limits or {}
         self.checkpoints = dict(checkpoints or {})
         self._scenes: dict[str, Scene] = {}
@@ -215,7 +221,10 @@ class Engine:
                 return "prepared"
             if any(j.method == method and j.scene_id == sid and not j.done for j in self._jobs.values()):
                 return "running"
-        found = self.cache.latest(sid, method, pname)
+        try:
+            found = self.cache.latest(sid, method, pname)
+        except DamagedEntry:
+            return "none"  # moved aside and logged by the cache
         return "cached" if found is not None and m.is_current(found[1]) else "none"
 
     def submit(
@@ -256,7 +265,11 @@ class Engine:
             job.ctx.check()
             job.status = "running"
             job._notify()
-            state = self.cache.load(job.scene_id, job.method, key)
+            damaged: DamagedEntry | None = None
+            try:
+                state = self.cache.load(job.scene_id, job.method, key)
+            except DamagedEntry as exc:  # already moved aside: prepare it again
+                state, damaged = None, exc
             stale = state is not None and not m.is_current(state)  # written by another version of the method
             if state is None or stale:
                 _, prior = self._prior_for(m, job.prior, popts)
@@ -265,9 +278,15 @@ class Engine:
                 finally:
                     job.ctx.close()  # a held-back progress report must not overwrite the job's final state
                 job.ctx.check()
+                job.message = "prepared" if damaged is None else f"prepared again: {damaged.message}"
                 record = {"prior": job.prior, "options": jsonable(opts)}
-                self.cache.save(job.scene_id, job.method, key, state, record, replace=stale)
-                job.message = "prepared"
+                try:
+                    self.cache.save(job.scene_id, job.method, key, state, record, replace=stale or damaged is not None)
+                except SegAnyError as exc:
+                    if exc.code != "io_error":
+                        raise
+                    log.warning("prepared state kept in memory only: %s", exc.message)
+                    job.message += f"; not saved, so kept in memory until the backend stops: {exc.message}"
             else:
                 m.restore(state, lambda: self._prior_for(m, job.prior, popts)[1])
                 job.message = "loaded from cache"
@@ -317,7 +336,10 @@ class Engine:
         if state is None and not m.needs_prepare:
             state = State(tensors={}, meta={"prior": pname})
         if state is None:
-            found = self.cache.latest(sid, method, pname)
+            try:
+                found = self.cache.latest(sid, method, pname)
+            except DamagedEntry as exc:
+                raise SegAnyError("not_prepared", f"{exc.message}; run prepare again") from exc
             if found is None:
                 raise SegAnyError(
                     "not_prepared", f"run prepare for method {method!r} with prior {pname!r} on this scene first"
