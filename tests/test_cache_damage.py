@@ -219,3 +219,26 @@ def test_a_cache_that_cannot_be_written_keeps_the_prepared_state_for_the_session
         assert (sel.mask == (labels == 0)).mean() > 0.95
         engine.close()
         assert Cache(root).entries() == []
+
+
+def test_a_damaged_entry_on_a_cache_turned_read_only_is_still_prepared_again(tmp_path, blobs, caplog):
+    """Neither moving the entry aside nor saving the new one can succeed: the prepare still finishes, says both,
+    and the session queries the state it keeps in memory."""
+    scene, labels = blobs
+    with _tmpfs(tmp_path / "cache", "size=4m") as root:
+        engine = Engine(cache_dir=root, device="cpu")
+        sid = engine.add_scene(scene)
+        _prepare(engine, sid, labels)
+        engine.close()
+        (entry,) = Cache(root).entries(sid)
+        (entry.path / "state.safetensors").write_bytes(b"\0" * 5)
+        subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True)
+        fresh = Engine(cache_dir=root, device="cpu")
+        fresh.add_scene(scene)
+        with caplog.at_level(logging.WARNING, logger="segany.cache"):
+            result = _prepare(fresh, sid, labels)
+        assert result["status"] == "done" and "could not be moved aside" in result["message"]
+        assert "not saved" in result["message"] and len(_damage_warnings(caplog)) == 1
+        sel = fresh.query("sa3d", sid, _click(scene, labels), prior="oracle")
+        assert (sel.mask == (labels == 0)).mean() > 0.95
+        fresh.close()
