@@ -37,6 +37,14 @@ def scene_status(rt: runtime.Runtime, obj: bpy.types.Object) -> tuple[str, str]:
     return text, icon
 
 
+class _Sidebar:
+    """Where every SegAny panel lives: the 3D viewport's sidebar, one tab."""
+
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "SegAny"
+
+
 class SEGANY_UL_segments(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
         row = layout.row(align=True)
@@ -45,12 +53,9 @@ class SEGANY_UL_segments(bpy.types.UIList):
         row.label(text=f"{item.count:,}")
 
 
-class SEGANY_PT_main(bpy.types.Panel):
+class SEGANY_PT_main(_Sidebar, bpy.types.Panel):
     """The main actions: the backend, the method, Prepare, the click tool and where its segment goes."""
 
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "SegAny"
     bl_label = "SegAny"
 
     def draw(self, context: bpy.types.Context) -> None:
@@ -96,10 +101,7 @@ class SEGANY_PT_main(bpy.types.Panel):
         col.prop(settings, "output_name")
 
 
-class SEGANY_PT_segments(bpy.types.Panel):
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "SegAny"
+class SEGANY_PT_segments(_Sidebar, bpy.types.Panel):
     bl_label = "Segments"
     bl_parent_id = "SEGANY_PT_main"
 
@@ -120,12 +122,9 @@ class SEGANY_PT_segments(bpy.types.Panel):
             buttons.operator("segany.export_ply", icon="EXPORT", text="Export PLY")
 
 
-class SEGANY_PT_advanced(bpy.types.Panel):
+class SEGANY_PT_advanced(_Sidebar, bpy.types.Panel):
     """What most uses leave alone: the 2D prior, method options, weights, threshold and pick radius."""
 
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "SegAny"
     bl_label = "Advanced"
     bl_parent_id = "SEGANY_PT_main"
     bl_options = {"DEFAULT_CLOSED"}  # noqa: RUF012 (Blender reads a set)
