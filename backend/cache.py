@@ -29,8 +29,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from segany.addon.backend_process import pid_alive
+
 from . import __version__
-from .addon.backend_process import pid_alive
 from .errors import SegAnyError
 from .methods.base import State
 
