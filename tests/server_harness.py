@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -105,8 +106,7 @@ def hold_cache_writes(signals: Path) -> None:
     def save_file_then_hold(tensors: dict[str, torch.Tensor], filename: str, *args: Any, **kwargs: Any) -> None:
         write_tensors(tensors, filename, *args, **kwargs)
         (signals / "held").write_text(str(filename))
-        while True:  # until the test kills this process
-            time.sleep(1.0)
+        threading.Event().wait()  # never set: held until the test kills this process
 
     cache.save_file = save_file_then_hold
 
