@@ -47,6 +47,33 @@ def default_state_file() -> Path:
     return base / "segany" / "server.json"
 
 
+def state_dir_problem(directory: Path) -> str | None:
+    """Why a state file in `directory` cannot be trusted, or None when only this user can change it.
+
+    A user who can write the directory can swap in a state file of their own, and with it a port and a
+    token of theirs: the add-on would then send its scenes to their process. (Windows keeps ACLs, not
+    modes: there the per-user default places are trusted as they are.)
+    """
+    if os.name != "posix":
+        return None
+    try:
+        st = directory.stat()
+    except OSError as e:
+        return f"the state file's directory {directory} cannot be read ({e.strerror or e})"
+    if st.st_uid != os.getuid():
+        return (
+            f"the state file's directory {directory} belongs to another user (uid {st.st_uid}), who could swap "
+            "the state file; use a directory of your own (--state-file or SEGANY_STATE_FILE)"
+        )
+    if st.st_mode & 0o022:
+        return (
+            f"the state file's directory {directory} is writable by other users (mode {st.st_mode & 0o7777:o}), "
+            f"who could swap the state file; run `chmod go-w {directory}` or use a private directory "
+            "(--state-file or SEGANY_STATE_FILE)"
+        )
+    return None
+
+
 class RemoteError(Exception):
     """The backend refused or failed a request; `code` is stable, `message` is for people."""
 
@@ -187,6 +214,9 @@ class Client:
     def from_state_file(cls, path: str | Path | None = None, timeout: float | None = 30.0) -> Client:
         """Connect to the backend whose port and token are in `path` (default: default_state_file())."""
         path = Path(path) if path is not None else default_state_file()
+        problem = state_dir_problem(path.parent) if path.parent.exists() else None
+        if problem is not None:
+            raise BackendUnavailable(f"not trusting the backend state file {path}: {problem}")
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
             host, port, token = state["host"], int(state["port"]), state["token"]
@@ -266,12 +296,19 @@ class Client:
         reason = "the backend closed the connection"
         while True:
             try:
-                frame = wire.read_frame(self.sock, self.recv_limits)
+                frame = wire.read_frame(self.sock, self.recv_limits, resync=True)
             except wire.WireError as e:
+                if e.in_sync:  # one unreadable reply: its caller hears why, the connection goes on
+                    self._on_bad_frame(e)
+                    continue
                 reason = f"the backend sent a bad frame ({e})"
                 break
             except OSError as e:
                 reason = f"the connection broke ({e.strerror or e})"
+                break
+            except Exception as e:  # a bug here must still fail every waiting call at once, not by timeout
+                log.exception("the client's reader failed")
+                reason = f"the client could not read a frame ({type(e).__name__}: {e})"
                 break
             if frame is None:
                 break
@@ -299,6 +336,23 @@ class Client:
             pending.on_reply(header)  # runs before the next frame, so no job event can miss its Job
         pending.header, pending.arrays = header, arrays
         pending.event.set()
+
+    def _on_bad_frame(self, error: wire.WireError) -> None:
+        """Fail the call whose reply could not be read; if that is unknown, every call waiting now."""
+        header = error.header or {}
+        log.warning("the backend sent a frame this client cannot read (%s); the connection goes on", error)
+        remote = RemoteError(error.code, f"the backend's reply could not be read: {error.message}")
+        with self._lock:
+            if "event" in header:
+                return  # a job's event: its later events (and the final one) still arrive
+            rid = header.get("id")
+            if rid in self._pending:
+                failed = [self._pending.pop(rid)]
+            else:
+                failed, self._pending = list(self._pending.values()), {}
+        for p in failed:
+            p.error = remote
+            p.event.set()
 
     def _on_event(self, header: dict[str, Any]) -> None:
         with self._lock:
@@ -439,11 +493,22 @@ class Client:
         timeout = None if self.timeout is None else self.timeout + wait
         return _strip(self.request("job.result", timeout=timeout, job=job_id, wait=wait)[0])
 
-    def query(self, method: str, scene_id: str, query: dict[str, Any], prior: str | None = None) -> Selection:
-        """Ask a prepared method for scores; numpy values in `query` travel as arrays."""
+    def query(
+        self,
+        method: str,
+        scene_id: str,
+        query: dict[str, Any],
+        prior: str | None = None,
+        deadline: float | None = None,
+    ) -> Selection:
+        """Ask a prepared method for scores; numpy values in `query` travel as arrays.
+
+        `deadline`: seconds the backend may spend before it stops the query (`timeout`); None: its default.
+        """
         arrays = {k: v for k, v in query.items() if isinstance(v, np.ndarray)}
         plain = {k: _plain(v) for k, v in query.items() if k not in arrays}
-        header, out = self.request("query", arrays, method=method, scene_id=scene_id, query=plain, prior=prior)
+        extra = {} if deadline is None else {"deadline": deadline}
+        header, out = self.request("query", arrays, method=method, scene_id=scene_id, query=plain, prior=prior, **extra)
         scores = out.pop("scores")
         return Selection(scores=scores, threshold=float(header["threshold"]), extras=out)
 

@@ -21,6 +21,7 @@ import json
 import math
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
@@ -33,6 +34,9 @@ ALIGN = 8
 MAX_NDIM = 16
 # Arrays up to this size are copied into the head buffer; bigger ones are sent from their own memory.
 _COALESCE = 64 * 1024
+# Error messages quote a peer's value at most this long: a reply must stay small whatever was sent.
+QUOTE_CHARS = 60
+_DISCARD_CHUNK = 1 << 20
 
 DTYPES: dict[str, np.dtype] = {
     name: np.dtype(name).newbyteorder("<")
@@ -43,11 +47,19 @@ DTYPES: dict[str, np.dtype] = {
 class WireError(Exception):
     """A frame that cannot be accepted; `code` is one of the backend's stable error codes."""
 
-    def __init__(self, code: str, message: str, header: dict[str, Any] | None = None) -> None:
+    def __init__(self, code: str, message: str, header: dict[str, Any] | None = None, in_sync: bool = False) -> None:
         super().__init__(f"[{code}] {message}")
         self.code = code
         self.message = message
         self.header = header  # the parsed header when the error came after it (carries the request id)
+        self.in_sync = in_sync  # the whole frame was consumed: the next frame can be read
+        self.consumed: int | None = None  # bytes of the frame read after its preamble, when known
+
+
+def quote(value: Any) -> str:
+    """repr() of a peer's value, cut short: messages that quote input must not grow with it."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_CHARS else f"{text[: QUOTE_CHARS - 1]}… ({len(text):,} characters)"
 
 
 @dataclass(frozen=True)
@@ -71,7 +83,9 @@ def _le_contiguous(name: str, arr: Any) -> np.ndarray:
     a = np.asarray(arr)
     key = "bool" if a.dtype.kind == "b" else a.dtype.name
     if key not in DTYPES:
-        raise WireError("bad_request", f"array {name!r} has dtype {a.dtype}; the wire carries only {sorted(DTYPES)}")
+        raise WireError(
+            "bad_request", f"array {quote(name)} has dtype {a.dtype}; the wire carries only {sorted(DTYPES)}"
+        )
     want = DTYPES[key]
     if a.dtype != want or not a.flags.c_contiguous:
         a = np.ascontiguousarray(a, dtype=want)
@@ -96,7 +110,7 @@ def encode(
     offset = 0
     for name, arr in arrays.items():
         if not isinstance(name, str):
-            raise WireError("bad_request", f"array names must be strings, got {name!r}")
+            raise WireError("bad_request", f"array names must be strings, got {quote(name)}")
         a = _le_contiguous(name, arr)
         offset += _pad(offset)
         table.append(
@@ -221,11 +235,16 @@ def _array_table(
             raise WireError("bad_request", f"array {name!r} appears twice")
         names.add(name)
         if not isinstance(dtype, str) or dtype not in DTYPES:
-            raise WireError("bad_request", f"array {name!r} has dtype {dtype!r}; allowed: {sorted(DTYPES)}")
+            raise WireError("bad_request", f"array {name!r} has dtype {quote(dtype)}; allowed: {sorted(DTYPES)}")
         if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(_is_int(s) and s >= 0 for s in shape):
             raise WireError("bad_request", f"array {name!r} needs a shape: a list of at most {MAX_NDIM} sizes >= 0")
         count = math.prod(shape)
         _check_elements(name, count, limits)
+        # A 0 beside huge sizes holds nothing, yet numpy refuses the shape: the other sizes obey the limit too.
+        if count == 0 and math.prod(s for s in shape if s) > limits.max_elements:
+            raise WireError(
+                "bad_request", f"array {name!r} is empty, but its other sizes {shape} exceed {limits.max_elements:,}"
+            )
         dt = DTYPES[dtype]
         if not (_is_int(offset) and _is_int(length) and offset >= 0 and length >= 0):
             raise WireError("bad_request", f"array {name!r} needs integer offset and length >= 0")
@@ -246,13 +265,33 @@ def _array_table(
     return out
 
 
+def _discard(src: socket.socket | BinaryIO, n: int) -> bool:
+    """Read and drop `n` bytes in small pieces (nothing is kept); False if the stream ended first."""
+    chunk = memoryview(bytearray(min(n, _DISCARD_CHUNK)))
+    while n > 0:
+        got = _fill(src, chunk[: min(n, len(chunk))])
+        if not got:
+            return False
+        n -= got
+    return True
+
+
+Reserve = Callable[[int], None]
+
+
 def read_frame(
-    src: socket.socket | BinaryIO, limits: Limits | None = None
+    src: socket.socket | BinaryIO,
+    limits: Limits | None = None,
+    resync: bool = False,
+    reserve: Reserve | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
     """Read one frame; None on a clean end of stream before its first byte.
 
     Waits follow the socket's own timeout (TimeoutError propagates); a stream that ends mid-frame is
-    a `bad_request`.
+    a `bad_request`. `reserve(payload_len)` runs before the payload is allocated and may refuse it
+    with a WireError; the payload is then read and dropped, so that error is `in_sync`. With `resync`
+    (for a peer trusted to frame honestly: the client reading its own backend) a frame refused after a
+    good preamble is read to its end and dropped as well, so one bad reply does not end the stream.
     """
     limits = limits or Limits()
     pre = bytearray(PREAMBLE.size)
@@ -261,12 +300,6 @@ def read_frame(
         return None
     if got != PREAMBLE.size:
         raise WireError("bad_request", "the stream ended inside a frame preamble")
-    return _read_rest(src, pre, limits)
-
-
-def _read_rest(
-    src: socket.socket | BinaryIO, pre: bytearray, limits: Limits
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     magic, version, reserved, header_len, payload_len = PREAMBLE.unpack(pre)
     if magic != MAGIC:
         raise WireError("bad_request", f"not a SegAny frame (magic {bytes(magic)!r}, expected {MAGIC!r})")
@@ -278,22 +311,50 @@ def _read_rest(
         )
     if reserved != 0:
         raise WireError("bad_request", f"reserved preamble field is {reserved}, must be 0")
-    _check_sizes(header_len, 0, 0, limits)
+    try:
+        return _read_rest(src, header_len, payload_len, limits, reserve)
+    except WireError as e:
+        if resync and not e.in_sync and e.consumed is not None:
+            e.in_sync = _discard(src, header_len + payload_len - e.consumed)
+        raise
+
+
+def _read_rest(
+    src: socket.socket | BinaryIO, header_len: int, payload_len: int, limits: Limits, reserve: Reserve | None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The frame after its preamble; a WireError says in `consumed` how much of it was read (None: unknown)."""
+    try:
+        _check_sizes(header_len, 0, 0, limits)
+    except WireError as e:
+        e.consumed = 0
+        raise
     raw = bytearray(header_len)
     if _fill(src, memoryview(raw)) != header_len:
         raise WireError("bad_request", "the stream ended inside a frame header")
-    header = _parse_header(raw)
+    try:
+        header = _parse_header(raw)
+    except WireError as e:
+        e.consumed = header_len
+        raise
     try:
         _check_sizes(0, payload_len, 0, limits)
         table = _array_table(header, payload_len, limits)
     except WireError as e:
-        e.header = header
+        e.header, e.consumed = header, header_len
         raise
+    if reserve is not None and payload_len:
+        try:
+            reserve(payload_len)
+        except WireError as e:
+            e.header, e.in_sync = header, _discard(src, payload_len)
+            raise
     # np.empty skips the zero-fill a bytearray would pay; every byte is overwritten by the read.
     try:
         payload = np.empty(payload_len, dtype=np.uint8)
     except MemoryError:
-        raise WireError("too_large", f"no memory for a payload of {payload_len:,} bytes", header) from None
+        error = WireError("too_large", f"no memory for a payload of {payload_len:,} bytes", header)
+        error.consumed = header_len
+        raise error from None
     if _fill(src, memoryview(payload)) != payload_len:
         raise WireError("bad_request", "the stream ended inside a frame payload", header)
     arrays: dict[str, np.ndarray] = {}
@@ -302,6 +363,6 @@ def _read_rest(
         if offset % dt.itemsize:
             a = a.copy()  # unaligned in a foreign sender's frame: one copy keeps every consumer safe
         if dt.kind == "b" and length and payload[offset : offset + length].max() > 1:
-            raise WireError("bad_request", f"bool array {name!r} holds bytes other than 0 and 1", header)
+            raise WireError("bad_request", f"bool array {name!r} holds bytes other than 0 and 1", header, in_sync=True)
         arrays[name] = a
     return header, arrays

@@ -197,3 +197,52 @@ def test_version_mismatch_message_says_what_to_do() -> None:
     with pytest.raises(wire.WireError) as info:
         _read(_raw({}, version=9))
     assert "update the add-on and the backend" in info.value.message
+
+
+@pytest.mark.parametrize("shape", [[0, 2**63 - 1], [2**40, 0, 2**40], [0, 2**31, 2**31]])
+def test_an_empty_array_beside_huge_sizes_is_a_bad_request(shape: list[int]) -> None:
+    """numpy refuses such shapes (ValueError); the reader answers with a WireError instead."""
+    entry = {"name": "a", "dtype": "float32", "shape": shape, "offset": 0, "length": 0}
+    assert _code(_raw({"arrays": [entry]})) == "bad_request"
+    _, got = _read(_raw({"arrays": [{**entry, "shape": [0, 5, 7]}]}))
+    assert got["a"].shape == (0, 5, 7)
+
+
+def test_messages_quote_peer_values_only_briefly() -> None:
+    entry = {"name": "a", "dtype": "d" * 100_000, "shape": [1], "offset": 0, "length": 1}
+    with pytest.raises(wire.WireError) as info:
+        _read(_raw({"arrays": [entry]}, bytes(1)))
+    assert info.value.code == "bad_request" and len(info.value.message) < 200
+    assert "100,002 characters" in info.value.message
+
+
+def test_resync_drops_a_refused_frame_and_reads_the_next() -> None:
+    """The client reads its own backend with resync: a frame over its limits costs that frame only."""
+    small = wire.Limits(max_header=200, max_payload=1000)
+    good = _bytes({"id": 3}, {"a": np.arange(4)})
+    for bad in (
+        _raw({"id": 1, "pad": "x" * 300}),  # header over the limit: read and dropped unparsed
+        _bytes({"id": 2}, {"a": np.zeros(300, np.float64)}),  # payload over the limit
+        _raw({"id": 4, "arrays": [{"name": "a", "dtype": "uint8", "shape": [0, 2**62], "offset": 0, "length": 0}]}),
+    ):
+        src = io.BytesIO(bad + good)
+        with pytest.raises(wire.WireError) as info:
+            wire.read_frame(src, small, resync=True)
+        assert info.value.in_sync
+        header, arrays = wire.read_frame(src, small, resync=True)
+        assert header["id"] == 3 and arrays["a"].tolist() == [0, 1, 2, 3]
+    src = io.BytesIO(_raw({"id": 1, "pad": "x" * 300}) + good)
+    with pytest.raises(wire.WireError) as info:
+        wire.read_frame(src, small)
+    assert not info.value.in_sync, "without resync the refused frame is not read"
+
+
+def test_a_refused_reservation_drops_the_payload_in_sync() -> None:
+    def refuse(n: int) -> None:
+        raise wire.WireError("busy", f"no room for {n} bytes")
+
+    src = io.BytesIO(_bytes({"id": 1}, {"a": np.zeros(10)}) + _bytes({"id": 2}))
+    with pytest.raises(wire.WireError) as info:
+        wire.read_frame(src, reserve=refuse)
+    assert info.value.code == "busy" and info.value.in_sync and info.value.header["id"] == 1
+    assert wire.read_frame(src, reserve=refuse)[0]["id"] == 2, "a frame without payload reserves 0 bytes"
