@@ -36,6 +36,22 @@ def is_splat_fields(names: set[str] | list[str]) -> bool:
     return set(SPLAT_REQUIRED) <= set(names)
 
 
+def missing_splat_fields(names: set[str] | list[str]) -> list[str]:
+    """The 3DGS properties a vertex element lacks once it has any that only 3DGS uses (f_dc_*, scale_*, rot_*).
+
+    Such a file was meant as splats; reading it as a plain point cloud would drop the Gaussians unseen.
+    A gap in f_rest_* counts too, since the coefficients after it would be dropped.
+    """
+    names = set(names)
+    if not names & {n for n in SPLAT_REQUIRED if n.startswith(("f_dc_", "scale_", "rot_"))}:
+        return []
+    missing = [n for n in SPLAT_REQUIRED if n not in names]
+    n_rest = count_rest(names)
+    if sum(n.startswith("f_rest_") for n in names) > n_rest:
+        missing.append(f"f_rest_{n_rest}")
+    return missing
+
+
 def count_rest(names: list[str] | set[str]) -> int:
     """How many consecutive f_rest_i properties there are (0, 9, 24, 45, ...)."""
     names = set(names)

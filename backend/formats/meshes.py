@@ -19,6 +19,7 @@ import trimesh
 
 from ..errors import SegAnyError
 from ..scene import MeshScene, check_limits
+from .reasons import failure
 from .sniff import count_occurrences
 
 
@@ -67,7 +68,7 @@ def _gltf_json(path: Path, fmt: str) -> dict:
     try:
         return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SegAnyError("corrupt_file", f"{path.name}: the glTF JSON is malformed ({e})") from e
+        raise SegAnyError("corrupt_file", f"{path.name}: the glTF JSON is malformed ({failure(e)})") from e
 
 
 def _gltf_counts(path: Path, fmt: str) -> tuple[int, int]:
@@ -82,7 +83,7 @@ def _gltf_counts(path: Path, fmt: str) -> tuple[int, int]:
                 n_v += pos
                 n_f += (acc[prim["indices"]]["count"] if "indices" in prim else pos) // 3
     except (KeyError, IndexError, TypeError) as e:
-        raise SegAnyError("corrupt_file", f"{path.name}: the glTF accessors are malformed ({e})") from e
+        raise SegAnyError("corrupt_file", f"{path.name}: the glTF accessors are malformed ({failure(e)})") from e
     return n_v, n_f
 
 
@@ -113,24 +114,64 @@ def _colors(m: trimesh.Trimesh) -> np.ndarray | None:
     return colors[:, :3].astype(np.float32) / 255.0 if len(colors) == len(m.vertices) else None
 
 
-def _parts(path: Path, fmt: str) -> list[trimesh.Trimesh]:
+class _NoOtherFiles(trimesh.resolvers.Resolver):
+    """What trimesh asks when a file names another (OBJ mtllib, glTF buffer or image URI): refused, and counted.
+
+    trimesh swallows the refusal where the other file is optional (materials, textures) and the mesh
+    loads without it; a glTF buffer holds the geometry itself, so there the refusal reaches the caller.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.refused = 0
+
+    def get(self, key: str) -> bytes:
+        self.refused += 1
+        raise SegAnyError(
+            "unsupported",
+            f"{self.name} keeps part of its data (a buffer, texture or material library) in another file, and SegAny "
+            "reads only the file it is given unless references are allowed (allow_references=True, or "
+            "--allow-references on the command line)",
+        )
+
+    def write(self, name: str, data: bytes) -> None:
+        raise SegAnyError("unsupported", "loading never writes files")
+
+    def namespaced(self, namespace: str) -> _NoOtherFiles:
+        return self
+
+    def keys(self) -> list[str]:
+        return []
+
+
+def _parts(path: Path, fmt: str, allow_references: bool) -> tuple[list[trimesh.Trimesh], int]:
+    """The file's triangle meshes, and how many references to other files were refused."""
     obj = {"split_objects": True, "split_groups": True, "group_material": False, "maintain_order": True}
     kw = obj if fmt == "obj" else {}
-    loaded = trimesh.load(str(path), file_type=fmt, force="scene", process=False, **kw)
-    return [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
+    # trimesh resolves references next to a named path by itself, so it gets the bytes and a resolver instead
+    resolver = trimesh.resolvers.FilePathResolver(str(path)) if allow_references else _NoOtherFiles(path.name)
+    with open(path, "rb") as f:
+        loaded = trimesh.load(f, file_type=fmt, resolver=resolver, force="scene", process=False, **kw)
+    meshes = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
+    return meshes, getattr(resolver, "refused", 0)
 
 
-def read_mesh(path: Path, fmt: str, limits: dict[str, int] | None = None) -> MeshScene:
-    """A MeshScene from any trimesh-readable mesh file; a part id per face when the file has several."""
+def read_mesh(path: Path, fmt: str, limits: dict[str, int] | None = None, allow_references: bool = False) -> MeshScene:
+    """A MeshScene from any trimesh-readable mesh file; a part id per face when the file has several.
+
+    Other files the mesh names (materials, textures, buffers) are read only with `allow_references`.
+    """
     precheck_counts(path, fmt, limits)
     try:
-        parts = _parts(path, fmt)
+        parts, refused = _parts(path, fmt, allow_references)
     except SegAnyError:
         raise
     except Exception as e:  # trimesh raises many types for malformed input
         if isinstance(e, (IndexError, ValueError)) and any(w in str(e) for w in ("out of bounds", "outside the range")):
-            raise SegAnyError("invalid_geometry", f"{path.name}: a face index is out of range ({e})") from e
-        raise SegAnyError("corrupt_file", f"{path.name}: trimesh could not read it as {fmt.upper()} ({e})") from e
+            raise SegAnyError("invalid_geometry", f"{path.name}: a face index is out of range") from e
+        raise SegAnyError(
+            "corrupt_file", f"{path.name}: trimesh could not read it as {fmt.upper()} ({failure(e)})"
+        ) from e
     if not parts:
         raise SegAnyError("invalid_geometry", f"{path.name} holds no triangles")
     if fmt == "stl":  # STL stores each triangle's corners separately; weld them into a connected mesh
@@ -140,6 +181,17 @@ def read_mesh(path: Path, fmt: str, limits: dict[str, int] | None = None) -> Mes
     check_limits(
         "mesh", {"vertices": sum(len(m.vertices) for m in parts), "faces": sum(len(m.faces) for m in parts)}, limits
     )
+    scene = _one_mesh(parts)
+    if refused:
+        scene.warnings.append(
+            f"{path.name} names {refused} other file(s) (materials, textures) that were not read; "
+            "allow references to read them"
+        )
+    return scene
+
+
+def _one_mesh(parts: list[trimesh.Trimesh]) -> MeshScene:
+    """The parts as one MeshScene, with a part id per face when there are several."""
     if len(parts) == 1:
         m = parts[0]
         return MeshScene(vertices=m.vertices, faces=m.faces, vertex_colors=_colors(m))

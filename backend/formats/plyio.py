@@ -14,7 +14,8 @@ from plyfile import PlyData, PlyElement, PlyElementParseError, PlyListProperty, 
 
 from ..errors import SegAnyError
 from ..scene import MeshScene, PointScene, Scene, check_limits
-from .gaussians import is_splat_fields, splats_from_fields
+from .gaussians import SPLAT_REQUIRED, is_splat_fields, missing_splat_fields, splats_from_fields
+from .reasons import failure
 
 FACE_LISTS = ("vertex_indices", "vertex_index")
 _COLOR_NAMES = (("red", "green", "blue"), ("r", "g", "b"), ("diffuse_red", "diffuse_green", "diffuse_blue"))
@@ -27,7 +28,7 @@ def read_header(path: Path) -> tuple[PlyData, int]:
             # plyfile has no public header-only reader; _parse_header is the one read() uses
             header = PlyData._parse_header(f)
         except (PlyParseError, UnicodeDecodeError, ValueError, KeyError) as e:
-            raise SegAnyError("corrupt_file", f"{path.name}: malformed PLY header ({e})") from e
+            raise SegAnyError("corrupt_file", f"{path.name}: malformed PLY header ({failure(e)})") from e
         return header, f.tell()
 
 
@@ -51,7 +52,15 @@ def header_kind(header: PlyData) -> str:
         raise SegAnyError("corrupt_file", "the PLY has no 'vertex' element")
     if "face" in names and header["face"].count > 0:
         return "mesh"
-    if is_splat_fields([p.name for p in header["vertex"].properties]):
+    props = [p.name for p in header["vertex"].properties]
+    missing = missing_splat_fields(props)
+    if missing:
+        raise SegAnyError(
+            "corrupt_file",
+            f"the vertex element has 3DGS splat properties but lacks {', '.join(missing)}; a splat PLY needs "
+            f"{', '.join(SPLAT_REQUIRED)} (and f_rest_0, f_rest_1, ... without gaps)",
+        )
+    if is_splat_fields(props):
         return "splats"
     return "points"
 
@@ -91,7 +100,7 @@ def _read(path: Path, header: PlyData) -> PlyData:
                 raise
             return PlyData.read(str(path))
     except (PlyParseError, ValueError, UnicodeDecodeError) as e:
-        raise SegAnyError("corrupt_file", f"{path.name}: {e}") from e
+        raise SegAnyError("corrupt_file", f"{path.name}: malformed PLY data ({failure(e)})") from e
 
 
 def _fields(data: np.ndarray) -> list[str]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import SegAnyError
 from ..scene import PointScene, check_limits
+from .reasons import failure
 from .sniff import count_occurrences
 
 XYZ_KEYS = ("xyz", "means3d", "points")
@@ -34,14 +35,15 @@ def _unit_colors(rgb: np.ndarray | None) -> np.ndarray | None:
 
 def read_xyz(path: Path, limits: dict[str, int] | None = None) -> PointScene:
     """Whitespace-separated text points."""
-    (n_lines,) = count_occurrences(path, (b"\n",), start=b"")
-    check_limits("points", {"xyz": n_lines + 1}, limits)
+    # numpy reads in universal-newline mode, so a lone \r ends a line too (old Mac files); \r\n ends one line
+    n_lf, n_cr, n_crlf = count_occurrences(path, (b"\n", b"\r", b"\r\n"), start=b"")
+    check_limits("points", {"xyz": n_lf + n_cr - n_crlf + 1}, limits)
     try:
         with warnings.catch_warnings():  # an empty file is reported below as invalid_geometry, not warned about
             warnings.simplefilter("ignore", UserWarning)
             data = np.loadtxt(path, dtype=np.float64, comments="#", ndmin=2)
     except ValueError as e:
-        raise SegAnyError("corrupt_file", f"{path.name}: not a table of numbers ({e})") from e
+        raise SegAnyError("corrupt_file", f"{path.name}: not a table of numbers ({failure(e)})") from e
     if data.size == 0:
         raise SegAnyError("invalid_geometry", f"{path.name} holds no points")
     if data.shape[1] not in (3, 6):
@@ -68,7 +70,7 @@ def _npz_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                     shape, _, dtype = read(f)
                 shapes[name[:-4]] = (shape, dtype)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise SegAnyError("corrupt_file", f"{path.name}: not a readable .npz archive ({e})") from e
+        raise SegAnyError("corrupt_file", f"{path.name}: not a readable .npz archive ({failure(e)})") from e
     return shapes
 
 
@@ -96,7 +98,7 @@ def read_npz(path: Path, limits: dict[str, int] | None = None) -> PointScene:
         with np.load(path, allow_pickle=False) as z:
             arrays = {f: z[n] for f, n in wanted.items() if n is not None}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise SegAnyError("corrupt_file", f"{path.name}: {e}") from e
+        raise SegAnyError("corrupt_file", f"{path.name}: an array could not be read ({failure(e)})") from e
     if "rgb" in arrays:
         rgb = arrays["rgb"]
         arrays["rgb"] = _unit_colors(rgb[:, :3] if rgb.ndim == 2 and rgb.shape[1] == 4 else rgb)  # drop alpha

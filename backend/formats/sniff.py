@@ -6,7 +6,9 @@ format its bytes do not start with is reported as corrupt rather than handed to 
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 from ..errors import SegAnyError
@@ -30,15 +32,37 @@ _MAGIC = {"ply": (b"ply\n", b"ply\r"), "glb": (b"glTF",), "npz": (b"PK\x03\x04",
 
 
 def check_readable(path: str | os.PathLike) -> Path:
-    """The path as a Path, or not_found / io_error a person can act on."""
+    """The path as a Path when it names a readable regular file; otherwise the code a person can act on.
+
+    Special files are refused before anything opens them: a FIFO or a terminal would block the reader,
+    and a device or directory is not a scene whatever its name says.
+    """
     p = Path(path)
-    if not p.exists():
-        raise SegAnyError("not_found", f"no such file: {p}")
-    if not p.is_file():
-        raise SegAnyError("not_found", f"{p} is not a regular file")
+    try:
+        st = p.stat()
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            raise SegAnyError(
+                "not_found", f"the path is too long for the file system ({len(str(p)):,} characters)"
+            ) from e
+        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise SegAnyError("not_found", f"no such file: {p} ({e.strerror})") from e
+        raise SegAnyError("io_error", f"{p} cannot be looked at: {e.strerror} (check its permissions)") from e
+    if stat.S_ISDIR(st.st_mode):
+        raise SegAnyError("not_found", f"{p} is a directory, not a scene file")
+    if not stat.S_ISREG(st.st_mode):
+        raise SegAnyError("unknown_format", f"{p} is a {_special_kind(st.st_mode)}, not a regular file SegAny can read")
     if not os.access(p, os.R_OK):
         raise SegAnyError("io_error", f"{p} is not readable (check its permissions)")
     return p
+
+
+def _special_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):  # fmt: skip
+        if test(mode):
+            return name
+    return "special file"
 
 
 def _content_format(head: bytes) -> str | None:
