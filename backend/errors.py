@@ -14,6 +14,7 @@ CODES = {
     "not_prepared": "a query needs a prepare job that has not run for this scene",
     "unsupported": "the method / prior cannot do this (scene kind, capability)",
     "cancelled": "the job was cancelled",
+    "timeout": "a request ran past its deadline (a query that takes too long) and was stopped",
     "busy": "the resource is in use by another job",
     "io_error": "reading or writing the disk failed (full disk, permissions)",
     "internal": "a bug: the message says where",

@@ -1,8 +1,14 @@
 """The backend's socket server: the wire protocol of docs/protocol.md in front of one Engine.
 
 Loopback only unless a host is given; the port is the OS's choice unless given; port, pid and a
-random token go to a state file only the user can read. A connection's first frame must be a hello
-with that token, or it gets one `unauthorized` frame and is closed.
+random token go to a state file only the user can read, in a directory no other user can write. A
+connection's first frame must be a hello with that token, within one deadline for the whole hello, or
+it gets one `unauthorized` frame and is closed.
+
+Bounds, so that no peer (authenticated or not) can hold the server: a cap on connections and a smaller
+one on connections still saying hello (both answered with `busy`), back-off when accept fails (file
+descriptors run out), one budget for the payload bytes all connections receive at once, a deadline on
+every query, error messages cut short, and replies checked against the client's limits before sending.
 
 Threads: one accept loop, one reader per connection (answers short ops inline), a small pool for
 ops that may take long (scene upload/load, queries, waiting for a result), one event writer per
@@ -36,25 +42,36 @@ import numpy as np
 
 from segany.addon import wire
 from segany.addon.backend_process import pid_alive
-from segany.addon.client import default_state_file
+from segany.addon.client import default_state_file, state_dir_problem
 from segany.kernels import tune_cpu_allocator
 
-from . import __version__
+from . import __version__, deadline
 from .engine import Engine, Job, checkpoints_from_env
 from .errors import SegAnyError
 from .jsonable import jsonable
 
 log = logging.getLogger("segany.server")
 
-# An unauthenticated peer gets this long per read to say hello; after the hello, reads block without
-# a timeout (the peer is the user's own program, and a closed peer ends the read at once).
-HELLO_TIMEOUT = 10.0
+# An unauthenticated peer gets this long for its whole hello (not per read: one byte every few seconds
+# must not hold a connection); after the hello, reads block without a timeout (the peer is the user's
+# own program, and a closed peer ends the read at once).
+HELLO_SECONDS = 10.0
+# The add-on holds one or two connections; 32 leaves room for scripts and tools while keeping the
+# threads bounded (two per connection). At most 8 may be unauthenticated at once, so peers without the
+# token cannot fill every slot, and at most 8 refusals linger (one thread each) at a time.
+MAX_CONNECTIONS, MAX_HELLOS, MAX_REFUSALS = 32, 8, 8
+ACCEPT_BACKOFF = (0.005, 0.5)  # seconds: first and longest wait after a failed accept (no spin, no log flood)
+# All connections together may be receiving one maximal payload plus this much for everyone else.
+PAYLOAD_SPARE = 1 << 30
+QUERY_SECONDS, MAX_QUERY_SECONDS = 60.0, 3600.0  # a query's deadline when it names none, and the most it may name
+MAX_MESSAGE = 2000  # characters of an error message sent; messages that quote input must not grow with it
 PARALLEL_OPS = 4
 LINGER_SECONDS, LINGER_BYTES = 1.0, 1 << 20  # after a refusal: how long / how much input to discard
 INFLIGHT_GRACE = 60.0  # how long a half-closed connection waits for its slow ops' replies
 # Before the token is checked nothing big is read: a hello is a small header and no payload.
 PREAUTH_LIMITS = wire.Limits(max_header=4096, max_payload=0, max_arrays=0, max_elements=0)
 SLOW_OPS = frozenset({"scene.add", "scene.load", "query", "job.result"})
+REPLY_LIMITS = wire.Limits()  # what a client receives by default: a reply beyond it would end the connection
 
 ReadyFn = Callable[[str, int], None]
 # An op's answer: reply fields and arrays, or None when the op already sent its reply itself.
@@ -72,13 +89,19 @@ class _Conn:
         self.jobs: dict[str, Job] = {}
         self.closed = False
         self.eof = False  # the client sent its last frame (it may still read our replies)
+        self.gone = threading.Event()  # set when the connection closes: its queries stop at their next check
         self.inflight: set[Future] = set()
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.writer = threading.Thread(target=self._write_events, name=f"segany-events-{peer}", daemon=True)
+        self.writer: threading.Thread | None = None
+
+    def start_events(self) -> None:
+        """Only an authenticated connection gets its event writer: a peer without the token costs one thread."""
+        self.writer = threading.Thread(target=self._write_events, name=f"segany-events-{self.peer}", daemon=True)
         self.writer.start()
 
     def send(self, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
-        buffers = wire.encode(header, arrays)
+        """Send one frame; a frame the client could not receive raises WireError (too_large) unsent."""
+        buffers = wire.encode(header, arrays, REPLY_LIMITS)
         try:
             with self.send_lock:
                 for buf in buffers:
@@ -87,7 +110,7 @@ class _Conn:
             log.debug("client %s went away while we sent (%s)", self.peer, e)
 
     def error(self, rid: Any, code: str, message: str) -> None:
-        self.send({"id": rid, "ok": False, "error": {"code": code, "message": message}})
+        self.send({"id": rid, "ok": False, "error": {"code": code, "message": _bounded(message)}})
 
     def refuse(self, rid: Any, code: str, message: str) -> None:
         """Send a last error, then let the peer read it before the socket closes.
@@ -96,26 +119,22 @@ class _Conn:
         before the peer reads it; so half-close and discard the peer's input for a moment first.
         """
         self.error(rid, code, message)
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-            self.sock.settimeout(LINGER_SECONDS)
-            drained = 0
-            while drained < LINGER_BYTES:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    break
-                drained += len(chunk)
-        except OSError as e:
-            log.debug("linger on %s ended: %s", self.peer, e)
+        _linger(self.sock, self.peer)
 
     def _write_events(self) -> None:
         while True:
             event = self.events.get()
             if event is None:
                 return
-            self.send(event)
+            try:
+                self.send(event)
+            except wire.WireError as e:
+                log.warning("event %s of job %s too large to send (%s): sent without its details", event.get("event"),
+                            event.get("job"), e.message)  # fmt: skip
+                self.send({k: event[k] for k in ("event", "job", "status") if k in event})
 
     def close(self) -> None:
+        self.gone.set()
         with self.order_lock:
             self.closed = True
             unfinished = [j for j in self.jobs.values() if not j.done]
@@ -131,10 +150,90 @@ class _Conn:
         self.sock.close()
 
 
+def _linger(sock: socket.socket, peer: str) -> None:
+    """After a last frame: half-close and discard the peer's input for a moment, then the caller closes.
+
+    Closing with unread input makes the kernel send a reset, which can destroy the last frame before
+    the peer reads it.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(LINGER_SECONDS)
+        drained = 0
+        while drained < LINGER_BYTES:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            drained += len(chunk)
+    except OSError as e:
+        log.debug("linger on %s ended: %s", peer, e)
+
+
+class _HelloReader:
+    """The socket as a reader with one deadline for the whole hello, not a timeout per read."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self.sock = sock
+        self.end = time.monotonic() + seconds
+
+    def readinto(self, view: memoryview) -> int:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the hello deadline passed")
+        self.sock.settimeout(left)
+        return self.sock.recv_into(view)
+
+
+class _PayloadBudget:
+    """Payload bytes being received or answered, across all connections: one total, not one per connection."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self._lock:
+            if self.used + n > self.total:
+                raise wire.WireError(
+                    "busy",
+                    f"the backend is already receiving {self.used:,} bytes for other requests and takes at most "
+                    f"{self.total:,} at once; retry this {n:,}-byte request when they finish",
+                )
+            self.used += n
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
+class _Claim:
+    """What one request took from the budget, given back once when the request is answered."""
+
+    def __init__(self, budget: _PayloadBudget) -> None:
+        self.budget = budget
+        self.n = 0
+
+    def take(self, n: int) -> None:
+        self.budget.take(n)
+        self.n += n
+
+    def release(self, *_: object) -> None:
+        n, self.n = self.n, 0
+        if n:
+            self.budget.give(n)
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return f"{message[:MAX_MESSAGE]}… ({len(message) - MAX_MESSAGE:,} more characters cut)"
+
+
 def _field(header: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
     value = header.get(name, default)
     if value is ...:
-        raise SegAnyError("bad_request", f"op {header.get('op')!r} needs the field {name!r}")
+        raise SegAnyError("bad_request", f"op {wire.quote(header.get('op'))} needs the field {name!r}")
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if value is not default and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
         want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
@@ -153,6 +252,10 @@ class Server:
         state_file: str | Path | None = None,
         parent_pid: int | None = None,
         limits: wire.Limits | None = None,
+        hello_seconds: float = HELLO_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
+        max_hellos: int = MAX_HELLOS,
+        payload_budget: int | None = None,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -161,6 +264,12 @@ class Server:
         self.parent_pid = parent_pid
         self.limits = limits or wire.Limits()
         self.token = secrets.token_hex(32)
+        self.hello_seconds = hello_seconds
+        self.max_connections, self.max_hellos = max_connections, max_hellos
+        self._conn_slots = threading.BoundedSemaphore(max_connections)
+        self._hello_slots = threading.BoundedSemaphore(max_hellos)
+        self._refusal_slots = threading.BoundedSemaphore(MAX_REFUSALS)
+        self._budget = _PayloadBudget(payload_budget or self.limits.max_payload + PAYLOAD_SPARE)
         self._conns: set[_Conn] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -188,6 +297,7 @@ class Server:
     # lifecycle ----------------------------------------------------------------------------
     def start(self) -> tuple[str, int]:
         """Bind, write the state file, start the accept loop; returns (host, port)."""
+        self._check_state_dir()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         listener = socket.create_server((self.host, self.port), family=family, backlog=64)
         if not ipaddress.ip_address(
@@ -231,9 +341,15 @@ class Server:
         self._wake_w.close()
         self._stopped.set()
 
+    def _check_state_dir(self) -> None:
+        """The state file goes only where no other user can write: there they could swap in their own."""
+        self.state_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        problem = state_dir_problem(self.state_file.parent)
+        if problem is not None:
+            raise SegAnyError("io_error", problem)
+
     def _write_state(self) -> None:
         """Atomically, mode 0600 from the first byte: a reader sees the old file or the whole new one."""
-        self.state_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         doc = {
             "host": self.host,
             "port": self.port,
@@ -277,6 +393,7 @@ class Server:
         sel = selectors.DefaultSelector()
         sel.register(self._listener, selectors.EVENT_READ)
         sel.register(self._wake_r, selectors.EVENT_READ)
+        failures = 0
         try:
             while not self._stopping.is_set():
                 for key, _ in sel.select():
@@ -285,41 +402,93 @@ class Server:
                     try:
                         sock, addr = self._listener.accept()
                     except OSError as e:
-                        log.warning("accept failed: %s", e)
+                        # Out of file descriptors the listener stays readable: without a pause this loop
+                        # spins and logs each try. One line per outage, and waits that double.
+                        if not failures:
+                            log.warning("accept failed: %s; retrying with back-off (quiet until it works)", e)
+                        failures += 1
+                        self._stopping.wait(min(ACCEPT_BACKOFF[1], ACCEPT_BACKOFF[0] * 2 ** min(failures, 30)))
                         continue
-                    threading.Thread(
-                        target=self._serve_conn, args=(sock, f"{addr[0]}:{addr[1]}"), name="segany-conn", daemon=True
-                    ).start()
+                    if failures:
+                        log.warning("accept works again after %d failed tries", failures)
+                        failures = 0
+                    self._admit(sock, f"{addr[0]}:{addr[1]}")
         finally:
             sel.close()
             self._listener.close()
 
-    def _serve_conn(self, sock: socket.socket, peer: str) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = _Conn(sock, peer)
-        with self._lock:
-            if self._stopping.is_set():
-                conn.close()
-                return
-            self._conns.add(conn)
+    def _admit(self, sock: socket.socket, peer: str) -> None:
+        """Serve the connection if a slot is free, else turn it away with `busy` (on the accept thread)."""
+        if not self._conn_slots.acquire(blocking=False):
+            why = f"the backend already serves {self.max_connections} connections; close one (another client) and retry"
+        elif not self._hello_slots.acquire(blocking=False):
+            self._conn_slots.release()
+            why = f"{self.max_hellos} connections are already waiting to say hello; retry in a few seconds"
+        else:
+            threading.Thread(target=self._serve_conn, args=(sock, peer), name="segany-conn", daemon=True).start()
+            return
+        log.info("turned %s away: %s", peer, why)
+        frame = wire.encode({"id": None, "ok": False, "error": {"code": "busy", "message": why}})
+        if self._refusal_slots.acquire(blocking=False):
+            threading.Thread(
+                target=self._turn_away, args=(sock, peer, frame), name="segany-refuse", daemon=True
+            ).start()
+            return
+        # Too many refusals lingering already: a best-effort frame, then close (the peer may see a reset).
         try:
-            if self._authenticate(conn):
-                self._read_requests(conn)
+            sock.setblocking(False)
+            sock.send(b"".join(frame))
+        except OSError as e:
+            log.debug("refusal to %s not sent: %s", peer, e)
+        sock.close()
+
+    def _turn_away(self, sock: socket.socket, peer: str, frame: list[bytes | bytearray | memoryview]) -> None:
+        try:
+            sock.settimeout(LINGER_SECONDS)
+            for buf in frame:
+                sock.sendall(buf)
+            _linger(sock, peer)
+        except OSError as e:
+            log.debug("refusal to %s not sent: %s", peer, e)
         finally:
+            sock.close()
+            self._refusal_slots.release()
+
+    def _serve_conn(self, sock: socket.socket, peer: str) -> None:
+        hello_slot = True
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Conn(sock, peer)
             with self._lock:
-                self._conns.discard(conn)
-            conn.close()
+                if self._stopping.is_set():
+                    conn.close()
+                    return
+                self._conns.add(conn)
+            try:
+                authenticated = self._authenticate(conn)
+                self._hello_slots.release()
+                hello_slot = False
+                if authenticated:
+                    conn.start_events()
+                    self._read_requests(conn)
+            finally:
+                with self._lock:
+                    self._conns.discard(conn)
+                conn.close()
+        finally:
+            if hello_slot:
+                self._hello_slots.release()
+            self._conn_slots.release()
 
     def _authenticate(self, conn: _Conn) -> bool:
-        conn.sock.settimeout(HELLO_TIMEOUT)
         reason = "the first frame must be a hello carrying the token from the backend's state file"
         rid = None
         try:
-            frame = wire.read_frame(conn.sock, PREAUTH_LIMITS)
+            frame = wire.read_frame(_HelloReader(conn.sock, self.hello_seconds), PREAUTH_LIMITS)
         except wire.WireError as e:
             frame, reason = None, f"{reason} ({e.message})"
         except TimeoutError:
-            frame, reason = None, f"{reason} (none came within {HELLO_TIMEOUT:g} s)"
+            frame, reason = None, f"{reason} (none came within {self.hello_seconds:g} s)"
         except OSError:
             return False
         if frame is not None:
@@ -337,9 +506,14 @@ class Server:
 
     def _read_requests(self, conn: _Conn) -> None:
         while not self._stopping.is_set():
+            claim = _Claim(self._budget)
             try:
-                frame = wire.read_frame(conn.sock, self.limits)
+                frame = wire.read_frame(conn.sock, self.limits, reserve=claim.take)
             except wire.WireError as e:
+                claim.release()
+                if e.in_sync:  # the whole frame was read: answer it and go on
+                    conn.error(_rid(e.header), e.code, e.message)
+                    continue
                 # The stream position is lost after a bad frame: answer, then close.
                 conn.refuse(_rid(e.header), e.code, e.message)
                 return
@@ -356,11 +530,16 @@ class Server:
                 try:
                     future = self._pool.submit(self._answer, conn, header, arrays)
                 except RuntimeError:
+                    claim.release()
                     return  # the pool is shut down: the server is stopping
                 conn.inflight.add(future)
                 future.add_done_callback(conn.inflight.discard)
+                future.add_done_callback(claim.release)
             else:
-                self._answer(conn, header, arrays)
+                try:
+                    self._answer(conn, header, arrays)
+                finally:
+                    claim.release()
 
     def _answer(self, conn: _Conn, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         rid = _rid(header)
@@ -370,7 +549,7 @@ class Server:
                 raise SegAnyError("bad_request", "the request id must be an integer or a string")
             handler = self._ops.get(op) if isinstance(op, str) else None
             if handler is None:
-                raise SegAnyError("bad_request", f"unknown op {op!r}; known ops: {sorted(self._ops)}")
+                raise SegAnyError("bad_request", f"unknown op {wire.quote(op)}; known ops: {sorted(self._ops)}")
             reply = handler(conn, header, arrays)
             if reply is not None:
                 fields, out = reply
@@ -378,12 +557,14 @@ class Server:
         except SegAnyError as e:
             conn.error(rid, e.code, e.message)
         except wire.WireError as e:
-            conn.error(rid, "internal", f"the reply to {op!r} could not be framed: {e.message}")
+            # too_large: the client asked for more than it can receive; anything else is our bug.
+            code = "too_large" if e.code == "too_large" else "internal"
+            conn.error(rid, code, f"the reply to {wire.quote(op)} could not be sent: {e.message}")
         except Exception as e:
-            log.error("op %r failed:\n%s", op, traceback.format_exc())
+            log.error("op %s failed:\n%s", wire.quote(op), traceback.format_exc())
             frame = traceback.extract_tb(e.__traceback__)[-1]
             where = f"{Path(frame.filename).name}:{frame.lineno}"
-            conn.error(rid, "internal", f"{type(e).__name__}: {e} (op {op!r}, at {where})")
+            conn.error(rid, "internal", f"{type(e).__name__}: {e} (op {wire.quote(op)}, at {where})")
 
     # ops ----------------------------------------------------------------------------------
     def _hello_fields(self) -> dict[str, Any]:
@@ -473,7 +654,13 @@ class Server:
     def _op_query(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
         query = {**_field(h, "query", dict, {}), **a}
         prior = _field(h, "prior", (str, type(None)), None)
-        sel = self.engine.query(_field(h, "method", str), _field(h, "scene_id", str), query, prior=prior)
+        seconds = _field(h, "deadline", (int, float), QUERY_SECONDS)
+        if not 0 < seconds <= MAX_QUERY_SECONDS:
+            raise SegAnyError("bad_request", f"field 'deadline' must be seconds in (0, {MAX_QUERY_SECONDS:g}]")
+        method, sid = _field(h, "method", str), _field(h, "scene_id", str)
+        # Held on one of PARALLEL_OPS shared threads: the deadline, or the client leaving, frees it.
+        with deadline.within(seconds, "query", conn.gone):
+            sel = self.engine.query(method, sid, query, prior=prior)
         out = {k: np.asarray(v) for k, v in sel.extras.items()}
         out["scores"] = np.asarray(sel.scores, dtype=np.float32)
         return {"threshold": float(sel.threshold), "n": int(out["scores"].shape[0])}, out
@@ -488,7 +675,7 @@ def _final_event(job: Job) -> dict[str, Any]:
     event = "done" if job.status == "done" else ("cancelled" if job.status == "cancelled" else "failed")
     out: dict[str, Any] = {"event": event, "job": job.id, "status": job.status}
     if job.error is not None:
-        out["error"] = job.error.to_dict()
+        out["error"] = {"code": job.error.code, "message": _bounded(job.error.message)}
     else:
         out["result"] = jsonable(job.to_dict())
     return out

@@ -5,12 +5,16 @@ test chooses (to kill the server mid-job and mid-cache-write, to show a long job
 query, to see each progress report arrive). So `test_sleep` and `test_gate` below are stand-ins
 registered through the method registry, exactly as a real method plugs in; everything else (server,
 engine, cache, sockets, processes) is the real thing. Run as a script it is `python -m segany.server`
-plus those registrations, and with `--hold-cache-writes DIR` every cache write pauses half-done.
+plus those registrations, with `--hold-cache-writes DIR` every cache write pauses half-done, and with
+`--fd-headroom K` the process may open only K more files than it has open at start (to run it out of
+file descriptors with K connections).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import resource
 import subprocess
 import sys
 import threading
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 from waiting import wait_until
 
+from segany import deadline
 from segany.addon.client import Client
 from segany.errors import SegAnyError
 from segany.jobs import JobContext
@@ -31,6 +36,7 @@ from segany.scene import Scene
 
 HERE = Path(__file__).resolve()
 MAX_STATE_MB = 128  # fuzzed options cannot make the stand-in allocate more
+MAX_SPIN_S = 120.0  # a spinning query gives up by itself after this (only a server without deadlines lets it)
 
 
 class NullPrior(Prior):
@@ -60,7 +66,14 @@ class SleepMethod(Method):
         return State(tensors={"w": torch.ones(mb * 262_144 + 1)}, meta={"steps": steps})
 
     def query(self, scene: Scene, state: State, query: dict[str, Any]) -> Selection:
+        """Scores from `weights` or `value`; with `spin`, first a loop that only the request's deadline ends
+        (as a long click loop inside a real method would be), checked as a real method checks it."""
         n = scene.n_elements
+        if query.get("spin"):
+            end = time.monotonic() + MAX_SPIN_S
+            while time.monotonic() < end:
+                deadline.check()
+                time.sleep(0.005)  # a step of work
         if "weights" in query:
             scores = np.asarray(query["weights"], dtype=np.float32).reshape(-1)[:n]
         else:
@@ -155,6 +168,11 @@ if __name__ == "__main__":
     if "--hold-cache-writes" in args:
         at = args.index("--hold-cache-writes")
         hold_cache_writes(Path(args[at + 1]))
+        del args[at : at + 2]
+    if "--fd-headroom" in args:
+        at = args.index("--fd-headroom")
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + int(args[at + 1]), hard))
         del args[at : at + 2]
     from segany.server import main
 

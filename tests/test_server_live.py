@@ -26,6 +26,7 @@ from segany.addon import wire
 from segany.addon.client import BackendUnavailable, Client, Job, RemoteError, RequestTimeout
 from segany.samples import sample_mesh
 from segany.scene import scene_arrays
+from segany.server import MAX_MESSAGE
 
 LIVE_BATCH = 15  # frames per example, each on its own connection
 LIVE_EXAMPLES = 40  # 600 frames in every run, the same ones each time
@@ -326,6 +327,9 @@ def _live_fuzz(examples: int):
             for f in frames:
                 assert isinstance(f.get("ok"), bool) or f.get("event") in ("progress", "done", "failed", "cancelled"), f
                 assert (f.get("error") or {}).get("code") != "internal", f
+                assert len((f.get("error") or {}).get("message", "")) <= MAX_MESSAGE + 100, (
+                    "a message quoted bulk input"
+                )
             if not hello:
                 assert len(frames) <= 1 and all(f["error"]["code"] == "unauthorized" for f in frames)
 

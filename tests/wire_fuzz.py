@@ -4,6 +4,8 @@ Shared by the parser fuzz (tests/test_wire_fuzz.py) and the live-server fuzz
 (tests/test_server_live.py). The generator is plain `random.Random` code so that it is cheap; Hypothesis
 supplies the Random. Seeds are valid requests for every op except `shutdown`, including a
 scene upload followed by jobs and queries on that scene, so mutations reach deep into the server.
+Shapes that once broke a reader are generated on purpose: an empty array whose other sizes are huge
+(numpy refuses the shape), and bulk strings that an error message might quote.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ FIELDS = [
     "job", "wait", "query", "return_arrays", "arrays",
 ]  # fmt: skip
 BOUNDARY = [0, 1, 7, 8, 255, 256, 2**16 - 1, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**40, 2**63 - 1, 2**64 - 1]
+BULK = "q" * 100_000  # a value no error message may quote in full
 
 
 def _frame(header: dict, arrays: dict | None = None) -> bytes:
@@ -73,7 +76,7 @@ VALUES = [
     None, True, False, 0, -1, 1, 0.5, -0.0, 1e308, -1e308, 2**53, 2**63, 2**64, -(2**70), "", "x", "é\u0000",
     "test_sleep", "points", "mesh", "splats", "j1", "../../etc/passwd", [], {}, [1, 2, 3], [[0, 1]], {"seconds": 0.05},
     {"value": 0.3}, {"seconds": 600, "state_mb": 10**9}, {"a": {"b": {"c": [None]}}}, [[[[[[[[[[[[]]]]]]]]]]]],
-    "x" * 300, *OPS, *BOUNDARY,
+    "x" * 300, BULK, [BULK], {"clicks": [[i, 1] for i in range(20_000)]}, *OPS, *BOUNDARY,
 ]  # fmt: skip
 
 
@@ -86,9 +89,19 @@ def _value(rnd: random.Random) -> object:
     return "".join(chr(rnd.randint(0, 0x2FF)) for _ in range(rnd.randint(0, 10)))
 
 
+def _empty_entry(rnd: random.Random) -> dict:
+    """An honest entry (length 0 at offset 0) for an empty array whose other sizes are huge."""
+    shape = [rnd.choice([2**31, 2**32, 2**40, 2**62, 2**63 - 1]) for _ in range(rnd.randint(1, 3))]
+    shape.insert(rnd.randint(0, len(shape)), 0)
+    return {"name": rnd.choice(["a", "weights"]), "dtype": rnd.choice(list(wire.DTYPES)), "shape": shape,
+            "offset": 0, "length": 0}  # fmt: skip
+
+
 def _entry(rnd: random.Random) -> object:
     if rnd.random() < 0.05:
         return _value(rnd)
+    if rnd.random() < 0.1:
+        return _empty_entry(rnd)
     entry = {
         "name": rnd.choice(["a", "b", "xyz", "weights", "", 7]),
         "dtype": rnd.choice(DTYPE_NAMES),

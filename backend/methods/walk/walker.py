@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from ... import deadline
 from ...graphwalk import CreaseGraph
 
 Click = tuple[int, int]  # (element, +1 or -1)
@@ -51,6 +52,7 @@ class ClickWalker:
         return self.graph.follow(previous, self.graph.seeds(clicks))
 
     def _answer(self, clicks: tuple[Click, ...]) -> np.ndarray:
+        deadline.check()  # once per click: a query's deadline (or its client leaving) stops a long click list
         with self._lock:
             known = self._memo.get(clicks)
             if known is not None:

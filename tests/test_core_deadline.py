@@ -1,0 +1,38 @@
+"""The request deadline: a no-op outside a request, `timeout` past it, `cancelled` when the client left."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from segany import deadline
+from segany.errors import SegAnyError
+
+
+def test_outside_a_request_check_does_nothing() -> None:
+    deadline.check()
+
+
+def test_past_the_deadline_check_raises_timeout_with_advice() -> None:
+    with deadline.within(0.0, "query"), pytest.raises(SegAnyError) as info:
+        deadline.check()
+    assert info.value.code == "timeout" and "fewer clicks" in info.value.message
+    deadline.check()  # the block ended: no deadline is left behind
+
+
+def test_a_departed_client_cancels() -> None:
+    gone = threading.Event()
+    with deadline.within(3600.0, "query", gone):
+        deadline.check()
+        gone.set()
+        with pytest.raises(SegAnyError) as info:
+            deadline.check()
+    assert info.value.code == "cancelled"
+
+
+def test_a_deadline_belongs_to_its_own_thread() -> None:
+    """The server's pool threads each run their own request: one's deadline never reaches another."""
+    with ThreadPoolExecutor(1) as pool, deadline.within(0.0):
+        assert pool.submit(deadline.check).result() is None
