@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from segany import deadline
+from segany.engine import Engine
 from segany.errors import SegAnyError
 
 
@@ -36,3 +39,17 @@ def test_a_deadline_belongs_to_its_own_thread() -> None:
     """The server's pool threads each run their own request: one's deadline never reaches another."""
     with ThreadPoolExecutor(1) as pool, deadline.within(0.0):
         assert pool.submit(deadline.check).result() is None
+
+
+def test_a_walk_query_checks_its_deadline_per_click(tmp_path: Path) -> None:
+    """The real method: a click it has not answered before meets the check and stops with `timeout`."""
+    engine = Engine(cache_dir=tmp_path, device="cpu")
+    try:
+        xyz = np.random.default_rng(0).random((400, 3), dtype=np.float32)
+        sid = engine.add_arrays("points", {"xyz": xyz})
+        assert engine.query("walk", sid, {"clicks": [[0, 1]]}).scores.shape == (400,)
+        with deadline.within(0.0), pytest.raises(SegAnyError) as info:
+            engine.query("walk", sid, {"clicks": [[0, 1], [7, -1]]})
+        assert info.value.code == "timeout"
+    finally:
+        engine.close()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ... import deadline
 from ...priors import Prior
 from .capture import Capture
 from .lifting import MaskVotes, element_pixels, membership_threshold, render_values
@@ -77,6 +78,7 @@ class Segmenter:
         negatives = np.array([e for e, p in clicks if not p] + elements[~positive].tolist(), dtype=np.int64)
         accepted, rejected = [first], []
         for view in order:
+            deadline.check()  # once per view: a query's deadline (or its client leaving) stops the sweep
             if view == first:
                 continue
             conf = votes.confidence()
