@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -14,9 +15,23 @@ from rich.table import Table
 
 from .errors import SegAnyError
 
-app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="SegAny: click-to-segment meshes, splats and points."
-)
+
+class _Typer(typer.Typer):
+    """A Typer app on which every SegAnyError ends as one `error [code] message` line and exit status 2.
+
+    Catching here, around the whole command, covers errors raised while the engine starts (an unknown
+    or absent --device) as well as those of the work itself, so no command can end in a traceback.
+    """
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except SegAnyError as exc:
+            typer.echo(f"error [{exc.code}] {exc.message}", err=True)
+            sys.exit(2)
+
+
+app = _Typer(add_completion=False, no_args_is_help=True, help="SegAny: click-to-segment meshes, splats and points.")
 cache_app = typer.Typer(no_args_is_help=True, help="List and clear the on-disk cache.")
 models_app = typer.Typer(no_args_is_help=True, help="Model files (SAM, CLIP): list, fetch, verify, where.")
 app.add_typer(cache_app, name="cache")
@@ -32,15 +47,11 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cu
 def _engine(cache_dir: Path | None = None, device: str = "auto"):
     from segany.kernels import tune_cpu_allocator
 
-    from .engine import Engine, checkpoints_from_env
+    from .engine import Engine
+    from .priors import checkpoints_from_env
 
     tune_cpu_allocator()
     return Engine(cache_dir=cache_dir, device=device, checkpoints=checkpoints_from_env())
-
-
-def _fail(exc: SegAnyError) -> None:
-    typer.echo(f"error [{exc.code}] {exc.message}", err=True)
-    raise typer.Exit(2)
 
 
 def run_prepare(engine, method: str, sid: str, prior: str | None, options: dict | None = None) -> dict:
@@ -102,10 +113,7 @@ def demo(
     """The main job on the built-in sample: prepare iSeg, click a part, write a coloured PLY and a PNG."""
     from .demo import run_demo
 
-    try:
-        paths = run_demo(_engine(cache_dir, device), out, prepare=run_prepare)
-    except SegAnyError as exc:
-        _fail(exc)
+    paths = run_demo(_engine(cache_dir, device), out, prepare=run_prepare)
     for label, path in paths.items():
         console.print(f"{label}: {path}")
 
@@ -117,23 +125,36 @@ def segment(
     method: str = "iseg",
     prior: Annotated[str | None, typer.Option(help="2D prior (default: the method's)")] = None,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("segany-out"),
+    allow_references: Annotated[
+        bool, typer.Option(help="read the other files the scene file names (OBJ materials, glTF .bin buffers)")
+    ] = False,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Segment a file from clicks: writes result.ply (scores + colours) and result.png."""
     from .demo import write_result
+    from .methods.clicks import parse_clicks
 
+    clicks = [_click(c) for c in click]
     engine = _engine(cache_dir, device)
-    try:
-        sid = engine.load_scene(path)
-        run_prepare(engine, method, sid, prior)
-        clicks = [[abs(int(c)), -1 if c.strip().startswith("-") else 1] for c in click]
-        sel = engine.query(method, sid, {"clicks": clicks}, prior=prior)
-        paths = write_result(engine.get_scene(sid), sel, out, clicks)
-    except SegAnyError as exc:
-        _fail(exc)
+    sid = engine.load_scene(path, allow_references=allow_references)
+    # an unknown method and bad clicks are named now, not after a prepare
+    engine.method(method)
+    parse_clicks({"clicks": clicks}, engine.get_scene(sid).n_elements, method)
+    run_prepare(engine, method, sid, prior)
+    sel = engine.query(method, sid, {"clicks": clicks}, prior=prior)
+    paths = write_result(engine.get_scene(sid), sel, out, clicks)
     for label, p in paths.items():
         console.print(f"{label}: {p}")
+
+
+def _click(text: str) -> list[int]:
+    """`120` → [120, +1], `-45` → [45, -1]; anything else is a bad_request naming the flag."""
+    body = text.strip()
+    digits = body[1:] if body[:1] in "+-" else body
+    if not (digits.isascii() and digits.isdigit()):
+        raise SegAnyError("bad_request", f"--click {text!r} is not an element index like 120 or -45 (a negative click)")
+    return [int(digits), -1 if body.startswith("-") else 1]
 
 
 @cache_app.command("list")
@@ -172,10 +193,7 @@ def bench(
     """Run a benchmark: prints a table, writes OUT/NAME.json and OUT/NAME.png."""
     from .bench import run_bench
 
-    try:
-        run_bench(name, out, quick=quick)
-    except SegAnyError as exc:
-        _fail(exc)
+    run_bench(name, out, quick=quick)
     console.print(f"wrote {out / (name + '.json')}, {out / (name + '.md')} and {out / (name + '.png')}")
 
 
@@ -213,23 +231,20 @@ def evaluate(
     from .eval import run_eval
     from .samples import shared_data_dir
 
-    try:
-        query_options = _json_object(query, "--query") if query else None
-        method_options = _json_object(options, "--options") if options else None
-        run_eval(
-            method=method,
-            prior=prior,
-            data=data or shared_data_dir() / "psb",
-            ids=ids.split(",") if ids else None,
-            clicks=clicks,
-            out=out,
-            engine=_engine(cache_dir, device),
-            prior_options={"noise": noise} if noise else None,
-            method_options=method_options,
-            query_options=query_options,
-        )
-    except SegAnyError as exc:
-        _fail(exc)
+    query_options = _json_object(query, "--query") if query else None
+    method_options = _json_object(options, "--options") if options else None
+    run_eval(
+        method=method,
+        prior=prior,
+        data=data or shared_data_dir() / "psb",
+        ids=ids.split(",") if ids else None,
+        clicks=clicks,
+        out=out,
+        engine=_engine(cache_dir, device),
+        prior_options={"noise": noise} if noise else None,
+        method_options=method_options,
+        query_options=query_options,
+    )
     console.print((out / "report.md").read_text())
 
 
@@ -273,12 +288,7 @@ def models_fetch(name: Annotated[str, typer.Argument()], url: Annotated[str | No
 
     with Progress(TextColumn(name), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
         task = bar.add_task(name, total=None)
-        try:
-            path = fetch(
-                name, url_override=url, progress=lambda done, total: bar.update(task, completed=done, total=total)
-            )
-        except SegAnyError as exc:
-            _fail(exc)
+        path = fetch(name, url_override=url, progress=lambda done, total: bar.update(task, completed=done, total=total))
     console.print(f"verified: {path}")
 
 
@@ -287,10 +297,7 @@ def models_verify(name: Annotated[str, typer.Argument()]) -> None:
     """Re-hash a downloaded model file against its known SHA-256."""
     from .models import verify
 
-    try:
-        console.print(str(verify(name)))
-    except SegAnyError as exc:
-        _fail(exc)
+    console.print(str(verify(name)))
 
 
 if __name__ == "__main__":

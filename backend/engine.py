@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import threading
 import time
 import traceback
@@ -43,10 +44,14 @@ def checkpoints_from_env() -> dict[str, str]:
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if re.fullmatch(r"cpu|cuda(:\d{1,3})?", device) is None:
+        raise SegAnyError("bad_request", f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SegAnyError(
             "unsupported", f"device {device!r} was asked for but torch sees no CUDA GPU; use 'cpu' or 'auto'"
         )
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise SegAnyError("unsupported", f"device {device!r}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
     return device
 
 
@@ -139,10 +144,10 @@ class Engine:
     def add_arrays(self, kind: str, arrays: dict[str, np.ndarray]) -> str:
         return self.add_scene(scene_from_arrays(kind, arrays, self.limits))
 
-    def load_scene(self, path: str | Path) -> str:
+    def load_scene(self, path: str | Path, allow_references: bool = False) -> str:
         from .formats import load_scene
 
-        return self.add_scene(load_scene(Path(path), limits=self.limits))
+        return self.add_scene(load_scene(Path(path), limits=self.limits, allow_references=allow_references))
 
     def get_scene(self, sid: str) -> Scene:
         with self._lock:

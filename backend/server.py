@@ -599,7 +599,8 @@ class Server:
         return self._scene_reply(self.engine.add_arrays(_field(h, "kind", str), a)), None
 
     def _op_scene_load(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
-        return self._scene_reply(self.engine.load_scene(_field(h, "path", str))), None
+        allow = _field(h, "allow_references", bool, False)
+        return self._scene_reply(self.engine.load_scene(_field(h, "path", str), allow_references=allow)), None
 
     def _op_scene_drop(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
         self.engine.drop_scene(_field(h, "scene_id", str))
