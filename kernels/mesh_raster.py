@@ -30,6 +30,9 @@ How (torch path, the same code on CPU and CUDA; no per-pixel or per-triangle Pyt
    with one scatter_reduce(amin): exact depth order, depth ties go to the lower face id. Rows and pixels
    are expanded with cumsum-based segment ids, in chunks of bounded size, with in-place arithmetic (fresh
    large tensors cost page faults that are often dearer than the arithmetic).
+   Two passes: triangles facing the camera first, then the rest less those whose pixel box already
+   holds only nearer keys (a max pyramid of the z-buffer's depth bits; exact, so nothing changes but
+   the time: on a closed mesh most of the back half is never scanned).
 4. The winners' barycentrics are evaluated from their edge functions.
 The "embree" backend casts the same primary rays with Embree (CPU only) and returns the same buffers.
 """
@@ -299,17 +302,135 @@ def _raster_view(
     y0 = torch.ceil((vmin - margin).clamp_(0, height)).int()
     y1 = torch.floor((vmax + (margin - 1.0)).clamp_(-1, height - 1)).int()
     alive = (x0 <= x1) & (y0 <= y1) & (n_front > 0)
-    live = torch.nonzero(alive).squeeze(1)
-    if not len(live):
-        return
-    if len(live) < 0.75 * len(alive):  # many off-screen or sub-pixel triangles: drop them from here on
-        x0, x1, y0, y1, n_front = (t.index_select(0, live) for t in (x0, x1, y0, y1, n_front))
-        us, vs, izs = ([t.index_select(0, live) for t in group] for group in (us, vs, izs))
-        alive = torch.ones_like(live, dtype=torch.bool)
-    else:  # nearly all of them live: masking is cheaper than compacting 14 columns
-        live = torch.arange(len(alive), device=device)
 
-    # 2. edge functions in pixel units, e_i = a_i·u + b_i·v + c_i >= 0 inside, with weights k_i such that
+    # 2. two passes for early depth culling. The first draws the triangles that face the camera under the
+    # usual winding (counter-clockwise seen from outside, which is clockwise in the y-down image: a negative
+    # signed area) and every triangle that crosses the near plane. The second draws the rest, less those
+    # whose whole pixel box already holds something nearer: on a closed mesh that is most of its back half.
+    # The winding only orders the passes; the result is the same either way, it is just slower.
+    cw = (us[1] - us[0]).mul_(vs[2] - vs[0]).sub_((vs[1] - vs[0]).mul_(us[2] - us[0])) < 0
+    second = alive & (n_front == 3) & ~cw
+    tris = _Tris(us, vs, izs, n_front, x0, x1, y0, y1)
+    zbuf = torch.full((height * width,), _MAX_KEY, dtype=torch.int64, device=device)
+    coeffs = torch.zeros((6, len(alive)), dtype=torch.float32, device=device)  # bary planes by face id
+    drawn = []
+    for pick in (alive & ~second, second):
+        face = torch.nonzero(pick).squeeze(1)
+        group = tris.select(face)
+        if len(face) and pick is second:
+            keep = torch.nonzero(~_occluded(zbuf, group, width, height)).squeeze(1)
+            face, group = face.index_select(0, keep), group.select(keep)
+        if not len(face):
+            continue
+        spans, general, bary_planes = _setup(group, face, cam, corners, (fx, fy, cx, cy), height)
+        if pick is second:
+            spans.w_cap = torch.maximum(torch.maximum(group.izs[0], group.izs[1]), group.izs[2])
+        _draw(zbuf, spans, general, width, near)
+        coeffs.index_copy_(1, face, torch.stack(bary_planes))
+        drawn.append(face)
+    if not drawn:
+        return
+
+    # 3. decode ids and depth; barycentrics of the winners
+    bg = zbuf == _MAX_KEY
+    face = (zbuf & 0xFFFFFFFF).masked_fill_(bg, 0)
+    inv_w = zbuf.view(torch.int32)[1::2].neg().add_(_W_BITS_MAX).view(torch.float32).reciprocal_()
+    depth.copy_(inv_w.masked_fill_(bg, 0.0))
+    tri_ids.copy_(face)
+    tri_ids.masked_fill_(bg, -1)
+    u = torch.arange(width, device=device, dtype=torch.float32).add_(0.5).repeat(height)
+    v = torch.arange(height, device=device, dtype=torch.float32).add_(0.5).repeat_interleave(width)
+    total = torch.zeros_like(u)
+    for i in range(2):
+        a, b, c = (coeffs[3 * i + m].index_select(0, face) for m in range(3))
+        e = a.mul_(u).add_(b.mul_(v).add_(c))
+        e.mul_(inv_w).clamp_(0.0, 1.0)
+        total.add_(e)
+        bary[:, i].copy_(e)
+    bary[:, 2].copy_(total.neg_().add_(1.0).clamp_min_(0.0).masked_fill_(bg, 0.0))
+
+
+@dataclass
+class _Tris:
+    """Projected triangles of one view, as flat per-triangle columns (corner lists hold one per corner)."""
+
+    us: list[torch.Tensor]  # projected corners, pixels
+    vs: list[torch.Tensor]
+    izs: list[torch.Tensor]  # 1/z of the corners, 0 behind the near plane
+    n_front: torch.Tensor  # (n,) int32 corners in front of the near plane
+    x0: torch.Tensor  # (n,) int32 pixel bounding box, inclusive
+    x1: torch.Tensor
+    y0: torch.Tensor
+    y1: torch.Tensor
+
+    def select(self, idx: torch.Tensor) -> _Tris:
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t.index_select(0, idx)
+
+        return _Tris(
+            [pick(t) for t in self.us],
+            [pick(t) for t in self.vs],
+            [pick(t) for t in self.izs],
+            *(pick(t) for t in (self.n_front, self.x0, self.x1, self.y0, self.y1)),
+        )
+
+
+def _occluded(zbuf: torch.Tensor, tris: _Tris, width: int, height: int) -> torch.Tensor:
+    """Which triangles (all corners in front of the near plane) lie wholly behind what zbuf already holds
+    over their pixel box: their nearest point, 1/z at most the largest corner 1/z (_scan caps each pixel's
+    1/z there for that reason), is strictly farther than the farthest key in every tile the box touches.
+
+    The farthest keys come from a max pyramid of square tiles, 8 pixels and up, and each box is looked up
+    at the level where it touches at most 2 × 2 tiles. Strictly farther in the key's depth bits means every
+    pixel's key would lose the amin, so culling never changes the result."""
+    levels = [_tile_max(zbuf.view(torch.int32)[1::2].reshape(height, width), 3)]
+    while levels[-1].numel() > 1:
+        levels.append(_tile_max(levels[-1], 1))
+    sizes = torch.tensor([t.numel() for t in levels], device=zbuf.device)
+    offsets = torch.cumsum(sizes, 0) - sizes
+    tile_w = torch.tensor([t.shape[1] for t in levels], device=zbuf.device)
+    pyramid = torch.cat([t.reshape(-1) for t in levels])
+    extent = torch.maximum(tris.x1 - tris.x0, tris.y1 - tris.y0).add_(1).float()
+    level = extent.log2_().ceil_().clamp_(3, 2 + len(levels)).int()  # tiles of 2^level pixels
+    base = offsets.index_select(0, level - 3)
+    row_w = tile_w.index_select(0, level - 3)
+    cols = [tris.x0 >> level, tris.x1 >> level]
+    far = None
+    for y in (tris.y0, tris.y1):
+        row = base + (y >> level) * row_w
+        for col in cols:
+            key = pyramid.index_select(0, row + col)
+            far = key if far is None else torch.maximum(far, key, out=far)
+    w_max = torch.maximum(torch.maximum(tris.izs[0], tris.izs[1]), tris.izs[2])
+    nearest = w_max.view(torch.int32).neg().add_(_W_BITS_MAX)
+    return nearest > far
+
+
+def _tile_max(grid: torch.Tensor, shift: int) -> torch.Tensor:
+    """Max over square tiles of 2^shift cells; cells past the edge count as background (never occluding)."""
+    h, w = grid.shape
+    size = 1 << shift
+    th, tw = -(-h // size), -(-w // size)
+    if (th * size, tw * size) != (h, w):
+        padded = torch.full((th * size, tw * size), _W_BITS_MAX, dtype=grid.dtype, device=grid.device)
+        padded[:h, :w] = grid
+        grid = padded
+    return grid.reshape(th, size, tw, size).amax(dim=(1, 3))
+
+
+def _setup(
+    tris: _Tris,
+    face: torch.Tensor,
+    cam: torch.Tensor,
+    corners: list[torch.Tensor],
+    intrinsics: tuple[float, float, float, float],
+    height: int,
+) -> tuple[_Spans, torch.Tensor, list[torch.Tensor]]:
+    """Scan spans of triangles (`face`: their face ids), which need the general scan (`general`), and the
+    planes (a, b, c) of their first two barycentrics times z, for decoding the winners."""
+    us, vs, izs, n_front = tris.us, tris.vs, tris.izs, tris.n_front
+    y0, y1 = tris.y0, tris.y1
+    # Edge functions in pixel units, e_i = a_i·u + b_i·v + c_i >= 0 inside, with weights k_i such that
     # Σ k_i·e_i = 1/z and bary_i = k_i·e_i·z. Triangles in front of the near plane: 2D edge functions of
     # the projected triangle (k_i = (1/z_i) / |2·area|); swapping an edge's ends negates a, b and c bit
     # for bit, so neighbours are watertight. Triangles crossing it: homogeneous edge functions in float64.
@@ -321,20 +442,20 @@ def _raster_view(
     area2 = edges[0][2] + edges[1][2] + edges[2][2]  # twice the signed area: e_i / area2 = λ_i
     weights = [t / area2 for t in izs]
     orient = area2.clone()  # inside means e_i · orient >= 0
-    visible = (area2 != 0) & alive
-    cross_live = torch.nonzero((n_front < 3) & alive).squeeze(1)
-    if len(cross_live):
+    visible = area2 != 0
+    cross = torch.nonzero(n_front < 3).squeeze(1)
+    if len(cross):
+        cross_face = face.index_select(0, cross)
         h_edges, h_weights, h_visible = _homogeneous_edges(
-            [cam.index_select(0, c.index_select(0, live.index_select(0, cross_live))) for c in corners],
-            fx, fy, cx, cy,
-        )  # fmt: skip
+            [cam.index_select(0, c.index_select(0, cross_face)) for c in corners], *intrinsics
+        )
         for e, h in zip(edges, h_edges, strict=True):
             for t, ht in zip(e, h, strict=True):
-                t.index_copy_(0, cross_live, ht)
+                t.index_copy_(0, cross, ht)
         for w, hw in zip(weights, h_weights, strict=True):
-            w.index_copy_(0, cross_live, hw)
-        visible.index_copy_(0, cross_live, h_visible)  # crossing triangles are all alive
-        orient.index_fill_(0, cross_live, 1.0)  # their edge functions are sign-normalised already
+            w.index_copy_(0, cross, hw)
+        visible.index_copy_(0, cross, h_visible)
+        orient.index_fill_(0, cross, 1.0)  # their edge functions are sign-normalised already
 
     lower, upper = [], []  # per edge: (slope, offset) of its bound on u as a function of v, or a dummy
     n_lower = n_upper = 0.0
@@ -362,41 +483,24 @@ def _raster_view(
             )
             visible &= ~(flat & (b == 0) & (c * orient < 0))
     w_coeffs = [sum(e[m] * k for e, k in zip(edges, weights, strict=True)) for m in range(3)]
-    bary_coeffs = [[t * k for t in e] for e, k in zip(edges[:2], weights[:2], strict=True)]
+    bary_planes = [t * k for e, k in zip(edges[:2], weights[:2], strict=True) for t in e]
     rows = ((y1 - y0 + 1).clamp_min(0) * visible).int()
     general = ((n_front < 3) | (n_lower > 2.5) | (n_upper > 2.5)) & (rows > 0)
-    tri = _Spans(face=live.int(), x0=x0, x1=x1, y0=y0, rows=rows, w=w_coeffs, lower=lower, upper=upper)
+    spans = _Spans(face=face.int(), x0=tris.x0, x1=tris.x1, y0=y0, rows=rows, w=w_coeffs, lower=lower, upper=upper)
+    return spans, general, bary_planes
 
-    # 3. scan-convert in chunks of bounded pixel count, then the depth test. Most triangles have at most
-    # two left and two right bounding edges and, in front of the near plane, need no per-pixel near test.
-    zbuf = torch.full((height * width,), _MAX_KEY, dtype=torch.int64, device=device)
+
+def _draw(zbuf: torch.Tensor, spans: _Spans, general: torch.Tensor, width: int, near: float) -> None:
+    """Scan-convert into zbuf. Most triangles have at most two left and two right bounding edges and, in
+    front of the near plane, need no per-pixel near test: those take the cheaper scan."""
     hard = torch.nonzero(general).squeeze(1)
     if not len(hard):
-        _scan_chunks(zbuf, tri.two_slots(), width, None)
-    else:
-        simple = torch.nonzero(~general).squeeze(1)
-        if len(simple):
-            _scan_chunks(zbuf, tri.select(simple).two_slots(), width, None)
-        _scan_chunks(zbuf, tri.select(hard), width, 1.0 / near)
-
-    # 4. decode ids and depth; barycentrics of the winners
-    bg = zbuf == _MAX_KEY
-    face = (zbuf & 0xFFFFFFFF).masked_fill_(bg, 0)
-    inv_w = zbuf.view(torch.int32)[1::2].neg().add_(_W_BITS_MAX).view(torch.float32).reciprocal_()
-    depth.copy_(inv_w.masked_fill_(bg, 0.0))
-    slot_of = torch.zeros(len(corners[0]), dtype=torch.int64, device=device)
-    slot_of.index_copy_(0, live, torch.arange(len(live), device=device))
-    slot = slot_of.index_select(0, face)
-    tri_ids.copy_(face.masked_fill_(bg, -1))
-    u = torch.arange(width, device=device, dtype=torch.float32).add_(0.5).repeat(height)
-    v = torch.arange(height, device=device, dtype=torch.float32).add_(0.5).repeat_interleave(width)
-    total = torch.zeros_like(u)
-    for i, (a, b, c) in enumerate(bary_coeffs):
-        e = a.index_select(0, slot).mul_(u).add_(b.index_select(0, slot).mul_(v).add_(c.index_select(0, slot)))
-        e.mul_(inv_w).clamp_(0.0, 1.0)
-        total.add_(e)
-        bary[:, i].copy_(e)
-    bary[:, 2].copy_(total.neg_().add_(1.0).clamp_min_(0.0).masked_fill_(bg, 0.0))
+        _scan_chunks(zbuf, spans.two_slots(), width, None)
+        return
+    simple = torch.nonzero(~general).squeeze(1)
+    if len(simple):
+        _scan_chunks(zbuf, spans.select(simple).two_slots(), width, None)
+    _scan_chunks(zbuf, spans.select(hard), width, 1.0 / near)
 
 
 def _homogeneous_edges(
@@ -460,6 +564,7 @@ class _Spans:
     w: list[torch.Tensor]  # (A, B, C): 1/z = A·u + (B·v + C)
     lower: list[list[torch.Tensor]]  # per slot (slope, offset): u >= slope·v + offset
     upper: list[list[torch.Tensor]]  # per slot (slope, offset): u <= slope·v + offset
+    w_cap: torch.Tensor | None = None  # (L,) the most 1/z a pixel may get, where culling relies on it
 
     def select(self, idx: torch.Tensor) -> _Spans:
         def pick(t: torch.Tensor) -> torch.Tensor:
@@ -474,6 +579,7 @@ class _Spans:
             [pick(t) for t in self.w],
             [[pick(t) for t in s] for s in self.lower],
             [[pick(t) for t in s] for s in self.upper],
+            None if self.w_cap is None else pick(self.w_cap),
         )
 
     def two_slots(self) -> _Spans:
@@ -542,6 +648,8 @@ def _scan(zbuf: torch.Tensor, tri: _Spans, width: int, max_w: float | None) -> N
     ramp = torch.arange(n_pix, device=device, dtype=torch.int32)
     u = x_off.index_select(0, owner).add_(ramp).float().add_(0.5)
     w = w_a.index_select(0, owner).mul_(u).add_(w_t.index_select(0, owner))
+    if tri.w_cap is not None:  # rounding may overshoot the corners' 1/z; culling assumes it does not
+        torch.minimum(w, tri.w_cap.index_select(0, t).index_select(0, owner), out=w)
     keep = None if max_w is None else (w > 0) & (w <= max_w)
     w_bits = w.view(torch.int32).neg_().add_(_W_BITS_MAX)  # reuses w's memory
     key = torch.stack((face.index_select(0, owner), w_bits), dim=1).view(torch.int64).squeeze(1)

@@ -153,6 +153,49 @@ def test_closed_mesh_is_watertight_and_matches_embree() -> None:
     assert ((normals * (eye - center)).sum(1) > 0).all()
 
 
+@pytest.mark.parametrize("winding", ["outward", "inward", "mixed"])
+def test_early_depth_culling_changes_nothing(monkeypatch: pytest.MonkeyPatch, winding: str) -> None:
+    # The second pass skips triangles wholly behind what the first drew. A sphere, a patch of a shell 2 %
+    # outside it wound inwards (drawn second, yet nearer: it must win), loose triangles poking out in
+    # front, and an image size that is no multiple of the 8-pixel tiles: against the same code with the
+    # culling switched off, bit-identical buffers, whatever the sphere's winding.
+    import segany.kernels.mesh_raster as mesh_raster
+
+    vertices, faces = icosphere(3)
+    flip = {"outward": 0, "inward": 1, "mixed": np.arange(len(faces))[:, None] % 3 == 0}[winding]
+    parts = [(vertices, np.where(flip, faces[:, ::-1], faces))]
+    shell = faces[(vertices[faces].mean(1) @ np.array([0.1, -1.0, 0.2])) > 0.5]  # faces towards the camera
+    parts.append((vertices * 1.02, shell[:, ::-1]))
+    loose, loose_faces = random_scene(7, n=5)
+    parts.append((loose * 0.4 + np.array([0.0, -0.9, -0.8], dtype=np.float32), loose_faces))
+    offsets = np.cumsum([0] + [len(v) for v, _ in parts])
+    vertices = np.concatenate([v for v, _ in parts]).astype(np.float32)
+    faces = np.concatenate([f + o for (_, f), o in zip(parts, offsets, strict=False)])
+    viewmat = look_at(np.array([0.4, -3.0, 0.8]), np.zeros(3))
+    k = np.array([[90.0, 0, 37.3], [0, 90.0, 26.1], [0, 0, 1]], dtype=np.float32)
+    args = (torch.from_numpy(vertices), torch.from_numpy(faces), viewmat[None], k[None], 75, 53)
+    culled = []
+
+    def occluded(*a: object) -> torch.Tensor:
+        hidden = real(*a)
+        culled.append(int(hidden.sum()))
+        return hidden
+
+    real = mesh_raster._occluded
+    monkeypatch.setattr(mesh_raster, "_occluded", occluded)
+    fast = rasterize_mesh(*args)
+    monkeypatch.setattr(mesh_raster, "_occluded", lambda zbuf, tris, w, h: torch.zeros_like(tris.x0, dtype=torch.bool))
+    full = rasterize_mesh(*args)
+    if winding == "outward":  # the front drawn first hides most of the back half
+        assert sum(culled) > len(faces) // 5
+    ids = full.tri_ids[0]
+    on_shell = (ids >= len(parts[0][1])) & (ids < len(parts[0][1]) + len(shell))
+    assert on_shell.sum() > 0.5 * (ids >= 0).sum() > 0.15 * ids.numel()
+    assert torch.equal(fast.tri_ids, full.tri_ids)
+    assert torch.equal(fast.depth, full.depth)
+    assert torch.equal(fast.bary, full.bary)
+
+
 def test_interpolate_matches_loop_and_gradcheck() -> None:
     vertices, faces = random_scene(4, n=4)
     r = rasterize_mesh(torch.from_numpy(vertices), torch.from_numpy(faces), np.eye(4)[None], K[None], W, H)
