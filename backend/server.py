@@ -24,6 +24,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import os
 import queue
 import secrets
@@ -269,6 +270,7 @@ class Server:
         self._conn_slots = threading.BoundedSemaphore(max_connections)
         self._hello_slots = threading.BoundedSemaphore(max_hellos)
         self._refusal_slots = threading.BoundedSemaphore(MAX_REFUSALS)
+        self._refused = 0  # connections turned away (only the accept thread counts)
         self._budget = _PayloadBudget(payload_budget or self.limits.max_payload + PAYLOAD_SPARE)
         self._conns: set[_Conn] = set()
         self._lock = threading.Lock()
@@ -425,9 +427,17 @@ class Server:
             self._conn_slots.release()
             why = f"{self.max_hellos} connections are already waiting to say hello; retry in a few seconds"
         else:
-            threading.Thread(target=self._serve_conn, args=(sock, peer), name="segany-conn", daemon=True).start()
+            try:
+                threading.Thread(target=self._serve_conn, args=(sock, peer), name="segany-conn", daemon=True).start()
+            except RuntimeError as e:  # no thread to be had: drop this peer, keep accepting
+                log.warning("cannot serve %s: %s", peer, e)
+                self._hello_slots.release()
+                self._conn_slots.release()
+                sock.close()
             return
-        log.info("turned %s away: %s", peer, why)
+        self._refused += 1
+        if math.log10(self._refused).is_integer():  # the 1st, 10th, 100th…: a flood cannot flood the log
+            log.warning("turned %d connection(s) away so far; the latest (%s): %s", self._refused, peer, why)
         frame = wire.encode({"id": None, "ok": False, "error": {"code": "busy", "message": why}})
         if self._refusal_slots.acquire(blocking=False):
             threading.Thread(
