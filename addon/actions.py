@@ -82,16 +82,35 @@ def prepare_problem(obj: bpy.types.Object | None) -> str:
     return ""
 
 
-def click_problem(obj: bpy.types.Object | None) -> str:
-    """Why the click tool cannot start on obj ('' when it can)."""
+def click_problem(obj: bpy.types.Object | None, chosen: str = "") -> str:
+    """Why the click tool cannot start on obj ('' when it can). An object not prepared can still be clicked
+    with a chosen method that needs no per-object work (walk): the tool sends it when it starts."""
     problem = object_problem(obj)
     if problem:
         return problem
     rt = runtime.current_or_none()
     st = rt.objects.get(object_key(obj)) if rt is not None else None
-    if st is None or st.status != "prepared":
-        return "Press Prepare first: the method needs its per-object work"
-    return st.geometry_problem(scene_read.element_count(obj))
+    if st is not None and st.status == "prepared":
+        return st.geometry_problem(scene_read.element_count(obj))
+    method = properties.resolve_method(chosen, properties.scene_kind(obj))
+    if method and not properties.needs_prepare(method):
+        return ""
+    return "Press Prepare first: the method needs its per-object work"
+
+
+def ready_to_click(obj: bpy.types.Object, chosen: str = "", prior: str = "") -> runtime.ObjectState:
+    """The object's state for a click session: as prepared, or — for a chosen method that needs no prepare —
+    sent now (again if it was edited) and set to that method, so the first click answers."""
+    rt = runtime.current()
+    st = rt.state(object_key(obj))
+    if st.status == "prepared" and not st.geometry_problem(scene_read.element_count(obj)):
+        return st
+    method = method_for(obj, chosen)
+    if properties.needs_prepare(method):
+        raise ValueError("Press Prepare first: the method needs its per-object work")
+    rt.send_sync(object_key(obj), scene_read.read_object(obj))
+    st.method, st.prior = method, prior
+    return st
 
 
 def prepare_report(obj_name: str, st: runtime.ObjectState) -> tuple[str, str] | None:

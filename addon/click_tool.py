@@ -7,6 +7,7 @@ from __future__ import annotations
 import bpy
 
 from . import actions, overlay, picking, runtime
+from .client import BackendUnavailable, RemoteError
 
 HELP = "LMB add · Shift+LMB remove · Ctrl+Z undo click · Enter keep · Esc cancel"
 
@@ -20,7 +21,8 @@ class SEGANY_OT_click_tool(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        problem = actions.click_problem(context.active_object)
+        settings = getattr(context.scene, "segany", None)
+        problem = actions.click_problem(context.active_object, settings.method_choice if settings else "")
         if not problem and (context.area is None or context.area.type != "VIEW_3D"):
             problem = "Start the click tool from a 3D viewport's sidebar"
         if problem:
@@ -29,7 +31,12 @@ class SEGANY_OT_click_tool(bpy.types.Operator):
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         obj = context.active_object
-        st = runtime.current().state(actions.object_key(obj))
+        settings = context.scene.segany
+        try:
+            st = actions.ready_to_click(obj, settings.method_choice, settings.prior)
+        except (ValueError, RuntimeError, RemoteError, BackendUnavailable) as exc:
+            self.report({"ERROR"}, runtime.error_text(exc))
+            return {"CANCELLED"}
         if obj.mode != "OBJECT":
             bpy.ops.object.mode_set(mode="OBJECT")
         self.obj_name = obj.name

@@ -91,8 +91,10 @@ class SEGANY_PT_main(_Sidebar, bpy.types.Panel):
             if hasattr(row, "progress"):
                 row.progress(factor=st.fraction, type="BAR", text=f"{st.fraction:.0%}")
             row.operator("segany.cancel", icon="CANCEL")
-        else:
+        elif properties.needs_prepare(properties.resolve_method(settings.method_choice, properties.scene_kind(obj))):
             col.operator("segany.prepare", icon="PLAY")
+        else:  # the click tool sends the object itself; Prepare only does the first click's work ahead
+            col.operator("segany.prepare", text="Prepare (optional)", icon="PLAY")
         tool = col.row()
         tool.scale_y = 1.4
         tool.operator("segany.click_tool", icon="RESTRICT_SELECT_OFF")

@@ -56,6 +56,11 @@ def methods_for(kind: str | None) -> list[str]:
     return [m["name"] for m in method_catalogue() if kind is None or kind in m.get("scene_kinds", [kind])]
 
 
+def needs_prepare(method: str) -> bool:
+    """Whether the method needs its per-object work before a click; a backend that does not say needs it."""
+    return next((bool(m.get("needs_prepare", True)) for m in method_catalogue() if m["name"] == method), True)
+
+
 def resolve_method(chosen: str, kind: str | None) -> str:
     """The method to use on a scene of this kind: the chosen one where it fits, else the first that does
     ('' when none does)."""

@@ -187,7 +187,14 @@ class Engine:
         out = []
         for name in method_names():
             m = self.method(name)
-            out.append({"name": name, "scene_kinds": list(m.scene_kinds), "default_prior": m.default_prior})
+            out.append(
+                {
+                    "name": name,
+                    "scene_kinds": list(m.scene_kinds),
+                    "default_prior": m.default_prior,
+                    "needs_prepare": m.needs_prepare,  # the add-on lets a click start without Prepare when False
+                }
+            )
         return out
 
     def priors(self) -> list[dict[str, Any]]:

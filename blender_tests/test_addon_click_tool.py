@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ISEG_TINY, SA3D_SMALL, camera_view, decoded_pointcloud, drain_until, grid_mesh, raw_donut
+from conftest import TINY, camera_view, decoded_pointcloud, drain_until, grid_mesh, raw_donut
 
 W, H = 400, 300
 
@@ -32,7 +32,7 @@ def splats(request: pytest.FixtureRequest, rt: object) -> tuple[object, object, 
     ob = raw_donut()
     if request.param == "decoded":
         ob = decoded_pointcloud(scene_read.read_object(ob).arrays, "donut53")
-    assert api.prepare(ob, "sa3d", options=SA3D_SMALL).status == "prepared"
+    assert api.prepare(ob, "sa3d", options=TINY).status == "prepared"
     persp = camera_view((0.0, -0.45, 0.2), (1.23, 0.0, 0.0), W, H)  # the donut fills the view
     xy, depth = pick_math.project(scene_read.positions(ob.data), np.array(persp @ ob.matrix_world), W, H)
     centre = np.flatnonzero(np.abs(xy[:, 0] - W / 2) + np.abs(xy[:, 1] - H / 2) < 40)
@@ -213,7 +213,7 @@ def test_preparing_again_through_the_ui_says_from_cache(rt: object, splats: tupl
 
     ob = splats[0]
     key = actions.object_key(ob)
-    rt.prepare(key, scene_read.read_object(ob), "sa3d", None, SA3D_SMALL)
+    rt.prepare(key, scene_read.read_object(ob), "sa3d", None, TINY)
     st = rt.state(key)
     drain_until(lambda: st.status in ("prepared", "failed", "cancelled"), timeout=60)
     assert st.status == "prepared" and st.from_cache, st.message
@@ -231,7 +231,7 @@ def test_a_mesh_edited_after_prepare_is_reported_everywhere(rt: object) -> None:
     from bl_ext.user_default.segany import actions, panels, results
 
     ob = grid_mesh("edited", 10, 10)
-    assert actions.prepare_blocking(ob, "iseg", options=ISEG_TINY).status == "prepared"
+    assert actions.prepare_blocking(ob, "iseg", options=TINY).status == "prepared"
     assert actions.click_problem(ob) == "" and panels.scene_status(rt, ob)[1] == "CHECKMARK"
     session, preview = actions.start_click(ob, (0.1, 0.9, 0.2, 1.0))
     assert session.on_event("LEFTMOUSE", "PRESS", False, False, lambda: 55) == "running"
@@ -257,4 +257,31 @@ def test_a_mesh_edited_after_prepare_is_reported_everywhere(rt: object) -> None:
     with pytest.raises(ValueError, match="changed since Prepare"):
         actions.finish_click(ob, session, bpy.context.scene.segany, preview.color, True, preview)
     assert len(ob.segany_segments) == 0
+    bpy.data.objects.remove(ob)
+
+
+def test_walk_clicks_without_prepare(rt: object) -> None:
+    """A method that needs no per-object work (walk, as the backend's listing says) starts the click tool on
+    an object never prepared: the tool sends the object, the first click answers, and Enter keeps a segment.
+    An object with a method that does need Prepare is still refused with the reason."""
+    import bpy
+    from bl_ext.user_default.segany import actions, panels, properties
+
+    rt.methods = []
+    rt.connect()
+    drain_until(lambda: bool(rt.methods), timeout=60)
+    assert properties.needs_prepare("walk") is False and properties.needs_prepare("iseg") is True
+    ob = grid_mesh("walked", 10, 10)
+    assert actions.click_problem(ob, "iseg") == "Press Prepare first: the method needs its per-object work"
+    assert actions.click_problem(ob, "walk") == ""
+    st = actions.ready_to_click(ob, "walk")
+    assert st.method == "walk" and st.scene_id and st.status == "sent"
+    assert panels.scene_status(rt, ob)[1] != "ERROR"
+    session, preview = actions.start_click(ob, (0.1, 0.9, 0.2, 1.0))
+    assert session.on_event("LEFTMOUSE", "PRESS", False, False, lambda: 55) == "running"
+    settle(rt)
+    assert session.error == "" and session.scores is not None and len(session.scores) == 100
+    assert 0 < session.selected <= 100
+    made = actions.finish_click(ob, session, bpy.context.scene.segany, preview.color, True, preview)
+    assert made is not None and len(ob.segany_segments) == 1
     bpy.data.objects.remove(ob)
