@@ -33,10 +33,10 @@ def recolored(scene: Scene, colors: np.ndarray) -> Scene:
 
 def render_grid(scene: Scene, path: Path, n_views: int = 4, size: int = 320, marks: np.ndarray | None = None) -> Path:
     """Render n_views orbit views side by side into a PNG; `marks` (M, 3) world points drawn as dots."""
-    from .views import render_views
+    from .render import render
 
     cams = cameras_for_scene(scene, n_views, size, size, elevation_range=(10.0, 40.0))
-    views = render_views(scene, cams)
+    views = render(scene, cams).views
     tiles = (views.rgb.clip(0, 1) * 255).astype(np.uint8)
     if marks is not None and len(marks):
         for i in range(n_views):

@@ -148,8 +148,8 @@ def test_from_blender_ignores_object_scale():
 
 def test_splat_views_report_the_camera_depth_of_a_semi_transparent_splat():
     """A lone splat at 60% opacity, 5 units in front of the camera: the depth map says 5, not 5 / alpha."""
+    from segany.render import render
     from segany.scene import SplatScene
-    from segany.views import render_views
 
     scene = SplatScene(
         means=np.zeros((1, 3), np.float32),
@@ -164,7 +164,7 @@ def test_splat_views_report_the_camera_depth_of_a_semi_transparent_splat():
         width=32,
         height=32,
     )
-    views = render_views(scene, cams)
+    views = render(scene, cams).views
     centre = views.depth[0, 16, 16]
     assert views.ids[0, 16, 16] == 0
     assert centre == pytest.approx(5.0, rel=0.02)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from segany.kernels.mesh_raster import interpolate
+from segany.kernels.mesh_raster import interpolate, rasterize_mesh
 from segany.methods.iseg.data import pixel_corners, visible_vertices
 from segany.methods.iseg.decoder import ClickScorer, Decoder, DecoderConfig
 from segany.methods.iseg.encoder import Encoder, EncoderConfig, normalise
-from segany.methods.iseg.rendering import rasterize, views_around
+from segany.methods.iseg.rendering import at_cells, views_around
 from segany.samples import sample_mesh
 
 
@@ -48,12 +48,15 @@ def test_padding_a_click_slot_changes_nothing():
 @pytest.fixture(scope="module")
 def small_views():
     scene = sample_mesh(max_edge=0.3)
-    cameras, views = views_around(scene, 3, 48, seed=0)
-    return scene, views, rasterize(scene, cameras)
+    renders = views_around(scene, 3, 48, seed=0)
+    cams = renders.views.cameras
+    raster = rasterize_mesh(scene.vertices, scene.faces, cams.viewmats, cams.Ks, cams.width, cams.height)
+    return scene, renders, raster
 
 
 def test_rendering_through_corners_equals_the_kernel(small_views):
-    scene, views, raster = small_views
+    scene, renders, raster = small_views
+    views = renders.views
     faces = torch.as_tensor(scene.faces)
     attr = torch.randn(len(scene.vertices), 5)
     corners = pixel_corners(raster.tri_ids, raster.bary, faces)
@@ -61,10 +64,21 @@ def test_rendering_through_corners_equals_the_kernel(small_views):
     ref = interpolate(attr, faces, raster).reshape(len(views), -1, 5)[corners.view, corners.pixel]
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
     assert np.array_equal(raster.tri_ids.numpy(), views.ids)
+    assert np.array_equal(raster.bary.numpy(), renders.bary)
+
+
+def test_embedding_cells_take_the_pixel_under_their_centre(small_views):
+    """A 16² map over 48² views: cell j's centre, (j + ½)·3, lies in pixel 3j + 1."""
+    _, _, raster = small_views
+    ids, bary = at_cells(raster.tri_ids, raster.bary, 16, 16)
+    assert torch.equal(ids, raster.tri_ids[:, 1::3, 1::3]) and torch.equal(bary, raster.bary[:, 1::3, 1::3])
+    same = at_cells(raster.tri_ids, raster.bary, 48, 48)
+    assert same[0] is raster.tri_ids and same[1] is raster.bary
 
 
 def test_visible_vertices_sit_on_their_triangles(small_views):
-    scene, views, raster = small_views
+    scene, renders, raster = small_views
+    views = renders.views
     vis = visible_vertices(raster.tri_ids.numpy(), raster.bary.numpy(), scene.faces, len(scene.vertices))
     assert len(vis.keys) > 0 and np.all(np.diff(vis.keys) > 0)
     view, vert = vis.keys // len(scene.vertices), vis.keys % len(scene.vertices)

@@ -49,7 +49,7 @@ def source_files() -> dict[str, Path]:
 
 
 def module_of(inside: str) -> str:
-    """segany/methods/__init__.py -> segany.methods; segany/views.py -> segany.views."""
+    """segany/methods/__init__.py -> segany.methods; segany/cameras.py -> segany.cameras."""
     return inside.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
 
 

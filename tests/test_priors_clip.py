@@ -14,8 +14,8 @@ from segany.cameras import cameras_for_scene
 from segany.errors import SegAnyError
 from segany.priors import get_prior
 from segany.priors.clip import ClipPrior, masked_crop
+from segany.render import render
 from segany.samples import sample_mesh
-from segany.views import render_views
 
 TINY = {
     "embed_dim": 32,
@@ -38,7 +38,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def views():
     scene = sample_mesh()
-    return render_views(scene, cameras_for_scene(scene, 2, 80, 60))
+    return render(scene, cameras_for_scene(scene, 2, 80, 60)).views
 
 
 def test_text_crops_and_dense_map(checkpoint: Path, views, monkeypatch) -> None:

@@ -9,14 +9,14 @@ from scipy import ndimage
 from segany.cameras import Cameras, cameras_for_scene
 from segany.priors import get_prior
 from segany.priors.geometric import GeometricPrior
+from segany.render import render
 from segany.samples import sample_mesh
-from segany.views import render_views
 
 
 @pytest.fixture(scope="module")
 def stool():
     scene = sample_mesh()
-    views = render_views(scene, cameras_for_scene(scene, 3, 128, 128))
+    views = render(scene, cameras_for_scene(scene, 3, 128, 128)).views
     parts = np.where(views.ids >= 0, scene.face_parts[np.maximum(views.ids, 0)], -1)
     return views, parts
 
@@ -109,7 +109,7 @@ def test_an_empty_view_gives_no_masks_and_background_embeddings(stool) -> None:
     views, _ = stool
     away = views.cameras.viewmats.copy()
     away[:, :3, 3] += np.array([0.0, 0.0, -100.0])  # everything behind the cameras
-    empty = render_views(sample_mesh(), Cameras(away, views.cameras.Ks, 128, 128))
+    empty = render(sample_mesh(), Cameras(away, views.cameras.Ks, 128, 128)).views
     prior = GeometricPrior()
     assert all(len(m) == 0 for m in prior.auto_masks(empty, 0))
     res = prior.prompt(empty, 0, np.array([[64.0, 64.0]]), np.array([1]))

@@ -10,14 +10,14 @@ from segany.cameras import cameras_for_scene
 from segany.errors import SegAnyError
 from segany.priors import get_prior
 from segany.priors.oracle import OracleNoise, OraclePrior
+from segany.render import render
 from segany.samples import sample_mesh
-from segany.views import render_views
 
 
 @pytest.fixture(scope="module")
 def stool():
     scene = sample_mesh()
-    views = render_views(scene, cameras_for_scene(scene, 2, 96, 96))
+    views = render(scene, cameras_for_scene(scene, 2, 96, 96)).views
     parts = np.where(views.ids >= 0, scene.face_parts[np.maximum(views.ids, 0)], -1)
     return scene, views, parts
 

@@ -17,8 +17,8 @@ from segany.cameras import cameras_for_scene
 from segany.errors import SegAnyError
 from segany.priors import get_prior
 from segany.priors.sam import SamPrior, detect_model_type
+from segany.render import render
 from segany.samples import sample_mesh
-from segany.views import render_views
 
 W, H = 80, 60  # not square: exercises ResizeLongestSide and the crop of the embedding grid
 
@@ -34,7 +34,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def views():
     scene = sample_mesh()
-    return render_views(scene, cameras_for_scene(scene, 1, W, H))
+    return render(scene, cameras_for_scene(scene, 1, W, H)).views
 
 
 class Counter:

@@ -58,7 +58,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         _sync(device)
         prepare_s = time.perf_counter() - t0
 
-        _, views = views_around(scene, opts["views"], opts["resolution"], opts["seed"])
+        views = views_around(scene, opts["views"], opts["resolution"], opts["seed"]).views
         images = [as_uint8(views.rgb[i]) for i in range(len(views))]
         prior.encode(images[0])  # warm-up: CUDA kernels and allocator
         _sync(device)

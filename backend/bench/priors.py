@@ -17,9 +17,9 @@ from scipy import ndimage
 
 from ..cameras import cameras_for_scene
 from ..priors.geometric import GeometricPrior
+from ..render import render
 from ..samples import sample_mesh, shared_data_dir
 from ..scene import MeshScene
-from ..views import render_views
 from .report import Row, write_report
 
 PSB_CATEGORIES = (
@@ -67,7 +67,7 @@ def psb_shapes(root: Path) -> list[tuple[str, str, MeshScene, np.ndarray]]:
 def click_ious(prior: GeometricPrior, scene: MeshScene, labels: np.ndarray, n_views: int, size: int, seed: int):
     """Best-of-3 IoU for random clicks on every visible part, the same for the whole-object mask (the
     baseline: no part segmentation at all), and seconds per view for the region tree."""
-    views = render_views(scene, cameras_for_scene(scene, n_views, size, size, elevation_range=(-60, 60), seed=1))
+    views = render(scene, cameras_for_scene(scene, n_views, size, size, elevation_range=(-60, 60), seed=1)).views
     gt = np.where(views.ids >= 0, labels[np.maximum(views.ids, 0)], -1)
     rng = np.random.default_rng(seed)
     ious, whole, tree_s = [], [], []

@@ -7,7 +7,7 @@ import inspect
 from typing import Any
 
 from ..errors import SegAnyError
-from .base import CAPABILITIES, Prior, PromptResult, Views
+from .base import CAPABILITIES, Prior, PromptResult
 
 _WHERE = {
     "geometric": "segany.priors.geometric:GeometricPrior",
@@ -50,7 +50,6 @@ __all__ = [
     "CAPABILITIES",
     "Prior",
     "PromptResult",
-    "Views",
     "get_prior",
     "prior_class",
     "prior_names",

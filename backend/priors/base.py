@@ -7,31 +7,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..cameras import Cameras
 from ..errors import SegAnyError
+from ..render import Views
 
 CAPABILITIES = ("prompt", "auto", "embed", "text")
-
-
-@dataclass
-class Views:
-    """Rendered views of a scene, what a 2D model looks at (numpy, CPU).
-
-    `ids` holds the element under each pixel (triangle for meshes, dominant Gaussian / point
-    for splats and points), -1 for background. `depth` is camera z (0 on background),
-    `normals` are world-space unit vectors (0 on background). `key` identifies the scene and
-    cameras so per-view results (e.g. SAM embeddings) can be cached.
-    """
-
-    rgb: np.ndarray  # (B, H, W, 3) float32 in [0, 1]
-    depth: np.ndarray  # (B, H, W) float32
-    normals: np.ndarray  # (B, H, W, 3) float32
-    ids: np.ndarray  # (B, H, W) int64
-    cameras: Cameras
-    key: str | None = None
-
-    def __len__(self) -> int:
-        return len(self.rgb)
 
 
 @dataclass

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from ..errors import SegAnyError
-from .base import Prior, Views
+from ..render import Views
+from .base import Prior
 
 GREY = 0.5  # what replaces pixels outside the mask
 MARGIN = 0.1  # the crop box grows by this fraction of its size on each side

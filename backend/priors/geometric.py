@@ -25,7 +25,8 @@ from skimage.morphology import h_minima
 from skimage.segmentation import watershed
 
 from ..errors import SegAnyError
-from .base import Prior, PromptResult, Views, prev_mask, prompt_pixels
+from ..render import Views
+from .base import Prior, PromptResult, prev_mask, prompt_pixels
 
 ROOT_DEATH = 2.0  # height at which whole objects "die": they outlive every merge
 SPECTRAL_POWER = 4  # singular values raised to this: the coarse structure dominates (tuned on PSB)

@@ -14,7 +14,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import SegAnyError
-from .base import Prior, PromptResult, Views, prev_mask, prompt_pixels
+from ..render import Views
+from .base import Prior, PromptResult, prev_mask, prompt_pixels
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from segment_anything.modeling import Sam
 
 from ..cache import default_cache_dir
 from ..errors import SegAnyError
-from .base import Prior, PromptResult, Views
+from ..render import Views
+from .base import Prior, PromptResult
 
 ENCODER_DIMS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}  # patch-embedding width of each model type
 ENCODER_DEPTHS = {"vit_b": 12, "vit_l": 24, "vit_h": 32}

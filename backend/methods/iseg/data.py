@@ -21,7 +21,8 @@ import torch
 from scipy.ndimage import binary_erosion, distance_transform_edt
 
 from ...jobs import JobContext
-from ...priors import Prior, PromptResult, Views
+from ...priors import Prior, PromptResult
+from ...render import Views
 
 KINDS = ("single", "second_positive", "second_negative", "boundary_positive", "boundary_negative", "third_negative")
 SINGLE, SECOND_POSITIVE, SECOND_NEGATIVE, BOUNDARY_POSITIVE, BOUNDARY_NEGATIVE, THIRD_NEGATIVE = range(len(KINDS))

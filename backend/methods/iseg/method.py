@@ -22,7 +22,7 @@ from .data import make_samples, pixel_corners, visible_vertices
 from .decoder import PRESETS, ClickScorer, Decoder, DecoderConfig
 from .encoder import EncoderConfig, normalise
 from .refine import REFINED_THRESHOLD, CreaseRefiner, wants_refinement
-from .rendering import rasterize, resized, views_around
+from .rendering import at_cells, views_around
 from .train import Schedule, train_decoder, train_encoder
 
 FORMAT = "iseg/1"
@@ -155,19 +155,17 @@ class ISeg(Method):
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
 
-        ctx.progress(0.0, "rendering views")
         vertices = torch.as_tensor(scene.vertices)
         faces = torch.as_tensor(scene.faces)
         positions, centre, scale = normalise(vertices)
-        cameras, views = views_around(scene, opts["views"], opts["resolution"], opts["seed"])
-        raster = rasterize(scene, cameras)
+        renders = views_around(scene, opts["views"], opts["resolution"], opts["seed"], ctx.sub(0.0, 0.03).progress)
+        views = renders.views
+        tri_ids, bary = torch.as_tensor(views.ids), torch.as_tensor(renders.bary)
         timings["render"] = time.perf_counter() - t0
 
         ctx.progress(0.03, "prior embeddings")
         emb = torch.as_tensor(prior.embed(views))
-        same = emb.shape[1:3] == (cameras.height, cameras.width)
-        emb_raster = raster if same else rasterize(scene, resized(cameras, emb.shape[1], emb.shape[2]))
-        emb_corners = pixel_corners(emb_raster.tri_ids, emb_raster.bary, faces)
+        emb_corners = pixel_corners(*at_cells(tri_ids, bary, emb.shape[1], emb.shape[2]), faces)
         targets = emb.reshape(len(views), -1, emb.shape[-1])[emb_corners.view, emb_corners.pixel].float()
         timings["embed"] = time.perf_counter() - t0 - sum(timings.values())
 
@@ -178,11 +176,10 @@ class ISeg(Method):
         dec_cfg = DecoderConfig(
             dim=enc_cfg.out_dim, widths=PRESETS[opts["decoder"]], compare=opts["decoder"] == "light"
         )
-        tri_np, bary_np = raster.tri_ids.cpu().numpy(), raster.bary.cpu().numpy()
-        visible = visible_vertices(tri_np, bary_np, scene.faces, len(vertices))
+        visible = visible_vertices(views.ids, renders.bary, scene.faces, len(vertices))
         n_clicks = min(opts["click_vertices"], len(vertices))
         click_vertices = farthest_point_sampling(vertices, n_clicks, start=0).cpu().numpy().astype(np.int64)
-        corners = pixel_corners(raster.tri_ids, raster.bary, faces)
+        corners = pixel_corners(tri_ids, bary, faces)
         enc_sched = Schedule(opts["encoder_steps"], opts["encoder_lr"], opts["encoder_pixels"])
         dec_sched = Schedule(opts["decoder_steps"], opts["decoder_lr"], opts["decoder_batch"], opts["decoder_pixels"])
         tensors: dict[str, torch.Tensor] = {}

@@ -17,7 +17,7 @@ from ...scene import PointScene, Scene, SplatScene
 from ..base import Method, PerState, Selection, State
 from ..clicks import parse_clicks
 from . import prior_recipe
-from .capture import Capture, capture
+from .capture import capture, from_tensors, to_tensors
 from .options import check_options, default_options
 from .segment import Segmenter, Settings
 
@@ -75,7 +75,7 @@ class SA3D(Method):
             ctx.sub(0.0, 0.95).progress,
         )  # fmt: skip
         prior_meta, prior_tensors = prior_recipe.record(prior)
-        tensors = {**cap.to_tensors(), **prior_tensors}
+        tensors = {**to_tensors(cap), **prior_tensors}
         meta = {
             "format": FORMAT,
             "scene_kind": scene.kind,
@@ -111,7 +111,7 @@ class SA3D(Method):
         )
         live = self._live.get(state, _Live)
         if live.segmenter is None:
-            live.segmenter = Segmenter(Capture.from_tensors(state.tensors, meta["views_key"]), _positions(scene))
+            live.segmenter = Segmenter(from_tensors(state.tensors, meta["views_key"]), _positions(scene))
         if live.prior is None:
             live.prior = prior_recipe.rebuild(meta["prior"], state.tensors, live.make_prior)
         seg, prior = live.segmenter, live.prior

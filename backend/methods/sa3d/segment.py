@@ -14,7 +14,7 @@ from scipy.spatial import cKDTree
 
 from ... import deadline
 from ...priors import Prior
-from .capture import Capture
+from ...render import Renders
 from .lifting import MaskVotes, element_pixels, membership_threshold, render_values
 from .prompts import iou, self_prompts
 
@@ -44,7 +44,7 @@ class Result:
 class Segmenter:
     """What queries on one captured scene share: the capture, element positions, the seen elements."""
 
-    def __init__(self, capture: Capture, positions: np.ndarray) -> None:
+    def __init__(self, capture: Renders, positions: np.ndarray) -> None:
         self.capture = capture
         self.positions = np.asarray(positions, dtype=np.float64)
         ids = capture.contrib_ids
