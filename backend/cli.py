@@ -133,14 +133,13 @@ def segment(
 ) -> None:
     """Segment a file from clicks: writes result.ply (scores + colours) and result.png."""
     from .demo import write_result
-    from .methods.clicks import parse_clicks
+    from .methods.queries import parse_query
 
     clicks = [_click(c) for c in click]
     engine = _engine(cache_dir, device)
     sid = engine.load_scene(path, allow_references=allow_references)
     # an unknown method and bad clicks are named now, not after a prepare
-    engine.method(method)
-    parse_clicks({"clicks": clicks}, engine.get_scene(sid).n_elements, method)
+    parse_query(engine.method(method).Query, {"clicks": clicks}, engine.get_scene(sid))
     run_prepare(engine, method, sid, prior)
     sel = engine.query(method, sid, {"clicks": clicks}, prior=prior)
     paths = write_result(engine.get_scene(sid), sel, out, clicks)

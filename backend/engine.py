@@ -26,8 +26,8 @@ from . import __version__
 from .cache import Cache, DamagedEntry, options_key
 from .errors import SegAnyError
 from .jobs import JobContext
-from .jsonable import jsonable
 from .methods import Method, Selection, State, get_method, method_names
+from .options import Options, parse_options, preset_for
 from .priors import get_prior, prior_class, prior_names
 from .scene import Scene, scene_from_arrays, scene_id
 
@@ -255,10 +255,11 @@ class Engine:
             raise SegAnyError(
                 "unsupported", f"method {method!r} works on {list(m.scene_kinds)} scenes, not {scene.kind!r}"
             )
-        opts = {**m.default_options(scene, self.device), **(options or {})}
+        # bad options are refused here, before a job exists, naming the field
+        opts = parse_options(m.Options, options, preset=preset_for(self.device), scene=scene)
         pname = prior or m.default_prior
         popts = dict(prior_options or {})
-        key = options_key(method, pname, opts, popts)
+        key = options_key(method, pname, opts.to_dict(), popts)
         job = Job(id=f"j{next(self._ids)}", method=method, scene_id=sid, prior=pname)
         job.ctx = JobContext(device=self.device, on_progress=lambda f, msg: self._on_progress(job, f, msg))
         if on_progress is not None:
@@ -272,7 +273,7 @@ class Engine:
         job.fraction, job.message = fraction, message
         job._notify()
 
-    def _run(self, job: Job, m: Method, scene: Scene, opts: dict, popts: dict, key: str) -> None:
+    def _run(self, job: Job, m: Method, scene: Scene, opts: Options, popts: dict, key: str) -> None:
         try:
             job.ctx.check()
             job.status = "running"
@@ -291,7 +292,7 @@ class Engine:
                     job.ctx.close()  # a held-back progress report must not overwrite the job's final state
                 job.ctx.check()
                 job.message = "prepared" if damaged is None else f"prepared again: {damaged.message}"
-                record = {"prior": job.prior, "options": jsonable(opts)}
+                record = {"prior": job.prior, "options": opts.to_dict()}
                 try:
                     self.cache.save(job.scene_id, job.method, key, state, record, replace=stale or damaged is not None)
                 except SegAnyError as exc:

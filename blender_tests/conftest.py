@@ -37,24 +37,9 @@ os.environ["BLENDER_USER_RESOURCES"] = str(USER_DIR)
 BACKEND_PYTHON = os.environ.get("SEGANY_BACKEND_PYTHON") or sys.executable
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # backends started by the tests: one torch thread, no oversubscription
 
-# Small enough for a 2-core CI machine: a prepare on a ~500-vertex mesh takes seconds.
-ISEG_TINY = {
-    "views": 4,
-    "resolution": 48,
-    "encoder_width": 32,
-    "encoder_depth": 1,
-    "fourier": 16,
-    "encoder_steps": 10,
-    "encoder_pixels": 512,
-    "click_vertices": 8,
-    "views_per_click": 2,
-    "second_clicks": 1,
-    "decoder": "light",
-    "decoder_steps": 10,
-    "decoder_batch": 4,
-    "decoder_pixels": 128,
-}
-SA3D_SMALL = {"views": 6, "resolution": 64}  # SA3D on the 45K-Gaussian donut in about a second on a CPU
+# Every method's "tiny" preset (its Options.presets), as the add-on sends a preset by name: a prepare takes about
+# a second on a 2-core CI machine (iSeg on a ~500-vertex mesh, SA3D on the 45K-Gaussian donut).
+TINY = {"preset": "tiny"}
 
 
 def addon_utils() -> object:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BACKEND_PYTHON, PKG, SA3D_SMALL, drain_until, import_donut
+from conftest import BACKEND_PYTHON, PKG, TINY, drain_until, import_donut
 
 
 def _prefs() -> object:
@@ -151,7 +151,7 @@ def test_device_cache_and_checkpoint_preferences_reach_the_backend(
     try:
         assert rt.backend.config.prior_options("sam") == {"checkpoint": str(bad)}
         with pytest.raises(api.RemoteError) as err:
-            api.prepare(ob, "sa3d", prior="sam", options=SA3D_SMALL)
+            api.prepare(ob, "sa3d", prior="sam", options=TINY)
     finally:
         prefs.sam_checkpoint = ""
     assert err.value.code == "corrupt_file" and str(bad) in err.value.message

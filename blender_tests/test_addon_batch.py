@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import trimesh
-from conftest import BACKEND_PYTHON, ISEG_TINY, ROOT, grid_mesh, run_blender, vertex_only_mesh
+from conftest import BACKEND_PYTHON, ROOT, TINY, grid_mesh, run_blender, vertex_only_mesh
 
 SCRIPT = """
 import runpy, sys
@@ -38,7 +38,7 @@ def test_sample_batch_script_labels_meshes_and_reuses_cached_work(addon: object,
     trimesh.Trimesh([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [(0, 1, 2)]).export(tmp_path / "tiny.obj")  # no vertex 3
     os.environ["SEGANY_PYTHON"] = BACKEND_PYTHON
     os.environ["SEGANY_CACHE_DIR"] = str(tmp_path / "cache")
-    os.environ["SEGANY_OPTIONS"] = json.dumps(ISEG_TINY)
+    os.environ["SEGANY_OPTIONS"] = json.dumps(TINY)
     try:
         meshes = [str(tmp_path / name) for name in ("a.obj", "tiny.obj", "b.obj")]
         args = [str(tmp_path / "out"), *meshes, "--click", "3"]
@@ -73,7 +73,7 @@ def test_each_collects_what_fails_per_object_and_goes_on(rt: object, fresh_scene
     objects = [grid_mesh("first"), vertex_only_mesh(), empty, grid_mesh("last")]
 
     def work(ob: object) -> int:
-        return api.segment(ob, clicks=[(2, 1)], method="iseg", output="attribute", name="part", options=ISEG_TINY).count
+        return api.segment(ob, clicks=[(2, 1)], method="iseg", output="attribute", name="part", options=TINY).count
 
     done, failed = api.each(objects, work)
     assert list(done) == ["first", "last"] and all(n > 0 for n in done.values())

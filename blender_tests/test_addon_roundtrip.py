@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ISEG_TINY, ROOT, SA3D_SMALL, drain_until, raw_donut
+from conftest import ROOT, TINY, drain_until, raw_donut
 
 
 def two_part_mesh(name: str = "mushroom") -> object:
@@ -40,7 +40,7 @@ def prepared(rt: object) -> object:
     ob = two_part_mesh()
     key = actions.object_key(ob)
     st = rt.state(key)
-    rt.prepare(key, scene_read.read_object(ob), "iseg", None, ISEG_TINY)
+    rt.prepare(key, scene_read.read_object(ob), "iseg", None, TINY)
     drain_until(lambda: st.status in ("prepared", "failed", "cancelled"), timeout=600)
     assert st.status == "prepared", st.message
     assert st.scene_id and st.kind == "mesh" and st.n_elements == len(ob.data.vertices)
@@ -145,20 +145,20 @@ def test_batch_api_and_explicit_operator(rt: object, prepared: object) -> None:
     from bl_ext.user_default.segany import api
 
     ob = prepared
-    done = api.segment(ob, clicks=[(0, 1)], method="iseg", options=ISEG_TINY, output="attribute", name="api_part")
+    done = api.segment(ob, clicks=[(0, 1)], method="iseg", options=TINY, output="attribute", name="api_part")
     assert done.scores.shape == (len(ob.data.vertices),) and "api_part" in ob.data.attributes
     assert done.segment == "api_part" and ob.segany_segments[-1].name == "api_part"
     bpy.context.view_layer.objects.active = ob
     res = bpy.ops.segany.segment(
         clicks="0 -5",
         method="iseg",
-        options=json.dumps(ISEG_TINY),
+        options=json.dumps(TINY),
         output="vertex_group",
         name="op_part",
     )
     assert res == {"FINISHED"} and "op_part" in ob.vertex_groups
     with pytest.raises(ValueError, match="out of range"):
-        api.segment(ob, clicks=[(10**6, 1)], options=ISEG_TINY)
+        api.segment(ob, clicks=[(10**6, 1)], options=TINY)
     assert api.apply(ob, len(ob.segany_segments) - 1, "bool_attribute", "op_mask").name == "op_mask"
 
 
@@ -179,7 +179,7 @@ def test_prepare_can_be_cancelled_from_the_ui_path(rt: object, prepared: object)
 
     ob = prepared
     key = actions.object_key(ob)
-    rt.prepare(key, scene_read.read_object(ob), "iseg", None, {**ISEG_TINY, "encoder_steps": 100000, "seed": 7})
+    rt.prepare(key, scene_read.read_object(ob), "iseg", None, {**TINY, "encoder_steps": 100000, "seed": 7})
     st = rt.state(key)
     drain_until(lambda: st.status == "preparing" and st.fraction > 0, timeout=120)  # running, mid-training
     rt.cancel(key)
@@ -202,11 +202,9 @@ def test_splat_object_round_trip(rt: object, tmp_path: Path) -> None:
     before = {k: scene_read.read_attribute(ob.data, k).copy() for k in originals}
     methods = api.backend_info()["methods"]
     assert "sa3d" in methods
-    done = api.segment(ob, clicks=[(0, 1)], method="sa3d", options=SA3D_SMALL, output="attribute", name="sa3d")
+    done = api.segment(ob, clicks=[(0, 1)], method="sa3d", options=TINY, output="attribute", name="sa3d")
     assert done.scores.shape == (n,) and "sa3d" in ob.data.attributes and 0 < done.count < n
-    group = api.segment(
-        ob, clicks=[(0, 1)], method="sa3d", options=SA3D_SMALL, output="vertex_group", name="sa3d_group"
-    )
+    group = api.segment(ob, clicks=[(0, 1)], method="sa3d", options=TINY, output="vertex_group", name="sa3d_group")
     vg = ob.vertex_groups["sa3d_group"]
     members = {v.index for v in ob.data.vertices for g in v.groups if g.group == vg.index}
     assert members == set(np.flatnonzero(group.scores >= group.threshold).tolist()) and len(members) == group.count
@@ -220,7 +218,7 @@ def test_splat_object_round_trip(rt: object, tmp_path: Path) -> None:
     for method in methods:
         if method == "sa3d":
             continue
-        opts = ISEG_TINY if method == "iseg" else None
+        opts = TINY if method == "iseg" else None
         try:
             other = api.segment(ob, clicks=[(0, 1)], method=method, options=opts, output="attribute", name=method)
         except api.RemoteError as err:
@@ -246,7 +244,7 @@ def test_workbench_render_shows_the_segment_colour_where_the_segment_is(
     ob = prepared
     z = np.array([v.co.z for v in ob.data.vertices])  # by position: primitives' vertex order differs by version
     clicks = [(int(np.argmax(z)), 1), (int(np.argmin(z)), -1)]  # cap's top, stem's bottom: a non-trivial segment
-    done = api.segment(ob, clicks=clicks, options=ISEG_TINY, output="material", name="render_part")
+    done = api.segment(ob, clicks=clicks, options=TINY, output="material", name="render_part")
     assert 0 < done.count < len(ob.data.vertices)
     color = np.array(ob.segany_segments[-1].color[:3])
     scene = bpy.context.scene

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import (
     DONUT,
-    SA3D_SMALL,
+    TINY,
     camera_view,
     decoded_pointcloud,
     import_donut,
@@ -240,7 +240,7 @@ def test_plain_point_cloud_is_sent_as_points_and_segmented_by_sa3d(rt: object, f
     np.testing.assert_allclose(scene.arrays["rgb"], rgb, atol=1e-6)
     PointScene(**scene.arrays)  # the backend accepts exactly these arrays
     before = {a.name: (a.data_type, a.domain) for a in ob.data.attributes}
-    done = api.segment(ob, clicks=[(0, 1)], method="sa3d", options=SA3D_SMALL, output="attribute", name="part")
+    done = api.segment(ob, clicks=[(0, 1)], method="sa3d", options=TINY, output="attribute", name="part")
     np.testing.assert_array_equal(scene_read.read_attribute(ob.data, "part"), done.scores)
     assert done.scores.shape == (len(xyz),) and 0 < done.count < len(xyz)
     after = {a.name: (a.data_type, a.domain) for a in ob.data.attributes}
@@ -256,7 +256,7 @@ def test_segment_operator_on_splats_is_one_undo_step(rt: object, fresh_scene: ob
     name = import_donut().name
     names = sorted(a.name for a in bpy.data.objects[name].data.attributes)
     bpy.ops.ed.undo_push(message="donut imported")
-    opts = json.dumps(SA3D_SMALL)
+    opts = json.dumps(TINY)
     assert bpy.ops.segany.segment("EXEC_DEFAULT", True, clicks="0", method="sa3d", options=opts,
                                   output="attribute", name="ring") == {"FINISHED"}  # fmt: skip
     ob = bpy.data.objects[name]

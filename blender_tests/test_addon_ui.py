@@ -18,7 +18,7 @@ import pytest
 from conftest import (
     ADDON,
     DONUT,
-    SA3D_SMALL,
+    TINY,
     drain_until,
     grid_mesh,
     import_donut,
@@ -107,7 +107,7 @@ def test_prepare_on_splats_with_the_default_settings_prepares_sa3d(rt: object, f
     for name in ("method", "method_choice"):  # the method as a new scene has it
         if name in settings.bl_rna.properties:
             settings.property_unset(name)
-    settings.options = json.dumps(SA3D_SMALL)
+    settings.options = json.dumps(TINY)
     try:
         assert bpy.ops.segany.prepare() == {"FINISHED"}
         st = rt.state(actions.object_key(donut))

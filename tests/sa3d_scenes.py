@@ -10,9 +10,7 @@ from segany.formats import load_scene
 from segany.formats.writers import write_point_ply, write_splat_ply
 from segany.scene import PointScene, SplatScene
 
-# sa3d options that keep a prepare under a second on a CPU
 BLOB_X = 1.0  # blob centres at x = ±BLOB_X: apart enough that the geometric prior tells them apart
-SA3D_TINY = {"views": 8, "resolution": 56, "top_k": 4}
 
 
 def blob_layout(n_per_blob: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

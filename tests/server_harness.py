@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +32,7 @@ from segany.addon.client import Client
 from segany.errors import SegAnyError
 from segany.jobs import JobContext
 from segany.methods import Method, Selection, State
+from segany.options import Options, option
 from segany.priors import Prior
 from segany.scene import Scene
 
@@ -45,19 +47,32 @@ class NullPrior(Prior):
     name = "test_null"
 
 
+@dataclass(frozen=True)
+class SleepOptions(Options):
+    method: ClassVar[str] = "test_sleep"
+
+    seconds: float = option(0.2, 0.0, 600.0, doc="how long prepare sleeps")
+    state_mb: int = option(0, 0, MAX_STATE_MB, doc="megabytes of state it leaves")
+
+
+@dataclass(frozen=True)
+class GateOptions(Options):
+    method: ClassVar[str] = "test_gate"
+
+    gate: str = option("", doc="the directory whose files open each step")
+    steps: int = option(1, 1, 1000, doc="steps the job waits for")
+
+
 class SleepMethod(Method):
     """Sleeps `seconds` in small steps with progress and cancel; leaves `state_mb` MB of state."""
 
     name = "test_sleep"
     scene_kinds: ClassVar[tuple[str, ...]] = ("mesh", "splats", "points")
     default_prior = "test_null"
+    Options: ClassVar[type[Options]] = SleepOptions
 
-    def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
-        return {"seconds": 0.2, "state_mb": 0}
-
-    def prepare(self, scene: Scene, prior: Prior, options: dict[str, Any], ctx: JobContext) -> State:
-        seconds = min(max(float(options.get("seconds", 0.2)), 0.0), 600.0)
-        mb = min(max(int(options.get("state_mb", 0)), 0), MAX_STATE_MB)
+    def prepare(self, scene: Scene, prior: Prior, options: SleepOptions, ctx: JobContext) -> State:
+        seconds, mb = options.seconds, options.state_mb
         steps = max(1, int(seconds / 0.02))
         for i in range(steps):
             ctx.progress(i / steps, f"step {i + 1} of {steps}")
@@ -86,12 +101,10 @@ class GateMethod(SleepMethod):
     `<gate>/<k>` exists, so a job is provably still running until the test opens its last step."""
 
     name = "test_gate"
+    Options: ClassVar[type[Options]] = GateOptions
 
-    def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
-        return {"gate": "", "steps": 1}
-
-    def prepare(self, scene: Scene, prior: Prior, options: dict[str, Any], ctx: JobContext) -> State:
-        gate, steps = Path(str(options.get("gate") or "")), min(max(int(options.get("steps", 1)), 1), 1000)
+    def prepare(self, scene: Scene, prior: Prior, options: GateOptions, ctx: JobContext) -> State:
+        gate, steps = Path(options.gate), options.steps
         if not gate.is_dir():
             raise SegAnyError("not_found", f"test_gate needs an existing gate directory, not {str(gate)!r}")
         ctx.progress(0.0, f"waiting for step 1 of {steps}")

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sa3d_scenes import SA3D_TINY, centre_element, splat_blobs
+from budgets import TINY
+from sa3d_scenes import centre_element, splat_blobs
 from waiting import wait_until
 
 from segany.cache import Cache
@@ -37,7 +38,7 @@ def blobs(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _prepare(engine: Engine, sid: str, labels: np.ndarray) -> dict:
-    return engine.prepare("sa3d", sid, prior="oracle", options=SA3D_TINY, prior_options={"labels": labels})
+    return engine.prepare("sa3d", sid, prior="oracle", options=TINY, prior_options={"labels": labels})
 
 
 def _click(scene, labels: np.ndarray) -> dict:

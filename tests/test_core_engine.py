@@ -7,12 +7,11 @@ import threading
 import numpy as np
 import pytest
 import torch
+from budgets import TINY
 
 from segany.engine import Engine
 from segany.errors import SegAnyError
 from segany.samples import sample_mesh
-
-TINY = {"views": 6, "resolution": 96, "encoder_steps": 20, "click_vertices": 8, "decoder_steps": 20}
 
 
 @pytest.fixture(scope="module")

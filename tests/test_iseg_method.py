@@ -9,27 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from budgets import tiny
 from safetensors.torch import load_file, save_file
 
 from segany.errors import SegAnyError
 from segany.jobs import JobContext
 from segany.methods import get_method
 from segany.methods.base import State
+from segany.methods.iseg.options import ISegOptions
+from segany.options import parse_options
 from segany.priors import get_prior
 from segany.samples import sample_mesh
 from segany.scene import MeshScene, PointScene
 
-TINY = {
-    "views": 8,
-    "resolution": 80,
-    "encoder_steps": 200,
-    "encoder_pixels": 2048,
-    "click_vertices": 40,
-    "views_per_click": 2,
-    "second_clicks": 1,
-    "decoder_steps": 150,
-    "decoder_pixels": 256,
-}
+# The CPU preset, shortened: enough training to tell the stool's parts apart, which "tiny" is not.
+TRAINED = parse_options(ISegOptions, {
+    "views": 8, "resolution": 80, "encoder_steps": 200, "encoder_pixels": 2048, "click_vertices": 40,
+    "views_per_click": 2, "second_clicks": 1, "decoder_steps": 150, "decoder_pixels": 256,
+})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +40,7 @@ def vertex_part(stool: MeshScene) -> np.ndarray:
 def prepared(stool: MeshScene):
     method = get_method("iseg")
     prior = get_prior("oracle", labels=stool.face_parts)
-    return method, method.prepare(stool, prior, TINY, JobContext())
+    return method, method.prepare(stool, prior, TRAINED, JobContext())
 
 
 def _centre_vertex(stool: MeshScene, vertex_part: np.ndarray, part: int) -> int:
@@ -135,7 +132,7 @@ def test_cancel_stops_prepare(stool):
     cancel = threading.Event()
     ctx = JobContext(on_progress=lambda f, msg: cancel.set() if "encoder" in msg else None, cancel_event=cancel)
     with pytest.raises(SegAnyError) as err:
-        get_method("iseg").prepare(stool, get_prior("oracle", labels=stool.face_parts), TINY, ctx)
+        get_method("iseg").prepare(stool, get_prior("oracle", labels=stool.face_parts), TRAINED, ctx)
     assert err.value.code == "cancelled"
 
 
@@ -144,37 +141,35 @@ def test_bad_options_and_scene_kinds(stool):
     prior = get_prior("oracle", labels=stool.face_parts)
     for opts in ({"bogus": 1}, {"views": 0}, {"decoder": "huge"}, {"sigma": "5"}):
         with pytest.raises(SegAnyError) as err:
-            method.prepare(stool, prior, {**TINY, **opts}, JobContext())
+            tiny("iseg", **opts)
         assert err.value.code == "bad_request"
     points = PointScene(xyz=np.random.default_rng(0).random((10, 3)))
     with pytest.raises(SegAnyError) as err:
-        method.prepare(points, prior, TINY, JobContext())
+        method.prepare(points, prior, tiny("iseg"), JobContext())
     assert err.value.code == "unsupported"
 
 
 def test_default_options_follow_the_device(stool):
-    method = get_method("iseg")
-    cpu, gpu = method.default_options(stool, "cpu"), method.default_options(stool, "cuda")
-    assert cpu["decoder"] == gpu["decoder"] == "light"
-    assert gpu["views"] > cpu["views"] and gpu["decoder_steps"] > cpu["decoder_steps"]
+    cpu, gpu = (parse_options(ISegOptions, preset=device, scene=stool) for device in ("cpu", "cuda"))
+    assert cpu.decoder == gpu.decoder == "light"
+    assert gpu.views > cpu.views and gpu.decoder_steps > cpu.decoder_steps
 
 
 def test_one_member_unless_asked(stool, prepared):
-    method, single = prepared
+    _, single = prepared
     assert single.meta["members"] == 1 and "member1.features" not in single.tensors
     with pytest.raises(SegAnyError) as err:
-        method.prepare(stool, get_prior("geometric"), {**TINY, "members": 0}, JobContext())
+        tiny("iseg", members=0)
     assert err.value.code == "bad_request"
 
 
 def test_an_ensemble_answers_with_its_members_mean(stool):
     """Two members (seeds 0 and 1 for the training, the same views): member 0 is the one-member prepare,
-    bit for bit, and a query answers with the mean of the members' probabilities. Short training: these
-    hold for any length, and two members at full TINY length cost minutes on a 2-core machine."""
+    bit for bit, and a query answers with the mean of the members' probabilities. Tiny training: these
+    hold for any length."""
     method = get_method("iseg")
-    short = {**TINY, "encoder_steps": 20, "decoder_steps": 20}
-    single = method.prepare(stool, get_prior("oracle", labels=stool.face_parts), short, JobContext())
-    pair = method.prepare(stool, get_prior("oracle", labels=stool.face_parts), {**short, "members": 2}, JobContext())
+    single = method.prepare(stool, get_prior("oracle", labels=stool.face_parts), tiny("iseg"), JobContext())
+    pair = method.prepare(stool, get_prior("oracle", labels=stool.face_parts), tiny("iseg", members=2), JobContext())
     assert pair.meta["members"] == 2 and len(pair.meta["samples"]) == 2
     assert torch.equal(pair.tensors["features"], single.tensors["features"])
     assert not torch.equal(pair.tensors["member1.features"], pair.tensors["features"])
@@ -187,10 +182,9 @@ def test_an_ensemble_answers_with_its_members_mean(stool):
 
 def test_a_prepare_is_a_function_of_its_seed_not_of_the_global_rng(stool):
     """nn.Linear initialises from torch's global RNG; a prepare draws its networks from its own seed."""
-    short = {**TINY, "encoder_steps": 5, "decoder_steps": 5}
     states = []
     for global_seed in (1, 2):
         torch.manual_seed(global_seed)
-        states.append(get_method("iseg").prepare(stool, get_prior("geometric"), short, JobContext()))
+        states.append(get_method("iseg").prepare(stool, get_prior("geometric"), tiny("iseg"), JobContext()))
     assert states[0].tensors.keys() == states[1].tensors.keys()
     assert all(torch.equal(states[0].tensors[k], states[1].tensors[k]) for k in states[0].tensors)

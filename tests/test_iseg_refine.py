@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 from eval_shapes import PSB, table_with_legs, tower_on_slab
 from scipy.sparse.linalg import spsolve
-from test_iseg_method import TINY
+from test_iseg_method import TRAINED
 
 from segany.errors import SegAnyError
 from segany.eval.baseline import RandomWalkBaseline
@@ -112,7 +112,7 @@ def test_islands_a_negative_click_cut_off_are_dropped_and_older_islands_stay() -
 @pytest.fixture(scope="module")
 def prepared(stool: MeshScene):
     method = get_method("iseg")
-    state = method.prepare(stool, get_prior("oracle", labels=stool.face_parts), TINY, JobContext())
+    state = method.prepare(stool, get_prior("oracle", labels=stool.face_parts), TRAINED, JobContext())
     return method, state
 
 

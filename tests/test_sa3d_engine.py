@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import server_harness
-from sa3d_scenes import SA3D_TINY, centre_element, splat_blobs
+from budgets import TINY
+from sa3d_scenes import centre_element, splat_blobs
 
 from segany.engine import Engine
 from segany.scene import scene_arrays
@@ -26,7 +27,7 @@ def test_prepare_is_cached_and_a_fresh_engine_queries_it(tmp_path: Path, blobs):
     sid = engine.add_scene(scene)
     assert "sa3d" in [m["name"] for m in engine.methods()]
     assert (
-        engine.prepare("sa3d", sid, prior="oracle", options=SA3D_TINY, prior_options={"labels": labels})["message"]
+        engine.prepare("sa3d", sid, prior="oracle", options=TINY, prior_options={"labels": labels})["message"]
         == "prepared"
     )
     first = engine.query("sa3d", sid, click, prior="oracle")
@@ -38,7 +39,7 @@ def test_prepare_is_cached_and_a_fresh_engine_queries_it(tmp_path: Path, blobs):
     again = fresh.query("sa3d", sid, click, prior="oracle")
     np.testing.assert_array_equal(again.scores, first.scores)
     assert (again.mask == (labels == 0)).mean() > 0.95
-    result = fresh.prepare("sa3d", sid, prior="oracle", options=SA3D_TINY, prior_options={"labels": labels})
+    result = fresh.prepare("sa3d", sid, prior="oracle", options=TINY, prior_options={"labels": labels})
     assert result["message"] == "loaded from cache"
     fresh.close()
 
@@ -55,7 +56,7 @@ def test_sa3d_over_the_wire_and_after_a_restart(tmp_path: Path, blobs):
             with server_harness.connect(state_file) as client:
                 sid = client.add_scene("splats", scene_arrays(scene))["scene_id"]
                 if not restart:
-                    result = client.prepare("sa3d", sid, options={**SA3D_TINY, "resolution": 80}, timeout=120)
+                    result = client.prepare("sa3d", sid, options={**TINY, "resolution": 80}, timeout=120)
                     assert result["status"] == "done"
                 sel = client.query("sa3d", sid, click)
                 assert sel.scores.shape == (scene.n_elements,) and sel.scores.dtype == np.float32
@@ -86,7 +87,7 @@ def test_a_sam_state_comes_back_after_a_restart_from_the_engines_checkpoint(tmp_
         checkpoints.append(tmp_path / f"random_vit_b_{seed}.pth")
         torch.save(sam_model_registry["vit_b"](checkpoint=None).state_dict(), checkpoints[-1])
     cache = tmp_path / "cache"
-    options = {**SA3D_TINY, "views": 2}
+    options = {**TINY, "views": 2}
     engine = Engine(cache_dir=cache, device="cpu", checkpoints={"sam": str(checkpoints[0])})
     sid = engine.add_scene(scene)
     assert engine.prepare("sa3d", sid, prior="sam", options=options)["message"] == "prepared"

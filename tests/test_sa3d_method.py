@@ -6,13 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sa3d_scenes import SA3D_TINY, centre_element, point_blobs, splat_blobs
+from budgets import tiny
+from sa3d_scenes import centre_element, point_blobs, splat_blobs
 
 from segany.errors import SegAnyError
 from segany.jobs import JobContext
 from segany.methods import get_method
 from segany.methods.sa3d.lifting import MaskVotes, membership_threshold, render_values
+from segany.methods.sa3d.options import SA3DOptions
 from segany.methods.sa3d.prompts import self_prompts
+from segany.options import parse_options
 from segany.priors import Prior, get_prior
 from segany.samples import sample_mesh
 
@@ -36,7 +39,7 @@ def points(tmp: Path):
 def oracle_splats(splats):
     scene, labels = splats
     method = get_method("sa3d")
-    return method, method.prepare(scene, get_prior("oracle", labels=labels), SA3D_TINY, JobContext())
+    return method, method.prepare(scene, get_prior("oracle", labels=labels), tiny("sa3d"), JobContext())
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,13 +59,13 @@ def test_a_click_selects_its_blob_on_splats(splats, oracle_splats, blob):
     assert ((sel.scores >= 0) & (sel.scores <= 1)).all()
     assert sel.threshold == pytest.approx(membership_threshold(0.3))
     assert _iou(sel.mask, labels == blob) > 0.95
-    assert len(sel.extras["accepted_views"]) >= SA3D_TINY["views"] // 2, "masks were lifted from many views"
+    assert len(sel.extras["accepted_views"]) >= tiny("sa3d").views // 2, "masks were lifted from many views"
 
 
 def test_a_click_selects_its_blob_on_points(points):
     scene, labels = points
     method = get_method("sa3d")
-    state = method.prepare(scene, get_prior("oracle", labels=labels), SA3D_TINY, JobContext())
+    state = method.prepare(scene, get_prior("oracle", labels=labels), tiny("sa3d"), JobContext())
     for blob in (0, 1):
         sel = method.query(scene, state, {"clicks": [[centre_element(scene.xyz, labels, blob), 1]]})
         assert _iou(sel.mask, labels == blob) > 0.95
@@ -72,9 +75,7 @@ def test_geometric_prior_selects_a_blob(splats):
     """No labels anywhere: the weight-free prior's whole-object masks, lifted, give the clicked blob."""
     scene, labels = splats
     method = get_method("sa3d")
-    state = method.prepare(
-        scene, get_prior("geometric"), {**SA3D_TINY, "resolution": 80, "mask": "largest"}, JobContext()
-    )
+    state = method.prepare(scene, get_prior("geometric"), tiny("sa3d", resolution=80, mask="largest"), JobContext())
     sel = method.query(scene, state, {"clicks": [[centre_element(scene.means, labels, 0), 1]]})
     assert _iou(sel.mask, labels == 0) > 0.9
 
@@ -84,8 +85,8 @@ def test_hidden_elements_are_filled_only_when_asked(splats):
     method = get_method("sa3d")
     prior = get_prior("oracle", labels=labels)
     click = {"clicks": [[centre_element(scene.means, labels, 0), 1]]}
-    shell = method.query(scene, method.prepare(scene, prior, {**SA3D_TINY, "fill_hidden": False}, JobContext()), click)
-    solid = method.query(scene, method.prepare(scene, prior, SA3D_TINY, JobContext()), click)
+    shell = method.query(scene, method.prepare(scene, prior, tiny("sa3d", fill_hidden=False), JobContext()), click)
+    solid = method.query(scene, method.prepare(scene, prior, tiny("sa3d"), JobContext()), click)
     assert shell.mask.sum() < solid.mask.sum() and not (shell.mask & (labels != 0)).any()
     assert _iou(solid.mask, labels == 0) > 0.95
 
@@ -154,7 +155,7 @@ def test_bad_clicks_are_bad_requests(splats, oracle_splats, query):
 def test_bad_options_are_bad_requests(splats, options, word):
     scene, labels = splats
     with pytest.raises(SegAnyError) as err:
-        get_method("sa3d").prepare(scene, get_prior("oracle", labels=labels), {**SA3D_TINY, **options}, JobContext())
+        get_method("sa3d").prepare(scene, get_prior("oracle", labels=labels), tiny("sa3d", **options), JobContext())
     assert err.value.code == "bad_request" and word in err.value.message
 
 
@@ -168,10 +169,10 @@ def test_refusals(splats, points, oracle_splats):
     scene = splats[0]
     method, state = oracle_splats
     with pytest.raises(SegAnyError) as err:
-        method.prepare(sample_mesh(max_edge=0.5), get_prior("geometric"), SA3D_TINY, JobContext())
+        method.prepare(sample_mesh(max_edge=0.5), get_prior("geometric"), tiny("sa3d"), JobContext())
     assert err.value.code == "unsupported"
     with pytest.raises(SegAnyError) as err:
-        method.prepare(scene, _NoPrompts(), SA3D_TINY, JobContext())
+        method.prepare(scene, _NoPrompts(), tiny("sa3d"), JobContext())
     assert err.value.code == "unsupported"
     with pytest.raises(SegAnyError) as err:
         method.query(points[0], state, {"clicks": [[0, 1]]})
@@ -182,20 +183,19 @@ def test_prepare_reports_progress_and_cancels(splats):
     scene = splats[0]
     seen: list[float] = []
     method = get_method("sa3d")
-    method.prepare(scene, get_prior("geometric"), SA3D_TINY, JobContext(on_progress=lambda f, m: seen.append(f)))
+    method.prepare(scene, get_prior("geometric"), tiny("sa3d"), JobContext(on_progress=lambda f, m: seen.append(f)))
     assert seen[-1] == 1.0
     ctx = JobContext()
     ctx.cancel_event.set()
     with pytest.raises(SegAnyError) as err:
-        method.prepare(scene, get_prior("geometric"), SA3D_TINY, ctx)
+        method.prepare(scene, get_prior("geometric"), tiny("sa3d"), ctx)
     assert err.value.code == "cancelled"
 
 
 def test_default_options_follow_the_device(splats):
-    method = get_method("sa3d")
-    cpu, gpu = method.default_options(splats[0], "cpu"), method.default_options(splats[0], "cuda")
-    assert cpu["views"] < gpu["views"] and cpu["resolution"] < gpu["resolution"]
-    assert cpu["prompts"] == 3 and cpu["iou_threshold"] == 0.5 and cpu["negative_weight"] == 0.3
+    cpu, gpu = (parse_options(SA3DOptions, preset=device, scene=splats[0]) for device in ("cpu", "cuda"))
+    assert cpu.views < gpu.views and cpu.resolution < gpu.resolution
+    assert cpu.prompts == 3 and cpu.iou_threshold == 0.5 and cpu.negative_weight == 0.3
 
 
 def test_lifting_is_the_closed_form_of_sa3d_loss():

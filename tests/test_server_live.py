@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import server_harness
 import wire_fuzz
+from budgets import TINY
 from hypothesis import given
 from waiting import wait_until
 
@@ -268,18 +269,12 @@ def test_a_request_timeout_leaves_the_client_usable(client: Client, tmp_path: Pa
     assert job.wait(120) and job.status == "done"
 
 
-ISEG_TINY = {
-    "views": 4, "resolution": 64, "encoder_steps": 10, "encoder_pixels": 512, "decoder_steps": 10,
-    "click_vertices": 8, "views_per_click": 2, "second_clicks": 1, "decoder_pixels": 128,
-}  # fmt: skip
-
-
 def test_a_real_iseg_prepare_over_the_wire(client: Client) -> None:
     """The real method end to end (tiny sizes): a progress event, the result, clicks. (That a job never
     blocks other requests is shown with a job held on a gate, above: a real prepare has no such hold.)"""
     mesh = sample_mesh(max_edge=0.3)
     sid = client.add_scene("mesh", scene_arrays(mesh))["scene_id"]
-    job = client.submit("iseg", sid, options=ISEG_TINY)
+    job = client.submit("iseg", sid, options=TINY)
     assert _next_event(job)["event"] == "progress"
     result = job.result(timeout=600)
     assert result["status"] == "done" and result["method"] == "iseg"
@@ -290,7 +285,7 @@ def test_a_real_iseg_prepare_over_the_wire(client: Client) -> None:
 
 def test_job_done_event_carries_the_result(client: Client) -> None:
     sid = client.add_scene("points", _points(32, 3))["scene_id"]
-    job = client.submit("test_sleep", sid, options={"seconds": 0.3, "n": 1})
+    job = client.submit("test_sleep", sid, options={"seconds": 0.3})
     result = job.result(timeout=60)
     assert result["status"] == "done" and result["job"] == job.id and result["scene_id"] == sid
     assert client.job_result(job.id)["status"] == "done"

@@ -18,7 +18,7 @@ from segany.eval.run import click_target
 from segany.eval.scorers import BaselineScorer, EngineScorer
 from segany.eval.targets import select_targets
 from segany.formats import load_scene_with_labels, write_labelled_ply
-from segany.methods.walk.method import MAX_CLICKS
+from segany.methods.queries import MAX_CLICKS
 from segany.scene import SplatScene, scene_arrays
 
 SLAB, TOWER = 0, 1

@@ -24,6 +24,8 @@ from ..eval.geometry import mesh_geometry
 from ..jobs import JobContext
 from ..methods.iseg import ISeg
 from ..methods.iseg.decoder import PRESETS, ClickScorer, Decoder, DecoderConfig
+from ..methods.iseg.options import ISegOptions
+from ..options import parse_options
 from ..priors import get_prior
 from ..samples import sample_mesh
 from .report import Row, write_report
@@ -71,7 +73,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     n = len(scene.vertices)
     case = f"{n:,}-vertex mesh"
     method = ISeg()
-    opts = {**method.default_options(scene, "cpu"), **(QUICK if quick else {})}
+    opts = parse_options(ISegOptions, QUICK if quick else {}, scene=scene)
     t0, c0 = time.perf_counter(), time.process_time()
     state = method.prepare(scene, get_prior("geometric"), opts, JobContext())
     prepare_s, prepare_cpu = time.perf_counter() - t0, time.process_time() - c0

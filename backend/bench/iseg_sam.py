@@ -20,7 +20,9 @@ import torch
 from ..errors import SegAnyError
 from ..jobs import JobContext
 from ..methods.iseg import ISeg
+from ..methods.iseg.options import ISegOptions
 from ..methods.iseg.rendering import views_around
+from ..options import parse_options, preset_for
 from ..priors.sam import SamPrior, as_uint8
 from ..samples import sample_mesh
 from .iseg import EDGE_15K, QUICK
@@ -43,9 +45,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     model_type = "vit_b" if quick else "vit_h"
     scene = sample_mesh(max_edge=0.3 if quick else EDGE_15K)
     method = ISeg()
-    opts = {**method.default_options(scene, device), "views": VIEWS}
-    if quick:
-        opts.update(QUICK, views=1, resolution=48)
+    given = {**QUICK, "views": 1, "resolution": 48} if quick else {"views": VIEWS}
+    opts = parse_options(ISegOptions, given, preset=preset_for(device), scene=scene)
     with tempfile.TemporaryDirectory(prefix="segany-bench-sam-") as tmp:
         checkpoint = Path(tmp) / f"random_{model_type}.pth"
         torch.manual_seed(0)
@@ -58,7 +59,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         _sync(device)
         prepare_s = time.perf_counter() - t0
 
-        views = views_around(scene, opts["views"], opts["resolution"], opts["seed"]).views
+        views = views_around(scene, opts.views, opts.resolution, opts.seed).views
         images = [as_uint8(views.rgb[i]) for i in range(len(views))]
         prior.encode(images[0])  # warm-up: CUDA kernels and allocator
         _sync(device)

@@ -26,9 +26,10 @@ import numpy as np
 from ..formats import load_scene
 from ..graphwalk import FIRST_PULL, FOLLOW_PULL, CreaseGraph
 from ..methods.walk.graph import element_attributes, knn_edges, scene_graph
-from ..methods.walk.method import check_options
+from ..methods.walk.options import WalkOptions
 from ..methods.walk.solve import SeededCreaseGraph
 from ..methods.walk.walker import ClickWalker
+from ..options import parse_options
 from ..samples import sample_mesh, shared_data_dir
 from ..scene import Scene
 from .report import Row, write_report
@@ -54,14 +55,14 @@ def _since(start: tuple[float, float]) -> tuple[float, float]:
     return time.perf_counter() - start[0], time.process_time() - start[1]
 
 
-def _build(scene: Scene, opts: dict[str, Any]) -> tuple[SeededCreaseGraph, dict[str, float]]:
+def _build(scene: Scene, opts: WalkOptions) -> tuple[SeededCreaseGraph, dict[str, float]]:
     """The method's graph and factorisations, timed by stage (kNN alone, then everything)."""
     positions = element_attributes(scene)[0]
     t0 = time.perf_counter()
-    knn_edges(positions, opts["neighbours"])
+    knn_edges(positions, opts.neighbours)
     knn_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    graph = scene_graph(scene, opts["colour"], opts["neighbours"], opts["max_nodes"])
+    graph = scene_graph(scene, opts.colour, opts.neighbours, opts.max_nodes)
     graph_s = time.perf_counter() - t0
     if not isinstance(graph, SeededCreaseGraph):
         raise TypeError("the walk bench times point and splat scenes")
@@ -116,7 +117,7 @@ def _rows(case: str, race: dict[str, Any], extra: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def _scene_rows(name: str, scene: Scene, opts: dict[str, Any], sets: int, extra: dict[str, Any]) -> list[Row]:
+def _scene_rows(name: str, scene: Scene, opts: WalkOptions, sets: int, extra: dict[str, Any]) -> list[Row]:
     graph, build = _build(scene, opts)
     g = graph
     base_graph = CreaseGraph(g.edges, g.edge_weights, g.n, g.seed_of, g.to_elements, g.positions)
@@ -133,11 +134,11 @@ def _scene_rows(name: str, scene: Scene, opts: dict[str, Any], sets: int, extra:
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
-    opts = check_options({})
-    extra: dict[str, Any] = {"options": opts, "quick": quick, "load_average_1_5_15": list(os.getloadavg())}
+    opts = parse_options(WalkOptions)
+    extra: dict[str, Any] = {"options": opts.to_dict(), "quick": quick, "load_average_1_5_15": list(os.getloadavg())}
     rows: list[Row] = []
     if quick:
-        rows += _scene_rows("stool", _big_scene(6_000), {**opts, "max_nodes": 2_000}, 2, extra)
+        rows += _scene_rows("stool", _big_scene(6_000), parse_options(WalkOptions, {"max_nodes": 2_000}), 2, extra)
     else:
         if DONUT.is_file():
             rows += _scene_rows("donut.ply", load_scene(DONUT), opts, 12, extra)

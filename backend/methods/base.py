@@ -14,8 +14,10 @@ import numpy as np
 import torch
 
 from ..jobs import JobContext
+from ..options import Options
 from ..priors import Prior
 from ..scene import Scene
+from .queries import ClickQuery
 
 
 @dataclass
@@ -70,13 +72,16 @@ class PerState(Generic[T]):
 
 
 class Method(ABC):
-    """Subclasses set `name`, `scene_kinds` and `default_prior`, and implement prepare / query."""
+    """Subclasses set `name`, `scene_kinds`, `default_prior`, `Options` and `Query`, and implement prepare /
+    query."""
 
     name: ClassVar[str] = ""
     scene_kinds: ClassVar[tuple[str, ...]] = ()
     default_prior: ClassVar[str] = "geometric"
     needs_prepare: ClassVar[bool] = True
     state_format: ClassVar[str | None] = None  # meta["format"] of the states this version writes
+    Options: ClassVar[type[Options]] = Options  # its typed options and presets; the engine parses them
+    Query: ClassVar[type[ClickQuery]] = ClickQuery  # its typed query; `query` parses it first (parse_query)
 
     def restore(self, state: State, make_prior: Callable[[], Prior]) -> None:
         """A state came from the cache. A method that prompts its prior at query time keeps `make_prior`,
@@ -88,13 +93,10 @@ class Method(ABC):
         """Whether this version of the method reads `state`: a cache entry written by another is prepared again."""
         return self.state_format is None or state.meta.get("format") == self.state_format
 
-    def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
-        """Sizes (views, epochs, …) chosen for the device; callers override any key."""
-        return {}
-
     @abstractmethod
-    def prepare(self, scene: Scene, prior: Prior, options: dict[str, Any], ctx: JobContext) -> State:
-        """The per-scene work (training, lifting); report progress and honour cancel through ctx."""
+    def prepare(self, scene: Scene, prior: Prior, options: Any, ctx: JobContext) -> State:
+        """The per-scene work (training, lifting); report progress and honour cancel through ctx. `options`
+        is an instance of the method's `Options`, already checked."""
 
     @abstractmethod
     def query(self, scene: Scene, state: State, query: dict[str, Any]) -> Selection:

@@ -17,51 +17,16 @@ from ...jobs import JobContext
 from ...priors import Prior
 from ...scene import MeshScene, Scene
 from ..base import Method, PerState, Selection, State
-from ..clicks import parse_clicks
+from ..queries import parse_query
 from .data import make_samples, pixel_corners, visible_vertices
 from .decoder import PRESETS, ClickScorer, Decoder, DecoderConfig
 from .encoder import EncoderConfig, normalise
+from .options import ISegOptions, ISegQuery
 from .refine import REFINED_THRESHOLD, CreaseRefiner, wants_refinement
 from .rendering import at_cells, views_around
 from .train import Schedule, train_decoder, train_encoder
 
 FORMAT = "iseg/1"
-_INT_OPTIONS = (
-    "views", "resolution", "encoder_width", "encoder_depth", "fourier", "encoder_steps", "encoder_pixels",
-    "click_vertices", "views_per_click", "second_clicks", "min_mask_pixels", "decoder_steps", "decoder_batch",
-    "decoder_pixels", "seed", "members",
-)  # fmt: skip
-_FLOAT_OPTIONS = ("sigma", "encoder_lr", "decoder_lr", "dice_weight", "threshold")
-_CHOICES = {"mask": ("smallest", "best"), "decoder": tuple(PRESETS)}
-
-
-def _check_options(opts: dict[str, Any]) -> dict[str, Any]:
-    """Refuse unknown keys and out-of-range values with a message naming the option."""
-    known = set(_INT_OPTIONS) | set(_FLOAT_OPTIONS) | set(_CHOICES) | {"device"}
-    unknown = sorted(set(opts) - known)
-    if unknown:
-        raise SegAnyError("bad_request", f"unknown iseg options {unknown}; known: {sorted(known)}")
-    out = {"members": 1, **opts}
-    for k in _INT_OPTIONS:
-        v = out[k]
-        if (
-            isinstance(v, bool)
-            or not isinstance(v, (int, np.integer))
-            or v < (0 if k in ("second_clicks", "seed") else 1)
-        ):
-            raise SegAnyError("bad_request", f"iseg option {k!r} must be a positive integer, got {v!r}")
-        out[k] = int(v)
-    for k in _FLOAT_OPTIONS:
-        v = out[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
-            raise SegAnyError("bad_request", f"iseg option {k!r} must be a non-negative number, got {v!r}")
-        out[k] = float(v)
-    for k, allowed in _CHOICES.items():
-        if out[k] not in allowed:
-            raise SegAnyError("bad_request", f"iseg option {k!r} must be one of {list(allowed)}, got {out[k]!r}")
-    if not 0.0 < out["threshold"] < 1.0:
-        raise SegAnyError("bad_request", f"iseg option 'threshold' must be in (0, 1), got {out['threshold']}")
-    return out
 
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (clicked vertices, positive) → probability per vertex
@@ -104,53 +69,18 @@ class ISeg(Method):
     scene_kinds: ClassVar[tuple[str, ...]] = ("mesh",)
     default_prior: ClassVar[str] = "geometric"
     state_format: ClassVar[str | None] = FORMAT
+    Options: ClassVar[type[ISegOptions]] = ISegOptions
+    Query: ClassVar[type[ISegQuery]] = ISegQuery
 
     def __init__(self) -> None:
         self._scorers: PerState[Scorer] = PerState()  # the decoders rebuilt once per live state
         self._refiners: PerState[CreaseRefiner] = PerState()  # and its crease graph + memoised answers
 
-    def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
-        """iSeg's sizes on a GPU; on a CPU fewer views, steps and click vertices.
-
-        Both use the light decoder (iSeg's own head, "full", stays available as an option) and take the
-        prior's best-scored candidate mask ("best"; iSeg took SAM's smallest, "smallest"): the
-        geometric prior's smallest candidate is often a sliver of a part. "members" (not listed: 1) trains
-        an ensemble of encoder + decoder pairs (seeds seed, seed + 1, …) whose answers a query averages;
-        with the geometric prior it was not worth its cost (docs/journal.md).
-        """
-        gpu = str(device).startswith("cuda")
-        n = scene.n_elements
-        return {
-            "views": 100 if gpu else 24,
-            "resolution": 224 if gpu else 192,
-            "encoder_width": 256 if gpu else 128,
-            "encoder_depth": 4 if gpu else 2,
-            "fourier": 256 if gpu else 128,
-            "sigma": 5.0,
-            "encoder_steps": 2000 if gpu else 400,
-            "encoder_pixels": 16384 if gpu else 8192,
-            "encoder_lr": 1e-3,
-            "click_vertices": max(32, round(0.03 * n)) if gpu else 64,
-            "views_per_click": 8 if gpu else 3,
-            "second_clicks": 5 if gpu else 2,
-            "mask": "best",
-            "min_mask_pixels": 4,
-            "decoder": "light",
-            "decoder_steps": 3000 if gpu else 200,
-            "decoder_batch": 16,
-            "decoder_pixels": 1024 if gpu else 384,
-            "decoder_lr": 1e-4 if gpu else 1e-3,
-            "dice_weight": 1.0,
-            "threshold": 0.5,
-            "seed": 0,
-        }
-
-    def prepare(self, scene: Scene, prior: Prior, options: dict[str, Any], ctx: JobContext) -> State:
+    def prepare(self, scene: Scene, prior: Prior, options: ISegOptions, ctx: JobContext) -> State:
         if not isinstance(scene, MeshScene):
             raise SegAnyError("unsupported", f"iseg segments meshes, not {scene.kind!r} scenes")
         prior.require("prompt")
         prior.require("embed")
-        opts = _check_options({**self.default_options(scene, ctx.device), **options})
         device = torch.device(ctx.device if str(ctx.device).startswith("cuda") and torch.cuda.is_available() else "cpu")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -158,7 +88,7 @@ class ISeg(Method):
         vertices = torch.as_tensor(scene.vertices)
         faces = torch.as_tensor(scene.faces)
         positions, centre, scale = normalise(vertices)
-        renders = views_around(scene, opts["views"], opts["resolution"], opts["seed"], ctx.sub(0.0, 0.03).progress)
+        renders = views_around(scene, options.views, options.resolution, options.seed, ctx.sub(0.0, 0.03).progress)
         views = renders.views
         tri_ids, bary = torch.as_tensor(views.ids), torch.as_tensor(renders.bary)
         timings["render"] = time.perf_counter() - t0
@@ -170,32 +100,32 @@ class ISeg(Method):
         timings["embed"] = time.perf_counter() - t0 - sum(timings.values())
 
         enc_cfg = EncoderConfig(
-            out_dim=int(emb.shape[-1]), width=opts["encoder_width"], depth=opts["encoder_depth"],
-            fourier=opts["fourier"], sigma=opts["sigma"],
+            out_dim=int(emb.shape[-1]), width=options.encoder_width, depth=options.encoder_depth,
+            fourier=options.fourier, sigma=options.sigma,
         )  # fmt: skip
         dec_cfg = DecoderConfig(
-            dim=enc_cfg.out_dim, widths=PRESETS[opts["decoder"]], compare=opts["decoder"] == "light"
+            dim=enc_cfg.out_dim, widths=PRESETS[options.decoder], compare=options.decoder == "light"
         )
         visible = visible_vertices(views.ids, renders.bary, scene.faces, len(vertices))
-        n_clicks = min(opts["click_vertices"], len(vertices))
+        n_clicks = min(options.click_vertices, len(vertices))
         click_vertices = farthest_point_sampling(vertices, n_clicks, start=0).cpu().numpy().astype(np.int64)
         corners = pixel_corners(tri_ids, bary, faces)
-        enc_sched = Schedule(opts["encoder_steps"], opts["encoder_lr"], opts["encoder_pixels"])
-        dec_sched = Schedule(opts["decoder_steps"], opts["decoder_lr"], opts["decoder_batch"], opts["decoder_pixels"])
+        enc_sched = Schedule(options.encoder_steps, options.encoder_lr, options.encoder_pixels)
+        dec_sched = Schedule(options.decoder_steps, options.decoder_lr, options.decoder_batch, options.decoder_pixels)
         tensors: dict[str, torch.Tensor] = {}
         enc_last, dec_last, counts = [], [], []
-        members = opts["members"]
+        members = options.members
         for i in range(members):
             span = ctx.sub(0.05 + 0.95 * i / members, 0.05 + 0.95 * (i + 1) / members)
-            gen = torch.Generator().manual_seed(opts["seed"] + i)
-            rng = np.random.default_rng(opts["seed"] + i)
+            gen = torch.Generator().manual_seed(options.seed + i)
+            rng = np.random.default_rng(options.seed + i)
             t1 = time.perf_counter()
             encoder, features, enc_losses = train_encoder(
                 positions.to(device), emb_corners, targets.to(device), enc_cfg, enc_sched, span.sub(0.0, 0.4), gen
             )
             t2 = time.perf_counter()
             samples = make_samples(
-                prior, views, visible, positions.numpy(), click_vertices, opts, rng, span.sub(0.4, 0.6)
+                prior, views, visible, positions.numpy(), click_vertices, options.to_dict(), rng, span.sub(0.4, 0.6)
             )
             if len(samples) == 0:
                 raise SegAnyError(
@@ -203,7 +133,7 @@ class ISeg(Method):
                 )
             t3 = time.perf_counter()
             decoder, dec_losses = train_decoder(
-                features, samples, corners, dec_cfg, dec_sched, opts["dice_weight"], span.sub(0.6, 1.0), gen
+                features, samples, corners, dec_cfg, dec_sched, options.dice_weight, span.sub(0.6, 1.0), gen
             )
             for name, seconds in (("encoder", t2 - t1), ("samples", t3 - t2), ("decoder", time.perf_counter() - t3)):
                 timings[name] = timings.get(name, 0.0) + seconds
@@ -224,9 +154,9 @@ class ISeg(Method):
             "n_vertices": len(vertices),
             "n_faces": len(faces),
             "encoder": asdict(enc_cfg),
-            "decoder": {**asdict(dec_cfg), "widths": list(dec_cfg.widths), "preset": opts["decoder"]},
-            "threshold": opts["threshold"],
-            "options": {k: v for k, v in opts.items() if k != "device"},
+            "decoder": {**asdict(dec_cfg), "widths": list(dec_cfg.widths), "preset": options.decoder},
+            "threshold": options.threshold,
+            "options": options.to_dict(),
             "members": members,
             "samples": counts[0] if members == 1 else counts,
             "losses": {
@@ -243,19 +173,8 @@ class ISeg(Method):
             raise SegAnyError(
                 "not_prepared", f"the iseg state was prepared for {n} vertices but the scene has {scene.n_elements}"
             )
-        vertices, positive = parse_clicks(query, n)
-        unknown = sorted(set(query) - {"clicks", "refine"})
-        refine = query.get("refine", "auto")
-        if unknown or not (refine == "auto" or isinstance(refine, bool)):
-            raise SegAnyError(
-                "bad_request",
-                'an iseg query is {"clicks": [[vertex, sign], ...], "refine": "auto"|true|false}'
-                + (
-                    f"; unknown keys {unknown}"
-                    if unknown
-                    else f"; refine must be 'auto', true or false, got {refine!r}"
-                ),
-            )
+        parsed = parse_query(self.Query, query, scene)
+        vertices, positive, refine = parsed.elements, parsed.positive, parsed.refine
         threshold = float(state.meta.get("threshold", 0.5))
         if len(vertices) == 0:
             return Selection(np.zeros(n, dtype=np.float32), threshold)
@@ -269,6 +188,6 @@ class ISeg(Method):
             v = torch.as_tensor([c[0] for c in clicks], dtype=torch.long)
             return scorer(v, torch.as_tensor([c[1] > 0 for c in clicks])).numpy()
 
-        clicks = list(zip(vertices.tolist(), [1 if p else -1 for p in positive.tolist()], strict=True))
+        clicks = parsed.clicks()
         refiner = self._refiners.get(state, lambda: CreaseRefiner(scene.vertices, scene.faces))
         return Selection(refiner(clicks, decode), REFINED_THRESHOLD)

@@ -15,10 +15,10 @@ from ...jobs import JobContext
 from ...priors import Prior
 from ...scene import PointScene, Scene, SplatScene
 from ..base import Method, PerState, Selection, State
-from ..clicks import parse_clicks
+from ..queries import parse_query
 from . import prior_recipe
 from .capture import capture, from_tensors, to_tensors
-from .options import check_options, default_options
+from .options import SA3DOptions, SA3DQuery
 from .segment import Segmenter, Settings
 
 FORMAT = "sa3d/1"
@@ -53,25 +53,23 @@ class SA3D(Method):
     scene_kinds: ClassVar[tuple[str, ...]] = ("splats", "points")
     default_prior: ClassVar[str] = "geometric"
     state_format: ClassVar[str | None] = FORMAT
+    Options: ClassVar[type[SA3DOptions]] = SA3DOptions
+    Query: ClassVar[type[SA3DQuery]] = SA3DQuery
 
     def __init__(self) -> None:
         self._live: PerState[_Live] = PerState(size=4)
 
-    def default_options(self, scene: Scene, device: str) -> dict[str, Any]:
-        return default_options(device)
-
     def restore(self, state: State, make_prior: Callable[[], Prior]) -> None:
         self._live.get(state, _Live).make_prior = make_prior
 
-    def prepare(self, scene: Scene, prior: Prior, options: dict[str, Any], ctx: JobContext) -> State:
+    def prepare(self, scene: Scene, prior: Prior, options: SA3DOptions, ctx: JobContext) -> State:
         if not isinstance(scene, (SplatScene, PointScene)):
             raise SegAnyError("unsupported", f"sa3d segments splat and point scenes, not {scene.kind!r} scenes")
         prior.require("prompt")
-        opts = check_options({**default_options(ctx.device), **options})
         device = ctx.device if str(ctx.device).startswith("cuda") and torch.cuda.is_available() else "cpu"
         t0 = time.perf_counter()
         cap = capture(
-            scene, opts["views"], opts["resolution"], opts["top_k"], opts["fov_deg"], opts["seed"], device,
+            scene, options.views, options.resolution, options.top_k, options.fov_deg, options.seed, device,
             ctx.sub(0.0, 0.95).progress,
         )  # fmt: skip
         prior_meta, prior_tensors = prior_recipe.record(prior)
@@ -82,7 +80,7 @@ class SA3D(Method):
             "n_elements": scene.n_elements,
             "views_key": cap.views.key,
             "prior": prior_meta,
-            "options": opts,
+            "options": options.to_dict(),
             "timings": {"render": time.perf_counter() - t0},
         }
         state = State(tensors=tensors, meta=meta)
@@ -103,8 +101,7 @@ class SA3D(Method):
                 f"the sa3d state was prepared for {n} {meta.get('scene_kind')} elements but the scene has "
                 f"{scene.n_elements} {scene.kind}; prepare again",
             )
-        element = "Gaussian" if isinstance(scene, SplatScene) else "point"
-        elements, positive = parse_clicks(query, n, method="sa3d", element=element)
+        parsed = parse_query(self.Query, query, scene)
         opts = meta["options"]
         settings = Settings(
             opts["prompts"], opts["iou_threshold"], opts["negative_weight"], opts["mask"], opts["fill_hidden"]
@@ -115,7 +112,7 @@ class SA3D(Method):
         if live.prior is None:
             live.prior = prior_recipe.rebuild(meta["prior"], state.tensors, live.make_prior)
         seg, prior = live.segmenter, live.prior
-        res = seg.run(prior, elements.numpy(), positive.numpy(), settings)
+        res = seg.run(prior, parsed.elements.numpy(), parsed.positive.numpy(), settings)
         return Selection(
             res.scores, res.threshold, extras={"accepted_views": res.accepted, "rejected_views": res.rejected}
         )
