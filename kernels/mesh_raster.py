@@ -338,12 +338,12 @@ def _raster_view(
     depth.copy_(inv_w.masked_fill_(bg, 0.0))
     tri_ids.copy_(face)
     tri_ids.masked_fill_(bg, -1)
-    u = torch.arange(width, device=device, dtype=torch.float32).add_(0.5).repeat(height)
-    v = torch.arange(height, device=device, dtype=torch.float32).add_(0.5).repeat_interleave(width)
-    total = torch.zeros_like(u)
+    u = torch.arange(width, device=device, dtype=torch.float32).add_(0.5)
+    v = torch.arange(height, device=device, dtype=torch.float32).add_(0.5)[:, None]
+    total = torch.zeros_like(inv_w)
     for i in range(2):
-        a, b, c = (coeffs[3 * i + m].index_select(0, face) for m in range(3))
-        e = a.mul_(u).add_(b.mul_(v).add_(c))
+        a, b, c = (coeffs[3 * i + m].index_select(0, face).view(height, width) for m in range(3))
+        e = a.mul_(u).add_(b.mul_(v).add_(c)).view(-1)
         e.mul_(inv_w).clamp_(0.0, 1.0)
         total.add_(e)
         bary[:, i].copy_(e)

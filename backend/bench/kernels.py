@@ -1,7 +1,8 @@
 """`segany bench kernels`: every kernel figure next to its baseline, measured in the same run.
 
-- mesh raster (ids + depth + barycentrics) of a ~100K-triangle mesh at 512² vs Embree casting the same
-  primary rays (the BVH is built outside the timing, which favours Embree);
+- mesh raster (ids + depth + barycentrics + normals) of a ~100K-triangle mesh at 512² vs Embree casting the
+  same primary rays (the BVH is built outside the timing, which favours Embree), in 21 turns, with the
+  median and spread of the per-turn ratios;
 - scale-gated similarity over 1M × 32 features, fp32 and fp16, as GB/s read vs a plain copy of the same
   bytes (copy bandwidth counted STREAM-style, read + write: the machine's memory bandwidth);
 - KNN k = 16 over 1M points (queries = the points) vs scipy cKDTree called directly;
@@ -88,17 +89,31 @@ def bumpy_sphere(n_lat: int, n_lon: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def interleaved(fns: list[Callable[[], Any]], repeat: int) -> list[float]:
-    """Median wall seconds of each function, run in turns after one warm-up turn: on a shared machine
-    the load drifts, and taking turns exposes a figure and its baseline to the same drift."""
+    """Median wall seconds of each function, run in turns (see `interleaved_times`)."""
+    return [float(np.median(t)) for t in interleaved_times(fns, repeat)]
+
+
+def interleaved_times(fns: list[Callable[[], Any]], repeat: int) -> np.ndarray:
+    """(len(fns), repeat) wall seconds of the functions run in turns after one warm-up turn: on a shared
+    machine the load drifts, and taking turns exposes a figure and its baseline to the same drift."""
     for fn in fns:
         fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeat):
-        for fn, acc in zip(fns, times, strict=True):
+    times = np.empty((len(fns), repeat))
+    for i in range(repeat):
+        for j, fn in enumerate(fns):
             t0 = time.perf_counter()
             fn()
-            acc.append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
+            times[j, i] = time.perf_counter() - t0
+    return times
+
+
+def paired_ratio(times: np.ndarray) -> dict[str, float]:
+    """Median and spread of the per-turn ratios of `times[0]` to `times[1]`: within a turn both saw the same
+    load, so these ratios scatter far less than the times themselves on a busy machine."""
+    ratios = times[0] / times[1]
+    q25, median, q75 = np.percentile(ratios, [25, 50, 75])
+    return {"median": float(median), "q25": float(q25), "q75": float(q75), "min": float(ratios.min()),
+            "max": float(ratios.max()), "pairs": len(ratios)}  # fmt: skip
 
 
 def _sync(device: str) -> None:
@@ -130,9 +145,16 @@ def _mesh_rows(quick: bool, extra: dict[str, Any], device: str = "cpu") -> list[
     TriangleMesh(scene, vertices[faces])
     origins, dirs = primary_rays(viewmat, k, size, size)
     repeat = 3 if quick else 9
-    t_torch, t_embree = interleaved([raster, lambda: scene.run(origins, dirs, output=1)], repeat)
+    times = interleaved_times([raster, lambda: scene.run(origins, dirs, output=1)], 3 if quick else 21)
+    t_torch, t_embree = np.median(times, axis=1)
+    paired = paired_ratio(times)
     case = f"mesh raster {len(faces) // 1000}K tris {size}² ({device})"
-    rows = [Row(case, "time", t_torch, "s", "embreex primary rays (CPU, 1 thread)", t_embree, "<= embree")]
+    baseline = (
+        f"embreex primary rays (CPU, 1 thread); paired ratio {paired['median']:.3f}, "
+        f"IQR {paired['q25']:.3f}–{paired['q75']:.3f}, range {paired['min']:.3f}–{paired['max']:.3f} "
+        f"over {paired['pairs']} turns"
+    )
+    rows = [Row(case, "time", float(t_torch), "s", baseline, float(t_embree), "<= embree")]
     result = raster()
     hit = rasterize_mesh(
         torch.from_numpy(vertices), torch.from_numpy(faces), viewmat[None], k[None], size, size, "embree"
@@ -142,6 +164,7 @@ def _mesh_rows(quick: bool, extra: dict[str, Any], device: str = "cpu") -> list[
         "faces": len(faces),
         "pixels_covered": float(result.mask.float().mean()),
         "ids_equal_to_embree": agree,
+        "paired_ratio_to_embree": paired,
     }
     attr = torch.randn(len(vertices), 32, device=device, requires_grad=True)
 
