@@ -51,11 +51,16 @@ def state_dir_problem(directory: Path) -> str | None:
     """Why a state file in `directory` cannot be trusted, or None when only this user can change it.
 
     A user who can write the directory can swap in a state file of their own, and with it a port and a
-    token of theirs: the add-on would then send its scenes to their process. (Windows keeps ACLs, not
-    modes: there the per-user default places are trusted as they are.)
+    token of theirs: the add-on would then send its scenes to their process. Group write is accepted only
+    for the user's private group (named as the user, no other members), which Debian and Ubuntu give
+    every user along with umask 002. (Windows keeps ACLs, not modes: there the per-user default places
+    are trusted as they are.)
     """
     if os.name != "posix":
         return None
+    import grp  # POSIX-only modules: imported here so the add-on still loads on Windows
+    import pwd
+
     try:
         st = directory.stat()
     except OSError as e:
@@ -65,7 +70,12 @@ def state_dir_problem(directory: Path) -> str | None:
             f"the state file's directory {directory} belongs to another user (uid {st.st_uid}), who could swap "
             "the state file; use a directory of your own (--state-file or SEGANY_STATE_FILE)"
         )
-    if st.st_mode & 0o022:
+    try:
+        group = grp.getgrgid(st.st_gid)
+        private = group.gr_name == pwd.getpwuid(st.st_uid).pw_name and not set(group.gr_mem) - {group.gr_name}
+    except KeyError:  # a group or user without a name: not provably private
+        private = False
+    if st.st_mode & 0o002 or (st.st_mode & 0o020 and not private):
         return (
             f"the state file's directory {directory} is writable by other users (mode {st.st_mode & 0o7777:o}), "
             f"who could swap the state file; run `chmod go-w {directory}` or use a private directory "

@@ -9,8 +9,10 @@ harness subprocess.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import select
 import socket
 import threading
@@ -275,3 +277,17 @@ def test_a_state_directory_other_users_can_write_is_refused(tmp_path: Path) -> N
     (shared / "server.json").write_text(json.dumps({"host": "127.0.0.1", "port": 1, "token": "x", "pid": 1}))
     with pytest.raises(BackendUnavailable, match="writable by other users"):
         Client.from_state_file(shared / "server.json")
+
+
+def test_a_state_directory_writable_only_by_the_users_private_group_is_accepted(make_server, tmp_path: Path) -> None:
+    """Debian and Ubuntu give each user a private group and umask 002: such a directory is the user's alone."""
+    group = grp.getgrgid(os.getgid())
+    if group.gr_name != pwd.getpwuid(os.getuid()).pw_name or group.gr_mem:
+        pytest.skip(f"this user's primary group {group.gr_name!r} is not a private group")
+    shared = tmp_path / "run"
+    shared.mkdir()
+    shared.chmod(0o770)
+    server = make_server()
+    assert server.state_file.parent == shared
+    with _client(server) as c:
+        assert c.ping() > 0
