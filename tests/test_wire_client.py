@@ -7,6 +7,7 @@ socket in a thread speaking the wire format; the client under test is the real o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -31,6 +32,8 @@ def _peer(script: Script) -> tuple[int, threading.Thread]:
             header, _ = wire.read_frame(sock)
             wire.send_frame(sock, {"id": header["id"], "ok": True, "limits": wire.Limits().to_dict()})
             script(sock)
+            with contextlib.suppress(ConnectionError):
+                sock.recv(1)  # stay connected until the client closes: a healthy backend does not leave
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
