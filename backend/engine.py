@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import re
 import threading
 import time
@@ -28,17 +27,12 @@ from .errors import SegAnyError
 from .jobs import JobContext
 from .methods import Method, Selection, State, get_method, method_names
 from .options import Options, parse_options, preset_for
-from .priors import get_prior, prior_class, prior_names
+from .priors import Prior, PriorContext, PriorSpec, get_prior, prior_class, prior_config, prior_names
+from .priors.config import STATE_KEY
 from .scene import Scene, scene_from_arrays, scene_id
 
 JobCallback = Callable[["Job"], None]
-CHECKPOINT_ENV = {"sam": "SEGANY_SAM_CHECKPOINT", "clip": "SEGANY_CLIP_CHECKPOINT"}
 log = logging.getLogger("segany.engine")
-
-
-def checkpoints_from_env() -> dict[str, str]:
-    """Checkpoint files the user pointed at with SEGANY_SAM_CHECKPOINT / SEGANY_CLIP_CHECKPOINT."""
-    return {name: os.environ[var] for name, var in CHECKPOINT_ENV.items() if os.environ.get(var)}
 
 
 def resolve_device(device: str) -> str:
@@ -125,7 +119,8 @@ class Engine:
         except OSError as exc:  # an unreadable cache must not stop the backend: a save will say what is wrong
             log.warning("could not sweep the cache's temp dirs under %s: %s", self.cache.base, exc)
         self.limits = limits or {}
-        self.checkpoints = dict(checkpoints or {})
+        # what every prior is built with: this machine's device, cache root and checkpoint files
+        self.prior_context = PriorContext(self.device, self.cache.root, dict(checkpoints or {}))
         self._scenes: dict[str, Scene] = {}
         self._states: dict[tuple[str, str, str], State] = {}
         self._jobs: dict[str, Job] = {}
@@ -207,22 +202,22 @@ class Engine:
             "device": self.device,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "cache_dir": str(self.cache.root),
-            "checkpoints": {k: {"path": v, "exists": Path(v).is_file()} for k, v in self.checkpoints.items()},
+            "checkpoints": {
+                k: {"path": v, "exists": Path(v).is_file()} for k, v in self.prior_context.checkpoints.items()
+            },
             "methods": method_names(),
             "priors": prior_names(),
         }
 
     # jobs -------------------------------------------------------------------------------------
-    def _prior_for(self, method: Method, prior: str | None, prior_options: dict[str, Any]) -> tuple[str, Any]:
-        name = prior or method.default_prior
-        opts = dict(prior_options)
-        if name in self.checkpoints and "checkpoint" not in opts:
-            opts["checkpoint"] = self.checkpoints[name]
-        if name in ("sam", "clip"):
-            opts.setdefault("device", self.device)
-        if name == "sam":
-            opts.setdefault("cache_dir", str(self.cache.root))  # its encoder outputs live beside the states
-        return name, get_prior(name, **opts)
+    def _build_prior(self, spec: PriorSpec) -> Prior:
+        return get_prior(spec.name, self.prior_context, **spec.options)
+
+    def _restore(self, m: Method, state: State) -> None:
+        """The one way a state from the cache becomes usable: a method that prompts its prior at query time
+        gets the prior the state records, built with this engine's context (not_prepared if it cannot be)."""
+        if m.queries_prior:
+            state.prior = self._build_prior(PriorSpec.from_state(state.meta, state.tensors))
 
     def status(self, method: str, sid: str, prior: str | None = None) -> str:
         """'prepared' (in memory), 'cached' (on disk), 'running' or 'none'."""
@@ -259,6 +254,7 @@ class Engine:
         opts = parse_options(m.Options, options, preset=preset_for(self.device), scene=scene)
         pname = prior or m.default_prior
         popts = dict(prior_options or {})
+        prior_config(pname, popts)  # unknown priors and bad prior options are refused before a job exists
         key = options_key(method, pname, opts.to_dict(), popts)
         job = Job(id=f"j{next(self._ids)}", method=method, scene_id=sid, prior=pname)
         job.ctx = JobContext(device=self.device, on_progress=lambda f, msg: self._on_progress(job, f, msg))
@@ -284,24 +280,35 @@ class Engine:
             except DamagedEntry as exc:  # already moved aside: prepare it again
                 state, damaged = None, exc
             stale = state is not None and not m.is_current(state)  # written by another version of the method
+            unusable: SegAnyError | None = None
+            if state is not None and not stale:
+                try:
+                    self._restore(m, state)
+                except SegAnyError as exc:
+                    if exc.code != "not_prepared":
+                        raise
+                    state, unusable = None, exc  # e.g. made with another SAM model than the checkpoint holds
             if state is None or stale:
-                _, prior = self._prior_for(m, job.prior, popts)
+                prior = self._build_prior(PriorSpec(job.prior, popts))
                 try:
                     state = m.prepare(scene, prior, opts, job.ctx)
                 finally:
                     job.ctx.close()  # a held-back progress report must not overwrite the job's final state
                 job.ctx.check()
-                job.message = "prepared" if damaged is None else f"prepared again: {damaged.message}"
+                meta, tensors = prior.describe().to_state()  # so a restarted backend builds the same prior
+                state.meta[STATE_KEY] = meta
+                state.tensors.update(tensors)
+                again = damaged or unusable
+                job.message = "prepared" if again is None else f"prepared again: {again.message}"
                 record = {"prior": job.prior, "options": opts.to_dict()}
                 try:
-                    self.cache.save(job.scene_id, job.method, key, state, record, replace=stale or damaged is not None)
+                    self.cache.save(job.scene_id, job.method, key, state, record, replace=stale or again is not None)
                 except SegAnyError as exc:
                     if exc.code != "io_error":
                         raise
                     log.warning("prepared state kept in memory only: %s", exc.message)
                     job.message += f"; not saved, so kept in memory until the backend stops: {exc.message}"
             else:
-                m.restore(state, lambda: self._prior_for(m, job.prior, popts)[1])
                 job.message = "loaded from cache"
             with self._lock:
                 self._states[(job.method, job.scene_id, job.prior)] = state
@@ -364,7 +371,7 @@ class Engine:
                     f"the cached {method!r} state was written by another SegAny version ({state.meta.get('format')!r});"
                     " run prepare again",
                 )
-            m.restore(state, lambda: self._prior_for(m, pname, {})[1])
+            self._restore(m, state)
         with self._lock:
             self._states[(method, sid, pname)] = state
         return state

@@ -47,9 +47,10 @@ from segany.addon.client import default_state_file, state_dir_problem
 from segany.kernels import tune_cpu_allocator
 
 from . import __version__, deadline
-from .engine import Engine, Job, checkpoints_from_env
+from .engine import Engine, Job
 from .errors import SegAnyError
 from .jsonable import jsonable
+from .priors import checkpoints_from_env
 
 log = logging.getLogger("segany.server")
 

@@ -12,7 +12,7 @@ import torch
 
 from segany.cameras import cameras_for_scene
 from segany.errors import SegAnyError
-from segany.priors import get_prior
+from segany.priors import PriorContext, get_prior
 from segany.priors.clip import ClipPrior, masked_crop
 from segany.render import render
 from segany.samples import sample_mesh
@@ -79,15 +79,31 @@ def test_masked_crop_greys_out_the_rest() -> None:
     assert (img == 128).all(axis=-1).sum() == 48 * 48 - mask.sum()
 
 
+def test_clip_describes_itself_and_refuses_other_weights(checkpoint: Path, tmp_path: Path) -> None:
+    ctx = PriorContext(checkpoints={"clip": str(checkpoint)})
+    prior = get_prior("clip", ctx, model_name="SegAnyTinyViT")
+    spec = prior.describe()
+    assert spec.options["checkpoint"] is None and spec.options["model_key"].startswith("SegAnyTinyViT-")
+    again = get_prior(spec.name, ctx, **spec.options)
+    assert again.describe() == spec
+    np.testing.assert_array_equal(again.embed_text(["chair"]), prior.embed_text(["chair"]))
+    torch.manual_seed(1)
+    other = tmp_path / "other.bin"
+    torch.save(open_clip.create_model("SegAnyTinyViT", pretrained=None).state_dict(), other)
+    with pytest.raises(SegAnyError) as err:
+        get_prior(spec.name, PriorContext(checkpoints={"clip": str(other)}), **spec.options)
+    assert err.value.code == "not_prepared" and "CLIP model" in err.value.message
+
+
 def test_bad_checkpoints(checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(SegAnyError) as err:
-        ClipPrior(tmp_path / "none.bin")
+        get_prior("clip", checkpoint=tmp_path / "none.bin")
     assert err.value.code == "not_found"
     with pytest.raises(SegAnyError) as err:
-        ClipPrior(checkpoint, model_name="ViT-Q-99")
+        get_prior("clip", checkpoint=checkpoint, model_name="ViT-Q-99")
     assert err.value.code == "bad_request"
     junk = tmp_path / "junk.bin"
     torch.save({"something": torch.zeros(2)}, junk)
     with pytest.raises(SegAnyError) as err:
-        ClipPrior(junk, model_name="SegAnyTinyViT")
+        get_prior("clip", checkpoint=junk, model_name="SegAnyTinyViT")
     assert err.value.code == "corrupt_file"

@@ -93,7 +93,7 @@ def test_negative_click_removes_and_previous_mask_is_kept(stool) -> None:
 
 def test_embeddings_are_unit_and_separate_parts(stool) -> None:
     views, parts = stool
-    emb = GeometricPrior(embed_dim=24).embed(views)
+    emb = get_prior("geometric", embed_dim=24).embed(views)
     assert emb.shape == (*views.ids.shape, 24) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), 1.0, atol=1e-4)
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ from scipy import ndimage
 from segany.cameras import cameras_for_scene
 from segany.errors import SegAnyError
 from segany.priors import get_prior
-from segany.priors.oracle import OracleNoise, OraclePrior
+from segany.priors.oracle import OracleNoise
 from segany.render import render
 from segany.samples import sample_mesh
 
@@ -49,7 +49,7 @@ def test_exact_without_noise(stool) -> None:
 
 def test_negative_and_previous(stool) -> None:
     scene, views, parts = stool
-    prior = OraclePrior(scene.face_parts)
+    prior = get_prior("oracle", labels=scene.face_parts)
     seat, back = parts[0] == 0, parts[0] == 1
     clicks = np.concatenate([_click(seat), _click(back)])
     res = prior.prompt(views, 0, clicks, np.array([1, 0]))
@@ -60,23 +60,23 @@ def test_negative_and_previous(stool) -> None:
 
 def test_noise_is_reproducible_and_changes_the_answer(stool) -> None:
     scene, views, parts = stool
-    clean = OraclePrior(scene.face_parts)
-    noisy = OraclePrior(scene.face_parts, noise="default", seed=3)
-    again = OraclePrior(scene.face_parts, noise="default", seed=3)
+    clean = get_prior("oracle", labels=scene.face_parts)
+    noisy = get_prior("oracle", labels=scene.face_parts, noise="default", seed=3)
+    again = get_prior("oracle", labels=scene.face_parts, noise="default", seed=3)
     for a, b in zip(noisy.auto_masks(views, 1), again.auto_masks(views, 1), strict=True):
         np.testing.assert_array_equal(a, b)
-    heavy = OraclePrior(scene.face_parts, noise={"split": 1.0, "jitter": 0, "missing": 0.0}, seed=1)
+    heavy = get_prior("oracle", labels=scene.face_parts, noise={"split": 1.0, "jitter": 0, "missing": 0.0}, seed=1)
     assert len(heavy.auto_masks(views, 1)[0]) == 2 * len(clean.auto_masks(views, 1)[0])
-    merged = OraclePrior(scene.face_parts, noise=OracleNoise(merge=1.0))
+    merged = get_prior("oracle", labels=scene.face_parts, noise=OracleNoise(merge=1.0))
     assert len(merged.auto_masks(views, 1)[0]) < len(clean.auto_masks(views, 1)[0])
-    gone = OraclePrior(scene.face_parts, noise={"missing": 1.0, "spurious": 2.0}, seed=2)
+    gone = get_prior("oracle", labels=scene.face_parts, noise={"missing": 1.0, "spurious": 2.0}, seed=2)
     invented = gone.auto_masks(views, 1)[0]
     assert all(not np.array_equal(m, parts[1] == p) for m in invented for p in range(7))
     assert all((m <= (views.ids[1] >= 0)).all() for m in invented)
     seat = parts[1] == 0
     ious = []
     for s in range(4):
-        jittered = OraclePrior(scene.face_parts, noise={"jitter": 3}, seed=s)
+        jittered = get_prior("oracle", labels=scene.face_parts, noise={"jitter": 3}, seed=s)
         m = jittered.prompt(views, 1, _click(seat), np.array([1])).masks[0]
         ious.append((m & seat).sum() / (m | seat).sum())
     assert min(ious) < 1.0 and min(ious) > 0.5
@@ -84,7 +84,7 @@ def test_noise_is_reproducible_and_changes_the_answer(stool) -> None:
 
 def test_embeddings(stool) -> None:
     scene, views, parts = stool
-    emb = OraclePrior(scene.face_parts, noise={"embed": 0.2}).embed(views)
+    emb = get_prior("oracle", labels=scene.face_parts, noise={"embed": 0.2}).embed(views)
     assert emb.shape == (*views.ids.shape, 32)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), 1.0, atol=1e-5)
     a, b = emb[0][parts[0] == 0], emb[0][parts[0] == 1]
@@ -95,8 +95,8 @@ def test_embeddings(stool) -> None:
 def test_bad_inputs(stool) -> None:
     scene, views, _ = stool
     with pytest.raises(SegAnyError, match="labels"):
-        OraclePrior(scene.face_parts[:10]).auto_masks(views, 0)
+        get_prior("oracle", labels=scene.face_parts[:10]).auto_masks(views, 0)
     with pytest.raises(SegAnyError, match="noise"):
-        OraclePrior(scene.face_parts, noise="loud")
+        get_prior("oracle", labels=scene.face_parts, noise="loud")
     with pytest.raises(SegAnyError, match="integers"):
-        OraclePrior(scene.face_parts.astype(np.float32))
+        get_prior("oracle", labels=scene.face_parts.astype(np.float32))

@@ -15,7 +15,7 @@ from segment_anything import sam_model_registry
 
 from segany.cameras import cameras_for_scene
 from segany.errors import SegAnyError
-from segany.priors import get_prior
+from segany.priors import PriorContext, get_prior
 from segany.priors.sam import SamPrior, detect_model_type
 from segany.render import render
 from segany.samples import sample_mesh
@@ -52,7 +52,7 @@ class Counter:
 
 
 def test_sam_end_to_end_with_one_encoder_run(checkpoint: Path, views, tmp_path: Path) -> None:
-    prior = get_prior("sam", checkpoint=checkpoint, cache_dir=tmp_path)
+    prior = get_prior("sam", PriorContext(cache_dir=tmp_path), checkpoint=checkpoint)
     assert isinstance(prior, SamPrior) and prior.model_type == "vit_b"
     encoder = Counter(prior.model.image_encoder)
     prompts = Counter(prior.model.prompt_encoder)
@@ -95,6 +95,21 @@ def test_sam_end_to_end_with_one_encoder_run(checkpoint: Path, views, tmp_path: 
     assert len(encoder.calls) == 1
 
 
+def test_sam_describes_itself_and_refuses_another_model(checkpoint: Path, tmp_path: Path) -> None:
+    """The description holds the options and the model's identity, never the machine's checkpoint path or
+    device: rebuilt with a context whose checkpoint holds another model, it is refused (prepare again)."""
+    ctx = PriorContext(cache_dir=tmp_path, checkpoints={"sam": str(checkpoint)})
+    prior = get_prior("sam", ctx, memory_views=4)
+    spec = prior.describe()
+    assert spec.options["checkpoint"] is None and spec.options["memory_views"] == 4
+    assert spec.options["model_key"] == prior.model_key and prior.model_key.startswith("vit_b-")
+    again = get_prior(spec.name, ctx, **spec.options)
+    assert again.describe() == spec and again.cache_dir == prior.cache_dir == tmp_path / "sam" / prior.model_key
+    with pytest.raises(SegAnyError) as err:
+        get_prior(spec.name, ctx, **{**spec.options, "model_key": "vit_b-00000000000000000000"})
+    assert err.value.code == "not_prepared" and "SAM model" in err.value.message
+
+
 def test_model_type_detection() -> None:
     def fake(width: int, depth: int) -> dict[str, torch.Tensor]:
         state = {"image_encoder.patch_embed.proj.weight": torch.empty(width, 3, 1, 1)}
@@ -112,7 +127,7 @@ def test_model_type_detection() -> None:
 
 def test_a_prior_without_its_checkpoint_says_where_to_set_it() -> None:
     with pytest.raises(SegAnyError) as err:
-        get_prior("sam", device="cpu")
+        get_prior("sam")
     assert err.value.code == "bad_request" and "checkpoint" in err.value.message
     assert "SEGANY_SAM_CHECKPOINT" in err.value.message and "preferences" in err.value.message
     with pytest.raises(SegAnyError) as err:
@@ -122,21 +137,21 @@ def test_a_prior_without_its_checkpoint_says_where_to_set_it() -> None:
 
 def test_bad_checkpoints(checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(SegAnyError) as err:
-        SamPrior(tmp_path / "missing.pth")
+        get_prior("sam", checkpoint=tmp_path / "missing.pth")
     assert err.value.code == "not_found"
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(SegAnyError) as err:
-        SamPrior(junk)
+        get_prior("sam", checkpoint=junk)
     assert err.value.code == "corrupt_file"
     with pytest.raises(SegAnyError, match="vit_b model, not vit_h"):
-        SamPrior(checkpoint, model_type="vit_h")
+        get_prior("sam", checkpoint=checkpoint, model_type="vit_h")
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU: checks SamPrior(device='cuda')")
 def test_cuda_matches_cpu_shapes(checkpoint: Path, views, tmp_path: Path) -> None:
-    prior = SamPrior(checkpoint, device="cuda", cache_dir=tmp_path)
+    prior = get_prior("sam", PriorContext("cuda", tmp_path), checkpoint=checkpoint)
     res = prior.prompt(views, 0, np.array([[40.5, 30.5]]), np.array([1]))
     assert res.masks.shape == (3, H, W)
     assert prior.embed(views).shape == (1, 48, 64, 256)

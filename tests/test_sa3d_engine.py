@@ -91,6 +91,7 @@ def test_a_sam_state_comes_back_after_a_restart_from_the_engines_checkpoint(tmp_
     engine = Engine(cache_dir=cache, device="cpu", checkpoints={"sam": str(checkpoints[0])})
     sid = engine.add_scene(scene)
     assert engine.prepare("sa3d", sid, prior="sam", options=options)["message"] == "prepared"
+    first_model = engine.state("sa3d", sid, "sam").prior.model_key
     engine.close()
 
     click = {"clicks": [[centre_element(scene.means, labels, 0), 1]]}
@@ -109,3 +110,23 @@ def test_a_sam_state_comes_back_after_a_restart_from_the_engines_checkpoint(tmp_
     assert sel.scores.shape == (scene.n_elements,) and np.isfinite(sel.scores).all()
     assert list((cache / "sam").iterdir())  # SAM's encoder outputs went to the engine's cache, not ~/.cache
     fresh.close()
+
+    # a prepare job on an engine whose checkpoint holds another model makes the state again, not a dead entry
+    switched = Engine(cache_dir=cache, device="cpu", checkpoints={"sam": str(checkpoints[1])})
+    switched.add_scene(scene)
+    message = switched.prepare("sa3d", sid, prior="sam", options=options)["message"]
+    assert message.startswith("prepared again") and "SAM model" in message, message
+    assert switched.state("sa3d", sid, "sam").prior.model_key != first_model
+    switched.close()
+
+    # the add-on's way: the checkpoint travels as a prior option, so the state records it and a restarted
+    # backend configured with none still rebuilds that prior
+    given = {"checkpoint": str(checkpoints[0])}
+    bare = Engine(cache_dir=cache, device="cpu")
+    bare.add_scene(scene)
+    assert bare.prepare("sa3d", sid, prior="sam", options=options, prior_options=given)["message"] == "prepared"
+    bare.close()
+    restarted = Engine(cache_dir=cache, device="cpu")
+    restarted.add_scene(scene)
+    assert restarted.state("sa3d", sid, "sam").prior.describe().options["checkpoint"] == str(checkpoints[0])
+    restarted.close()

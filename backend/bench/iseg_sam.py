@@ -23,7 +23,8 @@ from ..methods.iseg import ISeg
 from ..methods.iseg.options import ISegOptions
 from ..methods.iseg.rendering import views_around
 from ..options import parse_options, preset_for
-from ..priors.sam import SamPrior, as_uint8
+from ..priors import PriorContext, get_prior
+from ..priors.sam import as_uint8
 from ..samples import sample_mesh
 from .iseg import EDGE_15K, QUICK
 from .report import Row, write_report
@@ -51,7 +52,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         checkpoint = Path(tmp) / f"random_{model_type}.pth"
         torch.manual_seed(0)
         torch.save(sam_model_registry[model_type](checkpoint=None).state_dict(), checkpoint)
-        prior = SamPrior(checkpoint, device=device, cache_dir=Path(tmp) / "features")
+        prior = get_prior("sam", PriorContext(device, Path(tmp) / "features"), checkpoint=str(checkpoint))
 
         _sync(device)
         t0 = time.perf_counter()

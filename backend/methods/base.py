@@ -26,6 +26,9 @@ class State:
 
     tensors: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
+    # the prior a method with `queries_prior` prompts at query time: never saved, the engine rebuilds it
+    # from the description it records in meta (segany.priors.PriorSpec)
+    prior: Prior | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -80,14 +83,9 @@ class Method(ABC):
     default_prior: ClassVar[str] = "geometric"
     needs_prepare: ClassVar[bool] = True
     state_format: ClassVar[str | None] = None  # meta["format"] of the states this version writes
+    queries_prior: ClassVar[bool] = False  # query() prompts state.prior: the engine rebuilds it for a cached state
     Options: ClassVar[type[Options]] = Options  # its typed options and presets; the engine parses them
     Query: ClassVar[type[ClickQuery]] = ClickQuery  # its typed query; `query` parses it first (parse_query)
-
-    def restore(self, state: State, make_prior: Callable[[], Prior]) -> None:
-        """A state came from the cache. A method that prompts its prior at query time keeps `make_prior`,
-        which builds the prior the engine would prepare with (its checkpoints and device included); methods
-        that answer from the state alone keep nothing."""
-        return None
 
     def is_current(self, state: State) -> bool:
         """Whether this version of the method reads `state`: a cache entry written by another is prepared again."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib
-import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import SegAnyError
 from .base import CAPABILITIES, Prior, PromptResult
+from .config import PriorContext, PriorSpec, checkpoints_from_env, parse_config
 
 _WHERE = {
     "geometric": "segany.priors.geometric:GeometricPrior",
@@ -33,25 +34,30 @@ def prior_class(name: str) -> type[Prior]:
     return getattr(importlib.import_module(module), cls)
 
 
-def get_prior(name: str, **options: Any) -> Prior:
-    """Instantiate a prior; options are provider-specific (checkpoint path, device, noise, labels)."""
-    cls = prior_class(name)
-    try:
-        inspect.signature(cls).bind(**options)
-    except TypeError as err:
-        hint = ""
-        if "checkpoint" in str(err):
-            hint = "; point at a checkpoint file (add-on preferences, SEGANY_SAM_CHECKPOINT / SEGANY_CLIP_CHECKPOINT)"
-        raise SegAnyError("bad_request", f"prior {name!r}: {err}{hint}") from None
-    return cls(**options)
+def prior_config(name: str, options: Mapping[str, Any]) -> Any:
+    """The prior's options as its typed Config; bad_request naming the field that is wrong."""
+    return parse_config(prior_class(name).Config, options, name)
+
+
+def get_prior(name: str, ctx: PriorContext | None = None, /, **options: Any) -> Prior:
+    """The one way to build a prior: its options parsed into its Config, the machine's settings from `ctx`.
+
+    Positional-only, so an option may be called anything; `get_prior(spec.name, ctx, **spec.options)`
+    builds a prior from its `describe()`.
+    """
+    return prior_class(name)(prior_config(name, options), ctx or PriorContext())
 
 
 __all__ = [
     "CAPABILITIES",
     "Prior",
+    "PriorContext",
+    "PriorSpec",
     "PromptResult",
+    "checkpoints_from_env",
     "get_prior",
     "prior_class",
+    "prior_config",
     "prior_names",
     "register_prior",
 ]

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import SegAnyError
 from ..render import Views
+from .config import PriorSpec, config_options
 
 CAPABILITIES = ("prompt", "auto", "embed", "text")
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The Config of a prior that takes no options."""
 
 
 @dataclass
@@ -23,10 +29,20 @@ class PromptResult:
 
 
 class Prior:
-    """Base class; subclasses list what they can do in `capabilities`."""
+    """Base class; subclasses list what they can do in `capabilities` and their options in a `Config` dataclass.
+
+    A subclass is built as `cls(config, ctx)` (`segany.priors.get_prior` parses the options) and keeps
+    `self.config`; `describe()` returns what builds it again, so a state can record its prior.
+    """
 
     name: ClassVar[str] = ""
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    Config: ClassVar[type] = NoOptions
+    config: Any
+
+    def describe(self) -> PriorSpec:
+        """Name and options that `get_prior` turns into an equivalent prior (given a like context)."""
+        return PriorSpec(self.name, config_options(self.config))
 
     def require(self, capability: str) -> None:
         if capability not in self.capabilities:

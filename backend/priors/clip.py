@@ -7,8 +7,7 @@ outside the mask (so the crop's context does not leak into the label), then the 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -19,6 +18,7 @@ from PIL import Image
 from ..errors import SegAnyError
 from ..render import Views
 from .base import Prior
+from .config import PriorContext, PriorSpec, file_key, same_model
 
 GREY = 0.5  # what replaces pixels outside the mask
 MARGIN = 0.1  # the crop box grows by this fraction of its size on each side
@@ -30,25 +30,37 @@ class ClipPrior(Prior):
     name: ClassVar[str] = "clip"
     capabilities: ClassVar[frozenset[str]] = frozenset({"text", "embed"})
 
-    def __init__(self, checkpoint: str | os.PathLike, model_name: str = "ViT-B-16", device: str = "cpu") -> None:
-        path = Path(checkpoint).expanduser()
+    @dataclass(frozen=True)
+    class Config:
+        checkpoint: str | None = None  # None: the context's (add-on preferences, SEGANY_CLIP_CHECKPOINT)
+        model_name: str = "ViT-B-16"
+        model_key: str | None = None  # the weights a state was prepared with: a file holding others is refused
+
+    def __init__(self, config: Config = Config(), ctx: PriorContext | None = None) -> None:
+        ctx = ctx or PriorContext()
+        path = ctx.checkpoint(self.name, config.checkpoint)
         if not path.is_file():
             raise SegAnyError(
                 "not_found", f"CLIP checkpoint {path} does not exist (see `segany models fetch clip_vit_b_16`)"
             )
-        if model_name not in open_clip.list_models():
-            raise SegAnyError("bad_request", f"unknown open_clip model {model_name!r}")
+        if config.model_name not in open_clip.list_models():
+            raise SegAnyError("bad_request", f"prior 'clip': unknown open_clip model_name {config.model_name!r}")
+        self.model_key = same_model(self.name, config.model_key, f"{config.model_name}-{file_key(path)}", path)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=str(path), device=device, weights_only=True
+                config.model_name, pretrained=str(path), device=ctx.device, weights_only=True
             )
         except Exception as err:  # open_clip raises several types for a file that does not fit the model
-            raise SegAnyError("corrupt_file", f"cannot load {path.name} as {model_name}: {err}") from None
+            raise SegAnyError("corrupt_file", f"cannot load {path.name} as {config.model_name}: {err}") from None
+        self.config = config
         self.model = model.eval()
         self.preprocess = preprocess
-        self.tokenizer = open_clip.get_tokenizer(model_name)
-        self.device = device
-        self.model_name = model_name
+        self.tokenizer = open_clip.get_tokenizer(config.model_name)
+        self.device = ctx.device
+
+    def describe(self) -> PriorSpec:
+        """The options with the weights' identity, so a state never meets other weights after a restart."""
+        return PriorSpec(self.name, {**super().describe().options, "model_key": self.model_key})
 
     @torch.no_grad()
     def embed_text(self, words: list[str]) -> np.ndarray:

@@ -27,6 +27,7 @@ from skimage.segmentation import watershed
 from ..errors import SegAnyError
 from ..render import Views
 from .base import Prior, PromptResult, prev_mask, prompt_pixels
+from .config import PriorContext
 
 ROOT_DEATH = 2.0  # height at which whole objects "die": they outlive every merge
 SPECTRAL_POWER = 4  # singular values raised to this: the coarse structure dominates (tuned on PSB)
@@ -268,22 +269,20 @@ class GeometricPrior(Prior):
     name: ClassVar[str] = "geometric"
     capabilities: ClassVar[frozenset[str]] = frozenset({"prompt", "auto", "embed"})
 
-    def __init__(
-        self,
-        levels: tuple[float, ...] = (0.15, 0.35, 0.6),
-        embed_dim: int = 32,
-        weights: BoundaryWeights | None = None,
-        min_area: float = 0.03,
-        cache_size: int = 64,
-    ) -> None:
-        if embed_dim < 4:
-            raise SegAnyError("bad_request", f"embed_dim must be at least 4, got {embed_dim}")
-        self.levels = tuple(sorted(levels))
-        self.embed_dim = embed_dim
-        self.weights = weights or BoundaryWeights()
-        self.min_area = min_area
+    @dataclass(frozen=True)
+    class Config:
+        levels: tuple[float, ...] = (0.15, 0.35, 0.6)
+        embed_dim: int = 32
+        weights: BoundaryWeights = BoundaryWeights()
+        min_area: float = 0.03
+        cache_size: int = 64  # region trees kept (one per view content)
+
+    def __init__(self, config: Config = Config(), ctx: PriorContext | None = None) -> None:
+        if config.embed_dim < 4:
+            raise SegAnyError("bad_request", f"prior 'geometric': embed_dim must be at least 4, got {config.embed_dim}")
+        self.config = config
+        self.levels = tuple(sorted(config.levels))
         self._trees: OrderedDict[str, RegionTree] = OrderedDict()
-        self._cache_size = cache_size
 
     def tree(self, views: Views, index: int) -> RegionTree:
         """The view's region tree, computed once per view content and kept in a small LRU."""
@@ -296,12 +295,12 @@ class GeometricPrior(Prior):
         leaves = np.full(fg.shape, -1, dtype=np.int32)
         bound = np.zeros(fg.shape, dtype=np.float32)
         if fg.any():
-            bound = boundary_map(views, index, self.weights)
+            bound = boundary_map(views, index, self.config.weights)
             box = _box(fg, 2)
-            leaves[box] = _leaves(bound[box], fg[box], self.weights.basin_depth)
-        tree = build_tree(leaves, bound, min_area=max(16, int(n_fg * self.min_area)))
+            leaves[box] = _leaves(bound[box], fg[box], self.config.weights.basin_depth)
+        tree = build_tree(leaves, bound, min_area=max(16, int(n_fg * self.config.min_area)))
         self._trees[key] = tree
-        while len(self._trees) > self._cache_size:
+        while len(self._trees) > self.config.cache_size:
             self._trees.popitem(last=False)
         return tree
 
@@ -354,7 +353,7 @@ class GeometricPrior(Prior):
         inverse = inverse.reshape(views.ids.shape)
         has_bg = bool(len(uniq)) and uniq[0] < 0
         n_elem = len(uniq) - int(has_bg)
-        out = np.zeros((*ids.shape, self.embed_dim), dtype=np.float32)
+        out = np.zeros((*ids.shape, self.config.embed_dim), dtype=np.float32)
         out[..., -1] = 1.0
         if n_elem == 0:
             return out
@@ -378,7 +377,7 @@ class GeometricPrior(Prior):
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_elem, col0)
         ).tocsr()
         a.data = np.sqrt(a.data)
-        vec = _spectral(a, self.embed_dim - 1)
+        vec = _spectral(a, self.config.embed_dim - 1)
         sub = inverse[:, stride // 2 :: stride, stride // 2 :: stride] - int(has_bg)
         fg = ids >= 0
         out[fg] = 0.0

@@ -16,6 +16,7 @@ from scipy import ndimage
 from ..errors import SegAnyError
 from ..render import Views
 from .base import Prior, PromptResult, prev_mask, prompt_pixels
+from .config import PriorContext
 
 
 @dataclass(frozen=True)
@@ -33,19 +34,16 @@ class OracleNoise:
 DEFAULT_NOISE = OracleNoise(jitter=2, merge=0.1, split=0.1, missing=0.1, spurious=0.5, embed=0.3)
 
 
-def _noise(noise: OracleNoise | dict | str | None) -> OracleNoise:
+def _noise(noise: OracleNoise | str | None) -> OracleNoise:
     if noise is None:
         return OracleNoise()
     if isinstance(noise, OracleNoise):
         return noise
     if noise == "default":
         return DEFAULT_NOISE
-    if isinstance(noise, dict):
-        unknown = set(noise) - set(OracleNoise.__dataclass_fields__)
-        if unknown:
-            raise SegAnyError("bad_request", f"unknown oracle noise settings {sorted(unknown)}")
-        return OracleNoise(**noise)
-    raise SegAnyError("bad_request", f"oracle noise must be None, 'default', a dict or OracleNoise, got {noise!r}")
+    raise SegAnyError(
+        "bad_request", f"prior 'oracle': option 'noise' must be null, 'default' or settings, got {noise!r}"
+    )
 
 
 class OraclePrior(Prior):
@@ -58,17 +56,23 @@ class OraclePrior(Prior):
     name: ClassVar[str] = "oracle"
     capabilities: ClassVar[frozenset[str]] = frozenset({"prompt", "auto", "embed"})
 
-    def __init__(
-        self, labels: np.ndarray, noise: OracleNoise | dict | str | None = None, seed: int = 0, embed_dim: int = 32
-    ) -> None:
-        labels = np.asarray(labels).reshape(-1)
+    @dataclass(frozen=True)
+    class Config:
+        labels: np.ndarray  # one integer per scene element
+        noise: OracleNoise | str | None = None  # None: perfect; "default": DEFAULT_NOISE
+        seed: int = 0
+        embed_dim: int = 32
+
+    def __init__(self, config: Config, ctx: PriorContext | None = None) -> None:
+        labels = np.asarray(config.labels).reshape(-1)
         if labels.dtype.kind not in "iu":
             raise SegAnyError("invalid_array", f"oracle labels must be integers, got {labels.dtype}")
+        self.config = config
         self.classes, self.labels = np.unique(labels, return_inverse=True)
-        self.noise = _noise(noise)
-        self.seed = seed
-        rng = np.random.default_rng([seed, 1])
-        codes = rng.standard_normal((2 * len(self.classes) + 1, embed_dim)).astype(np.float32)
+        self.noise = _noise(config.noise)
+        self.seed = config.seed
+        rng = np.random.default_rng([config.seed, 1])
+        codes = rng.standard_normal((2 * len(self.classes) + 1, config.embed_dim)).astype(np.float32)
         self.codes = codes / np.linalg.norm(codes, axis=1, keepdims=True)
 
     def _rng(self, *key: int) -> np.random.Generator:

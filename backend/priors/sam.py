@@ -12,6 +12,7 @@ import hashlib
 import os
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +27,7 @@ from ..cache import default_cache_dir
 from ..errors import SegAnyError
 from ..render import Views
 from .base import Prior, PromptResult
+from .config import PriorContext, PriorSpec, file_key, same_model
 
 ENCODER_DIMS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}  # patch-embedding width of each model type
 ENCODER_DEPTHS = {"vit_b": 12, "vit_l": 24, "vit_h": 32}
@@ -43,18 +45,6 @@ def detect_model_type(state: dict[str, torch.Tensor]) -> str:
     if kind is None or ENCODER_DEPTHS[kind] != depth:
         raise SegAnyError("corrupt_file", f"unknown SAM encoder: width {width}, {depth} blocks")
     return kind
-
-
-def _file_key(path: Path) -> str:
-    """Identifies a checkpoint cheaply: its size and its first and last 4 MiB (hashing GBs takes seconds)."""
-    h = hashlib.blake2b(digest_size=10)
-    size = path.stat().st_size
-    h.update(str(size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(4 << 20))
-        f.seek(max(size - (4 << 20), 0))
-        h.update(f.read())
-    return h.hexdigest()
 
 
 class _CachedPredictor(SamPredictor):
@@ -75,23 +65,24 @@ class _CachedPredictor(SamPredictor):
 class SamPrior(Prior):
     """Segment Anything from a checkpoint file the user has (model type detected from the file).
 
-    `cache_dir` holds encoder outputs on disk (default: $SEGANY_CACHE or ~/.cache/segany, under
-    sam/<model key>/); `auto_options` go to SamAutomaticMaskGenerator.
+    Encoder outputs are kept on disk under the context's cache_dir (default: $SEGANY_CACHE or
+    ~/.cache/segany), in sam/<model key>/; `auto_options` go to SamAutomaticMaskGenerator.
     """
 
     name: ClassVar[str] = "sam"
     capabilities: ClassVar[frozenset[str]] = frozenset({"prompt", "auto", "embed"})
 
-    def __init__(
-        self,
-        checkpoint: str | os.PathLike,
-        model_type: str | None = None,
-        device: str = "cpu",
-        cache_dir: str | os.PathLike | None = None,
-        memory_views: int = 16,
-        auto_options: dict[str, Any] | None = None,
-    ) -> None:
-        path = Path(checkpoint).expanduser()
+    @dataclass(frozen=True)
+    class Config:
+        checkpoint: str | None = None  # None: the context's (add-on preferences, SEGANY_SAM_CHECKPOINT)
+        model_type: str | None = None  # vit_b / vit_l / vit_h; checked against the file when given
+        model_key: str | None = None  # the model a state was prepared with: a file holding another is refused
+        memory_views: int = 16
+        auto_options: dict[str, Any] | None = None
+
+    def __init__(self, config: Config, ctx: PriorContext | None = None) -> None:
+        ctx = ctx or PriorContext()
+        path = ctx.checkpoint(self.name, config.checkpoint)
         if not path.is_file():
             raise SegAnyError(
                 "not_found", f"SAM checkpoint {path} does not exist (see `segany models fetch sam_vit_b`)"
@@ -101,20 +92,24 @@ class SamPrior(Prior):
         except Exception as err:  # torch raises several types for a file that is not a weights-only checkpoint
             raise SegAnyError("corrupt_file", f"cannot read SAM checkpoint {path}: {err}") from None
         found = detect_model_type(state)
-        if model_type is not None and model_type != found:
-            raise SegAnyError("bad_request", f"{path.name} holds a {found} model, not {model_type}")
+        if config.model_type is not None and config.model_type != found:
+            raise SegAnyError("bad_request", f"{path.name} holds a {found} model, not {config.model_type}")
+        self.model_key = same_model(self.name, config.model_key, f"{found}-{file_key(path)}", path)
+        self.config = config
         self.model_type = found
         self.model: Sam = sam_model_registry[found](checkpoint=None)
         self.model.load_state_dict(state)
-        self.model.to(device).eval()
-        self.device = device
-        self.model_key = f"{found}-{_file_key(path)}"
-        root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.model.to(ctx.device).eval()
+        self.device = ctx.device
+        root = Path(ctx.cache_dir).expanduser() if ctx.cache_dir else default_cache_dir()
         self.cache_dir = root / "sam" / self.model_key
         self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._memory_views = memory_views
         self.predictor = _CachedPredictor(self.model, self)
-        self.auto_options = {"points_per_side": 16, **(auto_options or {})}
+        self.auto_options = {"points_per_side": 16, **(config.auto_options or {})}
+
+    def describe(self) -> PriorSpec:
+        """The options with the model's identity, so a state never meets another model after a restart."""
+        return PriorSpec(self.name, {**super().describe().options, "model_key": self.model_key})
 
     def image_features(self, image: np.ndarray) -> torch.Tensor:
         """Encoder output (1, 256, 64, 64) for an RGB uint8 image: memory, then disk, then the encoder."""
@@ -136,7 +131,7 @@ class SamPrior(Prior):
             save_file({"features": feats.contiguous()}, tmp)
             os.replace(tmp, path)
         self._memory[key] = feats
-        while len(self._memory) > self._memory_views:
+        while len(self._memory) > self.config.memory_views:
             self._memory.popitem(last=False)
         return feats
 

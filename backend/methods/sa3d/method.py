@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -16,25 +15,18 @@ from ...priors import Prior
 from ...scene import PointScene, Scene, SplatScene
 from ..base import Method, PerState, Selection, State
 from ..queries import parse_query
-from . import prior_recipe
 from .capture import capture, from_tensors, to_tensors
 from .options import SA3DOptions, SA3DQuery
 from .segment import Segmenter, Settings
 
-FORMAT = "sa3d/1"
+FORMAT = "sa3d/2"  # 2: the engine records the prior (segany.priors.PriorSpec), no recipe of its own
 
 
 @dataclass
 class _Live:
-    """Per live State object: its segmenter (views unpacked once) and prior.
-
-    The prior comes from prepare when the same object is queried, else it is rebuilt from the record
-    (with the engine's `make_prior` for a SAM prior, whose weights only the engine knows where to find).
-    """
+    """Per live State object: its segmenter (views unpacked once)."""
 
     segmenter: Segmenter | None = None
-    prior: Prior | None = None
-    make_prior: Callable[[], Prior] | None = None
 
 
 def _positions(scene: Scene) -> np.ndarray:
@@ -53,14 +45,12 @@ class SA3D(Method):
     scene_kinds: ClassVar[tuple[str, ...]] = ("splats", "points")
     default_prior: ClassVar[str] = "geometric"
     state_format: ClassVar[str | None] = FORMAT
+    queries_prior: ClassVar[bool] = True
     Options: ClassVar[type[SA3DOptions]] = SA3DOptions
     Query: ClassVar[type[SA3DQuery]] = SA3DQuery
 
     def __init__(self) -> None:
         self._live: PerState[_Live] = PerState(size=4)
-
-    def restore(self, state: State, make_prior: Callable[[], Prior]) -> None:
-        self._live.get(state, _Live).make_prior = make_prior
 
     def prepare(self, scene: Scene, prior: Prior, options: SA3DOptions, ctx: JobContext) -> State:
         if not isinstance(scene, (SplatScene, PointScene)):
@@ -72,19 +62,16 @@ class SA3D(Method):
             scene, options.views, options.resolution, options.top_k, options.fov_deg, options.seed, device,
             ctx.sub(0.0, 0.95).progress,
         )  # fmt: skip
-        prior_meta, prior_tensors = prior_recipe.record(prior)
-        tensors = {**to_tensors(cap), **prior_tensors}
+        tensors = to_tensors(cap)
         meta = {
             "format": FORMAT,
             "scene_kind": scene.kind,
             "n_elements": scene.n_elements,
             "views_key": cap.views.key,
-            "prior": prior_meta,
             "options": options.to_dict(),
             "timings": {"render": time.perf_counter() - t0},
         }
-        state = State(tensors=tensors, meta=meta)
-        self._live.get(state, _Live).prior = prior
+        state = State(tensors=tensors, meta=meta, prior=prior)
         ctx.progress(1.0, "prepared")
         return state
 
@@ -109,9 +96,9 @@ class SA3D(Method):
         live = self._live.get(state, _Live)
         if live.segmenter is None:
             live.segmenter = Segmenter(from_tensors(state.tensors, meta["views_key"]), _positions(scene))
-        if live.prior is None:
-            live.prior = prior_recipe.rebuild(meta["prior"], state.tensors, live.make_prior)
-        seg, prior = live.segmenter, live.prior
+        if state.prior is None:
+            raise SegAnyError("not_prepared", "this sa3d state came without its prior; prepare it again")
+        seg, prior = live.segmenter, state.prior
         res = seg.run(prior, parsed.elements.numpy(), parsed.positive.numpy(), settings)
         return Selection(
             res.scores, res.threshold, extras={"accepted_views": res.accepted, "rejected_views": res.rejected}
