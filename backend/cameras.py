@@ -37,14 +37,22 @@ class Cameras:
     height: int
 
     def __post_init__(self) -> None:
+        for name in ("viewmats", "Ks"):  # checked before the float32 cast, which turns values past 3.4e38 into Inf
+            given = np.asarray(getattr(self, name), dtype=np.float64)
+            if not np.isfinite(given).all():
+                raise SegAnyError("invalid_array", f"camera {name} contain NaN or Inf")
+            if np.abs(given).max(initial=0.0) > np.finfo(np.float32).max:
+                raise SegAnyError(
+                    "invalid_array",
+                    f"camera {name} reach {np.abs(given).max():.3g}, beyond float32's 3.4e38: the scene is too large "
+                    "or too far from the origin to be viewed; scale it down or move it nearer the origin",
+                )
         self.viewmats = np.ascontiguousarray(np.asarray(self.viewmats, dtype=np.float32).reshape(-1, 4, 4))
         self.Ks = np.ascontiguousarray(np.asarray(self.Ks, dtype=np.float32).reshape(-1, 3, 3))
         if len(self.viewmats) != len(self.Ks):
             raise SegAnyError("invalid_array", f"{len(self.viewmats)} viewmats but {len(self.Ks)} intrinsics")
         if not (0 < self.width <= 16384 and 0 < self.height <= 16384):
             raise SegAnyError("invalid_array", f"image size {self.width}×{self.height} is out of range")
-        if not (np.isfinite(self.viewmats).all() and np.isfinite(self.Ks).all()):
-            raise SegAnyError("invalid_array", "camera matrices contain NaN or Inf")
 
     def __len__(self) -> int:
         return len(self.viewmats)

@@ -15,6 +15,9 @@ import numpy as np
 from .errors import SegAnyError
 
 DEFAULT_LIMITS = {"max_elements": 20_000_000, "max_faces": 40_000_000}
+# float32 kernels form squared distances (|a|² − 2a·b + |b|²) and products of coordinates: past ~1.8e19 they
+# overflow to Inf and every method fails far from the cause, so positions and sizes are refused above this
+MAX_COORDINATE = 1e18
 
 
 def _check(name: str, arr: np.ndarray | None, shape: tuple, dtype: type, required: bool = True) -> np.ndarray | None:
@@ -40,6 +43,25 @@ def _finite(name: str, arr: np.ndarray | None) -> None:
             else int((~np.isfinite(arr)).sum())
         )
         raise SegAnyError("invalid_geometry", f"{name} has {bad} rows with NaN or Inf values")
+
+
+def _in_range(name: str, arr: np.ndarray, limit: float = MAX_COORDINATE) -> None:
+    """Refuse magnitudes whose squares overflow float32 (see MAX_COORDINATE), naming the largest."""
+    big = float(np.abs(arr).max(initial=0.0))
+    if big > limit:
+        raise SegAnyError(
+            "invalid_geometry",
+            f"{name} reach {big:.3g}; SegAny needs magnitudes up to {limit:.0e} so that squared distances fit "
+            "in float32: scale the scene down or move it nearer the origin",
+        )
+
+
+def _spread_out(pts: np.ndarray, what: str) -> None:
+    """Refuse elements that all sit at one place: no view can show them and no method can tell them apart."""
+    if not np.ptp(pts, axis=0).any():
+        raise SegAnyError(
+            "invalid_geometry", f"all {len(pts):,} {what} sit at the same point: there is no shape to segment"
+        )
 
 
 def _same_n(n: int, **arrs: np.ndarray | None) -> None:
@@ -68,14 +90,24 @@ class MeshScene:
         if v == 0 or f == 0:
             raise SegAnyError("invalid_geometry", f"the mesh is empty ({v} vertices, {f} faces)")
         _finite("vertices", self.vertices)
+        _in_range("vertex coordinates", self.vertices)
         _same_n(v, vertex_colors=self.vertex_colors)
         _same_n(f, face_parts=self.face_parts)
         lo, hi = int(self.faces.min()), int(self.faces.max())
         if lo < 0 or hi >= v:
             raise SegAnyError("invalid_geometry", f"face indices span {lo}..{hi} but the mesh has {v} vertices")
-        tri = self.vertices[self.faces]
-        area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-        degenerate = int((area2 <= 1e-12 * max(float(np.ptp(self.vertices, axis=0).max()), 1e-30) ** 2).sum())
+        # a face is degenerate when its edges are parallel to within float32 rounding (sine of the angle under
+        # 1e-6, about 8 ulp): scale-free, and computed on coordinates divided by the extent so that a tiny
+        # mesh's squared lengths do not underflow
+        lo, extent = self.vertices.min(axis=0), float(np.ptp(self.vertices, axis=0).max())
+        tri = ((self.vertices - lo) / (extent or 1.0))[self.faces]
+        e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+        area2 = np.linalg.norm(np.cross(e1, e2), axis=1)
+        degenerate = int((area2 <= 1e-6 * np.linalg.norm(e1, axis=1) * np.linalg.norm(e2, axis=1)).sum())
+        if degenerate == f:  # identical or collinear vertices, or faces that only join such vertices
+            raise SegAnyError(
+                "invalid_geometry", f"all {f:,} faces have zero area (their vertices coincide or lie on one line)"
+            )
         if degenerate:
             self.warnings.append(f"{degenerate} degenerate faces (zero area) kept")
 
@@ -111,6 +143,14 @@ class SplatScene:
             raise SegAnyError("invalid_array", f"sh has {k} coefficients per channel; expected (degree+1)^2")
         for name in ("means", "quats", "log_scales", "logit_opacities", "sh"):
             _finite(name, getattr(self, name))
+        _in_range("Gaussian centres", self.means)
+        largest = float(self.log_scales.max())
+        if largest > np.log(MAX_COORDINATE):
+            raise SegAnyError(
+                "invalid_geometry",
+                f"a Gaussian has log-scale {largest:.3g}, a size of {np.exp(np.float64(largest)):.3g}; SegAny needs "
+                f"sizes up to {MAX_COORDINATE:.0e} so that squared sizes fit in float32",
+            )
 
     @property
     def sh_degree(self) -> int:
@@ -143,6 +183,8 @@ class PointScene:
         _same_n(n, rgb=self.rgb, normals=self.normals, labels=self.labels)
         _finite("xyz", self.xyz)
         _finite("normals", self.normals)
+        _in_range("point coordinates", self.xyz)
+        _spread_out(self.xyz, "points")
 
     @property
     def n_elements(self) -> int:

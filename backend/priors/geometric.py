@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import ClassVar
@@ -20,7 +21,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
-from scipy.sparse.linalg import svds
+from scipy.sparse.linalg import ArpackNoConvergence, svds
 from skimage.morphology import h_minima
 from skimage.segmentation import watershed
 
@@ -406,7 +407,12 @@ def _spectral(a: sp.csr_matrix, dim: int) -> np.ndarray:
         u, s, _ = np.linalg.svd(z.toarray(), full_matrices=False)
         u, s = u[:, :dim], s[:dim]
     else:
-        u, s, _ = svds(z, k=dim, v0=np.random.default_rng(0).standard_normal(min(z.shape)))
+        try:
+            u, s, _ = svds(z, k=dim, v0=np.random.default_rng(0).standard_normal(min(z.shape)))
+        except ArpackNoConvergence:  # tight clusters of singular values (many elements, few regions)
+            with warnings.catch_warnings():  # LOBPCG warns when it stops short; its estimate is what we want
+                warnings.simplefilter("ignore", UserWarning)
+                u, s, _ = svds(z, k=dim, solver="lobpcg", rng=np.random.default_rng(0))
     vec = u * s**SPECTRAL_POWER
     vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
     return vec.astype(np.float32)
