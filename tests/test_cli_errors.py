@@ -62,6 +62,8 @@ def test_segment_checks_its_arguments_before_preparing(tmp_path):
     assert "--click" in one_error_line(run("segment", str(box), "--click", "three", cache=tmp_path), "bad_request")
     huge = run("segment", str(box), "--click", "9" * 30, cache=tmp_path)
     assert "0..7" in one_error_line(huge, "bad_request")  # a box has 8 vertices
+    past_float = run("segment", str(box), "--click", "9" * 400, cache=tmp_path)  # no float64 holds it
+    assert "too large" in one_error_line(past_float, "bad_request")
     assert "gpu" in one_error_line(run("segment", str(box), "--click", "3", "--device", "gpu", cache=tmp_path),
                                    "bad_request")  # fmt: skip
     if not torch.cuda.is_available():

@@ -63,7 +63,10 @@ def _pairs(clicks: Any, element: str) -> np.ndarray:
     for i, c in enumerate(clicks):
         if not isinstance(c, (list, tuple)) or len(c) != 2 or not all(_number(x) for x in c):
             raise SegAnyError("bad_request", f"click {i} must be a [{element}, sign] pair of numbers, got {shown(c)}")
-    return np.asarray(clicks, dtype=np.float64).reshape(-1, 2)
+    try:
+        return np.asarray(clicks, dtype=np.float64).reshape(-1, 2)
+    except OverflowError:  # a Python int past float64's range (JSON allows any length): no index or sign either
+        raise SegAnyError("bad_request", f"a click holds an integer too large for a {element} index or sign") from None
 
 
 def _number(x: Any) -> bool:
