@@ -303,13 +303,18 @@ def _raster_view(
     y1 = torch.floor((vmax + (margin - 1.0)).clamp_(-1, height - 1)).int()
     alive = (x0 <= x1) & (y0 <= y1) & (n_front > 0)
 
-    # 2. two passes for early depth culling. The first draws the triangles that face the camera under the
-    # usual winding (counter-clockwise seen from outside, which is clockwise in the y-down image: a negative
-    # signed area) and every triangle that crosses the near plane. The second draws the rest, less those
-    # whose whole pixel box already holds something nearer: on a closed mesh that is most of its back half.
-    # The winding only orders the passes; the result is the same either way, it is just slower.
+    # 2. two passes for early depth culling. The first draws the triangles of one winding in the image and
+    # every triangle that crosses the near plane; the second draws the rest, less those whose whole pixel
+    # box already holds something nearer: on a closed mesh that is most of its back half. The winding whose
+    # triangles are nearer on average goes first, so the front comes first whichever way the mesh is wound
+    # (a mixed winding only makes the culling weaker). The order never changes the result, only the time.
     cw = (us[1] - us[0]).mul_(vs[2] - vs[0]).sub_((vs[1] - vs[0]).mul_(us[2] - us[0])) < 0
-    second = alive & (n_front == 3) & ~cw
+    in_front = alive & (n_front == 3)
+    w_near = torch.maximum(torch.maximum(izs[0], izs[1]), izs[2])
+    n_all, n_cw = float(in_front.sum()), float((cw & in_front).sum())
+    w_all, w_cw = float((w_near * in_front).sum()), float((w_near * (cw & in_front)).sum())
+    cw_nearer = w_cw / max(n_cw, 1.0) >= (w_all - w_cw) / max(n_all - n_cw, 1.0)
+    second = in_front & (~cw if cw_nearer else cw)
     tris = _Tris(us, vs, izs, n_front, x0, x1, y0, y1)
     zbuf = torch.full((height * width,), _MAX_KEY, dtype=torch.int64, device=device)
     coeffs = torch.zeros((6, len(alive)), dtype=torch.float32, device=device)  # bary planes by face id
