@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from scipy.ndimage import binary_erosion, distance_transform_edt
 from ...jobs import JobContext
 from ...priors import Prior, PromptResult
 from ...render import Views
+from .options import ISegOptions
 
 KINDS = ("single", "second_positive", "second_negative", "boundary_positive", "boundary_negative", "third_negative")
 SINGLE, SECOND_POSITIVE, SECOND_NEGATIVE, BOUNDARY_POSITIVE, BOUNDARY_NEGATIVE, THIRD_NEGATIVE = range(len(KINDS))
@@ -191,7 +191,7 @@ def make_samples(
     visible: VisibleVertices,
     positions: np.ndarray,
     click_vertices: np.ndarray,
-    opts: dict[str, Any],
+    opts: ISegOptions,
     rng: np.random.Generator,
     ctx: JobContext,
 ) -> Samples:
@@ -210,8 +210,7 @@ def make_samples(
     neighbour, so the decoder learns that a negative click overrides a positive click's spill-over.
     """
     n_views = len(views)
-    per_click, n_second = int(opts["views_per_click"]), int(opts["second_clicks"])
-    min_pixels = int(opts["min_mask_pixels"])
+    per_click, n_second, min_pixels = opts.views_per_click, opts.second_clicks, opts.min_mask_pixels
     rows: list[tuple[int, list[tuple[int, int]], int]] = []  # view, [(vertex, sign)], kind
     masks: list[np.ndarray] = []
 
@@ -229,9 +228,9 @@ def make_samples(
             b = int(b)
             at = visible.find(b, np.array([c]))[0]
             px, py = int(visible.x[at]), int(visible.y[at])
-            view = _View(prior, views, b, opts["mask"])
+            view = _View(prior, views, b, opts.mask)
             answer = prior.prompt(views, b, np.array([[px + 0.5, py + 0.5]], np.float32), np.array([1]))
-            pick = choose_mask(answer, opts["mask"])
+            pick = choose_mask(answer, opts.mask)
             first, logits = _candidate(answer, pick)
             first[py, px] = True
             if first.sum() < min_pixels:

@@ -125,7 +125,7 @@ class ISeg(Method):
             )
             t2 = time.perf_counter()
             samples = make_samples(
-                prior, views, visible, positions.numpy(), click_vertices, options.to_dict(), rng, span.sub(0.4, 0.6)
+                prior, views, visible, positions.numpy(), click_vertices, options, rng, span.sub(0.4, 0.6)
             )
             if len(samples) == 0:
                 raise SegAnyError(
