@@ -70,3 +70,9 @@ def test_segment_checks_its_arguments_before_preparing(tmp_path):
         res = run("segment", str(box), "--click", "3", "--device", "cuda", cache=tmp_path)
         assert "CUDA" in one_error_line(res, "unsupported")
         assert "CUDA" in one_error_line(run("info", "--device", "cuda", cache=tmp_path), "unsupported")
+
+
+def test_eval_refuses_more_clicks_than_a_query_takes_before_any_work(tmp_path):
+    """Each simulated query carries every click so far, so a count past the query limit would fail mid-run."""
+    res = run("eval", "--method", "baseline", "--data", str(tmp_path), "--clicks", "9" * 30, cache=tmp_path)
+    assert "1..64" in one_error_line(res, "bad_request")

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SegAnyError
+from ..methods.queries import MAX_CLICKS
 from ..scene import MeshScene, PointScene
 from .clicks import next_click
 from .data import Shape, iter_shapes, shape_ids
@@ -109,8 +110,8 @@ def run_eval(
     `method="baseline"` evaluates the baseline alone; `query_options` go into every query next to the
     clicks. results.json is rewritten after every shape, so an interrupted run keeps what it finished.
     """
-    if clicks < 1:
-        raise SegAnyError("bad_request", f"clicks must be at least 1, got {clicks}")
+    if not 1 <= clicks <= MAX_CLICKS:  # every query carries all clicks so far, and a query takes MAX_CLICKS
+        raise SegAnyError("bad_request", f"clicks must lie in 1..{MAX_CLICKS}, got {clicks}")
     out = Path(out)
     data = Path(data)
     own_engine = None
