@@ -58,3 +58,14 @@ def test_eval_refuses_a_query_or_options_that_are_not_a_json_object(tmp_path):
             args = ("--method", "baseline", "--data", str(tmp_path), flag, text, "--out", str(tmp_path / "o"))
             res = run("eval", *args, cache=tmp_path)
             assert res.returncode == 2 and "[bad_request]" in res.stderr and flag in res.stderr, res.stderr
+
+
+def test_clicks_past_a_querys_limit_are_refused_before_any_work(tmp_path):
+    for n in ("0", "65"):
+        res = run("eval", "--method", "baseline", "--data", str(tmp_path), "--clicks", n, "--out", str(tmp_path / "o"),
+                  cache=tmp_path)  # fmt: skip
+        assert res.returncode == 2 and "[bad_request]" in res.stderr and "--clicks" in res.stderr, res.stderr
+    box = tmp_path / "box.obj"
+    trimesh.creation.box().export(box)
+    res = run("segment", str(box), *[f"--click={i % 8}" for i in range(65)], "--method", "walk", cache=tmp_path)
+    assert res.returncode == 2 and "[bad_request]" in res.stderr and "at most 64 clicks" in res.stderr, res.stderr
