@@ -159,3 +159,10 @@ def test_obj_limit_holds_with_windows_line_endings(tmp_path):
     (tmp_path / "m.obj").write_bytes(text.encode())
     assert code(load_scene, tmp_path / "m.obj", limits=TINY).code == "too_large"
     assert load_scene(tmp_path / "m.obj").n_elements == 42
+
+
+def test_npz_array_names_are_listed_briefly(tmp_path):
+    np.savez(tmp_path / "a.npz", **{f"{SECRET}{i}" * 20: np.zeros(1) for i in range(200)})
+    with pytest.raises(SegAnyError) as info:
+        load_scene(tmp_path / "a.npz")
+    assert info.value.code == "invalid_array" and len(info.value.message) < 1000 and "192 more" in info.value.message

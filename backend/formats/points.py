@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SegAnyError
+from ..options import listed
 from ..scene import PointScene, check_limits
 from .reasons import failure
 from .sniff import count_occurrences
@@ -84,7 +85,7 @@ def read_npz(path: Path, limits: dict[str, int] | None = None) -> PointScene:
     key = _first(XYZ_KEYS, shapes)
     if key is None:
         raise SegAnyError(
-            "invalid_array", f"{path.name} has no point array; expected one of {XYZ_KEYS}, got {sorted(shapes)}"
+            "invalid_array", f"{path.name} has no point array; expected one of {XYZ_KEYS}, got {listed(sorted(shapes))}"
         )
     wanted = {"xyz": key, "rgb": _first(RGB_KEYS, shapes), "normals": _first(("normals",), shapes),
               "labels": _first(("labels",), shapes)}  # fmt: skip
