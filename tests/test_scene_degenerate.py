@@ -11,11 +11,11 @@ import pytest
 import scipy.sparse as sp
 import trimesh
 
-from segany.cameras import Cameras, cameras_for_scene
+from segany.cameras import Cameras, cameras_for_scene, near_plane
 from segany.errors import SegAnyError
 from segany.formats import load_scene
 from segany.priors import geometric
-from segany.scene import PointScene, SplatScene
+from segany.scene import MeshScene, PointScene, SplatScene
 
 
 def code(fn, *args, **kw) -> SegAnyError:
@@ -109,3 +109,18 @@ def test_spectral_embedding_survives_arpack_giving_up(monkeypatch):
     fallback = geometric._spectral(a, dim)
     assert fallback.shape == converged.shape and np.isfinite(fallback).all()
     np.testing.assert_allclose(fallback @ fallback.T, converged @ converged.T, atol=0.05)
+
+
+@pytest.mark.parametrize("size", [1.0, 1e-4, 1e-6])
+def test_small_scenes_are_seen_by_the_orbit_cameras(size):
+    """The rasterizers' near planes (1e-3 units for meshes, 0.01 for Gaussians) used to clip a scene under
+    ~4e-4 units away entirely; the near plane now shrinks with the scene and stays put for larger ones."""
+    from segany.render import render
+    from segany.render.mesh import KERNEL_NEAR
+
+    ico = trimesh.creation.icosphere(subdivisions=2)
+    rng = np.random.default_rng(0)
+    for scene in (MeshScene(ico.vertices * size, ico.faces), PointScene(rng.normal(size=(300, 3)) * size)):
+        views = render(scene, cameras_for_scene(scene, 2, 32, 32)).views
+        assert (views.ids >= 0).mean() > 0.5, (scene.kind, size)
+    assert near_plane(MeshScene(ico.vertices, ico.faces), KERNEL_NEAR) == KERNEL_NEAR

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
@@ -10,9 +11,12 @@ from scipy.spatial import cKDTree
 
 from segany.kernels.splat_raster import rasterize_splats
 
-from ..cameras import Cameras
+from ..cameras import Cameras, near_plane
 from ..scene import PointScene, SplatScene
 from .normals import normals_from_depth
+
+# the rasterizer's own near plane, which near_plane() keeps for every scene but a very small one
+KERNEL_NEAR = inspect.signature(rasterize_splats).parameters["near"].default
 
 SH_C0 = 0.28209479177387814  # the degree-0 spherical harmonic: rgb = 0.5 + SH_C0 · sh0
 POINT_SCALE = 0.6  # a point's Gaussian sigma in units of its neighbour spacing: neighbours overlap, no holes
@@ -55,12 +59,13 @@ def gaussian_drawer(
         k: torch.as_tensor(np.ascontiguousarray(v, dtype=np.float32), device=device)
         for k, v in gaussian_params(scene).items()
     }
+    near = near_plane(scene, KERNEL_NEAR)
 
     def draw(cameras: Cameras) -> dict[str, np.ndarray]:
         out = rasterize_splats(
             p["means"], p["quats"], p["scales"], p["opacities"], torch.as_tensor(cameras.viewmats, device=device),
             torch.as_tensor(cameras.Ks, device=device), cameras.width, cameras.height, sh=p["sh"],
-            background=torch.ones(3, device=device), return_contrib=max(contributors, 1),
+            background=torch.ones(3, device=device), return_contrib=max(contributors, 1), near=near,
         )  # fmt: skip
         alpha = out.alpha.float()
         solid = alpha > 0.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
@@ -9,8 +10,11 @@ import torch
 
 from segany.kernels.mesh_raster import rasterize_mesh, shade
 
-from ..cameras import Cameras
+from ..cameras import Cameras, near_plane
 from ..scene import MeshScene
+
+# the rasterizer's own near plane, which near_plane() keeps for every scene but a very small one
+KERNEL_NEAR = inspect.signature(rasterize_mesh).parameters["near"].default
 
 
 def mesh_drawer(
@@ -20,11 +24,12 @@ def mesh_drawer(
     vertices = torch.as_tensor(scene.vertices, device=device)
     faces = torch.as_tensor(scene.faces, device=device)
     colors = None if scene.vertex_colors is None else torch.as_tensor(scene.vertex_colors, device=device)
+    near = near_plane(scene, KERNEL_NEAR)
 
     def draw(cameras: Cameras) -> dict[str, np.ndarray]:
         raster = rasterize_mesh(
             vertices, faces, torch.as_tensor(cameras.viewmats, device=device),
-            torch.as_tensor(cameras.Ks, device=device), cameras.width, cameras.height,
+            torch.as_tensor(cameras.Ks, device=device), cameras.width, cameras.height, near=near,
         )  # fmt: skip
         out = {
             "rgb": shade(raster, colors, faces).float(),
