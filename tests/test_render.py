@@ -146,8 +146,8 @@ def test_requests_it_cannot_answer_are_refused(scenes):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 @pytest.mark.parametrize("kind", KINDS)
 def test_cuda_renders_what_the_cpu_renders(scenes, kind):
-    """Float order differs between the devices (and gsplat clamps alpha at 0.999 where the CPU path uses
-    0.99), so ids may differ on silhouette pixels and between near-equal contributors: compare most pixels."""
+    """Float order differs between the devices, so ids may differ on silhouette pixels and between
+    near-equal contributors: compare most pixels."""
     scene = scenes[kind]
     cams = _cameras(scene)
     options = {"contributors": 4, "barycentrics": kind == "mesh"}
