@@ -352,3 +352,61 @@ def test_per_state_cache_builds_once_per_live_state_and_stays_bounded() -> None:
     cache.get(b, list)
     cache.get(c, list)  # evicts a, the least recently used
     assert cache.get(a, list) is not first
+
+
+def test_decoder_answers_to_later_clicks_only_add_or_take_away_under_the_click() -> None:
+    """Without creases every click is the decoder's, whatever it says: here it answers a third click, on leg B,
+    with the top alone, dropping leg A that the second click added and leaving the click out; a fourth,
+    negative one, with nothing. A positive click only adds and a negative one only takes away, and only the
+    region under the click changes."""
+    v, f, labels, top, legs = _table()
+    leg_a, leg_b = (int(np.bincount(labels[(f == c).any(axis=1)]).argmax()) for c in legs[:2])
+    top_only = np.full(len(v), 0.05)
+    top_only[np.unique(f[labels == 0])] = 0.9
+    with_a = top_only.copy()
+    with_a[np.unique(f[labels == leg_a])] = 0.9
+    answers = {1: top_only, 2: with_a, 3: top_only}  # by the number of clicks; 4: nothing
+    refiner = CreaseRefiner(v, f)
+    clicks = [(top, 1), (legs[0], 1), (legs[1], 1), (legs[1], -1)]
+
+    def picked(k: int) -> np.ndarray:
+        decode = lambda c: answers.get(len(c), np.zeros(len(v)))  # noqa: E731
+        return refiner(clicks[:k], decode, creases=False)[f].mean(axis=1) >= 0.5
+
+    one, two, three, four = (picked(k) for k in (1, 2, 3, 4))
+    assert one[labels == 0].mean() > 0.95 and one[labels == leg_a].mean() < 0.1
+    assert two[(labels == 0) | (labels == leg_a)].mean() > 0.95 and two[labels == leg_b].mean() < 0.1
+    assert (three >= two).all() and three[labels == leg_b].any()  # the faces around the click, not leg A's loss
+    assert (four <= three).all()
+    assert np.array_equal(four, two)  # the negative click takes away what the third one added, nothing else
+
+
+def test_random_decoder_answers_stay_monotone() -> None:
+    v, f, _, top, _ = _table()
+    refiner = CreaseRefiner(v, f)
+    rng = np.random.default_rng(1)
+
+    def decode(clicks: list[tuple[int, int]]) -> np.ndarray:
+        return np.random.default_rng(hash(tuple(clicks)) % 2**32).random(len(v))
+
+    for _ in range(3):
+        clicks = [(top, 1)]
+        before = refiner(clicks, decode, creases=False) >= 0.5
+        for _ in range(8):
+            clicks.append((int(rng.integers(len(v))), 1 if rng.random() < 0.5 else -1))
+            after = refiner(clicks, decode, creases=False) >= 0.5
+            assert (after >= before).all() if clicks[-1][1] > 0 else (after <= before).all()
+            before = after
+
+
+@pytest.mark.parametrize(("creases", "n"), [(False, 3_000), (True, 3_000)])
+def test_thousands_of_clicks_are_answered_without_recursion(creases: bool, n: int) -> None:
+    """Answers are built click by click in a loop: a click list far past Python's recursion limit (1,000)
+    is answered, where a recursion over click prefixes ended in RecursionError (issue 16). (Issue 16 named
+    10,000 clicks; 3,000 already run past the limit and keep the test short.)"""
+    v, f = _strip(10)
+    answer = np.where(v[:, 0] <= 5.0, 0.9, 0.05)
+    clicks = [(int(i % len(v)), 1 if i % 3 else -1) for i in range(n)]
+    clicks[0] = (0, 1)
+    scores = CreaseRefiner(v, f)(clicks, lambda c: answer, creases=creases)
+    assert scores.shape == (len(v),) and np.isfinite(scores).all()

@@ -174,20 +174,18 @@ class ISeg(Method):
                 "not_prepared", f"the iseg state was prepared for {n} vertices but the scene has {scene.n_elements}"
             )
         parsed = parse_query(self.Query, query, scene)
-        vertices, positive, refine = parsed.elements, parsed.positive, parsed.refine
+        vertices, refine = parsed.elements, parsed.refine
         threshold = float(state.meta.get("threshold", 0.5))
         if len(vertices) == 0:
             return Selection(np.zeros(n, dtype=np.float32), threshold)
         scorer = self._scorers.get(state, lambda: build_scorer(state))
         if refine == "auto":
             refine = wants_refinement(state.meta.get("losses", {}).get("decoder_last"))
-        if not refine:
-            return Selection(scorer(vertices, positive).numpy().astype(np.float32), threshold)
 
         def decode(clicks: list[tuple[int, int]]) -> np.ndarray:
             v = torch.as_tensor([c[0] for c in clicks], dtype=torch.long)
             return scorer(v, torch.as_tensor([c[1] > 0 for c in clicks])).numpy()
 
         clicks = parsed.clicks()
-        refiner = self._refiners.get(state, lambda: CreaseRefiner(scene.vertices, scene.faces))
-        return Selection(refiner(clicks, decode), REFINED_THRESHOLD)
+        refiner = self._refiners.get(state, lambda: CreaseRefiner(scene.vertices, scene.faces, threshold))
+        return Selection(refiner(clicks, decode, creases=refine), REFINED_THRESHOLD)

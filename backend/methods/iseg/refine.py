@@ -50,7 +50,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ...graphwalk import FIRST_PULL, FIRST_SHARE, FOLLOW_PULL, CreaseGraph
+from ...graphwalk import FIRST_PULL, FIRST_SHARE, FOLLOW_PULL
+from ..walk.solve import SeededCreaseGraph
 
 Click = tuple[int, int]
 
@@ -69,41 +70,102 @@ def wants_refinement(decoder_loss: float | None) -> bool:
 
 
 class CreaseRefiner:
-    """Per mesh: the crease graph and the answers to click prefixes seen so far."""
+    """Per mesh: the crease graph and the answers to click prefixes seen so far, with or without the
+    crease refinement (`creases`)."""
 
-    def __init__(self, vertices: np.ndarray, faces: np.ndarray) -> None:
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, threshold: float = 0.5) -> None:
         self.faces = np.asarray(faces, dtype=np.int64)
+        self.threshold = threshold  # a face is in the decoder's answer when its corners' mean probability is this
         self.n_vertices = len(vertices)
-        self.graph = CreaseGraph.for_mesh(vertices, self.faces)
-        self._memo: OrderedDict[tuple[Click, ...], np.ndarray] = OrderedDict()
+        self.graph = SeededCreaseGraph.for_mesh(vertices, self.faces)  # a click: triangular passes, no full solves
+        self._memo: OrderedDict[tuple[bool, tuple[Click, ...]], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __call__(self, clicks: list[Click], decode: Callable[[list[Click]], np.ndarray]) -> np.ndarray:
+    def __call__(
+        self, clicks: list[Click], decode: Callable[[list[Click]], np.ndarray], creases: bool = True
+    ) -> np.ndarray:
         """Per-vertex scores in [0, 1] (threshold 0.5) for `clicks`; `decode` gives the decoder's per-vertex
-        probabilities for a click list and is called only for the first click."""
+        probabilities for a click list. With `creases` the decoder answers only the first click and walks
+        answer the rest; without, the decoder answers every click and `_follow_decoder` keeps each answer
+        monotone."""
         key = tuple((int(v), 1 if s > 0 else -1) for v, s in clicks)
         if not any(s > 0 for _, s in key):
             return np.zeros(self.n_vertices, dtype=np.float32)
-        return self.graph.element_scores(self._answer(key, decode)).astype(np.float32)
+        return self.graph.element_scores(self._answer(key, decode, creases)).astype(np.float32)
 
-    def _answer(self, clicks: tuple[Click, ...], decode: Callable[[list[Click]], np.ndarray]) -> np.ndarray:
+    def _answer(
+        self, clicks: tuple[Click, ...], decode: Callable[[list[Click]], np.ndarray], creases: bool
+    ) -> np.ndarray:
+        """The answer built one click at a time from the longest memoised prefix: a loop, not a recursion,
+        so a query may hold any number of clicks."""
         with self._lock:
-            known = self._memo.get(clicks)
-        if known is not None:
-            return known
-        g = self.graph
-        seed = g.seeds(clicks)
-        if len(clicks) == 1 or not any(s > 0 for _, s in clicks[:-1]):
-            positives = [c for c in clicks if c[1] > 0]
-            chosen = self._first(decode(positives[:1]), g.seeds(positives[:1]), seed)
-        else:
-            chosen = self._next(self._answer(clicks[:-1], decode) >= 0.5, clicks[-1], seed)
-        chosen = chosen.astype(np.float64)
-        with self._lock:
-            self._memo[clicks] = chosen
-            while len(self._memo) > MEMO_SIZE:
-                self._memo.popitem(last=False)
+            done = next((i for i in range(len(clicks), 0, -1) if (creases, clicks[:i]) in self._memo), 0)
+            chosen = self._memo[(creases, clicks[:done])] if done else None
+        seed = self.graph.seeds(clicks[:done])
+        positive_before = any(s > 0 for _, s in clicks[:done])
+        for i in range(done, len(clicks)):  # the per-click loop
+            prefix = clicks[: i + 1]
+            seed[self.graph.seeds(prefix[-1:]) != 0] = prefix[-1][1]  # a later click wins, as in `seeds`
+            if not positive_before and prefix[-1][1] < 0:
+                chosen = np.zeros(self.graph.n)
+            else:
+                previous = chosen if positive_before else None
+                chosen = self._step(previous, prefix, seed, decode, creases).astype(np.float64)
+            positive_before = positive_before or prefix[-1][1] > 0
+            with self._lock:
+                self._memo[(creases, prefix)] = chosen
+                while len(self._memo) > MEMO_SIZE:
+                    self._memo.popitem(last=False)
         return chosen
+
+    def _step(
+        self,
+        previous: np.ndarray | None,
+        clicks: tuple[Click, ...],
+        seed: np.ndarray,
+        decode: Callable[[list[Click]], np.ndarray],
+        creases: bool,
+    ) -> np.ndarray:
+        """The answer to `clicks` (their seeds `seed`) given the answer to all but the last of them, None
+        when the last click is the first positive one."""
+        g = self.graph
+        if not creases:
+            if previous is None:
+                return self._face_probs(decode(list(clicks))) >= self.threshold
+            return self._follow_decoder(previous >= 0.5, clicks, decode)
+        if previous is None:
+            positives = [c for c in clicks if c[1] > 0]
+            return self._first(decode(positives[:1]), g.seeds(positives[:1]), seed)
+        return self._next(previous >= 0.5, clicks[-1], seed)
+
+    def _face_probs(self, vertex_probs: np.ndarray) -> np.ndarray:
+        return np.asarray(vertex_probs, dtype=np.float64)[self.faces].mean(axis=1)
+
+    def _follow_decoder(
+        self, previous: np.ndarray, clicks: tuple[Click, ...], decode: Callable[[list[Click]], np.ndarray]
+    ) -> np.ndarray:
+        """A later click answered by the decoder: of where its answer to all the clicks differs from the
+        previous one in the click's direction (new faces for a positive click, dropped ones for a negative),
+        only the connected region under the click changes. The decoder was trained on one or two clicks and
+        its answer to more can drop a good part elsewhere; the click speaks only for the region it is on.
+        Where the decoder does not follow the click, the part under it (the decoder's answer to it as a
+        first click) is added or taken away, and failing that the faces around the click."""
+        g = self.graph
+        here = g.seeds(clicks[-1:]) != 0
+        grow = clicks[-1][1] > 0
+
+        def under_click(answer: np.ndarray) -> np.ndarray:
+            change = answer & ~previous if grow else previous & ~answer
+            comp = g.components(change)
+            return change & np.isin(comp, comp[here & change])
+
+        region = under_click(self._face_probs(decode(list(clicks))) >= self.threshold)
+        if not region.any():
+            part = self._face_probs(decode([(clicks[-1][0], 1)])) >= self.threshold
+            region = under_click(part if grow else ~part)
+        if not region.any():
+            region = here & (~previous if grow else previous)
+        return previous | region if grow else previous & ~region
 
     def _next(self, previous: np.ndarray, click: Click, seed: np.ndarray) -> np.ndarray:
         """A later click's answer: the follow walk, growing only on a positive click and shrinking only on a
