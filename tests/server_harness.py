@@ -46,6 +46,9 @@ class NullPrior(Prior):
 
     name = "test_null"
 
+    def __init__(self, config: Any, ctx: Any = None) -> None:
+        self.config = config  # built as every prior is, `cls(config, ctx)`; it has no options and needs no ctx
+
 
 @dataclass(frozen=True)
 class SleepOptions(Options):
