@@ -733,13 +733,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.exit(2, "error [bad_request] --port must be 0..65535 (0: the OS picks one)\n")
+    if args.parent_pid is not None and not 0 < args.parent_pid < 2**31:  # pid_t is a signed 32-bit integer
+        parser.exit(2, f"error [bad_request] --parent-pid must be a process id, 1..{2**31 - 1}\n")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     def announce(host: str, port: int) -> None:
         print(json.dumps({"ready": True, "host": host, "port": port, "pid": os.getpid()}), flush=True)
 
     tune_cpu_allocator()
-    engine = Engine(cache_dir=args.cache_dir, device=args.device, checkpoints=checkpoints_from_env())
+    try:
+        engine = Engine(cache_dir=args.cache_dir, device=args.device, checkpoints=checkpoints_from_env())
+    except SegAnyError as exc:  # an unknown or absent --device: one line, as the CLI prints it
+        parser.exit(2, f"error [{exc.code}] {exc.message}\n")
     serve(engine, args.host, args.port, args.state_file, args.parent_pid, ready=announce)
 
 

@@ -76,3 +76,13 @@ def test_eval_refuses_more_clicks_than_a_query_takes_before_any_work(tmp_path):
     """Each simulated query carries every click so far, so a count past the query limit would fail mid-run."""
     res = run("eval", "--method", "baseline", "--data", str(tmp_path), "--clicks", "9" * 30, cache=tmp_path)
     assert "1..64" in one_error_line(res, "bad_request")
+
+
+def test_serve_checks_its_numbers_and_device_before_starting(tmp_path):
+    """`segany serve` and `python -m segany.server` (what Blender starts) alike: one line, nothing served."""
+    for args, want in ((["--port", "70000"], "--port"), (["--parent-pid", "9" * 30], "--parent-pid")):
+        res = subprocess.run([*SEGANY, "serve", *args], capture_output=True, text=True, timeout=300)
+        assert want in one_error_line(res, "bad_request")
+    res = subprocess.run([sys.executable, "-m", "segany.server", "--device", "gpu"], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert "gpu" in one_error_line(res, "bad_request")
