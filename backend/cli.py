@@ -228,11 +228,8 @@ def evaluate(
 ) -> None:
     """Evaluate a method with simulated clicks against a classical baseline; writes results.json, report.md, PNG."""
     from .eval import run_eval
-    from .methods.queries import MAX_CLICKS
     from .samples import shared_data_dir
 
-    if not 1 <= clicks <= MAX_CLICKS:  # refused now, not at the first query past the limit after a prepare
-        raise SegAnyError("bad_request", f"--clicks must be in 1..{MAX_CLICKS} (a query's limit), got {clicks}")
     query_options = _json_object(query, "--query") if query else None
     method_options = _json_object(options, "--options") if options else None
     run_eval(

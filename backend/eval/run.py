@@ -111,7 +111,7 @@ def run_eval(
     clicks. results.json is rewritten after every shape, so an interrupted run keeps what it finished.
     """
     if not 1 <= clicks <= MAX_CLICKS:  # every query carries all clicks so far, and a query takes MAX_CLICKS
-        raise SegAnyError("bad_request", f"clicks must lie in 1..{MAX_CLICKS}, got {clicks}")
+        raise SegAnyError("bad_request", f"clicks (--clicks) must lie in 1..{MAX_CLICKS} (a query's limit): {clicks}")
     out = Path(out)
     data = Path(data)
     own_engine = None
