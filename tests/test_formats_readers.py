@@ -101,7 +101,8 @@ def test_glb_image_elsewhere_is_not_read(tmp_path):
 
 def test_messages_never_quote_the_file(tmp_path):
     (tmp_path / "a.xyz").write_text(f"0 0 0\n1 2 {SECRET}\n")
-    assert code(load_scene, tmp_path / "a.xyz").code == "corrupt_file"
+    e = code(load_scene, tmp_path / "a.xyz")
+    assert e.code == "corrupt_file" and "data row 2, column 3" in e.message  # where, instead of what
     (tmp_path / "h.ply").write_bytes(f"ply\nformat ascii 1.0\nelement vertex {SECRET}\nend_header\n".encode())
     assert code(load_scene, tmp_path / "h.ply").code == "corrupt_file"
     (tmp_path / "d.ply").write_bytes(

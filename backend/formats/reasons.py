@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-# numpy's loadtxt names the row and column in its message; numbers only, so they are safe to repeat
+# numpy's loadtxt names the row (counted from 0, data rows only) and column (from 1) in its message;
+# numbers only, so they are safe to repeat
 _NUMPY_ROW = re.compile(r"\bat row (\d+), column (\d+)")
 
 
@@ -22,5 +23,5 @@ def failure(e: BaseException) -> str:
             where.append(f"{label} {value}")
     found = _NUMPY_ROW.search(str(e))
     if found and not where:
-        where = [f"data row {int(found[1]) + 1}", f"column {int(found[2]) + 1}"]
+        where = [f"data row {int(found[1]) + 1}", f"column {found[2]}"]
     return type(e).__name__ + (f" at {', '.join(where)}" if where else "")
