@@ -7,7 +7,7 @@ Colours are float32 in [0, 1]. Quaternions are (w, x, y, z) like the 3DGS PLY.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import ClassVar
 
 import numpy as np
@@ -210,6 +210,12 @@ def scene_from_arrays(kind: str, arrays: dict[str, np.ndarray], limits: dict[str
     if unknown:
         raise SegAnyError(
             "invalid_array", f"unknown arrays for a {kind} scene: {sorted(unknown)}; allowed: {sorted(allowed)}"
+        )
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    if required - set(arrays):
+        raise SegAnyError(
+            "invalid_array",
+            f"a {kind} scene needs the arrays {sorted(required)}; missing: {sorted(required - set(arrays))}",
         )
     check_limits(kind, {k: np.shape(v)[0] if np.ndim(v) else 0 for k, v in arrays.items()}, limits)
     return cls(**arrays)

@@ -135,6 +135,7 @@ def test_ops_and_their_errors(client: Client, tmp_path: Path) -> None:
         (lambda: client.add_scene("points", {"xyz": np.zeros((4, 2), np.float32)}), "invalid_array"),
         (lambda: client.add_scene("points", {"xyz": np.full((4, 3), np.nan, np.float32)}), "invalid_geometry"),
         (lambda: client.add_scene("teapot", _points()), "bad_request"),
+        (lambda: client.add_scene("splats", {}), "invalid_array"),  # the live soak fuzz found this `internal`
         (lambda: client.load_scene(tmp_path / "missing.ply"), "not_found"),
         (lambda: client.drop_scene("nope"), "not_found"),
         (lambda: client.query("test_sleep", "nope", {}), "not_found"),
