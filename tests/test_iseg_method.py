@@ -16,6 +16,7 @@ from segany.errors import SegAnyError
 from segany.jobs import JobContext
 from segany.methods import get_method
 from segany.methods.base import State
+from segany.methods.iseg.method import build_scorer
 from segany.methods.iseg.options import ISegOptions
 from segany.options import parse_options
 from segany.priors import get_prior
@@ -165,8 +166,8 @@ def test_one_member_unless_asked(stool, prepared):
 
 def test_an_ensemble_answers_with_its_members_mean(stool):
     """Two members (seeds 0 and 1 for the training, the same views): member 0 is the one-member prepare,
-    bit for bit, and a query answers with the mean of the members' probabilities. Tiny training: these
-    hold for any length."""
+    bit for bit, and the clicks' probabilities a query starts from are the members' mean (what the query makes
+    of them, click by click, is test_iseg_refine's). Tiny training: these hold for any length."""
     method = get_method("iseg")
     single = method.prepare(stool, get_prior("oracle", labels=stool.face_parts), tiny("iseg"), JobContext())
     pair = method.prepare(stool, get_prior("oracle", labels=stool.face_parts), tiny("iseg", members=2), JobContext())
@@ -175,9 +176,9 @@ def test_an_ensemble_answers_with_its_members_mean(stool):
     assert not torch.equal(pair.tensors["member1.features"], pair.tensors["features"])
     member1 = {k[len("member1.") :]: v for k, v in pair.tensors.items() if k.startswith("member1.")}
     second = State({**single.tensors, **member1}, {**single.meta, "members": 1})
-    query = {"clicks": [[11, 1], [700, -1]], "refine": False}
-    mean = (method.query(stool, single, query).scores + method.query(stool, second, query).scores) / 2
-    np.testing.assert_allclose(method.query(stool, pair, query).scores, mean, atol=1e-6)
+    clicked, positive = torch.tensor([11, 700]), torch.tensor([True, False])
+    mean = (build_scorer(single)(clicked, positive) + build_scorer(second)(clicked, positive)) / 2
+    torch.testing.assert_close(build_scorer(pair)(clicked, positive), mean, atol=1e-6, rtol=0)
 
 
 def test_a_prepare_is_a_function_of_its_seed_not_of_the_global_rng(stool):
