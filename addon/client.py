@@ -513,11 +513,13 @@ class Client:
     ) -> Selection:
         """Ask a prepared method for scores; numpy values in `query` travel as arrays.
 
-        `deadline`: seconds the backend may spend before it stops the query (`timeout`); None: its default.
+        `deadline`: seconds the backend may spend before it stops the query (`timeout`); by default this
+        client's own timeout, since an answer after it would reach no one (no timeout: the backend's default).
         """
         arrays = {k: v for k, v in query.items() if isinstance(v, np.ndarray)}
         plain = {k: _plain(v) for k, v in query.items() if k not in arrays}
-        extra = {} if deadline is None else {"deadline": deadline}
+        seconds = self.timeout if deadline is None else deadline
+        extra = {} if seconds is None else {"deadline": seconds}
         header, out = self.request("query", arrays, method=method, scene_id=scene_id, query=plain, prior=prior, **extra)
         scores = out.pop("scores")
         return Selection(scores=scores, threshold=float(header["threshold"]), extras=out)

@@ -65,7 +65,7 @@ MAX_CONNECTIONS, MAX_HELLOS, MAX_REFUSALS = 32, 8, 8
 ACCEPT_BACKOFF = (0.005, 0.5)  # seconds: first and longest wait after a failed accept (no spin, no log flood)
 # All connections together may be receiving one maximal payload plus this much for everyone else.
 PAYLOAD_SPARE = 1 << 30
-QUERY_SECONDS, MAX_QUERY_SECONDS = 60.0, 3600.0  # a query's deadline when it names none, and the most it may name
+QUERY_SECONDS, MAX_QUERY_SECONDS = 60.0, 3600.0  # a query's deadline when it names none, and the most it gets
 MAX_MESSAGE = 2000  # characters of an error message sent; messages that quote input must not grow with it
 PARALLEL_OPS = 4
 LINGER_SECONDS, LINGER_BYTES = 1.0, 1 << 20  # after a refusal: how long / how much input to discard
@@ -656,10 +656,10 @@ class Server:
 
     def _op_job_result(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
         job = self.engine.job(_field(h, "job", str))
-        deadline = time.monotonic() + max(0.0, min(float(_field(h, "wait", (int, float), 0.0)), 3600.0))
+        until = time.monotonic() + max(0.0, min(float(_field(h, "wait", (int, float), 0.0)), 3600.0))
         # Wait in slices so a waiter whose client left frees its pool thread at once.
-        while not job.wait(max(0.0, min(0.25, deadline - time.monotonic()))) and not (conn.closed or conn.eof):
-            if time.monotonic() >= deadline:
+        while not job.wait(max(0.0, min(0.25, until - time.monotonic()))) and not (conn.closed or conn.eof):
+            if time.monotonic() >= until:
                 break
         return job.result(timeout=0), None
 
@@ -667,11 +667,13 @@ class Server:
         query = {**_field(h, "query", dict, {}), **a}
         prior = _field(h, "prior", (str, type(None)), None)
         seconds = _field(h, "deadline", (int, float), QUERY_SECONDS)
-        if not 0 < seconds <= MAX_QUERY_SECONDS:
-            raise SegAnyError("bad_request", f"field 'deadline' must be seconds in (0, {MAX_QUERY_SECONDS:g}]")
+        if not seconds > 0:
+            raise SegAnyError(
+                "bad_request", f"field 'deadline' must be seconds > 0 (at most {MAX_QUERY_SECONDS:g} used)"
+            )
         method, sid = _field(h, "method", str), _field(h, "scene_id", str)
         # Held on one of PARALLEL_OPS shared threads: the deadline, or the client leaving, frees it.
-        with deadline.within(seconds, "query", conn.gone):
+        with deadline.within(min(seconds, MAX_QUERY_SECONDS), "query", conn.gone):
             sel = self.engine.query(method, sid, query, prior=prior)
         out = {k: np.asarray(v) for k, v in sel.extras.items()}
         out["scores"] = np.asarray(sel.scores, dtype=np.float32)

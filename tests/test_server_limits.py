@@ -24,10 +24,10 @@ import server_harness
 from waiting import wait_until
 
 from segany.addon import wire
-from segany.addon.client import BackendUnavailable, Client, RemoteError
+from segany.addon.client import BackendUnavailable, Client, RemoteError, RequestTimeout
 from segany.engine import Engine
 from segany.errors import SegAnyError
-from segany.server import MAX_MESSAGE, MAX_REFUSALS, Server
+from segany.server import MAX_MESSAGE, MAX_REFUSALS, PARALLEL_OPS, QUERY_SECONDS, Server
 
 server_harness.register()
 
@@ -257,10 +257,40 @@ def test_queries_stop_at_their_deadline_and_free_the_shared_threads(make_server)
             t.join(300)
         assert codes == ["timeout"] * 6
         assert c.query("test_sleep", sid, {"value": 0.7}).mask.all()
-        for bad in (0, -1, 1e9):
+        for bad in (0, -1):
             with pytest.raises(RemoteError) as info:
                 c.query("test_sleep", sid, {}, deadline=bad)
             assert info.value.code == "bad_request"
+        assert c.query("test_sleep", sid, {}, deadline=1e9).mask.all(), "a long deadline is cut to the maximum"
+
+
+def test_a_query_stops_when_its_client_would_have_given_up(make_server) -> None:
+    """A client's timeout is its queries' deadline: spins from a client that gives up at once hold no
+    thread for long, so a patient client's query, sent after them, is answered."""
+    server = make_server()
+    with _client(server) as c:
+        sid = c.add_scene("points", {"xyz": np.random.default_rng(1).random((16, 3), dtype=np.float32)})["scene_id"]
+        c.prepare("test_sleep", sid, options={"seconds": 0.0}, timeout=120)
+        impatient = Client.from_state_file(server.state_file, timeout=0.3)
+        ended: list[str] = []
+
+        def spin() -> None:
+            try:
+                impatient.query("test_sleep", sid, {"spin": True})
+            except (RemoteError, RequestTimeout) as e:
+                ended.append(type(e).__name__)
+
+        threads = [threading.Thread(target=spin) for _ in range(PARALLEL_OPS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert len(ended) == PARALLEL_OPS
+        # Without the deadline each spin would hold its thread for the server's default, twice this wait.
+        patient = Client.from_state_file(server.state_file, timeout=QUERY_SECONDS / 2)
+        assert patient.query("test_sleep", sid, {"value": 0.7}).mask.all()
+        patient.close()
+        impatient.close()
 
 
 def test_a_state_directory_other_users_can_write_is_refused(tmp_path: Path) -> None:
