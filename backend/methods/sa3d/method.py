@@ -11,6 +11,7 @@ import torch
 
 from ...errors import SegAnyError
 from ...jobs import JobContext
+from ...options import parse_options
 from ...priors import Prior
 from ...scene import PointScene, Scene, SplatScene
 from ..base import Method, PerState, Selection, State
@@ -89,10 +90,8 @@ class SA3D(Method):
                 f"{scene.n_elements} {scene.kind}; prepare again",
             )
         parsed = parse_query(self.Query, query, scene)
-        opts = meta["options"]
-        settings = Settings(
-            opts["prompts"], opts["iou_threshold"], opts["negative_weight"], opts["mask"], opts["fill_hidden"]
-        )
+        opts = parse_options(self.Options, meta["options"])
+        settings = Settings(opts.prompts, opts.iou_threshold, opts.negative_weight, opts.mask, opts.fill_hidden)
         live = self._live.get(state, _Live)
         if live.segmenter is None:
             live.segmenter = Segmenter(from_tensors(state.tensors, meta["views_key"]), _positions(scene))
