@@ -71,8 +71,9 @@ def checked(what: str, field: dataclasses.Field, kind: Any, value: Any) -> Any:
     lo, hi = field.metadata["range"]
     choices = field.metadata["choices"]
     if choices:
+        scalar = isinstance(value, (str, int, float, np.generic))  # an array (a query may carry one) is no choice
         for c in choices:  # by type too: 1 is not True, 0 is not False
-            if value == c and isinstance(value, (bool, np.bool_)) == isinstance(c, bool):
+            if scalar and value == c and isinstance(value, (bool, np.bool_)) == isinstance(c, bool):
                 return c
         raise SegAnyError("bad_request", f"{what} must be one of {list(choices)}, got {shown(value)}")
     if kind is bool:

@@ -46,7 +46,7 @@ def test_iseg_refine_takes_auto_true_or_false_only(mesh):
     for refine in ("auto", True, False):
         got = parse_query(ISegQuery, {"clicks": [[0, 1]], "refine": refine}, mesh).refine
         assert got == refine and type(got) is type(refine)
-    for refine in (1, 0, "yes", None):
+    for refine in (1, 0, "yes", None, np.array([True, False]), np.ones((1000, 1000))):
         assert "refine" in _refused(ISegQuery, {"clicks": [[0, 1]], "refine": refine}, mesh)
     assert "'refine'" in _refused(WalkQuery, {"clicks": [[0, 1]], "refine": True}, mesh), "walk has no refine"
 
