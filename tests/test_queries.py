@@ -69,6 +69,8 @@ def test_iseg_refine_takes_auto_true_or_false_only(mesh):
         ({"clicks": [[0, 1], [0, 2]]}, ["click 1", "sign", "2"]),
         ({"clicks": [[0, 0]]}, ["click 0", "sign"]),
         ({"clicks": np.zeros((2, 3))}, ["(C, 2) array", "(2, 3)"]),
+        ({"clicks": np.array(3.0)}, ["(C, 2) array", "()"]),
+        ({"clicks": np.zeros(100_000)}, ["(C, 2) array", "(100000,)"]),
         ({"clicks": np.array([["a", "b"]])}, ["(C, 2) array"]),
     ],
 )

@@ -51,14 +51,18 @@ def _usage(cls: type[ClickQuery], element: str) -> str:
     return f'an {cls.method} query is {{"clicks": [[{element}, sign], ...]{extras}}} with sign +1 or -1'
 
 
+def _array_shape(clicks: np.ndarray, element: str) -> None:
+    """A clicks array (from the wire's arrays) is (C, 2) and numeric; checked before its length is read."""
+    if clicks.ndim != 2 or clicks.shape[1] != 2 or clicks.dtype.kind not in "iuf":
+        raise SegAnyError(
+            "bad_request",
+            f"clicks must be a (C, 2) array of [{element}, sign] numbers, got {clicks.dtype}{clicks.shape}",
+        )
+
+
 def _pairs(clicks: Any, element: str) -> np.ndarray:
     """The clicks as a (C, 2) float64 array once their count and shape are known to be in bounds."""
     if isinstance(clicks, np.ndarray):
-        if clicks.ndim != 2 or clicks.shape[1] != 2 or clicks.dtype.kind not in "iuf":
-            raise SegAnyError(
-                "bad_request",
-                f"clicks must be a (C, 2) array of [{element}, sign] numbers, got {clicks.dtype}{clicks.shape}",
-            )
         return clicks.astype(np.float64)
     for i, c in enumerate(clicks):
         if not isinstance(c, (list, tuple)) or len(c) != 2 or not all(_number(x) for x in c):
@@ -90,6 +94,8 @@ def parse_query(cls: type[Q], query: Any, scene: Scene) -> Q:
         raise SegAnyError(
             "bad_request", f"clicks must be a list of [{element}, sign] pairs, got {type(clicks).__name__}"
         )
+    if isinstance(clicks, np.ndarray):
+        _array_shape(clicks, element)
     if len(clicks) > MAX_CLICKS:
         raise SegAnyError(
             "bad_request", f"a query takes at most {MAX_CLICKS} clicks, got {len(clicks)}; start a new selection"
