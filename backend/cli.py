@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .bench import BENCHES
 from .errors import SegAnyError
 
 
@@ -185,7 +186,7 @@ def cache_clear(
 
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(help="protocol | kernels | priors | iseg | addon")],
+    name: Annotated[str, typer.Argument(help=" | ".join(BENCHES))],
     out: Annotated[Path, typer.Option(help="output directory for NAME.json and NAME.png")] = Path("bench-out"),
     quick: Annotated[bool, typer.Option(help="tiny sizes: a smoke test, not a measurement")] = False,
 ) -> None:

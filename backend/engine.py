@@ -33,6 +33,7 @@ from .scene import Scene, scene_from_arrays, scene_id
 
 JobCallback = Callable[["Job"], None]
 log = logging.getLogger("segany.engine")
+KEPT_JOBS = 256  # finished jobs `jobs()` still lists: far more than a panel or a batch looks back on
 
 
 def resolve_device(device: str) -> str:
@@ -262,6 +263,7 @@ class Engine:
             job._listeners.append(on_progress)
         with self._lock:
             self._jobs[job.id] = job
+            self._forget_old_jobs()
         self._worker.submit(self._run, job, m, scene, opts, popts, key)
         return job
 
@@ -324,11 +326,20 @@ class Engine:
             job.finished = time.time()
             job._done.set()
             job._notify()
+            job._listeners.clear()  # a listener may hold a closed connection; the job ends here
+
+    def _forget_old_jobs(self) -> None:
+        """Keep the newest KEPT_JOBS finished jobs: a backend that runs for days must not grow per prepare."""
+        finished = [k for k, j in self._jobs.items() if j.done]  # insertion order: oldest first
+        for k in finished[: max(0, len(finished) - KEPT_JOBS)]:
+            del self._jobs[k]
 
     def job(self, job_id: str) -> Job:
         with self._lock:
             if job_id not in self._jobs:
-                raise SegAnyError("not_found", f"no job {job_id!r}")
+                raise SegAnyError(
+                    "not_found", f"no job {job_id!r} (only the newest {KEPT_JOBS} finished jobs are kept)"
+                )
             return self._jobs[job_id]
 
     def jobs(self) -> list[dict[str, Any]]:

@@ -98,3 +98,26 @@ def test_clear_errors(tmp_path, mesh):
     engine.drop_scene(sid)
     assert engine.scenes() == []
     engine.close()
+
+
+def test_finished_jobs_are_kept_up_to_a_bound_and_let_go_of_their_listeners(tmp_path, monkeypatch):
+    """A backend that runs for days must not grow per prepare: only the newest KEPT_JOBS finished jobs stay
+    listed, an older id is not_found saying why, and a finished job holds no listener (a closed connection)."""
+    import segany.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "KEPT_JOBS", 2)
+    engine = Engine(cache_dir=tmp_path)
+    sid = engine.add_scene(sample_mesh(max_edge=0.5))
+    jobs = []
+    for _ in range(4):
+        job = engine.submit("walk", sid, on_progress=lambda j: None)
+        job.result(timeout=600)
+        jobs.append(job)
+    engine.submit("walk", sid).result(timeout=600)  # submitting prunes the finished ones past the bound
+    listed = [j["job"] for j in engine.jobs()]
+    assert len(listed) == 3 and jobs[0].id not in listed and jobs[3].id in listed
+    with pytest.raises(SegAnyError, match="only the newest 2 finished jobs") as err:
+        engine.job(jobs[0].id)
+    assert err.value.code == "not_found"
+    assert all(not j._listeners for j in jobs)
+    engine.close()
