@@ -130,3 +130,31 @@ def test_a_sam_state_comes_back_after_a_restart_from_the_engines_checkpoint(tmp_
     restarted.add_scene(scene)
     assert restarted.state("sa3d", sid, "sam").prior.describe().options["checkpoint"] == str(checkpoints[0])
     restarted.close()
+
+
+def test_an_sa3d_query_checks_its_deadline_per_view(tmp_path: Path, blobs):
+    """The real method: the lifting loop meets the request's deadline at its next view and stops with
+    `timeout`; a departed client stops it with `cancelled`; the same query without a deadline answers."""
+    import threading
+
+    from segany import deadline
+    from segany.errors import SegAnyError
+
+    scene, labels = blobs
+    click = {"clicks": [[centre_element(scene.means, labels, 0), 1]]}
+    engine = Engine(cache_dir=tmp_path, device="cpu")
+    try:
+        sid = engine.add_scene(scene)
+        engine.prepare("sa3d", sid, prior="geometric", options=TINY)
+        for ctx, code in (
+            (deadline.within(0.0), "timeout"),
+            (deadline.within(3600.0, gone=threading.Event()), "cancelled"),
+        ):
+            with ctx as d, pytest.raises(SegAnyError) as info:
+                if d.gone is not None:
+                    d.gone.set()
+                engine.query("sa3d", sid, click, prior="geometric")
+            assert info.value.code == code
+        assert engine.query("sa3d", sid, click, prior="geometric").scores.shape == (scene.n_elements,)
+    finally:
+        engine.close()
