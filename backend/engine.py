@@ -365,7 +365,7 @@ class Engine:
         with self._lock:
             state = self._states.get((method, sid, pname))
         if state is None and not m.needs_prepare:
-            state = State(tensors={}, meta={"prior": pname})
+            state = State(tensors={}, meta={})  # nothing prepared: the method answers with its default options
         if state is None:
             try:
                 found = self.cache.latest(sid, method, pname)
