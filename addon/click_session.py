@@ -63,6 +63,10 @@ class ClickSession:
         self.error = self.geometry_problem()
         if self.error:  # the picked index is the edited object's, not the prepared scene's
             return False
+        limit = self.rt.max_clicks
+        if limit is not None and len(self.clicks) >= limit:
+            self.error = f"At most {limit} clicks in one segment: press Enter to keep it, then click on"
+            return False
         self.clicks.append((int(element), 1 if positive else -1))
         self._send()
         return True

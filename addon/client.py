@@ -449,9 +449,10 @@ class Client:
         """Send a scene ('mesh', 'splats', 'points') as arrays; returns scene_id, kind, n_elements, warnings."""
         return _strip(self.request("scene.add", arrays, kind=kind)[0])
 
-    def load_scene(self, path: str | Path) -> dict[str, Any]:
-        """Have the backend read a file it can see; returns like add_scene."""
-        return _strip(self.request("scene.load", path=str(path))[0])
+    def load_scene(self, path: str | Path, allow_references: bool = False) -> dict[str, Any]:
+        """Have the backend read a file it can see; returns like add_scene. Files the named one points at (an
+        OBJ's materials, a glTF's buffers) are read only with allow_references."""
+        return _strip(self.request("scene.load", path=str(path), allow_references=allow_references)[0])
 
     def drop_scene(self, scene_id: str) -> None:
         self.request("scene.drop", scene_id=scene_id)

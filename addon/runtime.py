@@ -59,6 +59,7 @@ class Runtime:
         self.objects: dict[int, ObjectState] = {}
         self.methods: list[dict[str, Any]] = []
         self.priors: list[dict[str, Any]] = []
+        self.max_clicks: int | None = None  # the backend's limit per query, once its info reply says it
         self.changed: Callable[[], None] = lambda: None  # the UI's redraw hook, called on the main thread
 
     def state(self, key: int) -> ObjectState:
@@ -101,6 +102,7 @@ class Runtime:
         methods = info.get("method_details") or info.get("methods", [])  # details: the scene kinds each fits
         self.methods = [{"name": m} if isinstance(m, str) else m for m in methods]
         self.priors = [{"name": p} if isinstance(p, str) else p for p in info.get("priors", [])]
+        self.max_clicks = info.get("max_clicks")
 
     def _failed_backend(self, exc: BaseException) -> None:
         if self.backend.status not in ("error", "dead"):

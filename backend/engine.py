@@ -26,6 +26,7 @@ from .cache import Cache, DamagedEntry, options_key
 from .errors import SegAnyError
 from .jobs import JobContext
 from .methods import Method, Selection, State, get_method, method_names
+from .methods.queries import MAX_CLICKS
 from .options import Options, parse_options, preset_for
 from .priors import Prior, PriorContext, PriorSpec, get_prior, prior_class, prior_config, prior_names
 from .priors.config import STATE_KEY
@@ -208,6 +209,7 @@ class Engine:
             },
             "methods": method_names(),
             "priors": prior_names(),
+            "max_clicks": MAX_CLICKS,  # a click tool stops at it instead of sending a query that is refused
         }
 
     # jobs -------------------------------------------------------------------------------------

@@ -282,6 +282,12 @@ def test_walk_clicks_without_prepare(rt: object) -> None:
     settle(rt)
     assert session.error == "" and session.scores is not None and len(session.scores) == 100
     assert 0 < session.selected <= 100
+    assert rt.max_clicks == 64  # the backend's limit per query, from its info reply
+    for i in range(1, rt.max_clicks):
+        assert session.add(i % 100, positive=i % 3 != 0)
+    settle(rt)
+    assert session.error == "" and len(session.clicks) == 64
+    assert not session.add(7) and "At most 64 clicks" in session.error and len(session.clicks) == 64
     made = actions.finish_click(ob, session, bpy.context.scene.segany, preview.color, True, preview)
     assert made is not None and len(ob.segany_segments) == 1
     bpy.data.objects.remove(ob)

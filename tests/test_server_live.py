@@ -151,6 +151,20 @@ def test_ops_and_their_errors(client: Client, tmp_path: Path) -> None:
     assert sid not in [s["scene_id"] for s in client.scenes()]
 
 
+def test_a_file_is_read_alone_unless_the_client_allows_its_references(client: Client, tmp_path: Path) -> None:
+    """scene.load over the wire: a glTF whose vertices live in another file is refused by default (the
+    backend reads only the named file) and loads when the client passes allow_references."""
+    from test_formats_readers import gltf_with_external_buffer
+
+    path = gltf_with_external_buffer(tmp_path)
+    with pytest.raises(RemoteError) as info:
+        client.load_scene(path)
+    assert info.value.code == "unsupported" and "allow" in info.value.message
+    loaded = client.load_scene(path, allow_references=True)
+    assert loaded["kind"] == "mesh" and loaded["n_elements"] == 3
+    client.drop_scene(loaded["scene_id"])
+
+
 def test_echo_round_trips_arrays(client: Client) -> None:
     arrays = {"f": np.arange(12, dtype=np.float16).reshape(3, 4), "b": np.array([True, False]), "e": np.zeros(0)}
     back = client.echo(arrays)
