@@ -369,8 +369,11 @@ def test_decoder_answers_to_later_clicks_only_add_or_take_away_under_the_click()
     refiner = CreaseRefiner(v, f)
     clicks = [(top, 1), (legs[0], 1), (legs[1], 1), (legs[1], -1)]
 
+    def decode(c: list[tuple[int, int]], rows: np.ndarray | None = None) -> np.ndarray:
+        probs = answers.get(len(c), np.zeros(len(v)))
+        return probs if rows is None else probs[rows]
+
     def picked(k: int) -> np.ndarray:
-        decode = lambda c: answers.get(len(c), np.zeros(len(v)))  # noqa: E731
         return refiner(clicks[:k], decode, creases=False)[f].mean(axis=1) >= 0.5
 
     one, two, three, four = (picked(k) for k in (1, 2, 3, 4))
@@ -386,8 +389,9 @@ def test_random_decoder_answers_stay_monotone() -> None:
     refiner = CreaseRefiner(v, f)
     rng = np.random.default_rng(1)
 
-    def decode(clicks: list[tuple[int, int]]) -> np.ndarray:
-        return np.random.default_rng(hash(tuple(clicks)) % 2**32).random(len(v))
+    def decode(clicks: list[tuple[int, int]], rows: np.ndarray | None = None) -> np.ndarray:
+        probs = np.random.default_rng(hash(tuple(clicks)) % 2**32).random(len(v))
+        return probs if rows is None else probs[rows]
 
     for _ in range(3):
         clicks = [(top, 1)]
@@ -408,5 +412,5 @@ def test_thousands_of_clicks_are_answered_without_recursion(creases: bool, n: in
     answer = np.where(v[:, 0] <= 5.0, 0.9, 0.05)
     clicks = [(int(i % len(v)), 1 if i % 3 else -1) for i in range(n)]
     clicks[0] = (0, 1)
-    scores = CreaseRefiner(v, f)(clicks, lambda c: answer, creases=creases)
+    scores = CreaseRefiner(v, f)(clicks, lambda c, rows=None: answer if rows is None else answer[rows], creases=creases)
     assert scores.shape == (len(v),) and np.isfinite(scores).all()

@@ -144,14 +144,22 @@ class ClickScorer:
         self.rest = decoder.head[1:]
 
     @torch.no_grad()
-    def __call__(self, vertices: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-        """vertices (C,) long, positive (C,) bool → probability per vertex (V,)."""
+    def __call__(
+        self, vertices: torch.Tensor, positive: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """vertices (C,) long, positive (C,) bool → probability per vertex (V,), or per vertex of `rows`
+        only: a later click's answer matters only near it, and the head's cost grows with the vertices."""
+        features, queries, base = (
+            (self.features, self.queries, self.base)
+            if rows is None
+            else (self.features[rows], self.queries[rows], self.base[rows])
+        )
         k, v = self.attention.keys_values(self.features[vertices], positive)
-        logits = self.queries @ k.T
+        logits = queries @ k.T
         weights = torch.softmax(logits, dim=-1)
-        hidden = torch.addmm(self.base, weights, v @ self.attended_weight)
+        hidden = torch.addmm(base, weights, v @ self.attended_weight)
         if self.compare:
-            hidden = torch.addmm(hidden, (weights @ v) * self.features, self.product_weight)
+            hidden = torch.addmm(hidden, (weights @ v) * features, self.product_weight)
             valid = torch.ones_like(positive)
             summary = best_logits(logits, positive.unsqueeze(0), valid.unsqueeze(0))
             hidden = torch.addmm(hidden, summary, self.logit_weight)

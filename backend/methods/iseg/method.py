@@ -29,7 +29,7 @@ from .train import Schedule, train_decoder, train_encoder
 FORMAT = "iseg/1"
 
 
-Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (clicked vertices, positive) → probability per vertex
+Scorer = Callable[..., torch.Tensor]  # (clicked vertices, positive, rows=None) → probability per vertex (of rows)
 
 
 def member_prefix(i: int) -> str:
@@ -55,7 +55,7 @@ def build_scorer(state: State) -> Scorer:
         scorers.append(ClickScorer(decoder, state.tensors[member_prefix(i) + "features"].float()))
     if len(scorers) == 1:
         return scorers[0]
-    return lambda vertices, positive: torch.stack([s(vertices, positive) for s in scorers]).mean(dim=0)
+    return lambda vertices, positive, rows=None: torch.stack([s(vertices, positive, rows) for s in scorers]).mean(dim=0)
 
 
 def _tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -182,9 +182,10 @@ class ISeg(Method):
         if refine == "auto":
             refine = wants_refinement(state.meta.get("losses", {}).get("decoder_last"))
 
-        def decode(clicks: list[tuple[int, int]]) -> np.ndarray:
+        def decode(clicks: list[tuple[int, int]], rows: np.ndarray | None = None) -> np.ndarray:
             v = torch.as_tensor([c[0] for c in clicks], dtype=torch.long)
-            return scorer(v, torch.as_tensor([c[1] > 0 for c in clicks])).numpy()
+            subset = None if rows is None else torch.as_tensor(rows, dtype=torch.long)
+            return scorer(v, torch.as_tensor([c[1] > 0 for c in clicks]), subset).numpy()
 
         clicks = parsed.clicks()
         refiner = self._refiners.get(state, lambda: CreaseRefiner(scene.vertices, scene.faces, threshold))

@@ -49,11 +49,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
+from scipy.sparse.csgraph import dijkstra
 
-from ...graphwalk import FIRST_PULL, FIRST_SHARE, FOLLOW_PULL
+from ...graphwalk import FIRST_PULL, FIRST_SHARE, FOLLOW_PULL, adjacency
 from ..walk.solve import SeededCreaseGraph
 
 Click = tuple[int, int]
+Decode = Callable[..., np.ndarray]  # (clicks, rows=None) → the decoder's probability per vertex (of rows)
 
 CONFIDENT = 0.75  # first click: the decoder's faces at or above this guide the cut (PSB dev shapes)
 AGREEMENT = 0.1  # first click: weight of disagreeing with the decoder against a cut's conductance (PSB dev shapes)
@@ -61,6 +63,7 @@ MEMO_SIZE = 256
 SILENT_SHARE = 0.98  # first click, decoder silent there: the geometric cut may take all but a small part
 PART_HOLD = 0.75  # a negative click's part stays where the neutral walk is at least this (PSB dev shapes)
 WEAK_PRIOR_LOSS = 0.2  # "auto" refines when the decoder's final training loss is above this
+REACH = 2.0  # a later decoder click changes faces within this many times its distance to the selection's edge
 REFINED_THRESHOLD = 0.5  # refined scores are area shares of selected faces around each vertex
 
 
@@ -78,12 +81,13 @@ class CreaseRefiner:
         self.threshold = threshold  # a face is in the decoder's answer when its corners' mean probability is this
         self.n_vertices = len(vertices)
         self.graph = SeededCreaseGraph.for_mesh(vertices, self.faces)  # a click: triangular passes, no full solves
+        centre = np.asarray(vertices, dtype=np.float64)[self.faces].mean(axis=1)
+        a, b = self.graph.edges.T
+        self._lengths = adjacency(self.graph.n, self.graph.edges, np.linalg.norm(centre[a] - centre[b], axis=1) + 1e-12)
         self._memo: OrderedDict[tuple[bool, tuple[Click, ...]], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __call__(
-        self, clicks: list[Click], decode: Callable[[list[Click]], np.ndarray], creases: bool = True
-    ) -> np.ndarray:
+    def __call__(self, clicks: list[Click], decode: Decode, creases: bool = True) -> np.ndarray:
         """Per-vertex scores in [0, 1] (threshold 0.5) for `clicks`; `decode` gives the decoder's per-vertex
         probabilities for a click list. With `creases` the decoder answers only the first click and walks
         answer the rest; without, the decoder answers every click and `_follow_decoder` keeps each answer
@@ -93,9 +97,7 @@ class CreaseRefiner:
             return np.zeros(self.n_vertices, dtype=np.float32)
         return self.graph.element_scores(self._answer(key, decode, creases)).astype(np.float32)
 
-    def _answer(
-        self, clicks: tuple[Click, ...], decode: Callable[[list[Click]], np.ndarray], creases: bool
-    ) -> np.ndarray:
+    def _answer(self, clicks: tuple[Click, ...], decode: Decode, creases: bool) -> np.ndarray:
         """The answer built one click at a time from the longest memoised prefix: a loop, not a recursion,
         so a query may hold any number of clicks."""
         with self._lock:
@@ -123,7 +125,7 @@ class CreaseRefiner:
         previous: np.ndarray | None,
         clicks: tuple[Click, ...],
         seed: np.ndarray,
-        decode: Callable[[list[Click]], np.ndarray],
+        decode: Decode,
         creases: bool,
     ) -> np.ndarray:
         """The answer to `clicks` (their seeds `seed`) given the answer to all but the last of them, None
@@ -132,7 +134,7 @@ class CreaseRefiner:
         if not creases:
             if previous is None:
                 return self._face_probs(decode(list(clicks))) >= self.threshold
-            return self._follow_decoder(previous >= 0.5, clicks, decode)
+            return self._follow_decoder(previous >= 0.5, clicks, seed, decode)
         if previous is None:
             positives = [c for c in clicks if c[1] > 0]
             return self._first(decode(positives[:1]), g.seeds(positives[:1]), seed)
@@ -142,30 +144,56 @@ class CreaseRefiner:
         return np.asarray(vertex_probs, dtype=np.float64)[self.faces].mean(axis=1)
 
     def _follow_decoder(
-        self, previous: np.ndarray, clicks: tuple[Click, ...], decode: Callable[[list[Click]], np.ndarray]
+        self,
+        previous: np.ndarray,
+        clicks: tuple[Click, ...],
+        seed: np.ndarray,
+        decode: Decode,
     ) -> np.ndarray:
-        """A later click answered by the decoder: of where its answer to all the clicks differs from the
-        previous one in the click's direction (new faces for a positive click, dropped ones for a negative),
-        only the connected region under the click changes. The decoder was trained on one or two clicks and
-        its answer to more can drop a good part elsewhere; the click speaks only for the region it is on.
-        Where the decoder does not follow the click, the part under it (the decoder's answer to it as a
-        first click) is added or taken away, and failing that the faces around the click."""
+        """A later click answered by the decoder: a positive click adds, a negative one takes away, the
+        connected region under the click where the decoder's answer to all the clicks differs from the
+        previous answer in the click's direction. The decoder was trained on one or two clicks; its answer to
+        more can drop a good part elsewhere (the click speaks only for the region it is on) or swing a whole
+        part across at a boundary click, so a walk between the clicks alone (neutral prior) arbitrates: a
+        negative click takes nothing that walk holds at ≥ `PART_HOLD`, a positive one adds nothing it holds
+        at ≤ 1 − `PART_HOLD`. Where the decoder does not follow the click, the part under it (its answer to
+        that point as a first click) is used instead, and failing that the faces around the click."""
         g = self.graph
         here = g.seeds(clicks[-1:]) != 0
         grow = clicks[-1][1] > 0
+        hold = g.walk(0.5, seed, FOLLOW_PULL)
+        held = hold > 1.0 - PART_HOLD if grow else hold < PART_HOLD
+        allowed = held & self._near(here, ~previous if grow else previous)
+        rows = np.unique(self.faces[allowed])  # the decoder answers only where the click may change something
+        probs = np.zeros(self.n_vertices)
 
         def under_click(answer: np.ndarray) -> np.ndarray:
-            change = answer & ~previous if grow else previous & ~answer
+            change = (answer & ~previous if grow else previous & ~answer) & allowed
             comp = g.components(change)
             return change & np.isin(comp, comp[here & change])
 
-        region = under_click(self._face_probs(decode(list(clicks))) >= self.threshold)
-        if not region.any():
-            part = self._face_probs(decode([(clicks[-1][0], 1)])) >= self.threshold
+        region = np.zeros(g.n, dtype=bool)
+        if len(rows):
+            probs[rows] = decode(list(clicks), rows)
+            region = under_click(self._face_probs(probs) >= self.threshold)
+        if len(rows) and not region.any():
+            probs[rows] = decode([(clicks[-1][0], 1)], rows)
+            part = self._face_probs(probs) >= self.threshold
             region = under_click(part if grow else ~part)
         if not region.any():
             region = here & (~previous if grow else previous)
         return previous | region if grow else previous & ~region
+
+    def _near(self, here: np.ndarray, side: np.ndarray) -> np.ndarray:
+        """The faces a later click may change: those within `REACH` times the click's distance to the other
+        side of the selection's edge (over face centres). The protocol, and a user fixing an error, clicks
+        the point deepest in the wrong region, so that distance says how large the region is: a click in a
+        thin sliver along the edge must not swing a whole neighbouring part across."""
+        dist = dijkstra(self._lengths, directed=False, indices=np.flatnonzero(here), min_only=True)
+        other = ~side & np.isfinite(dist)
+        if not other.any():
+            return np.ones(len(dist), dtype=bool)
+        return dist <= REACH * float(dist[other].min())
 
     def _next(self, previous: np.ndarray, click: Click, seed: np.ndarray) -> np.ndarray:
         """A later click's answer: the follow walk, growing only on a positive click and shrinking only on a
