@@ -16,7 +16,7 @@ from segany.methods import get_method, method_names
 from segany.methods.iseg.options import ISegOptions
 from segany.methods.sa3d.options import SA3DOptions
 from segany.methods.walk.options import WalkOptions
-from segany.options import PRESETS, parse_options
+from segany.options import PRESETS, option, parse_options
 from segany.samples import sample_mesh
 
 
@@ -122,3 +122,21 @@ def test_the_engine_refuses_bad_options_before_a_job_exists(tmp_path, mesh):
         assert engine.jobs() == []
     finally:
         engine.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Undeclared:
+    size: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unbounded:
+    sizes: tuple[int, ...] = option((1,), 0, 9, doc="a list with no `most`")
+
+
+@pytest.mark.parametrize("cls", [_Undeclared, _Unbounded])
+def test_a_field_without_its_rules_is_a_programming_error(cls):
+    """Every field says what it takes (a list how long it may be): forgetting is a TypeError at the first parse,
+    whatever the caller gives."""
+    with pytest.raises(TypeError):
+        parse_options(cls, {}, owner="test")

@@ -6,7 +6,9 @@ SA3D with SAM through a restarted engine is in test_sa3d_engine.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,8 @@ from sa3d_scenes import centre_element, splat_blobs
 from segany.cameras import cameras_for_scene
 from segany.engine import Engine
 from segany.errors import SegAnyError
-from segany.priors import PriorSpec, get_prior
+from segany.options import plain, typed_fields
+from segany.priors import PriorSpec, get_prior, prior_class, prior_config, prior_names
 from segany.priors.config import STATE_KEY
 from segany.priors.geometric import BoundaryWeights
 from segany.priors.oracle import OracleNoise
@@ -92,20 +95,92 @@ def test_oracle_describes_its_labels_and_noise(stool) -> None:
         ("geometric", {"min_area": float("nan")}, "'min_area'"),
         ("geometric", {"weights": {"colour": "red"}}, "'weights.colour'"),
         ("geometric", {"weights": {"hue": 1.0}}, "'weights.hue'"),
+        ("geometric", {"weights": {"scales": [1, 0]}}, "'weights.scales[1]'"),
+        ("geometric", {"weights": 0.3}, "'weights'"),
         ("geometric", {"colour": True}, "'colour'"),
-        ("oracle", {}, "'labels'"),
+        ("geometric", {"preset": "tiny"}, "'preset'"),  # presets are a method's, not a prior's
+        ("geometric", {"embed_dim": 2}, "'embed_dim' must be an integer in [4, 256]"),
+        ("geometric", {"levels": [0.2, 1.5]}, "'levels[1]' must be a number in [0.0, 1.0]"),
+        ("geometric", {"levels": [0.5] * 9}, "'levels' must be a list of at most 8 items"),
+        ("geometric", {"levels": "0.5"}, "'levels'"),
+        ("oracle", {}, "'labels' must be given"),
+        ("oracle", {"labels": [0.5, 1.0]}, "'labels' must be a 1-d array of integers"),
+        ("oracle", {"labels": [[0, 1]]}, "'labels' must be a 1-d array"),
+        ("oracle", {"labels": [0, [1, 2]]}, "'labels'"),  # ragged
+        ("oracle", {"labels": [True, False]}, "'labels'"),
         ("oracle", {"labels": [0, 1], "noise": {"jiter": 1}}, "'noise.jiter'"),
+        ("oracle", {"labels": [0, 1], "noise": {"merge": 1.5}}, "'noise.merge' must be a number in [0.0, 1.0]"),
+        ("oracle", {"labels": [0, 1], "noise": {"jitter": 1.0}}, "'noise.jitter' must be an integer"),
         ("oracle", {"labels": [0, 1], "noise": 3}, "'noise'"),
+        ("oracle", {"labels": [0, 1], "noise": "loud"}, "one of ['default'] or null"),
         ("oracle", {"labels": [0, 1], "seed": 1.5}, "'seed'"),
+        ("oracle", {"labels": [0, 1], "seed": -1}, "'seed'"),
         ("sam", {"device": "cuda"}, "'device'"),  # the machine's business: the engine's context
         ("sam", {"checkpoint": 5}, "'checkpoint'"),
+        ("sam", {"model_type": "vit_x"}, "'model_type' must be one of ['vit_b', 'vit_l', 'vit_h'] or null"),
+        ("sam", {"auto_options": {"points_per_side": "16"}}, "'auto_options.points_per_side'"),
+        ("sam", {"auto_options": {str(i): 1 for i in range(17)}}, "'auto_options' must be a mapping of at most 16"),
+        ("sam", {"memory_views": 0}, "'memory_views'"),
         ("clip", {"cache_dir": "/tmp"}, "'cache_dir'"),
+        ("clip", {"model_name": None}, "'model_name'"),
     ],
 )
 def test_bad_options_are_refused_naming_the_field(name: str, options: dict, named: str) -> None:
+    """Refused by the parser, before a checkpoint is looked for or a label read."""
     with pytest.raises(SegAnyError) as err:
         get_prior(name, None, **options)
     assert err.value.code == "bad_request" and named in err.value.message, err.value.message
+    assert err.value.message.startswith((f"prior {name!r} option", f"unknown prior {name!r} options"))
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("oracle", {"labels": np.linspace(0, 1, 10**6)}),
+        ("oracle", {"labels": [0, 1], "noise": "x" * 10**5}),
+        ("geometric", {"levels": list(range(10**5))}),
+        ("geometric", {"weights": {f"w{i}": 0 for i in range(10**4)}}),
+        ("sam", {"auto_options": {"k" * 10**5: 1}}),
+    ],
+)
+def test_messages_never_quote_a_bulk_input(name: str, options: dict) -> None:
+    with pytest.raises(SegAnyError) as err:
+        get_prior(name, None, **options)
+    assert err.value.code == "bad_request" and len(err.value.message) < 400, err.value.message
+
+
+def test_prior_options_arrive_as_json_or_python_values(tmp_path: Path) -> None:
+    """Lists become tuples and arrays, numpy scalars plain numbers, a Path a text, settings a dataclass;
+    labels keep the integer dtype they were given."""
+    labels = np.arange(5, dtype=np.uint16)
+    config = prior_config("oracle", {"labels": labels, "noise": {"merge": np.float32(0.5)}, "seed": np.int64(3)})
+    assert config.labels.dtype == np.uint16 and config.noise == OracleNoise(merge=0.5) and type(config.seed) is int
+    assert prior_config("oracle", {"labels": [1, 2], "noise": "default"}).labels.dtype.kind == "i"
+    assert prior_config("oracle", {"labels": [1, 2], "noise": OracleNoise(split=1.0)}).noise == OracleNoise(split=1.0)
+    assert prior_config("geometric", {"levels": [np.float64(0.5)], "weights": BoundaryWeights(colour=0.0)}) == (
+        prior_config("geometric", {"levels": (0.5,), "weights": {"colour": 0}})
+    )
+    assert prior_config("sam", {"checkpoint": tmp_path / "sam.pth"}).checkpoint == str(tmp_path / "sam.pth")
+    auto = prior_config("sam", {"auto_options": {"points_per_side": 4, "pred_iou_thresh": 0.5}}).auto_options
+    assert auto == {"points_per_side": 4, "pred_iou_thresh": 0.5} and type(auto["points_per_side"]) is int
+
+
+def _declared(cls: type) -> list[str]:
+    """Paths of the fields of a Config (nested settings included) that do not say what they are for."""
+    out = []
+    for f, kind in typed_fields(cls):
+        if not f.metadata.get("doc"):
+            out.append(f"{cls.__name__}.{f.name}")
+        out += [p for arm in (kind, *typing.get_args(kind)) if dataclasses.is_dataclass(arm) for p in _declared(arm)]
+    return out
+
+
+@pytest.mark.parametrize("name", prior_names())
+def test_every_prior_option_is_declared_with_its_rules(name: str) -> None:
+    config = prior_class(name).Config
+    assert _declared(config) == []
+    if name != "oracle":  # the oracle's labels have no default
+        assert plain(prior_config(name, {})) == plain(config()), "the declared defaults pass their own rules"
 
 
 def test_the_engine_refuses_bad_prior_options_before_a_job_exists(tmp_path: Path, blobs) -> None:

@@ -112,7 +112,6 @@ def parse_query(cls: type[Q], query: Any, scene: Scene) -> Q:
         i = int(np.argmax(bad))
         raise SegAnyError("bad_request", f"click {i}: its sign must be +1 (add) or -1 (remove), got {signs[i]:g}")
     values = {
-        f.name: checked(f"{cls.method} query key {f.name!r}", f, kind, query.get(f.name, f.default))
-        for f, kind in extras
+        f.name: checked(f"{cls.method} query key", f.name, f, kind, query.get(f.name, f.default)) for f, kind in extras
     }
     return cls(torch.as_tensor(elems.astype(np.int64)), torch.as_tensor(signs > 0), **values)

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import SegAnyError
+from ..options import parse_options
 from .base import CAPABILITIES, Prior, PromptResult
-from .config import PriorContext, PriorSpec, checkpoints_from_env, parse_config
+from .config import PriorContext, PriorSpec, checkpoints_from_env
 
 _WHERE = {
     "geometric": "segany.priors.geometric:GeometricPrior",
@@ -36,7 +37,7 @@ def prior_class(name: str) -> type[Prior]:
 
 def prior_config(name: str, options: Mapping[str, Any]) -> Any:
     """The prior's options as its typed Config; bad_request naming the field that is wrong."""
-    return parse_config(prior_class(name).Config, options, name)
+    return parse_options(prior_class(name).Config, options, owner=f"prior {name!r}")
 
 
 def get_prior(name: str, ctx: PriorContext | None = None, /, **options: Any) -> Prior:

@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import SegAnyError
+from ..options import plain
 from ..render import Views
-from .config import PriorSpec, config_options
+from .config import PriorSpec
 
 CAPABILITIES = ("prompt", "auto", "embed", "text")
 
@@ -42,7 +43,7 @@ class Prior:
 
     def describe(self) -> PriorSpec:
         """Name and options that `get_prior` turns into an equivalent prior (given a like context)."""
-        return PriorSpec(self.name, config_options(self.config))
+        return PriorSpec(self.name, plain(self.config))
 
     def require(self, capability: str) -> None:
         if capability not in self.capabilities:

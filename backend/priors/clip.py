@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from ..errors import SegAnyError
+from ..options import option
 from ..render import Views
 from .base import Prior
 from .config import PriorContext, PriorSpec, file_key, same_model
@@ -32,9 +33,13 @@ class ClipPrior(Prior):
 
     @dataclass(frozen=True)
     class Config:
-        checkpoint: str | None = None  # None: the context's (add-on preferences, SEGANY_CLIP_CHECKPOINT)
-        model_name: str = "ViT-B-16"
-        model_key: str | None = None  # the weights a state was prepared with: a file holding others is refused
+        checkpoint: str | None = option(
+            None, doc="weights file; None: the context's (add-on preferences, SEGANY_CLIP_CHECKPOINT)"
+        )
+        model_name: str = option("ViT-B-16", doc="the open_clip architecture the checkpoint holds")
+        model_key: str | None = option(
+            None, doc="the weights a state was prepared with: a file holding others is refused"
+        )
 
     def __init__(self, config: Config = Config(), ctx: PriorContext | None = None) -> None:
         ctx = ctx or PriorContext()

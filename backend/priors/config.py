@@ -1,6 +1,7 @@
 """How a prior is configured, described and rebuilt.
 
-A prior's options are a small typed dataclass (`Prior.Config`); what differs between machines (device,
+A prior's options are a small frozen dataclass (`Prior.Config`) of `segany.options.option` fields, parsed
+by `segany.options.parse_options` like a method's; what differs between machines (device,
 where caches and checkpoints live) is a `PriorContext` the engine passes. `Prior.describe()` gives a
 `PriorSpec`, the options again (plus the identity of any weights), so a state prepared with a prior records
 it and a restarted backend builds the same prior from that record and its own context.
@@ -8,15 +9,12 @@ it and a restarted backend builds the same prior from that record and its own co
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,8 +23,6 @@ from ..errors import SegAnyError
 
 CHECKPOINT_ENV = {"sam": "SEGANY_SAM_CHECKPOINT", "clip": "SEGANY_CLIP_CHECKPOINT"}
 STATE_KEY = "prior"  # state.meta[STATE_KEY] holds a spec's JSON part; its arrays are tensors "prior.<option>"
-
-C = TypeVar("C")
 
 
 def checkpoints_from_env() -> dict[str, str]:
@@ -105,93 +101,3 @@ class PriorSpec:
         prefix = f"{STATE_KEY}."
         arrays = {k[len(prefix) :]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)}
         return cls(record["name"], {**record.get("options", {}), **arrays})
-
-
-def parse_config(config: type[C], options: Mapping[str, Any], prior: str, where: str = "") -> C:
-    """A prior's options as its typed Config: unknown, missing or mistyped fields are bad_request naming the field."""
-    fields = {f.name: f for f in dataclasses.fields(config)}  # type: ignore[arg-type]
-    unknown = sorted(set(options) - set(fields))
-    if unknown:
-        raise SegAnyError(
-            "bad_request", f"prior {prior!r} has no option {where + unknown[0]!r}; its options: {sorted(fields)}"
-        )
-    hints = typing.get_type_hints(config)
-    values = {}
-    for name, f in fields.items():
-        if name in options:
-            values[name] = _coerce(options[name], hints[name], prior, f"{where}{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise SegAnyError("bad_request", f"prior {prior!r} needs the option {where + name!r}")
-    return config(**values)
-
-
-def _coerce(value: Any, hint: Any, prior: str, name: str) -> Any:
-    """`value` as type `hint` (the few kinds prior options use), or bad_request naming the field."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            if dataclasses.is_dataclass(arg) and isinstance(value, Mapping):
-                return _coerce(value, arg, prior, name)  # settings given: their own errors are the useful ones
-            try:
-                return _coerce(value, arg, prior, name)
-            except SegAnyError:
-                continue
-        return _refuse(value, " or ".join(_describe(a) for a in args), prior, name)
-    if hint is Any:
-        return value
-    if dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):
-            return value
-        if isinstance(value, Mapping):
-            return parse_config(hint, value, prior, f"{name}.")
-    elif origin is tuple and isinstance(value, (list, tuple)):
-        return tuple(_coerce(v, args[0], prior, f"{name}[{i}]") for i, v in enumerate(value))
-    elif (origin or hint) is dict and isinstance(value, Mapping):
-        return dict(value)
-    elif hint is np.ndarray and isinstance(value, (np.ndarray, list, tuple, torch.Tensor)):
-        return np.asarray(value)
-    elif hint is bool and isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    elif hint is int and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value)
-    elif hint is float and isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        if np.isfinite(value):
-            return float(value)
-    elif hint is str and isinstance(value, (str, os.PathLike)):
-        return os.fspath(value)
-    return _refuse(value, _describe(hint), prior, name)
-
-
-def _describe(hint: Any) -> str:
-    if hint is type(None):
-        return "null"
-    if dataclasses.is_dataclass(hint):
-        return "a mapping of settings"
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        return f"a list of {_describe(typing.get_args(hint)[0])}"
-    return {int: "an integer", float: "a finite number", str: "a string", bool: "true or false", dict: "a mapping"}.get(
-        origin or hint, "an array" if hint is np.ndarray else str(hint)
-    )
-
-
-def _refuse(value: Any, wanted: str, prior: str, name: str) -> typing.NoReturn:
-    shown = repr(value) if not isinstance(value, (np.ndarray, list, tuple)) else f"a {type(value).__name__}"
-    raise SegAnyError("bad_request", f"prior {prior!r}: option {name!r} must be {wanted}, got {shown[:60]}")
-
-
-def config_options(config: Any) -> dict[str, Any]:
-    """A Config as plain options (nested settings as mappings, tuples as lists, arrays kept): what describe() gives."""
-    out = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            value = config_options(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[f.name] = value
-    return out

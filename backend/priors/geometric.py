@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from scipy.sparse.linalg import ArpackNoConvergence, svds
 from skimage.morphology import h_minima
 from skimage.segmentation import watershed
 
-from ..errors import SegAnyError
+from ..options import option
 from ..render import Views
 from .base import Prior, PromptResult, prev_mask, prompt_pixels
 from .config import PriorContext
@@ -108,16 +109,22 @@ def _pairs(arr: np.ndarray, axis: int, step: int) -> tuple[np.ndarray, np.ndarra
 class BoundaryWeights:
     """How strongly each cue separates regions; tuned on PSB views (the prior's figures: docs/performance.md)."""
 
-    concave_angle: float = 0.35  # turning (≈ radians) at which a concave crease counts as a full boundary
-    concave_min: float = 0.0  # turning below which a concavity is surface texture, not a boundary
-    convex: float = 0.1  # weight of convex creases (part edges inside one part)
-    convex_angle: float = 0.8
-    jump_ratio: float = 4.0  # depth step, in expected pixel footprints, that counts as an occlusion
-    colour: float = 0.3  # weight of colour edges
-    colour_step: float = 0.15  # RGB distance that counts as a full colour edge
-    scales: tuple[int, ...] = (1, 2, 4)
-    smooth: float = 1.0  # Gaussian blur (pixels) of the normals: faceting is not a boundary
-    basin_depth: float = 0.03  # watershed seeds: minima of the (blurred) boundary map at least this deep
+    # Turnings are ≈ radians (at most π); weights and depths compare with the boundary strength in [0, 1];
+    # scales and blur are pixels, bounded so the padded box around the foreground stays small.
+    concave_angle: float = option(
+        0.35, 0.01, math.pi, doc="turning at which a concave crease counts as a full boundary (above concave_min)"
+    )
+    concave_min: float = option(0.0, 0.0, 3.0, doc="turning below which a concavity is surface texture, not a boundary")
+    convex: float = option(0.1, 0.0, 1.0, doc="weight of convex creases (part edges inside one part)")
+    convex_angle: float = option(0.8, 0.01, math.pi, doc="turning at which a convex crease counts fully")
+    jump_ratio: float = option(4.0, 0.0, doc="depth step, in expected pixel footprints, that is an occlusion")
+    colour: float = option(0.3, 0.0, 1.0, doc="weight of colour edges (0: colour ignored)")
+    colour_step: float = option(0.15, 0.001, 2.0, doc="RGB distance that counts as a full colour edge")
+    scales: tuple[int, ...] = option((1, 2, 4), 1, 32, most=8, doc="pixel steps at which creases are measured")
+    smooth: float = option(1.0, 0.0, 16.0, doc="Gaussian blur (pixels) of the normals: faceting is not a boundary")
+    basin_depth: float = option(
+        0.03, 0.0, 1.0, doc="watershed seeds: minima of the (blurred) boundary map at least this deep"
+    )
 
 
 def boundary_map(views: Views, index: int, weights: BoundaryWeights = BoundaryWeights()) -> np.ndarray:
@@ -272,15 +279,15 @@ class GeometricPrior(Prior):
 
     @dataclass(frozen=True)
     class Config:
-        levels: tuple[float, ...] = (0.15, 0.35, 0.6)
-        embed_dim: int = 32
-        weights: BoundaryWeights = BoundaryWeights()
-        min_area: float = 0.03
-        cache_size: int = 64  # region trees kept (one per view content)
+        levels: tuple[float, ...] = option(
+            (0.15, 0.35, 0.6), 0.0, 1.0, most=8, doc="merge heights (boundary strengths) cutting automatic masks"
+        )
+        embed_dim: int = option(32, 4, 256, doc="D of the embedding map (the spectral embedding needs a few axes)")
+        weights: BoundaryWeights = option(BoundaryWeights(), doc="how strongly each cue separates regions")  # noqa: RUF009
+        min_area: float = option(0.03, 0.0, 1.0, doc="fraction of the view's foreground under which regions merge")
+        cache_size: int = option(64, 1, 4096, doc="region trees kept (one per view content)")
 
     def __init__(self, config: Config = Config(), ctx: PriorContext | None = None) -> None:
-        if config.embed_dim < 4:
-            raise SegAnyError("bad_request", f"prior 'geometric': embed_dim must be at least 4, got {config.embed_dim}")
         self.config = config
         self.levels = tuple(sorted(config.levels))
         self._trees: OrderedDict[str, RegionTree] = OrderedDict()

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import SegAnyError
+from ..options import option
 from ..render import Views
 from .base import Prior, PromptResult, prev_mask, prompt_pixels
 from .config import PriorContext
@@ -23,27 +24,24 @@ from .config import PriorContext
 class OracleNoise:
     """How wrong the oracle is; every probability is per part (or per mask) and per view."""
 
-    jitter: int = 0  # boundary jitter: each mask is eroded or dilated by up to this many pixels
-    merge: float = 0.0  # a part is merged with a neighbouring part
-    split: float = 0.0  # a part is cut in two along its main axis
-    missing: float = 0.0  # an automatic mask is dropped
-    spurious: float = 0.0  # expected number of invented automatic masks per view and level
-    embed: float = 0.0  # per-pixel Gaussian noise on the embedding, relative to its unit length
+    jitter: int = option(0, 0, 64, doc="each mask is eroded or dilated by up to this many pixels")
+    merge: float = option(0.0, 0.0, 1.0, doc="probability that a part is merged with a neighbouring part")
+    split: float = option(0.0, 0.0, 1.0, doc="probability that a part is cut in two along its main axis")
+    missing: float = option(0.0, 0.0, 1.0, doc="probability that an automatic mask is dropped")
+    spurious: float = option(
+        0.0, 0.0, 64.0, doc="expected number of invented automatic masks per view and level (a Poisson mean)"
+    )
+    embed: float = option(0.0, 0.0, 100.0, doc="per-pixel Gaussian noise on the embedding, relative to its unit length")
 
 
 DEFAULT_NOISE = OracleNoise(jitter=2, merge=0.1, split=0.1, missing=0.1, spurious=0.5, embed=0.3)
 
 
 def _noise(noise: OracleNoise | str | None) -> OracleNoise:
-    if noise is None:
-        return OracleNoise()
-    if isinstance(noise, OracleNoise):
-        return noise
+    """The parsed `noise` option as settings (the parser admits only these three forms)."""
     if noise == "default":
         return DEFAULT_NOISE
-    raise SegAnyError(
-        "bad_request", f"prior 'oracle': option 'noise' must be null, 'default' or settings, got {noise!r}"
-    )
+    return noise or OracleNoise()
 
 
 class OraclePrior(Prior):
@@ -58,17 +56,16 @@ class OraclePrior(Prior):
 
     @dataclass(frozen=True)
     class Config:
-        labels: np.ndarray  # one integer per scene element
-        noise: OracleNoise | str | None = None  # None: perfect; "default": DEFAULT_NOISE
-        seed: int = 0
-        embed_dim: int = 32
+        labels: np.ndarray = option(kinds="iu", ndim=1, doc="one integer per scene element (of a mesh: triangle)")  # noqa: RUF009
+        noise: OracleNoise | str | None = option(  # noqa: RUF009
+            None, choices=("default",), doc="None: perfect masks; 'default': DEFAULT_NOISE; or settings"
+        )
+        seed: int = option(0, 0, 2**63 - 1, doc="seeds every random choice of the noise and the embedding codes")
+        embed_dim: int = option(32, 4, 256, doc="D of the embedding map")
 
     def __init__(self, config: Config, ctx: PriorContext | None = None) -> None:
-        labels = np.asarray(config.labels).reshape(-1)
-        if labels.dtype.kind not in "iu":
-            raise SegAnyError("invalid_array", f"oracle labels must be integers, got {labels.dtype}")
         self.config = config
-        self.classes, self.labels = np.unique(labels, return_inverse=True)
+        self.classes, self.labels = np.unique(config.labels, return_inverse=True)
         self.noise = _noise(config.noise)
         self.seed = config.seed
         rng = np.random.default_rng([config.seed, 1])

@@ -14,7 +14,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from segment_anything.modeling import Sam
 
 from ..cache import default_cache_dir
 from ..errors import SegAnyError
+from ..options import option
 from ..render import Views
 from .base import Prior, PromptResult
 from .config import PriorContext, PriorSpec, file_key, same_model
@@ -74,11 +75,19 @@ class SamPrior(Prior):
 
     @dataclass(frozen=True)
     class Config:
-        checkpoint: str | None = None  # None: the context's (add-on preferences, SEGANY_SAM_CHECKPOINT)
-        model_type: str | None = None  # vit_b / vit_l / vit_h; checked against the file when given
-        model_key: str | None = None  # the model a state was prepared with: a file holding another is refused
-        memory_views: int = 16
-        auto_options: dict[str, Any] | None = None
+        checkpoint: str | None = option(
+            None, doc="weights file; None: the context's (add-on preferences, SEGANY_SAM_CHECKPOINT)"
+        )
+        model_type: str | None = option(
+            None, choices=tuple(ENCODER_DEPTHS), doc="checked against the file's model when given"
+        )
+        model_key: str | None = option(
+            None, doc="the model a state was prepared with: a file holding another is refused"
+        )
+        memory_views: int = option(16, 1, 1024, doc="encoder outputs kept in memory (about 4 MiB each)")
+        auto_options: dict[str, int | float] | None = option(  # noqa: RUF009
+            None, most=16, doc="SamAutomaticMaskGenerator arguments over points_per_side=16"
+        )
 
     def __init__(self, config: Config, ctx: PriorContext | None = None) -> None:
         ctx = ctx or PriorContext()
