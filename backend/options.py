@@ -46,7 +46,7 @@ def option(
 ) -> Any:
     """A field of an options, query or prior Config dataclass: its default (none: the caller must give it),
     inclusive range (`hi` None: no upper bound) or choices (of each item, for a list), what it does, for a
-    list or mapping its `most` items, for an array its numpy dtype `kinds` (e.g. "iu") and `ndim`.
+    list its `most` items, for an array its numpy dtype `kinds` (e.g. "iu") and `ndim`.
 
     It returns a dataclasses.Field, so a field whose type ruff cannot tell is immutable takes `# noqa: RUF009`.
     """
@@ -83,8 +83,6 @@ def plain(config: Any) -> dict[str, Any]:
             value = plain(value)
         elif isinstance(value, tuple):
             value = list(value)
-        elif isinstance(value, dict):
-            value = dict(value)
         out[f.name] = value
     return out
 
@@ -183,12 +181,6 @@ def _value(owner: str, path: str, meta: Mapping[str, Any], kind: Any, value: Any
     elif origin is tuple:
         if isinstance(value, (list, tuple)) and len(value) <= _most(path, meta):
             return tuple(_value(owner, f"{path}[{i}]", meta, args[0], v) for i, v in enumerate(value))
-    elif origin is dict:
-        if isinstance(value, Mapping) and len(value) <= _most(path, meta):
-            bad = [k for k in value if not isinstance(k, str) or len(k) > _SHOWN]
-            if bad:
-                raise SegAnyError("bad_request", f"{owner} {path!r} takes short text keys, got {shown(bad[0])}")
-            return {k: _value(owner, f"{path}.{k}", meta, args[1], v) for k, v in value.items()}
     elif kind is np.ndarray:
         out = _array(value, meta)
         if out is not None:
@@ -201,12 +193,11 @@ def _value(owner: str, path: str, meta: Mapping[str, Any], kind: Any, value: Any
 
 
 def _union(owner: str, path: str, meta: Mapping[str, Any], arms: tuple, value: Any) -> Any:
-    """The first arm `value` fits; a mapping given for a settings or mapping arm reports its own mistakes."""
+    """The first arm `value` fits; settings given for a dataclass arm report their own mistakes."""
     if value is None and type(None) in arms:
         return None
     for arm in arms:
-        settings = dataclasses.is_dataclass(arm) and isinstance(value, (Mapping, arm))
-        if settings or (typing.get_origin(arm) is dict and isinstance(value, Mapping)):
+        if dataclasses.is_dataclass(arm) and isinstance(value, (Mapping, arm)):
             return _value(owner, path, meta, arm, value)
     for arm in arms:
         if arm is not type(None):
@@ -237,7 +228,7 @@ def _scalar(meta: Mapping[str, Any], kind: Any, value: Any) -> Any:
         out = float(value) if isinstance(value, _NUMBER) and not isinstance(value, _BOOL) else None
         out = out if out is not None and math.isfinite(out) else None
     else:
-        raise TypeError(f"options hold bool, int, float, str, tuples, dicts, arrays and dataclasses, not {kind!r}")
+        raise TypeError(f"options hold bool, int, float, str, tuples, arrays and dataclasses, not {kind!r}")
     lo, hi = meta["range"]
     return out if out is None or ((lo is None or lo <= out) and (hi is None or out <= hi)) else None
 
@@ -257,7 +248,7 @@ def _array(value: Any, meta: Mapping[str, Any]) -> np.ndarray | None:
 
 def _most(path: str, meta: Mapping[str, Any]) -> int:
     if meta["most"] is None:
-        raise TypeError(f"option {path!r}: a list or mapping field declares its `most` items")
+        raise TypeError(f"option {path!r}: a list field declares its `most` items")
     return meta["most"]
 
 
@@ -275,8 +266,6 @@ def _wanted(path: str, meta: Mapping[str, Any], kind: Any) -> str:
         return f"settings {[f.name for f in dataclasses.fields(kind)]}"
     if origin is tuple:
         return f"a list of at most {_most(path, meta)} items, each {_wanted(path, meta, args[0])}"
-    if origin is dict:
-        return f"a mapping of at most {_most(path, meta)} entries, each {_wanted(path, meta, args[1])}"
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_wanted(path, meta, a) for a in args)
     if kind is np.ndarray:

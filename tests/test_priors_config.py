@@ -118,8 +118,10 @@ def test_oracle_describes_its_labels_and_noise(stool) -> None:
         ("sam", {"device": "cuda"}, "'device'"),  # the machine's business: the engine's context
         ("sam", {"checkpoint": 5}, "'checkpoint'"),
         ("sam", {"model_type": "vit_x"}, "'model_type' must be one of ['vit_b', 'vit_l', 'vit_h'] or null"),
-        ("sam", {"auto_options": {"points_per_side": "16"}}, "'auto_options.points_per_side'"),
-        ("sam", {"auto_options": {str(i): 1 for i in range(17)}}, "'auto_options' must be a mapping of at most 16"),
+        ("sam", {"auto_options": {"points_per_side": "16"}}, "'auto_options.points_per_side' must be an integer"),
+        ("sam", {"auto_options": {"points_per_sid": 16}}, "'auto_options.points_per_sid'"),
+        ("sam", {"auto_options": {"crop_n_layers": 9}}, "'auto_options.crop_n_layers'"),
+        ("sam", {"auto_options": 16}, "'auto_options' must be settings"),
         ("sam", {"memory_views": 0}, "'memory_views'"),
         ("clip", {"cache_dir": "/tmp"}, "'cache_dir'"),
         ("clip", {"model_name": None}, "'model_name'"),
@@ -161,8 +163,9 @@ def test_prior_options_arrive_as_json_or_python_values(tmp_path: Path) -> None:
         prior_config("geometric", {"levels": (0.5,), "weights": {"colour": 0}})
     )
     assert prior_config("sam", {"checkpoint": tmp_path / "sam.pth"}).checkpoint == str(tmp_path / "sam.pth")
-    auto = prior_config("sam", {"auto_options": {"points_per_side": 4, "pred_iou_thresh": 0.5}}).auto_options
-    assert auto == {"points_per_side": 4, "pred_iou_thresh": 0.5} and type(auto["points_per_side"]) is int
+    auto = prior_config("sam", {"auto_options": {"points_per_side": 4, "pred_iou_thresh": 1}}).auto_options
+    assert (auto.points_per_side, auto.pred_iou_thresh, auto.box_nms_thresh) == (4, 1.0, None)
+    assert type(auto.pred_iou_thresh) is float
 
 
 def _declared(cls: type) -> list[str]:

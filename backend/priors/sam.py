@@ -25,7 +25,7 @@ from segment_anything.modeling import Sam
 
 from ..cache import default_cache_dir
 from ..errors import SegAnyError
-from ..options import option
+from ..options import option, plain
 from ..render import Views
 from .base import Prior, PromptResult
 from .config import PriorContext, PriorSpec, file_key, same_model
@@ -63,6 +63,25 @@ class _CachedPredictor(SamPredictor):
         self.is_image_set = True
 
 
+@dataclass(frozen=True)
+class AutoMaskOptions:
+    """The SamAutomaticMaskGenerator arguments a caller may set; None keeps the generator's own default.
+
+    Bounds keep the cost in check: prompts grow with points_per_side squared, crops with 4^crop_n_layers.
+    """
+
+    points_per_side: int | None = option(None, 1, 128, doc="grid of point prompts per side (None: 16, for CPUs)")
+    points_per_batch: int | None = option(None, 1, 1024, doc="point prompts decoded at once (memory)")
+    pred_iou_thresh: float | None = option(None, 0.0, 1.0, doc="masks the model rates below this are dropped")
+    stability_score_thresh: float | None = option(None, 0.0, 1.0, doc="masks less stable than this are dropped")
+    stability_score_offset: float | None = option(None, 0.0, doc="logit offset of the stability score")
+    box_nms_thresh: float | None = option(None, 0.0, 1.0, doc="box IoU over which duplicate masks are dropped")
+    crop_n_layers: int | None = option(None, 0, 3, doc="layers of image crops segmented again")
+    crop_nms_thresh: float | None = option(None, 0.0, 1.0, doc="box IoU over which masks of crops are dropped")
+    crop_overlap_ratio: float | None = option(None, 0.0, 1.0, doc="overlap of neighbouring crops")
+    crop_n_points_downscale_factor: int | None = option(None, 1, 16, doc="fewer points per side in each layer")
+
+
 class SamPrior(Prior):
     """Segment Anything from a checkpoint file the user has (model type detected from the file).
 
@@ -85,8 +104,8 @@ class SamPrior(Prior):
             None, doc="the model a state was prepared with: a file holding another is refused"
         )
         memory_views: int = option(16, 1, 1024, doc="encoder outputs kept in memory (about 4 MiB each)")
-        auto_options: dict[str, int | float] | None = option(  # noqa: RUF009
-            None, most=16, doc="SamAutomaticMaskGenerator arguments over points_per_side=16"
+        auto_options: AutoMaskOptions | None = option(  # noqa: RUF009
+            None, doc="SamAutomaticMaskGenerator arguments (None: its defaults with points_per_side=16)"
         )
 
     def __init__(self, config: Config, ctx: PriorContext | None = None) -> None:
@@ -114,7 +133,8 @@ class SamPrior(Prior):
         self.cache_dir = root / "sam" / self.model_key
         self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.predictor = _CachedPredictor(self.model, self)
-        self.auto_options = {"points_per_side": 16, **(config.auto_options or {})}
+        given = plain(config.auto_options) if config.auto_options else {}
+        self.auto_options = {"points_per_side": 16, **{k: v for k, v in given.items() if v is not None}}
 
     def describe(self) -> PriorSpec:
         """The options with the model's identity, so a state never meets another model after a restart."""
