@@ -35,11 +35,16 @@ clicks, answers later clicks weakly. This stage walks on the concavity-weighted 
 
 Answers to click prefixes are memoised per mesh, so a query stays a pure function of its click list.
 
-With a strong prior the decoder needs none of this: trained on the oracle's masks it answers later clicks
-better than any walk (docs/methods/iseg.md). A query's default, "auto", refines when the decoder could
+With a strong prior the decoder needs none of the crease cuts: trained on the oracle's masks its first
+answer beats any walk (docs/methods/iseg.md). A query's default, "auto", refines when the decoder could
 not fit its prior's masks — its final training loss (BCE + dice) above `WEAK_PRIOR_LOSS` — which is where
 the prior's masks disagree across views: the geometric prior and the noisy oracle, not the clean oracle
-(losses per prior in docs/methods/iseg.md).
+(losses per prior in docs/methods/iseg.md). Unrefined, later clicks are still the decoder's, but each
+only adds or takes away the region under it (`_follow_decoder`): the decoder's own answer to several
+clicks, trained on one or two, could undo a near-perfect first answer.
+
+Answers are built one click at a time from the longest memoised prefix (`_answer`), a loop rather than a
+recursion, so any number of clicks is answered.
 """
 
 from __future__ import annotations
