@@ -27,7 +27,9 @@ def test_quick_soak_answers_every_click_without_internal(tmp_path) -> None:
     rows = _check(doc, 400)
     assert rows["internal errors"]["value"] == 0
     assert f"{CLIENTS * PREPARES} prepares" in doc["rows"][0]["case"]
-    assert (tmp_path / "soak.md").is_file()
+    assert (tmp_path / "soak.md").is_file() and (tmp_path / "soak.png").stat().st_size > 0
+    curve = doc["curves"][0]  # the memory plot's points are in the JSON too
+    assert curve["x"] == [n for n, _ in doc["extra"]["rss_mib_by_clicks"]] and len(curve["y"]) == len(curve["x"])
 
 
 @pytest.mark.soak

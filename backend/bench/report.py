@@ -69,10 +69,27 @@ def machine() -> dict[str, Any]:
     }
 
 
+@dataclass
+class Curve:
+    """A measurement over a run (memory by clicks, say), drawn as its own panel below the bars."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    x: list[float]
+    y: list[float]
+
+
 def write_report(
-    name: str, out_dir: Path, rows: list[Row], extra: dict[str, Any] | None = None, argv: list[str] | None = None
+    name: str,
+    out_dir: Path,
+    rows: list[Row],
+    extra: dict[str, Any] | None = None,
+    argv: list[str] | None = None,
+    curves: list[Curve] | None = None,
 ) -> dict[str, Any]:
-    """Print the table, write NAME.json, NAME.md and a bar plot NAME.png (value vs baseline per case).
+    """Print the table, write NAME.json, NAME.md and a plot NAME.png (value vs baseline per case, and any
+    curves, whose points also go into NAME.json).
 
     Stamped with the date, commit and command line (this process's unless `argv` is given).
     """
@@ -95,10 +112,11 @@ def write_report(
         "machine": machine(),
         "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
         "extra": extra or {},
+        "curves": [asdict(c) for c in curves or []],
     }
     (out_dir / f"{name}.json").write_text(json.dumps(doc, indent=2))
     (out_dir / f"{name}.md").write_text(markdown(doc))
-    _plot(name, out_dir / f"{name}.png", rows)
+    _plot(name, out_dir / f"{name}.png", rows, curves or [])
     return doc
 
 
@@ -129,32 +147,52 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(name: str, path: Path, rows: list[Row]) -> None:
-    """Horizontal bars, ours vs the same-run baseline, one panel per unit (times and rates don't share an axis)."""
+def _plot(name: str, path: Path, rows: list[Row], curves: list[Curve]) -> None:
+    """Horizontal bars, ours vs the same-run baseline, one panel per unit (times and rates don't share an
+    axis), each bar labelled with its value; one legend above the panels so it never hides a bar; then one
+    panel per curve."""
     import textwrap
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     units = list(dict.fromkeys(r.unit for r in rows))
-    heights = [max(1.5, 0.55 * sum(r.unit == u for r in rows) + 0.8) for u in units]
-    fig, axes = plt.subplots(len(units), 1, figsize=(11, sum(heights)), height_ratios=heights, squeeze=False)
-    for ax, unit in zip(axes[:, 0], units, strict=True):
+    heights = [max(1.5, 0.55 * sum(r.unit == u for r in rows) + 0.8) for u in units] + [2.6] * len(curves)
+    fig, axes = plt.subplots(len(heights), 1, figsize=(11, sum(heights) + 0.6), height_ratios=heights, squeeze=False)
+    for ax, unit in zip(axes[: len(units), 0], units, strict=True):
         sel = [r for r in rows if r.unit == unit]
         y = np.arange(len(sel))
-        ax.barh(y - 0.2, [r.value for r in sel], 0.4, label="SegAny")
-        ax.barh(y + 0.2, [r.baseline_value or 0 for r in sel], 0.4, label="baseline (same run)")
+        ours = ax.barh(y - 0.2, [r.value for r in sel], 0.4, label="SegAny", color="C0")
+        ax.bar_label(ours, [_number(r.value, r.unit) for r in sel], fontsize=7, padding=2)
+        if any(r.baseline_value is not None for r in sel):
+            base = ax.barh(y + 0.2, [r.baseline_value or 0 for r in sel], 0.4, label="baseline (same run)", color="C1")
+            ax.bar_label(base, [_number(r.baseline_value, r.unit) if r.baseline_value else "" for r in sel],
+                         fontsize=7, padding=2)  # fmt: skip
         labels = [textwrap.shorten(f"[{r.metric}] {r.case}", 90) for r in sel]
         ax.set_yticks(y, ["\n".join(textwrap.wrap(t, 48)) for t in labels], fontsize=7)
         ax.invert_yaxis()
         values = [v for r in sel for v in (r.value, r.baseline_value) if v]
         if values and max(values) / max(min(values), 1e-12) > 50:
             ax.set_xscale("log")
+        else:
+            ax.set_xlim(0, 1.15 * max(values, default=1.0))  # room for the labels; an all-zero panel still reads
         ax.set_xlabel(unit)
-        ax.legend(fontsize=7, loc="lower right")
-    axes[0, 0].set_title(f"segany bench {name}")
-    fig.tight_layout()
+    for ax, c in zip(axes[len(units) :, 0], curves, strict=True):
+        ax.plot(c.x, c.y, color="C0", lw=1.2)
+        ax.set_title(c.title, fontsize=9)
+        ax.set_xlabel(c.xlabel)
+        ax.set_ylabel(c.ylabel)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    handles = [
+        Patch(color="C0", label="SegAny"),
+        Patch(color="C1", label="baseline (same run)"),
+    ]
+    fig.legend(handles=handles, loc="upper right", fontsize=8, ncols=2, frameon=False)
+    fig.suptitle(f"segany bench {name}", x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)

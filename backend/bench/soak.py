@@ -28,7 +28,7 @@ from segany.addon.client import BackendUnavailable, Client, RemoteError, launch_
 
 from ..samples import sample_mesh
 from ..scene import scene_arrays
-from .report import Row, write_report
+from .report import Curve, Row, write_report
 
 CLIENTS = 4
 CLICKS, QUICK_CLICKS = 10_000, 400
@@ -172,7 +172,14 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         "backend_alive_after": alive,
         "client_failures": soak.failures,
     }
-    return write_report("soak", out_dir, rows, extra)
+    memory = Curve(
+        "backend memory over the run: flat once warm is what the soak checks",
+        "clicks answered",
+        "RSS (MiB)",
+        [float(n) for n, _ in samples],
+        [kb / 1024 for _, kb in samples],
+    )
+    return write_report("soak", out_dir, rows, extra, curves=[memory])
 
 
 if __name__ == "__main__":
