@@ -414,3 +414,21 @@ def test_thousands_of_clicks_are_answered_without_recursion(creases: bool, n: in
     clicks[0] = (0, 1)
     scores = CreaseRefiner(v, f)(clicks, lambda c, rows=None: answer if rows is None else answer[rows], creases=creases)
     assert scores.shape == (len(v),) and np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("creases", [True, False])
+def test_a_click_on_a_vertex_no_face_uses_is_answered(creases: bool) -> None:
+    """A loose vertex (in the mesh, in no face) seeds no face: a refined first click there selects nothing
+    instead of failing in the sweep (the decoder alone answers with its own answer), and a later click on a
+    face still answers."""
+    v, f = _strip(6)
+    v = np.concatenate([v, [[50.0, 50.0, 50.0]]]).astype(np.float32)
+    loose = len(v) - 1
+
+    def decode(clicks: list[tuple[int, int]], rows: np.ndarray | None = None) -> np.ndarray:
+        probs = np.full(len(v), 0.9)
+        return probs if rows is None else probs[rows]
+
+    refiner = CreaseRefiner(v, f)
+    assert (refiner([(loose, 1)], decode, creases=creases) >= 0.5).any() == (not creases)
+    assert (refiner([(loose, 1), (0, 1)], decode, creases=creases)[:loose] >= 0.5).any()

@@ -142,7 +142,10 @@ class CreaseRefiner:
             return self._follow_decoder(previous >= 0.5, clicks, seed, decode)
         if previous is None:
             positives = [c for c in clicks if c[1] > 0]
-            return self._first(decode(positives[:1]), g.seeds(positives[:1]), seed)
+            first_seed = g.seeds(positives[:1])
+            if not first_seed.any():  # a loose vertex that no face uses: no face to start from
+                return np.zeros(g.n, dtype=bool)
+            return self._first(decode(positives[:1]), first_seed, seed)
         return self._next(previous >= 0.5, clicks[-1], seed)
 
     def _face_probs(self, vertex_probs: np.ndarray) -> np.ndarray:
