@@ -432,3 +432,23 @@ def test_a_click_on_a_vertex_no_face_uses_is_answered(creases: bool) -> None:
     refiner = CreaseRefiner(v, f)
     assert (refiner([(loose, 1)], decode, creases=creases) >= 0.5).any() == (not creases)
     assert (refiner([(loose, 1), (0, 1)], decode, creases=creases)[:loose] >= 0.5).any()
+
+
+@pytest.mark.parametrize("creases", [True, False])
+def test_a_click_list_stops_at_the_querys_deadline(creases: bool) -> None:
+    """The per-click loop meets the request's deadline (segany.deadline): past it the answer stops with
+    `timeout` instead of holding one of the server's threads; the same clicks without a deadline answer."""
+    from segany import deadline
+    from segany.errors import SegAnyError
+
+    v, f = _strip(10)
+    answer = np.where(v[:, 0] <= 5.0, 0.9, 0.05)
+
+    def decode(c: list, rows: np.ndarray | None = None) -> np.ndarray:
+        return answer if rows is None else answer[rows]
+
+    clicks = [(0, 1), (len(v) - 1, -1), (5, 1)]
+    with deadline.within(0.0), pytest.raises(SegAnyError) as info:
+        CreaseRefiner(v, f)(clicks, decode, creases=creases)
+    assert info.value.code == "timeout"
+    assert CreaseRefiner(v, f)(clicks, decode, creases=creases).shape == (len(v),)

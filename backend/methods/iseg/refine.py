@@ -56,6 +56,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.sparse.csgraph import dijkstra
 
+from ... import deadline
 from ...graphwalk import FIRST_PULL, FIRST_SHARE, FOLLOW_PULL, adjacency
 from ..walk.solve import SeededCreaseGraph
 
@@ -111,6 +112,7 @@ class CreaseRefiner:
         seed = self.graph.seeds(clicks[:done])
         positive_before = any(s > 0 for _, s in clicks[:done])
         for i in range(done, len(clicks)):  # the per-click loop
+            deadline.check()  # a query's deadline (or its client leaving) stops a long click list here
             prefix = clicks[: i + 1]
             seed[self.graph.seeds(prefix[-1:]) != 0] = prefix[-1][1]  # a later click wins, as in `seeds`
             if not positive_before and prefix[-1][1] < 0:
