@@ -105,6 +105,29 @@ def load_psb_shape(data: Path, shape_id: str, category: str | None = None) -> Sh
     return Shape(shape_id, category or psb_category(shape_id), scene, labels, str(off))
 
 
+def load_psb_humans(data: Path, shape_id: str, n_faces: int) -> list[np.ndarray]:
+    """Every human segmentation of a PSB shape (`seg/<id>/<id>_<k>.seg`, k in numeric order).
+
+    The harness scores clicks against segmentation 0 only; the benchmark's Rand Index averages over all.
+    """
+    folder = Path(data) / "seg" / shape_id
+    paths = sorted(folder.glob(f"{shape_id}_*.seg"), key=lambda p: _sort_key(p.stem.rpartition("_")[2]))
+    if not paths:
+        raise SegAnyError("not_found", f"shape {shape_id}: no human segmentations {folder}/{shape_id}_<k>.seg")
+    humans = []
+    for path in paths:
+        try:
+            labels = np.loadtxt(path, dtype=np.int64, ndmin=1)
+        except ValueError as exc:
+            raise SegAnyError("corrupt_file", f"shape {shape_id}: cannot read {path.name}: {exc}") from exc
+        if len(labels) != n_faces:
+            raise SegAnyError(
+                "corrupt_file", f"shape {shape_id}: {path.name} has {len(labels)} labels for {n_faces} faces"
+            )
+        humans.append(labels)
+    return humans
+
+
 def _face_majority(faces: np.ndarray, vertex_labels: np.ndarray) -> np.ndarray:
     """Per-face labels from per-vertex ones: the label two or three corners agree on, else the first corner's."""
     a, b, c = vertex_labels[faces].T
