@@ -1,0 +1,123 @@
+"""SAGA's "segment everything": cluster the gated features into parts, one colour per part.
+
+HDBSCAN (the `hdbscan` package) finds clusters of any count and shape without being told how many, but
+its cost grows faster than linearly, so it runs on a seeded subsample; every element is then given the
+cluster whose centroid is nearest, so noise points and unsampled elements are labelled too. Features are
+L2-normalised first because SAGA compares them by cosine (its click query is a normalised dot product);
+on the unit sphere the Euclidean distance HDBSCAN uses orders pairs exactly as the cosine does.
+"""
+
+from __future__ import annotations
+
+import colorsys
+
+import hdbscan
+import numpy as np
+
+from ...errors import SegAnyError
+
+UNSEEN = -1  # the label of an element whose feature is zero: no view showed it, so it has no part
+GOLDEN = 0.618033988749895  # hue step: consecutive clusters land far apart on the colour wheel
+ASSIGN_CHUNK = 65536  # rows per block when assigning to centroids: bounds the (rows, K) scratch array
+IDENTICAL = 1e-6  # unit features closer than this to the first one count as one point (float32 rounding)
+
+
+def cluster_colours(k: int) -> np.ndarray:
+    """k distinct RGB colours (k, 3) in [0, 1]: golden-ratio hues, so neighbours in label order differ."""
+    hues = (np.arange(k) * GOLDEN) % 1.0
+    return np.array([colorsys.hsv_to_rgb(h, 0.65, 0.95) for h in hues], dtype=np.float32).reshape(k, 3)
+
+
+def _unit_rows(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised features (N, D) float32 and the mask of rows that carry a feature at all."""
+    x = np.asarray(features)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0 or not np.issubdtype(x.dtype, np.number):
+        raise SegAnyError("invalid_array", f"features must be a non-empty numeric (N, D) array, got shape {x.shape}")
+    x = x.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(x)):
+        raise SegAnyError("invalid_array", "features hold NaN or Inf: the prepare that made them is broken; rerun it")
+    norms = np.linalg.norm(x, axis=1)
+    seen = norms > 0
+    unit = np.zeros_like(x)
+    unit[seen] = x[seen] / norms[seen, None]
+    return unit, seen
+
+
+def _check_options(sample: int, min_cluster_size: int) -> None:
+    if not (isinstance(min_cluster_size, int) and min_cluster_size >= 2):
+        raise SegAnyError("bad_request", f"min_cluster_size must be an integer ≥ 2, got {min_cluster_size!r}")
+    if not (isinstance(sample, int) and sample >= min_cluster_size):
+        raise SegAnyError(
+            "bad_request", f"sample must be an integer ≥ min_cluster_size ({min_cluster_size}), got {sample!r}"
+        )
+
+
+def _centroids(points: np.ndarray, min_cluster_size: int) -> np.ndarray:
+    """Unit centroids (K, D) of HDBSCAN's clusters on `points`; one centroid when there is nothing to split."""
+    if len(points) < min_cluster_size or np.abs(points - points[0]).max() < IDENTICAL:
+        return (points.mean(axis=0) / np.linalg.norm(points.mean(axis=0)))[None, :]
+    found = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size).fit_predict(points.astype(np.float64))
+    ids = np.unique(found[found >= 0])
+    if len(ids) == 0:  # all noise: the features show no structure at this size, so it is one part
+        ids, found = np.array([0]), np.zeros(len(points), dtype=np.int64)
+    sums = np.stack([points[found == i].sum(axis=0) for i in ids])
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    return (sums / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def _nearest(unit: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the nearest unit centroid for each unit row (largest cosine), in blocks to bound memory."""
+    out = np.empty(len(unit), dtype=np.int64)
+    for start in range(0, len(unit), ASSIGN_CHUNK):
+        out[start : start + ASSIGN_CHUNK] = np.argmax(unit[start : start + ASSIGN_CHUNK] @ centroids.T, axis=1)
+    return out
+
+
+def _by_size(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered 0..K-1, largest part first (ties by old label): compact and stable across runs."""
+    old, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    rank = np.empty(len(old), dtype=np.int64)
+    rank[np.lexsort((old, -counts))] = np.arange(len(old))
+    return rank[inverse.reshape(-1)]
+
+
+def segment_everything(
+    features: np.ndarray, *, sample: int, min_cluster_size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Part labels (N,) int64 in 0..K-1 and a colour per part (K, 3) float32.
+
+    Elements whose feature is all zero (never seen by a view) get `UNSEEN` (-1) instead of a part. Too
+    few seen elements to form a cluster, identical features, or a sample HDBSCAN calls all noise give
+    one part: there is nothing to split, which is an answer rather than an error.
+    """
+    _check_options(sample, min_cluster_size)
+    unit, seen = _unit_rows(features)
+    labels = np.full(len(unit), UNSEEN, dtype=np.int64)
+    rows = np.flatnonzero(seen)
+    if len(rows) == 0:
+        raise SegAnyError("invalid_array", "every feature is zero: no element was seen by a view, nothing to cluster")
+    picked = rows if len(rows) <= sample else np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
+    centroids = _centroids(unit[picked], min_cluster_size)
+    labels[rows] = _by_size(_nearest(unit[rows], centroids))
+    return labels, cluster_colours(int(labels.max()) + 1)
+
+
+def hierarchy(
+    features_by_scale: list[np.ndarray], *, sample: int, min_cluster_size: int, seed: int
+) -> list[np.ndarray]:
+    """Labels per scale, coarse first, each level nested in the one before it.
+
+    Each scale is clustered on its own and then intersected with the coarser level's parts, so every fine
+    part lies inside one coarse part (a tree, as a scale slider suggests); the price is that a fine
+    cluster straddling a coarse boundary is split along it.
+    """
+    levels: list[np.ndarray] = []
+    for features in features_by_scale:
+        labels, _ = segment_everything(features, sample=sample, min_cluster_size=min_cluster_size, seed=seed)
+        if levels:
+            parent = levels[-1]
+            seen = labels != UNSEEN
+            pairs = parent[seen] * (int(labels.max()) + 1) + labels[seen]
+            labels[seen] = _by_size(pairs)
+        levels.append(labels)
+    return levels
