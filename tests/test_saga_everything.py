@@ -65,9 +65,10 @@ def test_nothing_to_split_gives_one_part() -> None:
     identical = np.tile(np.array([[0.3, -1.0, 2.0]], dtype=np.float32), (50, 1))
     labels, colours = segment_everything(identical, sample=50, min_cluster_size=5, seed=0)
     assert (labels == 0).all() and colours.shape == (1, 3)
-    few = np.random.default_rng(0).normal(size=(3, 8))
-    labels, _ = segment_everything(few, sample=10, min_cluster_size=5, seed=0)
-    assert (labels == 0).all()
+    for n in (3, 5):  # fewer than min_cluster_size, and exactly that many (HDBSCAN calls it all noise)
+        few = np.random.default_rng(n).normal(size=(n, 8))
+        labels, _ = segment_everything(few, sample=10, min_cluster_size=5, seed=0)
+        assert (labels == 0).all()
 
 
 def test_bad_inputs_are_clear_errors() -> None:
