@@ -9,6 +9,7 @@ from .base import Method, Selection, State
 
 _WHERE = {
     "iseg": "segany.methods.iseg:ISeg",
+    "saga": "segany.methods.saga:SAGA",
     "sa3d": "segany.methods.sa3d:SA3D",
     "walk": "segany.methods.walk:Walk",
 }

@@ -54,6 +54,6 @@ def gate_for(state: State, scale: float) -> np.ndarray:
 
 
 def gated_features(state: State, scale: float) -> np.ndarray:
-    """Every element's feature times the gate at `scale`: (N, D) float32. Elements no view showed are zero
-    (their features were never trained), so a clustering or a similarity can leave them out."""
+    """Every element's feature times the gate at `scale`: (N, D) float32. An element no view showed carries
+    its nearest shown element's feature (`state.tensors["seen"]` says which were shown)."""
     return state.tensors["features"].to(torch.float32).numpy() * gate_for(state, scale)[None, :]

@@ -1,0 +1,177 @@
+"""SAGA's core on small generated scenes with the geometric prior and the tiny preset: prepare, click at a
+scale, negative clicks, "auto", refused inputs, the engine's cache, and mesh and point scenes.
+
+The blobs (two balls of Gaussians 2 apart, radius 0.4) are what the scale means: one blob measures about
+0.6 by SAGA's rule (2·sqrt(σx² + σy² + σz²) of its visible surface), no prior mask ever holds both blobs,
+and the finest masks are patches under 0.1. So scale 1.0 asks for a blob and 0.05 for a patch.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from budgets import TINY, tiny
+from sa3d_scenes import centre_element, point_blobs, splat_blobs
+
+from segany.engine import Engine
+from segany.errors import SegAnyError
+from segany.jobs import JobContext
+from segany.methods import get_method
+from segany.methods.saga.features import gated_features
+from segany.priors import get_prior
+from segany.scene import SplatScene
+
+BLOB_SCALE = 1.0
+PATCH_SCALE = 0.05
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory: pytest.TempPathFactory):
+    scene, labels = splat_blobs(tmp_path_factory.mktemp("saga_blobs"))
+    method = get_method("saga")
+    state = method.prepare(scene, get_prior("geometric"), tiny("saga"), JobContext())
+    return scene, labels, method, state
+
+
+def test_prepare_trains_and_records_the_scales(blobs):
+    scene, _, _, state = blobs
+    meta = state.meta
+    assert meta["format"] == "saga/1" and meta["n_elements"] == scene.n_elements
+    assert meta["losses"]["loss_last"] < 0.6 * meta["losses"]["loss_first"]  # the loss really falls
+    lo, hi = meta["scale_range"]
+    assert 0 < lo < PATCH_SCALE and hi > BLOB_SCALE  # both test scales lie where masks were measured
+    feats = gated_features(state, BLOB_SCALE)
+    assert feats.shape == (scene.n_elements, 32) and feats.dtype == np.float32 and np.isfinite(feats).all()
+
+
+def test_a_click_at_a_blobs_scale_selects_that_blob(blobs):
+    """IoU > 0.8: elements inside a blob that no view shows take their nearest shown neighbour's feature, so
+    the whole blob can be selected; a failure to separate the blobs would score at most 0.5."""
+    scene, labels, method, state = blobs
+    for label in (0, 1):
+        click = centre_element(scene.means, labels, label)
+        sel = method.query(scene, state, {"clicks": [[click, 1]], "scale": BLOB_SCALE})
+        assert sel.scores.shape == (scene.n_elements,) and sel.scores.dtype == np.float32
+        assert sel.mask[click] and iou(sel.mask, labels == label) > 0.8
+        assert float(sel.extras["scale"][0]) == pytest.approx(BLOB_SCALE)
+
+
+def test_a_small_scale_selects_a_patch_around_the_click(blobs):
+    scene, labels, method, state = blobs
+    click = centre_element(scene.means, labels, 0)
+    small = method.query(scene, state, {"clicks": [[click, 1]], "scale": PATCH_SCALE}).mask
+    big = method.query(scene, state, {"clicks": [[click, 1]], "scale": BLOB_SCALE}).mask
+    assert small[click] and small.sum() < 0.5 * big.sum()
+
+
+def test_auto_picks_a_scale_in_the_trained_range_and_the_blob(blobs):
+    scene, labels, method, state = blobs
+    click = centre_element(scene.means, labels, 0)
+    sel = method.query(scene, state, {"clicks": [[click, 1]]})  # "auto" is the default
+    lo, hi = state.meta["scale_range"]
+    assert lo <= float(sel.extras["scale"][0]) <= hi
+    assert iou(sel.mask, labels == 0) > 0.8
+
+
+def test_a_negative_click_removes_what_it_is_like(blobs):
+    """An element goes when it is at least as like a negative click as like every positive one: the same
+    element clicked both ways takes away all that click added; another element of that blob takes the part of the blob
+    nearer to it in feature space (at least half of it here), and the other blob stays."""
+    scene, labels, method, state = blobs
+    a, b = centre_element(scene.means, labels, 0), centre_element(scene.means, labels, 1)
+    both = method.query(scene, state, {"clicks": [[a, 1], [b, 1]], "scale": BLOB_SCALE}).mask
+    assert iou(both, np.ones_like(both)) > 0.8
+    alone = method.query(scene, state, {"clicks": [[a, 1]], "scale": BLOB_SCALE}).mask
+    undone = method.query(scene, state, {"clicks": [[a, 1], [b, 1], [b, -1]], "scale": BLOB_SCALE}).mask
+    assert not (undone & ~alone).any() and iou(undone, labels == 0) > 0.8
+    other_b = int(np.flatnonzero((labels == 1) & both & (np.arange(len(labels)) != b))[0])
+    less = method.query(scene, state, {"clicks": [[a, 1], [b, 1], [other_b, -1]], "scale": BLOB_SCALE}).mask
+    assert (less & (labels == 1)).sum() < 0.5 * (both & (labels == 1)).sum()
+    assert (less & (labels == 0)).sum() == (both & (labels == 0)).sum()
+
+
+@pytest.mark.parametrize("scale", [0, -1.0, math.nan, math.inf, "big", True, [1.0]])
+def test_a_bad_scale_is_a_bad_request_naming_it(blobs, scale):
+    scene, _, method, state = blobs
+    with pytest.raises(SegAnyError) as err:
+        method.query(scene, state, {"clicks": [[0, 1]], "scale": scale})
+    assert err.value.code == "bad_request" and "'scale'" in str(err.value)
+
+
+def test_bad_queries_and_options_are_bad_requests_naming_the_field(blobs):
+    scene, _, method, state = blobs
+    with pytest.raises(SegAnyError, match="unknown saga query keys") as err:
+        method.query(scene, state, {"clicks": [[0, 1]], "scales": 1.0})
+    assert err.value.code == "bad_request"
+    with pytest.raises(SegAnyError, match="click 0") as err:
+        method.query(scene, state, {"clicks": [[scene.n_elements, 1]], "scale": 1.0})
+    for bad in ({"steps": 0}, {"dim": 2}, {"lr": math.nan}, {"pixels": "many"}):
+        with pytest.raises(SegAnyError) as err:
+            tiny("saga", **bad)
+        assert err.value.code == "bad_request" and f"'{next(iter(bad))}'" in str(err.value)
+
+
+def test_a_click_on_an_element_no_view_shows_is_refused(blobs):
+    scene, _, method, state = blobs
+    hidden = np.flatnonzero(state.tensors["seen"].numpy() == 0)
+    assert len(hidden) > 0  # the blobs' insides are hidden from every view
+    with pytest.raises(SegAnyError, match=f"element {hidden[0]} was in no view") as err:
+        method.query(scene, state, {"clicks": [[int(hidden[0]), 1]], "scale": 1.0})
+    assert err.value.code == "bad_request"
+
+
+def test_a_scene_of_one_gaussian_is_refused():
+    one = SplatScene(
+        means=np.zeros((1, 3), np.float32),
+        quats=np.array([[1, 0, 0, 0]], np.float32),
+        log_scales=np.full((1, 3), -2.0, np.float32),
+        logit_opacities=np.full(1, 3.0, np.float32),
+        sh=np.zeros((1, 1, 3), np.float32),
+    )
+    with pytest.raises(SegAnyError, match="at least 2 elements") as err:
+        get_method("saga").prepare(one, get_prior("geometric"), tiny("saga"), JobContext())
+    assert err.value.code == "bad_request"
+
+
+def test_the_state_round_trips_through_the_engines_cache(tmp_path: Path, blobs):
+    scene, labels, _, _ = blobs
+    click = {"clicks": [[centre_element(scene.means, labels, 0), 1]], "scale": BLOB_SCALE}
+    engine = Engine(cache_dir=tmp_path, device="cpu")
+    sid = engine.add_scene(scene)
+    assert "saga" in [m["name"] for m in engine.methods()]
+    assert engine.prepare("saga", sid, options=TINY)["message"] == "prepared"
+    first = engine.query("saga", sid, click)
+    engine.close()
+    fresh = Engine(cache_dir=tmp_path, device="cpu")
+    assert fresh.add_scene(scene) == sid and fresh.status("saga", sid, "geometric") == "cached"
+    again = fresh.query("saga", sid, click)
+    np.testing.assert_array_equal(again.scores, first.scores)
+    assert iou(again.mask, labels == 0) > 0.8
+    fresh.close()
+
+
+def test_a_point_cloud_prepares_and_answers(tmp_path: Path):
+    scene, labels = point_blobs(tmp_path)
+    method = get_method("saga")
+    state = method.prepare(scene, get_prior("geometric"), tiny("saga"), JobContext())
+    click = centre_element(scene.xyz, labels, 1)
+    sel = method.query(scene, state, {"clicks": [[click, 1]], "scale": BLOB_SCALE})
+    assert sel.mask[click] and iou(sel.mask, labels == 1) > 0.8
+
+
+def test_a_mesh_prepares_and_answers(stool):
+    """Per-vertex features through the triangles' barycentric weights: a click at a part's scale selects
+    some of the stool's pieces around the click, not all of it and not one vertex."""
+    method = get_method("saga")
+    state = method.prepare(stool, get_prior("geometric"), tiny("saga"), JobContext())
+    click = int(np.flatnonzero(state.tensors["seen"].numpy())[0])
+    sel = method.query(stool, state, {"clicks": [[click, 1]]})
+    assert sel.scores.shape == (stool.n_elements,) and sel.mask[click]
+    assert 1 < sel.mask.sum() < stool.n_elements
