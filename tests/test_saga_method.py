@@ -9,6 +9,7 @@ and the finest masks are patches under 0.1. So scale 1.0 asks for a blob and 0.0
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,23 @@ def test_a_scene_of_one_gaussian_is_refused():
     with pytest.raises(SegAnyError, match="at least 2 elements") as err:
         get_method("saga").prepare(one, get_prior("geometric"), tiny("saga"), JobContext())
     assert err.value.code == "bad_request"
+
+
+def test_a_cancel_during_training_stops_the_prepare(tmp_path: Path):
+    """Cancelled as soon as training reports its first step: the prepare raises `cancelled` at its next
+    report (one per 25 steps) instead of finishing, so it never reaches "prepared"."""
+    scene, _ = splat_blobs(tmp_path)
+    cancel, seen = threading.Event(), []
+
+    def progress(_fraction: float, message: str) -> None:
+        seen.append(message)
+        if message.startswith("training"):
+            cancel.set()
+
+    ctx = JobContext(on_progress=progress, cancel_event=cancel, interval=0.0)
+    with pytest.raises(SegAnyError) as err:
+        get_method("saga").prepare(scene, get_prior("geometric"), tiny("saga", steps=100_000), ctx)
+    assert err.value.code == "cancelled" and "prepared" not in seen
 
 
 def test_the_state_round_trips_through_the_engines_cache(tmp_path: Path, blobs):
