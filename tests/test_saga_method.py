@@ -22,6 +22,8 @@ from segany.errors import SegAnyError
 from segany.jobs import JobContext
 from segany.methods import get_method
 from segany.methods.saga.features import gated_features
+from segany.methods.saga.pixels import Pixels
+from segany.methods.saga.train import train
 from segany.priors import get_prior
 from segany.scene import SplatScene
 
@@ -126,6 +128,21 @@ def test_a_click_on_an_element_no_view_shows_is_refused(blobs):
     with pytest.raises(SegAnyError, match=f"element {hidden[0]} was in no view") as err:
         method.query(scene, state, {"clicks": [[int(hidden[0]), 1]], "scale": 1.0})
     assert err.value.code == "bad_request"
+
+
+def test_training_skips_a_step_whose_pixels_have_no_part():
+    """A view whose pixels lie in no mask gives a step with no pair to judge (no gradient): training goes
+    on with the other view instead of failing (it did on the real donut with the CPU preset)."""
+    pixels = Pixels(
+        ids=np.array([[0], [1], [2], [3]]),
+        weights=np.ones((4, 1), np.float32),
+        mask_ids=np.array([[0], [1], [-1], [-1]]),
+        mask_scales=np.array([[0.1], [0.1], [np.inf], [np.inf]], np.float32),
+        starts=np.array([0, 2, 4]),
+        scales=np.array([0.1, 0.1], np.float32),
+    )
+    _, _, losses = train(pixels, 4, tiny("saga", steps=40, pixels=8), lambda f, m: None)
+    assert math.isfinite(losses["loss_last"])
 
 
 def test_a_scene_of_one_gaussian_is_refused():

@@ -17,6 +17,7 @@ import torch
 
 from segany.kernels.knn import knn
 
+from ...errors import SegAnyError
 from .features import ScaleGate
 from .options import SAGAOptions
 from .pixels import Pixels
@@ -81,10 +82,16 @@ def train(
         scales = torch.from_numpy(np.exp(rng.uniform(np.log(lo), np.log(hi), options.scales_per_step)))
         pixel_f = (weights[pix, :, None] * features[ids[pix]]).sum(1)
         loss = correspondence_loss(pixel_f, gate(scales), parts_at(mask_ids[pix], mask_scales[pix], scales))
+        if not loss.requires_grad:  # no pixel had a part at any of the scales: nothing to learn from this step
+            continue
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+    if not losses:
+        raise SegAnyError(
+            "unsupported", "no sampled pixel lay in any of the prior's masks, so nothing was learnt; render more views"
+        )
     tenth = max(1, len(losses) // 10)
     return (
         features.detach(),
