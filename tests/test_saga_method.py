@@ -112,7 +112,7 @@ def test_bad_queries_and_options_are_bad_requests_naming_the_field(blobs):
     scene, _, method, state = blobs
     with pytest.raises(SegAnyError, match="unknown saga query keys") as err:
         method.query(scene, state, {"clicks": [[0, 1]], "scales": 1.0})
-    assert err.value.code == "bad_request"
+    assert err.value.code == "bad_request" and '"scale": <size of the part in scene units' in str(err.value)
     with pytest.raises(SegAnyError, match="click 0") as err:
         method.query(scene, state, {"clicks": [[scene.n_elements, 1]], "scale": 1.0})
     for bad in ({"steps": 0}, {"dim": 2}, {"lr": math.nan}, {"pixels": "many"}):

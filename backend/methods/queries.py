@@ -47,7 +47,10 @@ def _extras(cls: type[ClickQuery]) -> list:
 
 
 def _usage(cls: type[ClickQuery], element: str) -> str:
-    extras = "".join(f', "{f.name}": {"|".join(map(json.dumps, f.metadata["choices"]))}' for f, _ in _extras(cls))
+    extras = "".join(
+        f', "{f.name}": {"|".join(map(json.dumps, f.metadata["choices"])) or "<" + f.metadata["doc"] + ">"}'
+        for f, _ in _extras(cls)
+    )  # a field without choices (a number) shows what it takes
     return f'an {cls.method} query is {{"clicks": [[{element}, sign], ...]{extras}}} with sign +1 or -1'
 
 

@@ -46,6 +46,4 @@ class SAGAQuery(ClickQuery):
 
     method: ClassVar[str] = "saga"
 
-    scale: float | str = option(
-        "auto", 1e-30, None, doc='size of the wanted part in scene units (> 0), or "auto": the most stable'
-    )
+    scale: float | str = option("auto", 1e-30, None, doc='size of the part in scene units (a number > 0) or "auto"')
