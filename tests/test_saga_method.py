@@ -121,6 +121,13 @@ def test_bad_queries_and_options_are_bad_requests_naming_the_field(blobs):
         assert err.value.code == "bad_request" and f"'{next(iter(bad))}'" in str(err.value)
 
 
+def test_a_state_of_another_scene_is_not_prepared(blobs, stool):
+    _, _, method, state = blobs
+    with pytest.raises(SegAnyError, match="prepared for 300 splats elements") as err:
+        method.query(stool, state, {"clicks": [[0, 1]], "scale": 1.0})
+    assert err.value.code == "not_prepared"
+
+
 def test_a_click_on_an_element_no_view_shows_is_refused(blobs):
     scene, _, method, state = blobs
     hidden = np.flatnonzero(state.tensors["seen"].numpy() == 0)
