@@ -121,3 +121,14 @@ def test_finished_jobs_are_kept_up_to_a_bound_and_let_go_of_their_listeners(tmp_
     assert err.value.code == "not_found"
     assert all(not j._listeners for j in jobs)
     engine.close()
+
+
+def test_methods_are_listed_in_order_of_preference(tmp_path):
+    """The add-on (and scripts) take the first listed method that fits a scene kind: the registry's order,
+    so SA3D stays the default on splats and points while SAGA is being finished, and iSeg on meshes."""
+    engine = Engine(cache_dir=tmp_path)
+    listed = engine.methods()
+    first = {kind: next(m["name"] for m in listed if kind in m["scene_kinds"]) for kind in ("mesh", "splats", "points")}
+    assert first == {"mesh": "iseg", "splats": "sa3d", "points": "sa3d"}
+    assert [m["name"] for m in listed] == engine.info()["methods"]
+    engine.close()
