@@ -116,8 +116,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     python = venv / "bin" / "python"
     wheel = next((tmp / "dist").glob("segany-*.whl"))
     subprocess.run([*pip, "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
-    purelib = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                                  check=True, capture_output=True, text=True).stdout.strip())
+    purelib = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     lower = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
     (purelib / "zz_project_venv.pth").write_text("\n".join(sorted(lower)) + "\n")
     return venv
@@ -126,8 +132,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_in(venv: Path, program: str, *args: str) -> subprocess.CompletedProcess:
     """Run one of the venv's programs from beside the venv, away from the checkout and any PYTHONPATH."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    return subprocess.run([str(venv / "bin" / program), *args], cwd=venv.parent, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [str(venv / "bin" / program), *args], cwd=venv.parent, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_wheel_holds_every_file_of_the_three_folders(installed: Path) -> None:
