@@ -89,15 +89,9 @@ def auto_scale(state: State, elements: np.ndarray, positive: np.ndarray) -> tupl
 def click_scores(
     state: State, elements: np.ndarray, positive: np.ndarray, scale: float | None
 ) -> tuple[float, np.ndarray]:
-    """The scale used and the scores; a click on an element no view showed is a bad_request."""
-    seen = state.tensors["seen"]
-    unseen = [int(e) for e in elements.tolist() if not bool(seen[e])]
-    if unseen:
-        raise SegAnyError(
-            "bad_request",
-            f"element {unseen[0]} was in no view SAGA trained on, so its feature is only a guess; click a visible "
-            "element or prepare with more views",
-        )
+    """The scale used and the scores. A click on an element no view showed answers like a click on its
+    nearest shown element, whose feature it carries (`fill_hidden`): scripts click by index, and a picker
+    may hit a Gaussian hidden inside a part; the part around it is the likely intent."""
     if scale is None:
         return auto_scale(state, elements, positive)
     return scale, scores_at(state, elements, positive, scale)
