@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 import torch
 
+from ..errors import SegAnyError
 from ..jobs import JobContext
 from ..options import Options
 from ..priors import Prior
@@ -86,6 +87,23 @@ class Method(ABC):
     queries_prior: ClassVar[bool] = False  # query() prompts state.prior: the engine rebuilds it for a cached state
     Options: ClassVar[type[Options]] = Options  # its typed options and presets; the engine parses them
     Query: ClassVar[type[ClickQuery]] = ClickQuery  # its typed query; `query` parses it first (parse_query)
+
+    def check_state(self, scene: Scene, state: State) -> None:
+        """Refuse (not_prepared, saying to prepare again) a state this version did not write, or wrote for a
+        scene of another kind or size: its tensors would index other elements. Needs meta n_elements and
+        scene_kind, which a method that uses this records at prepare."""
+        meta = state.meta
+        if not self.is_current(state):
+            raise SegAnyError(
+                "not_prepared", f"this state is not a current {self.name} state ({meta.get('format')!r}); prepare again"
+            )
+        n, kind = int(meta.get("n_elements", -1)), meta.get("scene_kind")
+        if n != scene.n_elements or kind != scene.kind:
+            raise SegAnyError(
+                "not_prepared",
+                f"the {self.name} state was prepared for {n} {kind} elements but the scene has "
+                f"{scene.n_elements} {scene.kind}; prepare again",
+            )
 
     def is_current(self, state: State) -> bool:
         """Whether this version of the method reads `state`: a cache entry written by another is prepared again."""

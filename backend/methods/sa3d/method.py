@@ -77,18 +77,8 @@ class SA3D(Method):
         return state
 
     def query(self, scene: Scene, state: State, query: dict[str, Any]) -> Selection:
+        self.check_state(scene, state)
         meta = state.meta
-        if meta.get("format") != FORMAT:
-            raise SegAnyError(
-                "not_prepared", f"this state is not an SA3D state ({meta.get('format')!r}); prepare again"
-            )
-        n = int(meta.get("n_elements", -1))
-        if n != scene.n_elements or meta.get("scene_kind") != scene.kind:
-            raise SegAnyError(
-                "not_prepared",
-                f"the sa3d state was prepared for {n} {meta.get('scene_kind')} elements but the scene has "
-                f"{scene.n_elements} {scene.kind}; prepare again",
-            )
         parsed = parse_query(self.Query, query, scene)
         opts = parse_options(self.Options, meta["options"])
         settings = Settings(opts.prompts, opts.iou_threshold, opts.negative_weight, opts.mask, opts.fill_hidden)

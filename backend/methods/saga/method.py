@@ -74,16 +74,7 @@ class SAGA(Method):
         return State(tensors=tensors, meta=meta)
 
     def query(self, scene: Scene, state: State, query: dict[str, Any]) -> Selection:
-        meta = state.meta
-        if meta.get("format") != FORMAT:
-            raise SegAnyError("not_prepared", f"this state is not a SAGA state ({meta.get('format')!r}); prepare again")
-        n = int(meta.get("n_elements", -1))
-        if n != scene.n_elements or meta.get("scene_kind") != scene.kind:
-            raise SegAnyError(
-                "not_prepared",
-                f"the saga state was prepared for {n} {meta.get('scene_kind')} elements but the scene has "
-                f"{scene.n_elements} {scene.kind}; prepare again",
-            )
+        self.check_state(scene, state)
         scale = checked_scale(query.get("scale", "auto")) if isinstance(query, dict) else None
         parsed = parse_query(self.Query, query, scene)
         used, scores = click_scores(state, parsed.elements.numpy(), parsed.positive.numpy(), scale)
