@@ -54,3 +54,13 @@ def check() -> None:
             f"the {deadline.what} ran past its deadline of {deadline.seconds:g} s and was stopped; "
             "ask for less at once (fewer clicks, a smaller scene) or give it a longer deadline",
         )
+
+
+def wait(seconds: float) -> None:
+    """Block for up to `seconds`, waking at once when the requester leaves or the deadline passes, then
+    `check()`: a pause that a request's end interrupts instead of outlasting it."""
+    current = _current.get()
+    gone = current.gone if current is not None and current.gone is not None else threading.Event()
+    limit = seconds if current is None else max(0.0, min(seconds, current.at - time.monotonic()))
+    gone.wait(limit)
+    check()

@@ -53,3 +53,17 @@ def test_a_walk_query_checks_its_deadline_per_click(tmp_path: Path) -> None:
         assert info.value.code == "timeout"
     finally:
         engine.close()
+
+
+def test_wait_ends_when_the_client_leaves_or_the_deadline_passes() -> None:
+    """`wait` wakes on the request's end: a departed client cancels it at once, a passed deadline times it out,
+    and outside a request it is a plain bounded pause."""
+    gone = threading.Event()
+    gone.set()
+    with deadline.within(3600.0, "query", gone), pytest.raises(SegAnyError) as info:
+        deadline.wait(3600.0)
+    assert info.value.code == "cancelled"
+    with deadline.within(0.0), pytest.raises(SegAnyError) as info:
+        deadline.wait(3600.0)
+    assert info.value.code == "timeout"
+    deadline.wait(0.0)
