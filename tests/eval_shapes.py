@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import trimesh
@@ -128,3 +129,7 @@ class PerfectEngine:
 
     def drop_scene(self, sid: str) -> None:
         del self.scenes[sid]
+
+    def method(self, name: str) -> SimpleNamespace:
+        """What the harness asks the Engine's catalogue: the scene kinds a method works on (meshes here)."""
+        return SimpleNamespace(scene_kinds=("mesh",))

@@ -9,6 +9,7 @@ from eval_shapes import PerfectEngine, split_box, tower_on_slab, write_psb
 
 from segany.errors import SegAnyError
 from segany.eval import run_eval
+from segany.eval.run import options_for
 
 SUMMARY_KEYS = {"miou@1", "miou@3", "miou@5", "noc@80", "noc@85", "noc@90", "seconds_per_click", "prepare_seconds"}
 
@@ -84,3 +85,36 @@ def test_method_and_query_options_reach_prepare_every_query_and_the_config(tmp_p
     assert engine.query_keys == {"clicks", "refine"} and engine.options == [{"decoder": "full"}]
     assert results["config"]["query_options"] == {"refine": False}
     assert results["config"]["method_options"] == {"decoder": "full"}
+
+
+def test_several_methods_run_in_one_pass_and_a_method_of_another_scene_kind_is_skipped(tmp_path) -> None:
+    """The real Engine and methods: `walk` works on meshes, `sa3d` does not, so sa3d is skipped and said so."""
+    data = write_psb(tmp_path / "psb", [tower_on_slab()])
+    results = run_eval("walk,sa3d", "geometric", data, None, 2, tmp_path / "out")
+    assert list(results["summary"]) == ["walk", "baseline"]
+    assert results["config"]["methods"] == ["walk", "sa3d"]
+    (shape,) = results["shapes"]
+    assert set(shape["methods"]) == {"walk", "baseline"} and "splats" in shape["skipped"]["sa3d"]
+    walk, baseline = shape["methods"]["walk"]["targets"], shape["methods"]["baseline"]["targets"]
+    assert [r["iou"] for r in walk] == [r["iou"] for r in baseline]  # on a mesh walk answers as the baseline does
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| walk |" in report and "`sa3d` skipped on 1 shapes" in report and "tower (mesh)" in report
+
+
+def test_options_keyed_by_a_method_name_go_to_that_method_and_the_rest_to_every_method() -> None:
+    names = ["saga", "iseg"]
+    given = {"saga": {"scale": "auto"}, "refine": False}
+    assert options_for("saga", given, names) == {"scale": "auto", "refine": False}
+    assert options_for("iseg", given, names) == {"refine": False}
+    assert options_for("walk", {"refine": False}, ["walk"]) == {"refine": False}  # one method: flat, as before
+    with pytest.raises(SegAnyError) as err:
+        options_for("saga", {"saga": 3}, names)
+    assert err.value.code == "bad_request"
+
+
+@pytest.mark.parametrize("method", ["saga,,iseg", "saga,saga", "baseline,saga"])
+def test_a_bad_method_list_is_a_bad_request(tmp_path, method: str) -> None:
+    data = write_psb(tmp_path / "psb", [split_box(1)])
+    with pytest.raises(SegAnyError) as err:
+        run_eval(method, "geometric", data, None, 2, tmp_path / "out")
+    assert err.value.code == "bad_request" and "commas" in err.value.message

@@ -21,6 +21,7 @@ results.json schema (version 1; other tools read it — add keys, never rename o
           "id": str, "category": str, "kind": "mesh" | "splats" | "points", "source": str,
           "n_vertices": int,            # scored elements: vertices, Gaussians or points
           "n_faces": int,               # 0 for splats and points
+          "skipped": {"<method>": str}, # methods not run on this shape (another scene kind), and why
           "targets": [{"label": int, "fraction": float}],      # fraction of surface area / elements
           "methods": {
             "<method>": {
@@ -36,7 +37,8 @@ results.json schema (version 1; other tools read it — add keys, never rename o
           }
         }
       ],
-      "config": {"method", "prior", "method_options", "prior_options", "clicks", "data", "ids",
+      "config": {"method" (one name, or several joined by commas), "methods" (those names, a list),
+                 "prior", "method_options", "prior_options", "clicks", "data", "ids",
                  "protocol": {...}, "date": ISO-8601 UTC, "versions": {...},
                  "commit": short git hash ("+modified", or "unknown" outside a checkout),
                  "command": the command line that ran the evaluation}
@@ -151,6 +153,18 @@ def _row(name: str, entry: dict[str, Any]) -> str:
     return f"| {name} | {entry['targets']} | " + " | ".join(cells) + " |"
 
 
+def _skips(shapes: list[dict[str, Any]]) -> list[str]:
+    """A line per method that some shapes skipped (another scene kind), naming them."""
+    skipped: dict[str, list[str]] = {}
+    reason: dict[str, str] = {}
+    for s in shapes:
+        for m, why in s.get("skipped", {}).items():
+            skipped.setdefault(m, []).append(f"{s['id']} ({s['kind']})")
+            reason[m] = why
+    lines = [f"`{m}` skipped on {len(ids)} shapes (it {reason[m]}): {', '.join(ids)}." for m, ids in skipped.items()]
+    return [line for text in lines for line in (text, "")]
+
+
 def markdown(results: dict[str, Any]) -> str:
     """report.md: overall, per category and per shape tables, method vs baseline."""
     cfg = results["config"]
@@ -168,6 +182,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"(capped at {cfg['clicks']}); times per click are query times. `baseline` is the classical random "
         "walker with concavity-aware weights (no 2D model, no training), clicked by the same protocol.",
         "",
+        *_skips(results["shapes"]),
         "## Overall",
         "",
         head.format("method"),

@@ -1,4 +1,9 @@
-"""`segany eval`: every target of every shape, clicked by the protocol, for the method and the baseline."""
+"""`segany eval`: every target of every shape, clicked by the protocol, for one or more methods and the baseline.
+
+Several methods (`--method saga,iseg,sa3d,walk`) run in one pass over the shapes, so their rows share the
+date, commit, targets and clicks; a method that does not work on a shape's scene kind is skipped there and
+the shape's record says so.
+"""
 
 from __future__ import annotations
 
@@ -74,6 +79,8 @@ def evaluate_shape(
         "targets": [{"label": t.label, "fraction": t.fraction} for t in targets],
         "methods": {},
     }
+    record["skipped"] = {s.name: f"works on {', '.join(s.scene_kinds)} scenes" for s in scorers if not s.fits(scene)}
+    scorers = [s for s in scorers if s.fits(scene)]
     for i, scorer in enumerate(scorers):
         if progress:
             progress(i / len(scorers), f"{shape.id}: preparing {scorer.name}")
@@ -92,6 +99,28 @@ def evaluate_shape(
     return record
 
 
+def method_names(method: str) -> list[str]:
+    """The methods a `--method` value names: one name, or several joined by commas (each at most once)."""
+    names = [m.strip() for m in method.split(",")]
+    if not all(names) or len(set(names)) != len(names) or ("baseline" in names and len(names) > 1):
+        raise SegAnyError(
+            "bad_request",
+            f"--method takes method names separated by commas, each once (e.g. saga,iseg,walk; the baseline "
+            f"always runs), or baseline alone: {method!r}",
+        )
+    return names
+
+
+def options_for(name: str, options: dict[str, Any] | None, names: list[str]) -> dict[str, Any]:
+    """One method's share of --options / --query: a key naming an evaluated method holds that method's own
+    keys; every other key goes to every method (so a single method's flat options read as before)."""
+    options = options or {}
+    own = options.get(name, {})
+    if not isinstance(own, dict):
+        raise SegAnyError("bad_request", f"options under the method name {name!r} must be a JSON object, got {own!r}")
+    return {**{k: v for k, v in options.items() if k not in names}, **own}
+
+
 def run_eval(
     method: str,
     prior: str | None,
@@ -105,10 +134,12 @@ def run_eval(
     progress: Progress | None = None,
     query_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate `method` (through the Engine) and the baseline on every shape; write the three outputs.
+    """Evaluate `method` (through the Engine; several joined by commas) and the baseline on every shape;
+    write the three outputs.
 
     `method="baseline"` evaluates the baseline alone; `query_options` go into every query next to the
-    clicks. results.json is rewritten after every shape, so an interrupted run keeps what it finished.
+    clicks (see `options_for` for several methods). results.json is rewritten after every shape, so an
+    interrupted run keeps what it finished.
     """
     if not 1 <= clicks <= MAX_CLICKS:  # every query carries all clicks so far, and a query takes MAX_CLICKS
         raise SegAnyError("bad_request", f"clicks (--clicks) must lie in 1..{MAX_CLICKS} (a query's limit): {clicks}")
@@ -116,15 +147,19 @@ def run_eval(
     data = Path(data)
     own_engine = None
     scorers: list[Scorer] = []
-    if method != "baseline":
+    names = method_names(method)
+    if names != ["baseline"]:
         if engine is None:
             from ..engine import Engine
 
             engine = own_engine = Engine()
-        scorers.append(EngineScorer(engine, method, prior, method_options, prior_options, query_options))
+        for name in names:
+            opts, query = options_for(name, method_options, names), options_for(name, query_options, names)
+            scorers.append(EngineScorer(engine, name, prior, opts, prior_options, query))
     scorers.append(BaselineScorer())
     config = {
         "method": method,
+        "methods": names,
         "prior": prior if method != "baseline" else None,
         "method_options": method_options or {},
         "prior_options": prior_options or {},

@@ -20,6 +20,10 @@ from .geometry import Geometry
 
 class Scorer(Protocol):
     name: str
+    scene_kinds: tuple[str, ...]
+
+    def fits(self, scene: Scene) -> bool:
+        """Whether it works on this scene's kind (a shape of another kind is skipped for it)."""
 
     def prepare(self, shape: Shape, geom: Geometry) -> str:
         """Per-shape work; returns a short note (e.g. 'loaded from cache')."""
@@ -43,9 +47,13 @@ class BaselineScorer:
     """The classical random-walker baseline (see baseline.py); no model, no prior."""
 
     name = "baseline"
+    scene_kinds = ("mesh", "splats", "points")
 
     def __init__(self) -> None:
         self._walker: RandomWalkBaseline | None = None
+
+    def fits(self, scene: Scene) -> bool:
+        return scene.kind in self.scene_kinds
 
     def prepare(self, shape: Shape, geom: Geometry) -> str:
         self._walker = RandomWalkBaseline(geom, element_normals(shape.scene))
@@ -79,6 +87,13 @@ class EngineScorer:
         self.prior_options = dict(prior_options or {})
         self.query_options = dict(query_options or {})
         self._sid: str | None = None
+
+    @property
+    def scene_kinds(self) -> tuple[str, ...]:
+        return tuple(self.engine.method(self.name).scene_kinds)
+
+    def fits(self, scene: Scene) -> bool:
+        return scene.kind in self.scene_kinds
 
     def prepare(self, shape: Shape, geom: Geometry) -> str:
         self._sid = self.engine.add_scene(shape.scene)
