@@ -74,9 +74,23 @@ class Prior:
         raise AssertionError("unreachable: a prior with 'embed' overrides embed()")
 
     def embed_text(self, words: list[str]) -> np.ndarray:
-        """Text embeddings (T, D), unit length, in the same space as `embed_crops`."""
+        """Text embeddings (T, D), unit length, in the space of this prior's `embed` maps and `embed_crops`.
+
+        `words` are the user's words as typed; a source applies its own prompt template (CLIP's "a photo of
+        a {}"), since the template belongs to the model, not to the method that asks."""
         self.require("text")
         raise AssertionError("unreachable: a prior with 'text' overrides embed_text()")
+
+    def text_sources(self) -> dict[str, Prior]:
+        """The language sources this prior stands for, by name (SAS fuses them by what each is good at).
+
+        A language source is a prior with 'text' and 'embed': `embed(views)` paints per-pixel embeddings
+        (zero vector: no opinion) in the space of its `embed_text`. A plain source is its own only source;
+        a prior that stands for several (the evaluation oracle's two, an ensemble of CLIP sources) overrides
+        this, so a method still takes one prior while fusing many.
+        """
+        self.require("text")
+        return {self.name: self}
 
     def embed_crops(self, views: Views, index: int, masks: np.ndarray) -> np.ndarray:
         """Embeddings (M, D) of the masked image regions (M, H, W) of view `index`."""
