@@ -114,6 +114,15 @@ class Selection:
         return self.scores >= self.threshold
 
 
+@dataclass
+class Parts:
+    """Segment everything's answer: a part per element (-1: unseen) and a colour per part."""
+
+    labels: np.ndarray  # (N,) int32
+    colours: np.ndarray  # (K, 3) float32 in [0, 1]
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. "levels" (L, N), "scales" (L,)
+
+
 class _Pending:
     __slots__ = ("arrays", "error", "event", "header", "on_reply")
 
@@ -524,6 +533,22 @@ class Client:
         header, out = self.request("query", arrays, method=method, scene_id=scene_id, query=plain, prior=prior, **extra)
         scores = out.pop("scores")
         return Selection(scores=scores, threshold=float(header["threshold"]), extras=out)
+
+    def everything(
+        self,
+        method: str,
+        scene_id: str,
+        query: dict[str, Any] | None = None,
+        prior: str | None = None,
+        deadline: float | None = None,
+    ) -> Parts:
+        """Split a prepared scene into parts, e.g. query {"scale": 0.2} (SAGA) or {"scales": [0.5, 0.1]} for
+        a hierarchy (extras["levels"]); `deadline` as in `query`."""
+        plain = {k: _plain(v) for k, v in (query or {}).items()}
+        seconds = self.timeout if deadline is None else deadline
+        extra = {} if seconds is None else {"deadline": seconds}
+        _, out = self.request("everything", method=method, scene_id=scene_id, query=plain, prior=prior, **extra)
+        return Parts(labels=out.pop("labels"), colours=out.pop("colours"), extras=out)
 
     def shutdown(self) -> None:
         """Stop the backend (it removes its state file), then close this client."""

@@ -25,8 +25,8 @@ from . import __version__
 from .cache import Cache, DamagedEntry, options_key
 from .errors import SegAnyError
 from .jobs import JobContext
-from .methods import Method, Selection, State, get_method, method_names
-from .methods.queries import MAX_CLICKS
+from .methods import Method, Parts, Selection, State, get_method, method_names
+from .methods.queries import MAX_CLICKS, query_keys
 from .options import Options, parse_options, preset_for
 from .priors import Prior, PriorContext, PriorSpec, get_prior, prior_class, prior_config, prior_names
 from .priors.config import STATE_KEY
@@ -190,6 +190,8 @@ class Engine:
                     "scene_kinds": list(m.scene_kinds),
                     "default_prior": m.default_prior,
                     "needs_prepare": m.needs_prepare,  # the add-on lets a click start without Prepare when False
+                    "query_keys": query_keys(m.Query),  # the add-on shows the scale slider for a `scale`
+                    "segments_everything": m.segments_everything,  # the add-on offers "Segment everything"
                 }
             )
         return out
@@ -392,6 +394,14 @@ class Engine:
     def query(self, method: str, sid: str, query: dict[str, Any], prior: str | None = None) -> Selection:
         scene = self.get_scene(sid)
         return self.method(method).query(scene, self.state(method, sid, prior), query)
+
+    def everything(self, method: str, sid: str, query: dict[str, Any], prior: str | None = None) -> Parts:
+        """Split the whole scene into parts (a part label per element, a colour per part)."""
+        scene = self.get_scene(sid)
+        m = self.method(method)
+        # a method that cannot is refused as such, before "prepare first" could send the user to prepare it
+        state = self.state(method, sid, prior) if m.segments_everything else State(tensors={})
+        return m.everything(scene, state, query)
 
     def close(self) -> None:
         with self._lock:

@@ -72,7 +72,7 @@ LINGER_SECONDS, LINGER_BYTES = 1.0, 1 << 20  # after a refusal: how long / how m
 INFLIGHT_GRACE = 60.0  # how long a half-closed connection waits for its slow ops' replies
 # Before the token is checked nothing big is read: a hello is a small header and no payload.
 PREAUTH_LIMITS = wire.Limits(max_header=4096, max_payload=0, max_arrays=0, max_elements=0)
-SLOW_OPS = frozenset({"scene.add", "scene.load", "query", "job.result"})
+SLOW_OPS = frozenset({"scene.add", "scene.load", "query", "everything", "job.result"})
 REPLY_LIMITS = wire.Limits()  # what a client receives by default: a reply beyond it would end the connection
 
 ReadyFn = Callable[[str, int], None]
@@ -294,6 +294,7 @@ class Server:
             "job.cancel": self._op_job_cancel,
             "job.result": self._op_job_result,
             "query": self._op_query,
+            "everything": self._op_everything,
             "shutdown": self._op_shutdown,
         }
 
@@ -663,7 +664,11 @@ class Server:
                 break
         return job.result(timeout=0), None
 
-    def _op_query(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+    def _within_deadline(
+        self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray], what: str, call: Callable[..., Any]
+    ) -> Any:
+        """`call(method, scene_id, query, prior=…)` under the request's deadline: the fields `query` and
+        `everything` share."""
         query = {**_field(h, "query", dict, {}), **a}
         prior = _field(h, "prior", (str, type(None)), None)
         seconds = _field(h, "deadline", (int, float), QUERY_SECONDS)
@@ -673,11 +678,21 @@ class Server:
             )
         method, sid = _field(h, "method", str), _field(h, "scene_id", str)
         # Held on one of PARALLEL_OPS shared threads: the deadline, or the client leaving, frees it.
-        with deadline.within(min(seconds, MAX_QUERY_SECONDS), "query", conn.gone):
-            sel = self.engine.query(method, sid, query, prior=prior)
+        with deadline.within(min(seconds, MAX_QUERY_SECONDS), what, conn.gone):
+            return call(method, sid, query, prior=prior)
+
+    def _op_query(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+        sel = self._within_deadline(conn, h, a, "query", self.engine.query)
         out = {k: np.asarray(v) for k, v in sel.extras.items()}
         out["scores"] = np.asarray(sel.scores, dtype=np.float32)
         return {"threshold": float(sel.threshold), "n": int(out["scores"].shape[0])}, out
+
+    def _op_everything(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
+        parts = self._within_deadline(conn, h, a, "everything", self.engine.everything)
+        out = {k: np.asarray(v) for k, v in parts.extras.items()}
+        out["labels"] = np.asarray(parts.labels, dtype=np.int32)
+        out["colours"] = np.asarray(parts.colours, dtype=np.float32)
+        return {"n": int(out["labels"].shape[0]), "parts": int(out["colours"].shape[0])}, out
 
     def _op_shutdown(self, conn: _Conn, h: dict[str, Any], a: dict[str, np.ndarray]) -> Reply:
         conn.send({"id": _rid(h), "ok": True})

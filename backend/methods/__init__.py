@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from ..errors import SegAnyError
-from .base import Method, Selection, State
+from .base import Method, Parts, Selection, State
 
 # In order of preference: the first that fits a scene kind is what the add-on and `segany segment` use on it
 # unless told otherwise, so a method still being finished (saga) goes after the ones it does not yet beat.
@@ -34,4 +34,4 @@ def get_method(name: str) -> Method:
     return getattr(importlib.import_module(module), cls)()
 
 
-__all__ = ["Method", "Selection", "State", "get_method", "method_names", "register_method"]
+__all__ = ["Method", "Parts", "Selection", "State", "get_method", "method_names", "register_method"]

@@ -45,6 +45,17 @@ class Selection:
         return self.scores >= self.threshold
 
 
+@dataclass
+class Parts:
+    """Segment everything's answer: a part per element and a colour per part."""
+
+    labels: np.ndarray  # (N,) int32 in 0..K-1, largest part first; -1 (UNSEEN) for an element no view showed
+    colours: np.ndarray  # (K, 3) float32 in [0, 1], row k is part k's colour
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. "levels" (L, N) int32, coarse first
+
+
+UNSEEN = -1  # the part label of an element the method knows nothing about
+
 T = TypeVar("T")
 
 
@@ -87,6 +98,7 @@ class Method(ABC):
     queries_prior: ClassVar[bool] = False  # query() prompts state.prior: the engine rebuilds it for a cached state
     Options: ClassVar[type[Options]] = Options  # its typed options and presets; the engine parses them
     Query: ClassVar[type[ClickQuery]] = ClickQuery  # its typed query; `query` parses it first (parse_query)
+    segments_everything: ClassVar[bool] = False  # implements `everything` (the engine lists it for the add-on)
 
     def check_state(self, scene: Scene, state: State) -> None:
         """Refuse (not_prepared, saying to prepare again) a state this version did not write, or wrote for a
@@ -117,3 +129,10 @@ class Method(ABC):
     @abstractmethod
     def query(self, scene: Scene, state: State, query: dict[str, Any]) -> Selection:
         """Stateless: the same query on the same state gives the same selection."""
+
+    def everything(self, scene: Scene, state: State, query: dict[str, Any]) -> Parts:
+        """Split the whole scene into parts (a method with `segments_everything` overrides this)."""
+        from . import get_method, method_names  # the registry imports this module
+
+        able = [n for n in method_names() if get_method(n).segments_everything]
+        raise SegAnyError("bad_request", f"{self.name} cannot segment everything; methods that can: {able}")

@@ -12,14 +12,21 @@ from ...errors import SegAnyError
 from ...jobs import JobContext
 from ...priors import Prior
 from ...scene import Scene, element_positions
-from ..base import Method, Selection, State
+from ..base import Method, Parts, Selection, State
 from ..queries import parse_query
+from .everything import everything_parts
 from .options import SAGAOptions, SAGAQuery
 from .pixels import capture_pixels
 from .query import THRESHOLD, checked_scale, click_scores
 from .train import fill_hidden, scale_range, seen_elements, train
 
 FORMAT = "saga/1"
+
+
+def trained_range(state: State) -> np.ndarray:
+    """(2,) float32: the smallest and largest mask scale the features were trained at, in scene units; answers
+    carry it so the add-on's scale slider stays where the features mean something."""
+    return np.asarray(state.meta["scale_range"], np.float32)
 
 
 class SAGA(Method):
@@ -36,6 +43,7 @@ class SAGA(Method):
     state_format: ClassVar[str | None] = FORMAT
     Options: ClassVar[type[SAGAOptions]] = SAGAOptions
     Query: ClassVar[type[SAGAQuery]] = SAGAQuery
+    segments_everything: ClassVar[bool] = True
 
     def prepare(self, scene: Scene, prior: Prior, options: SAGAOptions, ctx: JobContext) -> State:
         if scene.n_elements < 2:
@@ -78,4 +86,12 @@ class SAGA(Method):
         scale = checked_scale(query.get("scale", "auto")) if isinstance(query, dict) else None
         parsed = parse_query(self.Query, query, scene)
         used, scores = click_scores(state, parsed.elements.numpy(), parsed.positive.numpy(), scale)
-        return Selection(scores.astype(np.float32), THRESHOLD, extras={"scale": np.array([used], np.float32)})
+        extras = {"scale": np.array([used], np.float32), "scale_range": trained_range(state)}  # the slider's span
+        return Selection(scores.astype(np.float32), THRESHOLD, extras=extras)
+
+    def everything(self, scene: Scene, state: State, query: dict[str, Any]) -> Parts:
+        """HDBSCAN on the gated features at the query's scale (or scales: a hierarchy); see everything.py."""
+        self.check_state(scene, state)
+        parts = everything_parts(state, query)
+        parts.extras["scale_range"] = trained_range(state)
+        return parts
