@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -129,6 +130,12 @@ def segment(
     allow_references: Annotated[
         bool, typer.Option(help="read the other files the scene file names (OBJ materials, glTF .bin buffers)")
     ] = False,
+    scale: Annotated[
+        str | None, typer.Option(help='part size in scene units, or "auto" (methods with a scale: saga)')
+    ] = None,
+    options: Annotated[
+        str | None, typer.Option(help='method options for prepare, as JSON, e.g. \'{"preset": "tiny"}\'')
+    ] = None,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -136,16 +143,77 @@ def segment(
     from .demo import write_result
     from .methods.queries import parse_query
 
-    clicks = [_click(c) for c in click]
+    query: dict = {"clicks": [_click(c) for c in click]}
+    if scale is not None:
+        query["scale"] = _scale(scale, "--scale")
     engine = _engine(cache_dir, device)
     sid = engine.load_scene(path, allow_references=allow_references)
-    # an unknown method and bad clicks are named now, not after a prepare
-    parse_query(engine.method(method).Query, {"clicks": clicks}, engine.get_scene(sid))
-    run_prepare(engine, method, sid, prior)
-    sel = engine.query(method, sid, {"clicks": clicks}, prior=prior)
+    # an unknown method, bad clicks and a scale the method does not take are named now, not after a prepare
+    parse_query(engine.method(method).Query, query, engine.get_scene(sid))
+    run_prepare(engine, method, sid, prior, _json_object(options, "--options") if options else None)
+    sel = engine.query(method, sid, query, prior=prior)
+    clicks = query["clicks"]
     paths = write_result(engine.get_scene(sid), sel, out, clicks)
     for label, p in paths.items():
         console.print(f"{label}: {p}")
+
+
+@app.command()
+def everything(
+    path: Annotated[Path, typer.Argument(help="mesh / splat / point file")],
+    scale: Annotated[
+        str,
+        typer.Option(
+            help='part size in scene units, "auto" (the prepare\'s median mask size), or several sizes '
+            "separated by commas for a hierarchy (the finest is written)"
+        ),
+    ] = "auto",
+    method: str = "saga",
+    prior: Annotated[str | None, typer.Option(help="2D prior (default: the method's)")] = None,
+    min_cluster_size: Annotated[int | None, typer.Option(help="fewest sampled elements a part holds")] = None,
+    sample: Annotated[int | None, typer.Option(help="elements clustered; the rest join the nearest part")] = None,
+    options: Annotated[
+        str | None, typer.Option(help='method options for prepare, as JSON, e.g. \'{"preset": "tiny"}\'')
+    ] = None,
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("segany-parts"),
+    allow_references: Annotated[
+        bool, typer.Option(help="read the other files the scene file names (OBJ materials, glTF .bin buffers)")
+    ] = False,
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Split a whole file into parts: writes parts.ply (an int `part` + colour per element) and parts.png."""
+    from .demo import write_parts
+    from .methods.base import check_everything
+
+    sizes = [_scale(s, "--scale") for s in scale.split(",")]
+    query: dict = {"scale": sizes[0]} if len(sizes) == 1 else {"scales": sizes}
+    query.update({k: v for k, v in (("min_cluster_size", min_cluster_size), ("sample", sample)) if v is not None})
+    engine = _engine(cache_dir, device)
+    check_everything(engine.method(method))  # named now, not after a prepare
+    sid = engine.load_scene(path, allow_references=allow_references)
+    run_prepare(engine, method, sid, prior, _json_object(options, "--options") if options else None)
+    parts = engine.everything(method, sid, query, prior=prior)
+    scene = engine.get_scene(sid)
+    paths = write_parts(scene, parts, out)
+    used = ", ".join(f"{s:.4g}" for s in parts.extras.get("scales", np.array([])).tolist()) or "?"
+    k = len(parts.colours)
+    console.print(f"{k} parts of {scene.n_elements:,} {scene.kind} elements at scale {used} ({method}): "
+                  f"{paths['ply']}, {paths['png']}")  # fmt: skip
+
+
+def _scale(text: str, flag: str) -> float | str:
+    """`auto` or a number > 0 (a part size in scene units); anything else is a bad_request naming the flag."""
+    body = text.strip()
+    if body == "auto":
+        return body
+    try:
+        value = float(body)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise SegAnyError("bad_request", f'{flag} {text!r} must be a number > 0 in scene units or "auto"')
+    return value
 
 
 def _click(text: str) -> list[int]:
@@ -261,6 +329,51 @@ def generate_labelled_cmd(
     written = generate_labelled(data, out, kinds=tuple(kinds.split(",")), ids=ids.split(",") if ids else None)
     for kind, paths in written.items():
         console.print(f"{kind}: {len(paths)} files in {out / kind}")
+
+
+@app.command()
+def batch(
+    inputs: Annotated[list[str], typer.Argument(help="scene files, folders, globs or .csv / .jsonl manifests")],
+    out: Annotated[Path, typer.Option(help="output folder: one folder per asset, summary.jsonl, contact.md")],
+    spec: Annotated[Path | None, typer.Option(help="job spec JSON (docs/batch.md); flags override it")] = None,
+    task: Annotated[str | None, typer.Option(help="clicks | everything | label")] = None,
+    method: Annotated[str | None, typer.Option(help="method (default: the first that fits, saga, sas)")] = None,
+    prior: Annotated[str | None, typer.Option(help="2D prior (default: the method's)")] = None,
+    click: Annotated[list[str] | None, typer.Option(help="element index with sign, e.g. 120 or -45; repeat")] = None,
+    scale: Annotated[float | None, typer.Option(help="scale in scene units (task everything)")] = None,
+    words: Annotated[str | None, typer.Option(help="words separated by ';' (task label)")] = None,
+    options: Annotated[str | None, typer.Option(help='method options as JSON, e.g. \'{"preset": "tiny"}\'')] = None,
+    workers: Annotated[int, typer.Option(help="processes on this machine (or Ray tasks at once with --ray local)")] = 1,
+    ray: Annotated[str | None, typer.Option(help="run on Ray: auto (a `ray start` cluster), local, or ADDRESS")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads per worker (default: cores // workers)")] = None,
+    gpus_per_task: Annotated[float, typer.Option(help="GPUs each Ray task declares")] = 0.0,
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Label many assets with one spec on a process pool or Ray; a rerun skips what is finished."""
+    from .batch import collect_assets, load_spec, parse_spec, run_batch
+    from .batch.spec import MAX_WORDS
+
+    given = load_spec(spec).to_dict() if spec else {}
+    flags = {"task": task, "method": method, "prior": prior, "scale": scale}
+    given.update({k: v for k, v in flags.items() if v is not None})
+    if click:
+        given["clicks"] = [_click(c) for c in click]
+    if words is not None:
+        given["words"] = [w.strip() for w in words.split(";", MAX_WORDS) if w.strip()]
+    if options is not None:
+        given["options"] = _json_object(options, "--options")
+    job = parse_spec(given)
+    assets = collect_assets(inputs, job)
+    outcome = run_batch(assets, out, workers=workers, ray=ray, gpus=gpus_per_task, cache_dir=cache_dir,
+                        device=device, threads=threads, console=console)  # fmt: skip
+    c = outcome.counts
+    console.print(f"{c['ok']} ok, {c['failed']} failed, {c['skipped']} skipped of {len(assets)}: "
+                  f"{out / 'summary.jsonl'}, {out / 'contact.md'}")  # fmt: skip
+    if outcome.interrupted:
+        console.print("interrupted: finished assets are kept; run the same command again to do the rest")
+        sys.exit(130)
+    sys.exit(1 if c["failed"] else 0)
 
 
 @models_app.command("list")

@@ -17,6 +17,7 @@ CODES = {
     "timeout": "a request ran past its deadline (a query that takes too long) and was stopped",
     "busy": "the resource is in use by another job",
     "io_error": "reading or writing the disk failed (full disk, permissions)",
+    "worker_lost": "a batch worker died on every try at an asset (killed, out of memory, a crash in native code)",
     "internal": "a bug: the message says where",
 }
 
