@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .methods import Selection
-from .picture import recolored, render_grid, selection_colors
+from .methods import Parts, Selection
+from .picture import recolored, render_grid, render_parts, selection_colors
 from .samples import sample_mesh
 from .scene import MeshScene, PointScene, Scene, SplatScene, element_positions
 
@@ -37,6 +37,17 @@ def write_result(scene: Scene, sel: Selection, out: Path, clicks: list[list[int]
         write_point_ply(ply, PointScene(scene.xyz, rgb=colors, normals=scene.normals), labels=sel.mask.astype(np.int32))
     png = render_grid(recolored(scene, colors), out / "result.png", marks=click_points(scene, clicks))
     return {"ply": ply, "png": png}
+
+
+def write_parts(scene: Scene, parts: Parts, out: Path) -> dict[str, Path]:
+    """parts.ply (an int `part` and its colour per element; splats keep the 3DGS layout) and parts.png
+    (the scene coloured by part, with a legend)."""
+    from .formats import write_parts_ply
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ply = write_parts_ply(out / "parts.ply", scene, parts.labels, parts.colours)
+    return {"ply": ply, "png": render_parts(scene, parts.labels, parts.colours, out / "parts.png")}
 
 
 def _leg_click(scene: MeshScene) -> int:

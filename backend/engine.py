@@ -26,6 +26,7 @@ from .cache import Cache, DamagedEntry, options_key
 from .errors import SegAnyError
 from .jobs import JobContext
 from .methods import Method, Parts, Selection, State, get_method, method_names
+from .methods.base import check_everything
 from .methods.queries import MAX_CLICKS, query_keys
 from .options import Options, parse_options, preset_for
 from .priors import Prior, PriorContext, PriorSpec, get_prior, prior_class, prior_config, prior_names
@@ -397,11 +398,10 @@ class Engine:
 
     def everything(self, method: str, sid: str, query: dict[str, Any], prior: str | None = None) -> Parts:
         """Split the whole scene into parts (a part label per element, a colour per part)."""
-        scene = self.get_scene(sid)
         m = self.method(method)
-        # a method that cannot is refused as such, before "prepare first" could send the user to prepare it
-        state = self.state(method, sid, prior) if m.segments_everything else State(tensors={})
-        return m.everything(scene, state, query)
+        check_everything(m)
+        scene = self.get_scene(sid)
+        return m.everything(scene, self.state(method, sid, prior), query)
 
     def close(self) -> None:
         with self._lock:

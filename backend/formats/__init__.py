@@ -3,7 +3,7 @@
 from .gaussians import SH_C0, splats_from_blender_decoded, splats_from_blender_raw
 from .loader import load_scene, load_scene_with_labels
 from .sniff import FORMATS, detect_format
-from .writers import write_labelled_ply, write_mesh_ply, write_point_ply, write_splat_ply
+from .writers import write_labelled_ply, write_mesh_ply, write_parts_ply, write_point_ply, write_splat_ply
 
 __all__ = [
     "FORMATS",
@@ -15,6 +15,7 @@ __all__ = [
     "splats_from_blender_raw",
     "write_labelled_ply",
     "write_mesh_ply",
+    "write_parts_ply",
     "write_point_ply",
     "write_splat_ply",
 ]

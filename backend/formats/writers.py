@@ -206,3 +206,26 @@ def write_labelled_ply(path: str | os.PathLike, scene: Scene, labels: np.ndarray
         cols = [*zip(names, mat.T, strict=True), ("label", lab)]
         return _write_ply(path, [("vertex", _structured(cols, scene.n_elements))], "SegAny 3DGS labelled")
     return write_point_ply(path, scene, labels)
+
+
+def write_parts_ply(path: str | os.PathLike, scene: Scene, parts: np.ndarray, colours: np.ndarray) -> Path:
+    """Any scene with an int `part` per element (vertex, Gaussian, point; -1: none, drawn grey) and its part's
+    colour (`colours` (K, 3) in [0, 1], row k for part k). A splat scene keeps the 3DGS layout and its own
+    appearance, so the file still opens as splats; the part colours ride along as red / green / blue."""
+    n = scene.n_elements
+    part = _per("parts", parts, n, "element", np.int32)
+    table = np.asarray(colours, np.float32).reshape(-1, 3)
+    if len(part) and part.max() >= len(table):
+        raise SegAnyError("invalid_array", f"part {int(part.max())} has no colour: only {len(table)} given")
+    cols = [*_rgb8(np.where((part >= 0)[:, None], table[part.clip(0)], 0.5), n), ("part", part)]
+    if isinstance(scene, MeshScene):
+        faces = _structured([("vertex_indices", scene.faces.astype(np.int32))], len(scene.faces))
+        elements = [("vertex", _structured(_xyz(scene.vertices) + cols, n)), ("face", faces)]
+        return _write_ply(path, elements, "SegAny mesh parts")
+    if isinstance(scene, SplatScene):
+        names, mat = splat_matrix(scene)
+        return _write_ply(
+            path, [("vertex", _structured([*zip(names, mat.T, strict=True), *cols], n))], "SegAny 3DGS parts"
+        )
+    normals = [] if scene.normals is None else [(f"n{a}", scene.normals[:, i]) for i, a in enumerate("xyz")]
+    return _write_ply(path, [("vertex", _structured(_xyz(scene.xyz) + normals + cols, n))], "SegAny point parts")

@@ -132,7 +132,16 @@ class Method(ABC):
 
     def everything(self, scene: Scene, state: State, query: dict[str, Any]) -> Parts:
         """Split the whole scene into parts (a method with `segments_everything` overrides this)."""
-        from . import get_method, method_names  # the registry imports this module
+        check_everything(self)
+        raise NotImplementedError(f"{self.name} sets segments_everything but does not implement everything()")
 
-        able = [n for n in method_names() if get_method(n).segments_everything]
-        raise SegAnyError("bad_request", f"{self.name} cannot segment everything; methods that can: {able}")
+
+def check_everything(method: Method) -> None:
+    """Refuse a method that cannot segment everything, naming those that can: callers check before any
+    prepare or state lookup, so the answer is not "prepare first" for something no prepare would allow."""
+    if method.segments_everything:
+        return
+    from . import get_method, method_names  # the registry imports this module
+
+    able = [n for n in method_names() if get_method(n).segments_everything]
+    raise SegAnyError("bad_request", f"{method.name} cannot segment everything; methods that can: {able}")
