@@ -452,3 +452,46 @@ def test_a_click_list_stops_at_the_querys_deadline(creases: bool) -> None:
         CreaseRefiner(v, f)(clicks, decode, creases=creases)
     assert info.value.code == "timeout"
     assert CreaseRefiner(v, f)(clicks, decode, creases=creases).shape == (len(v),)
+
+
+def _count_factorisations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the walk factorisations built from now on (the real class, instrumented, not replaced)."""
+    from segany.methods.walk import solve
+
+    built: list[int] = []
+    original = solve.SeededFactor.__init__
+
+    def counting(self: solve.SeededFactor, matrix: sp.spmatrix) -> None:
+        built.append(matrix.shape[0])
+        original(self, matrix)
+
+    monkeypatch.setattr(solve.SeededFactor, "__init__", counting)
+    return built
+
+
+@pytest.mark.parametrize("creases", [True, False])
+def test_a_warm_refiner_factors_nothing_at_a_click(creases: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`warm` builds every factorisation the path's walks use (issue 20 item 3: the first later click paid
+    them, 1.2-1.6 s on a large mesh): first and later clicks then factor nothing."""
+    v, f = _strip(10)
+    answer = np.where(v[:, 0] <= 5.0, 0.9, 0.05)
+    refiner = CreaseRefiner(v, f)
+    refiner.warm(creases)
+    built = _count_factorisations(monkeypatch)
+    for clicks in ([(0, 1)], [(0, 1), (len(v) - 1, -1)], [(0, 1), (len(v) - 1, -1), (5, 1)]):
+        refiner(clicks, lambda c, rows=None: answer if rows is None else answer[rows], creases=creases)
+    assert built == []
+
+
+def test_a_prepared_state_answers_its_clicks_without_factoring(stool: MeshScene, monkeypatch) -> None:
+    """Prepare warms the crease refiner for the path "auto" takes, so no click on a freshly prepared mesh
+    pays a factorisation."""
+    from budgets import tiny
+
+    method = get_method("iseg")
+    state = method.prepare(stool, get_prior("geometric"), tiny("iseg", stool), JobContext())
+    built = _count_factorisations(monkeypatch)
+    top = int(np.argmax(stool.vertices[:, 2]))
+    for clicks in ([[top, 1]], [[top, 1], [0, -1]], [[top, 1], [0, -1], [5, 1]]):
+        method.query(stool, state, {"clicks": clicks})
+    assert built == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -165,7 +166,24 @@ class ISeg(Method):
             },
             "timings": timings,
         }
-        return State(tensors=tensors, meta=meta)
+        state = State(tensors=tensors, meta=meta)
+        ctx.progress(1.0, "crease graph")
+        t4 = time.perf_counter()
+        refine = wants_refinement(meta["losses"]["decoder_last"])  # what "auto" will do: warm that path
+        self._refiners.get(state, lambda: self._warm_refiner(scene, options.threshold, refine, background=False))
+        timings["crease_graph"] = time.perf_counter() - t4
+        return state
+
+    @staticmethod
+    def _warm_refiner(scene: MeshScene, threshold: float, refine: bool, background: bool) -> CreaseRefiner:
+        """The mesh's crease refiner with the factorisations its path needs built: in prepare, or (a state
+        from the cache) on a thread while the first click is answered, so no later click pays them."""
+        refiner = CreaseRefiner(scene.vertices, scene.faces, threshold)
+        if background:
+            threading.Thread(target=refiner.warm, args=(refine,), name="iseg-warm", daemon=True).start()
+        else:
+            refiner.warm(refine)
+        return refiner
 
     def query(self, scene: Scene, state: State, query: dict[str, Any]) -> Selection:
         n = int(state.meta.get("n_vertices", -1))
@@ -188,5 +206,5 @@ class ISeg(Method):
             return scorer(v, torch.as_tensor([c[1] > 0 for c in clicks]), subset).numpy()
 
         clicks = parsed.clicks()
-        refiner = self._refiners.get(state, lambda: CreaseRefiner(scene.vertices, scene.faces, threshold))
+        refiner = self._refiners.get(state, lambda: self._warm_refiner(scene, threshold, refine, background=True))
         return Selection(refiner(clicks, decode, creases=refine), REFINED_THRESHOLD)
