@@ -9,7 +9,7 @@ import torch
 from segany.errors import SegAnyError
 from segany.methods import State, get_method
 from segany.methods.iseg.options import ISegQuery
-from segany.methods.queries import MAX_CLICKS, parse_query
+from segany.methods.queries import MAX_CLICKS, parse_query, query_keys
 from segany.methods.sa3d.options import SA3DQuery
 from segany.methods.walk.options import WalkQuery
 from segany.samples import sample_mesh
@@ -111,3 +111,9 @@ def test_every_method_parses_its_query_before_reading_its_state(mesh, points, na
     with pytest.raises(SegAnyError) as err:
         method.query(scene, state, {"clicks": [[0, 1]], "bogus": 1})
     assert err.value.code == "bad_request" and "'bogus'" in err.value.message
+
+
+def test_query_keys_name_what_a_query_takes_besides_the_clicks():
+    """The engine lists them per method; the add-on shows the scale slider where `scale` is one."""
+    assert query_keys(ISegQuery) == ["refine"] and query_keys(SA3DQuery) == [] and query_keys(WalkQuery) == []
+    assert query_keys(get_method("saga").Query) == ["scale"]

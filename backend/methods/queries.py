@@ -46,6 +46,11 @@ def _extras(cls: type[ClickQuery]) -> list:
     return [(f, kind) for f, kind in typed_fields(cls) if f.name not in ("elements", "positive")]
 
 
+def query_keys(cls: type[ClickQuery]) -> list[str]:
+    """The keys a method's query takes besides the clicks (saga: `scale`), as the engine lists them."""
+    return [f.name for f, _ in _extras(cls)]
+
+
 def _usage(cls: type[ClickQuery], element: str) -> str:
     extras = "".join(
         f', "{f.name}": {"|".join(map(json.dumps, f.metadata["choices"])) or "<" + f.metadata["doc"] + ">"}'
