@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +15,12 @@ from segany.priors import PriorContext, get_prior
 from segany.priors.clip import ClipPrior, masked_crop
 from segany.render import render
 from segany.samples import sample_mesh
-
-TINY = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
+from tests.clip_tiny import TINY_NAME, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("clip")
-    (root / "SegAnyTinyViT.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(root)
-    torch.manual_seed(0)
-    path = root / "tiny.bin"
-    torch.save(open_clip.create_model("SegAnyTinyViT", pretrained=None).state_dict(), path)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("clip"))
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +31,7 @@ def views():
 
 def test_text_crops_and_dense_map(checkpoint: Path, views, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # loading must never need the network
-    prior = get_prior("clip", checkpoint=checkpoint, model_name="SegAnyTinyViT")
+    prior = get_prior("clip", checkpoint=checkpoint, model_name=TINY_NAME, image_size=None)
     assert isinstance(prior, ClipPrior) and prior.capabilities == {"text", "embed"}
 
     text = prior.embed_text(["chair", "lamp", "chair"])
@@ -81,15 +69,15 @@ def test_masked_crop_greys_out_the_rest() -> None:
 
 def test_clip_describes_itself_and_refuses_other_weights(checkpoint: Path, tmp_path: Path) -> None:
     ctx = PriorContext(checkpoints={"clip": str(checkpoint)})
-    prior = get_prior("clip", ctx, model_name="SegAnyTinyViT")
+    prior = get_prior("clip", ctx, model_name=TINY_NAME)
     spec = prior.describe()
-    assert spec.options["checkpoint"] is None and spec.options["model_key"].startswith("SegAnyTinyViT-")
+    assert spec.options["checkpoint"] is None and spec.options["model_key"].startswith(f"{TINY_NAME}-")
     again = get_prior(spec.name, ctx, **spec.options)
     assert again.describe() == spec
     np.testing.assert_array_equal(again.embed_text(["chair"]), prior.embed_text(["chair"]))
     torch.manual_seed(1)
     other = tmp_path / "other.bin"
-    torch.save(open_clip.create_model("SegAnyTinyViT", pretrained=None).state_dict(), other)
+    torch.save(open_clip.create_model(TINY_NAME, pretrained=None).state_dict(), other)
     with pytest.raises(SegAnyError) as err:
         get_prior(spec.name, PriorContext(checkpoints={"clip": str(other)}), **spec.options)
     assert err.value.code == "not_prepared" and "CLIP model" in err.value.message
@@ -105,5 +93,5 @@ def test_bad_checkpoints(checkpoint: Path, tmp_path: Path) -> None:
     junk = tmp_path / "junk.bin"
     torch.save({"something": torch.zeros(2)}, junk)
     with pytest.raises(SegAnyError) as err:
-        get_prior("clip", checkpoint=junk, model_name="SegAnyTinyViT")
+        get_prior("clip", checkpoint=junk, model_name=TINY_NAME)
     assert err.value.code == "corrupt_file"

@@ -14,8 +14,11 @@ from .config import PriorContext, PriorSpec, checkpoints_from_env
 _WHERE = {
     "geometric": "segany.priors.geometric:GeometricPrior",
     "oracle": "segany.priors.oracle:OraclePrior",
+    "oracle_text": "segany.priors.oracle_text:OracleTextPrior",
     "sam": "segany.priors.sam:SamPrior",
     "clip": "segany.priors.clip:ClipPrior",
+    "clip_crops": "segany.priors.clip_crops:ClipCropsPrior",
+    "clip_sources": "segany.priors.clip_sources:ClipSourcesPrior",
 }
 
 
