@@ -219,7 +219,7 @@ def _query_rows(scene: Scene, state: State, turns: int, extra: dict[str, Any]) -
 
     n = f"{scene.n_elements / 1e6:g}M" if scene.n_elements >= 1e6 else f"{scene.n_elements:,}"
     mb = features.numel() * features.element_size() / 2**20
-    baseline = f"streaming read of the same {mb:.0f} MB"
+    baseline = f"streaming read of the same {mb:.3g} MB"
     rows = []
     for label, fn in (("click query", one_click), ("scale-slider step", slider_step), ("similarity kernel", kernel)):
         times = interleaved_times([fn, lambda: read(words)], turns)
@@ -245,8 +245,11 @@ def _everything_rows(scene: Scene, state: State, extra: dict[str, Any]) -> list[
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
+    from segany.kernels import tune_cpu_allocator
+
     extra: dict[str, Any] = {
         "quick": quick, "torch_threads": torch.get_num_threads(), "load_average_1_5_15": list(os.getloadavg()),
+        "cpu_allocator_tuned": tune_cpu_allocator(),  # as the server and the CLI's engine run
     }  # fmt: skip
     rows: list[Row] = []
     if quick:
