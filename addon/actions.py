@@ -9,6 +9,7 @@ import bpy
 import numpy as np
 
 from . import overlay, properties, results, runtime, scene_read, selection_math
+from . import scale as slider
 from .click_session import ClickSession
 from .client import RemoteError
 
@@ -220,11 +221,27 @@ def start_click(obj: bpy.types.Object, color: tuple[float, ...]) -> tuple[ClickS
     preview = live_preview(obj, color)
     name, key = obj.name, object_key(obj)
 
-    def count() -> int:  # looked up each time: a Blender object is never held across events
-        now = bpy.data.objects.get(name)
-        return scene_read.element_count(now) if now is not None and object_key(now) == key else 0
+    def now() -> bpy.types.Object | None:  # looked up each time: a Blender object is never held across events
+        found = bpy.data.objects.get(name)
+        return found if found is not None and object_key(found) == key else None
 
-    session = ClickSession(runtime.current(), key, show=preview.show, clear=preview.clear, count=count)
+    def count() -> int:
+        found = now()
+        return scene_read.element_count(found) if found is not None else 0
+
+    def extra() -> dict[str, Any]:
+        """The slider's scale, for a method whose query takes one (read when each query is sent)."""
+        found = now()
+        if found is None or not properties.takes_scale(runtime.current().state(key).method):
+            return {}
+        return {"scale": slider.query_scale(found, bpy.context.scene.segany)}
+
+    def show(scores: np.ndarray, threshold: float) -> None:
+        slider.remember(key, session.extras)
+        preview.show(scores, threshold)
+
+    session = ClickSession(runtime.current(), key, show=show, clear=preview.clear, count=count, extra=extra)
+    slider.track(session)
     return session, preview
 
 
@@ -239,6 +256,7 @@ def finish_click(
     """End a click-tool session (Enter keeps, Esc cancels): the live preview goes either way; kept scores
     become a segment in the chosen output, or a float attribute where the object cannot hold that output."""
     preview.close()
+    slider.forget(session)
     if not keep:
         return None
     problem = runtime.current().state(object_key(obj)).geometry_problem(scene_read.element_count(obj))

@@ -27,11 +27,14 @@ from typing import Any, TypeVar
 import bpy
 
 from . import actions, results, runtime
+from . import everything as parts
 from .actions import Segmented, parse_clicks
 from .client import BackendUnavailable, RemoteError
+from .everything import PartsDone
 from .properties import OUTPUT_ITEMS, segment_scores
 
 OUTPUTS = tuple(item[0] for item in OUTPUT_ITEMS)
+PART_OUTPUTS = parts.OUTPUTS
 ERRORS = (ValueError, KeyError, IndexError, OSError, RuntimeError, RemoteError, BackendUnavailable)
 T = TypeVar("T")
 
@@ -68,6 +71,29 @@ def label(obj: bpy.types.Object, words: list[str], method: str = "sas", prior: s
           options: dict | None = None, timeout: float | None = None) -> dict[str, Segmented]:  # fmt: skip
     """Open-vocabulary labels: one float attribute `segany_label_<word>` per word."""
     return actions.label(obj, words, method, prior, options, timeout)
+
+
+def everything(
+    obj: bpy.types.Object,
+    scale: float | str = "auto",
+    output: str = "part_attribute",
+    name: str = "part",
+    directory: str = "//parts",
+    method: str | None = None,
+    prior: str | None = None,
+    options: dict | None = None,
+    min_cluster_size: int | None = None,
+    sample: int | None = None,
+    timeout: float | None = None,
+) -> PartsDone:
+    """Split obj into parts at `scale` (a length in Blender units, or "auto") with a method that can (saga;
+    None: the first that fits obj). `output` is one of PART_OUTPUTS: "part_attribute" (one INT attribute
+    `segany_part`, -1 in no part, and a colour attribute with each part's colour), or per part "vertex_group",
+    "attribute", "object" or "ply" (3DGS PLYs in `directory`, splats only). Returns labels, colours, the
+    scale used and what was made per part."""
+    return parts.segment_everything(
+        obj, scale, output, name, directory, method, prior, options, min_cluster_size, sample, timeout
+    )
 
 
 def apply(obj: bpy.types.Object, segment_index: int, output: str, name: str | None = None) -> Any:
@@ -107,12 +133,15 @@ def stop_backend() -> None:
 __all__ = [
     "ERRORS",
     "OUTPUTS",
+    "PART_OUTPUTS",
     "BackendUnavailable",
+    "PartsDone",
     "RemoteError",
     "Segmented",
     "apply",
     "backend_info",
     "each",
+    "everything",
     "export_ply",
     "label",
     "parse_clicks",

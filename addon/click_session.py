@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,15 +24,23 @@ class ClickSession:
     """Positive / negative clicks on one object; every change re-queries, the newest answer is shown."""
 
     def __init__(
-        self, rt: Runtime, key: int, show: Show, clear: Callable[[], None], count: Callable[[], int] | None = None
+        self,
+        rt: Runtime,
+        key: int,
+        show: Show,
+        clear: Callable[[], None],
+        count: Callable[[], int] | None = None,
+        extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.rt = rt
         self.key = key
         self.show = show
         self.clear = clear
         self.count = count  # the object's element count now (None: the prepared scene's, nothing to check)
+        self.extra = extra or dict  # the query's keys besides the clicks, read when it is sent (the scale slider)
         self.clicks: list[tuple[int, int]] = []
         self.scores: np.ndarray | None = None
+        self.extras: dict[str, np.ndarray] = {}  # the newest answer's extras (saga: the scale it used)
         self.threshold = 0.5
         self.error = ""
         self.timings: dict[str, float] = {}
@@ -83,10 +92,17 @@ class ClickSession:
             self.scores = None
             self.clear()
 
+    def refresh(self) -> None:
+        """Ask again with the same clicks: a setting the query reads changed (the scale slider). Cheap to call
+        on every step of a drag: only the newest query is sent and only its answer is shown."""
+        if self.clicks:
+            self._send()
+
     def _send(self) -> None:
         self._generation += 1
         generation = self._generation
         clicks = [list(c) for c in self.clicks]
+        query = {"clicks": clicks, **self.extra()}
         t_event = time.perf_counter()
 
         def done(sel: Selection, timing: dict[str, float]) -> None:
@@ -99,6 +115,7 @@ class ClickSession:
                 return
             self.scores = np.asarray(sel.scores, np.float32)
             self.threshold = float(sel.threshold)
+            self.extras = dict(sel.extras)
             self.error = ""
             t0 = time.perf_counter()
             self.show(self.scores, self.threshold)
@@ -109,7 +126,7 @@ class ClickSession:
             if generation == self._generation:
                 self.error = error_text(exc)
 
-        self.rt.query(self.key, {"clicks": clicks}, done, failed)
+        self.rt.query(self.key, query, done, failed)
 
     def geometry_problem(self, n_scores: int | None = None) -> str:
         """Why answers cannot be shown on the object ('' when they can): it changed since Prepare, or an

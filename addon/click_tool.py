@@ -7,9 +7,25 @@ from __future__ import annotations
 import bpy
 
 from . import actions, overlay, picking, runtime
+from . import scale as slider
 from .client import BackendUnavailable, RemoteError
 
 HELP = "LMB add · Shift+LMB remove · Ctrl+Z undo click · Enter keep · Esc cancel"
+POINTER_BUTTONS = frozenset({"LEFTMOUSE", "RIGHTMOUSE", "MIDDLEMOUSE"})
+
+
+def _inside(region: object, x: int, y: int) -> bool:
+    return region.x <= x < region.x + region.width and region.y <= y < region.y + region.height
+
+
+def viewport_region(area: object, x: int, y: int) -> object | None:
+    """The 3D view's main region under the window position (x, y), or None over anything drawn on top of it
+    (the sidebar, header, toolbar; with region overlap they lie over the main region) or outside the area.
+    The tool is started from the sidebar, so its own region is not the one to pick in."""
+    regions = [r for r in area.regions if r.width > 1 and r.height > 1 and _inside(r, x, y)]
+    if any(r.type != "WINDOW" for r in regions):
+        return None
+    return next(iter(regions), None)
 
 
 class SEGANY_OT_click_tool(bpy.types.Operator):
@@ -57,13 +73,16 @@ class SEGANY_OT_click_tool(bpy.types.Operator):
         if bpy.data.objects.get(self.obj_name) is None:  # deleted while clicking (a script, a timer)
             return self._finish(context, keep=False)
         context.area.header_text_set(self._header())
-        xy = (event.mouse_region_x, event.mouse_region_y)
+        region = viewport_region(context.area, event.mouse_x, event.mouse_y)
+        if region is None and event.type in POINTER_BUTTONS:
+            return {"PASS_THROUGH"}  # over the sidebar, header or toolbar: the scale slider and buttons work
+        xy = (event.mouse_x - region.x, event.mouse_y - region.y) if region is not None else (0, 0)
         outcome = self.session.on_event(
             event.type,
             event.value,
             event.shift,
             event.ctrl or event.oskey,
-            lambda: self.picker.pick_region(context.region, context.region_data, xy),
+            lambda: self.picker.pick_region(region, region.data, xy),
         )
         if outcome == "pass":
             return {"PASS_THROUGH"}
@@ -93,6 +112,7 @@ class SEGANY_OT_click_tool(bpy.types.Operator):
     def cancel(self, context: bpy.types.Context) -> None:
         """Blender ends the tool itself (a file is loaded, the window closes): leave nothing behind."""
         self._restore(context)
+        slider.forget(self.session)
 
     def _finish(self, context: bpy.types.Context, keep: bool) -> set[str]:
         self._restore(context)

@@ -7,7 +7,7 @@ import json
 import bpy
 from bpy_extras.io_utils import ExportHelper
 
-from . import actions, preferences, properties, results, runtime
+from . import actions, everything, preferences, properties, results, runtime
 from .client import BackendUnavailable, RemoteError
 
 _ERRORS = (ValueError, RuntimeError, RemoteError, BackendUnavailable, json.JSONDecodeError)
@@ -291,6 +291,94 @@ class SEGANY_OT_export_ply(bpy.types.Operator, ExportHelper):
         return {"FINISHED"}
 
 
+class SEGANY_OT_everything(bpy.types.Operator):
+    """Split the active object into parts at the Scale (or Auto) from its prepared features, and write each
+    part as chosen: a vertex group, attribute, object or 3DGS PLY each, or one part attribute with colours"""
+
+    bl_idname = "segany.everything"
+    bl_label = "Segment Everything"
+    bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012 (Blender reads a set)
+
+    output: bpy.props.EnumProperty(name="Parts As", items=properties.PART_OUTPUTS, default="part_attribute")
+    name: bpy.props.StringProperty(name="Name", default="part", description="Prefix of each part's output")
+    directory: bpy.props.StringProperty(
+        name="Folder", default="//parts", subtype="DIR_PATH", options=BLEND_RELATIVE, description="For 3DGS PLYs"
+    )
+    scale: bpy.props.FloatProperty(
+        name="Scale", default=0.0, min=0.0, subtype="DISTANCE", unit="LENGTH",
+        description="Size of the parts; 0: the panel's Scale, or Auto when it is on",
+    )  # fmt: skip
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        settings = getattr(context.scene, "segany", None)
+        chosen = settings.method_choice if settings is not None else ""
+        return _allowed(cls, everything.everything_problem(context.active_object, chosen))
+
+    def _scale(self, context: bpy.types.Context) -> float | str:
+        settings = context.scene.segany
+        if self.scale > 0:
+            return self.scale
+        return "auto" if settings.scale_auto else settings.scale
+
+    def _write(self, obj: bpy.types.Object, parts: everything.Parts) -> set[str]:
+        try:
+            done = everything.finish(obj, parts, self.output, self.name, self.directory)
+        except (*_ERRORS, OSError) as exc:
+            self.report({"ERROR"}, runtime.error_text(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"{obj.name}: {done.count} parts written as {self.output}")
+        return {"FINISHED"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        """Blocking (scripts, the redo panel): ask and write."""
+        obj = _active(context)
+        try:
+            problem = everything.output_problem(obj, self.output)
+            if problem:
+                raise ValueError(problem)
+            parts = everything.request(obj, self._scale(context))()
+        except _ERRORS as exc:
+            self.report({"ERROR"}, runtime.error_text(exc))
+            return {"CANCELLED"}
+        return self._write(obj, parts)
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        """From the panel: the panel's choices; the clustering runs in the background while Blender stays live,
+        and its parts are written (one undo step) when they arrive."""
+        settings = context.scene.segany
+        self.output, self.name, self.directory = settings.parts_output, settings.parts_name, settings.parts_directory
+        if context.window is None:
+            return self.execute(context)
+        obj = _active(context)
+        try:
+            problem = everything.output_problem(obj, self.output)
+            if problem:
+                raise ValueError(problem)
+            self.pending = everything.start(obj, self._scale(context))
+        except _ERRORS as exc:
+            self.report({"ERROR"}, runtime.error_text(exc))
+            return {"CANCELLED"}
+        self.obj_name = obj.name
+        wm = context.window_manager
+        self.timer = wm.event_timer_add(WATCH_INTERVAL, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type != "TIMER" or not self.pending.done:
+            return {"PASS_THROUGH"}
+        self.cancel(context)
+        obj = bpy.data.objects.get(self.obj_name)
+        if self.pending.error is not None or obj is None:
+            self.report({"ERROR"}, runtime.error_text(self.pending.error or ValueError(f"{self.obj_name!r} is gone")))
+            return {"CANCELLED"}
+        return self._write(obj, self.pending.parts)
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        context.window_manager.event_timer_remove(self.timer)
+
+
 class SEGANY_OT_label(bpy.types.Operator):
     """Label the active object from words (open vocabulary); one float attribute per word"""
 
@@ -326,5 +414,6 @@ CLASSES = (
     SEGANY_OT_segment_apply,
     SEGANY_OT_segment_remove,
     SEGANY_OT_export_ply,
+    SEGANY_OT_everything,
     SEGANY_OT_label,
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bpy
 
 from . import actions, preferences, properties, runtime, scene_read
+from . import scale as slider
 
 STATUS_TEXT = {
     "not sent": "Not sent to the backend yet",
@@ -98,9 +99,27 @@ class SEGANY_PT_main(_Sidebar, bpy.types.Panel):
         tool = col.row()
         tool.scale_y = 1.4
         tool.operator("segany.click_tool", icon="RESTRICT_SELECT_OFF")
+        if properties.takes_scale(properties.resolve_method(settings.method_choice, properties.scene_kind(obj))):
+            draw_scale(col, context.scene, obj)
         col.separator()
         col.prop(settings, "output")
         col.prop(settings, "output_name")
+
+
+def draw_scale(col: bpy.types.UILayout, scene: bpy.types.Scene, obj: bpy.types.Object) -> None:
+    """The scale slider (greyed while Auto chooses) and, once the backend has said them, the sizes the object
+    was trained at and the size Auto chose."""
+    settings = scene.segany
+    col.prop(settings, "scale_auto")
+    sub = col.column()
+    sub.active = not settings.scale_auto
+    sub.prop(settings, "scale", slider=True)
+    span = slider.trained_range(obj)
+    if span is not None:
+        col.label(text=f"Trained sizes {slider.length_text(scene, span[0])} – {slider.length_text(scene, span[1])}")
+    chosen = slider.used_scale(obj) if settings.scale_auto else None
+    if chosen is not None:
+        col.label(text=f"Auto chose {slider.length_text(scene, chosen)}")
 
 
 class SEGANY_PT_segments(_Sidebar, bpy.types.Panel):
@@ -122,6 +141,35 @@ class SEGANY_PT_segments(_Sidebar, bpy.types.Panel):
         buttons.operator("segany.segment_apply", icon="CHECKMARK")
         if properties.scene_kind(obj) == "splats":
             buttons.operator("segany.export_ply", icon="EXPORT", text="Export PLY")
+
+
+class SEGANY_PT_parts(_Sidebar, bpy.types.Panel):
+    """Segment everything: the whole object split into parts at the scale, for methods that can (saga)."""
+
+    bl_label = "Segment Everything"
+    bl_parent_id = "SEGANY_PT_main"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        obj = context.active_object
+        if actions.object_problem(obj):
+            return False
+        chosen = context.scene.segany.method_choice
+        return properties.segments_everything(properties.resolve_method(chosen, properties.scene_kind(obj)))
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        settings = context.scene.segany
+        col = layout.column()
+        col.prop(settings, "parts_output")
+        col.prop(settings, "parts_name")
+        if settings.parts_output == "ply":
+            col.prop(settings, "parts_directory")
+        button = col.row()
+        button.scale_y = 1.4
+        button.operator("segany.everything", icon="MOD_EXPLODE")
 
 
 class SEGANY_PT_advanced(_Sidebar, bpy.types.Panel):
@@ -151,4 +199,4 @@ class SEGANY_PT_advanced(_Sidebar, bpy.types.Panel):
         col.prop(settings, "pick_radius")
 
 
-CLASSES = (SEGANY_UL_segments, SEGANY_PT_main, SEGANY_PT_segments, SEGANY_PT_advanced)
+CLASSES = (SEGANY_UL_segments, SEGANY_PT_main, SEGANY_PT_segments, SEGANY_PT_parts, SEGANY_PT_advanced)

@@ -14,6 +14,7 @@ import bpy
 import numpy as np
 
 from . import results, runtime, splat_layout
+from . import scale as slider
 from .scene_read import read_attribute
 
 OUTPUT_ITEMS = [
@@ -24,6 +25,14 @@ OUTPUT_ITEMS = [
     ("material", "Material Slot", "A new material in the segment's colour on its faces"),
     ("face_set", "Sculpt Face Set", "A new face set with the segment's faces"),
     ("object", "Separate Object", "A new object holding only the segment"),
+]
+# Segment everything: each part as its own output, or all parts in one integer attribute with a colour per part.
+PART_OUTPUTS = [
+    ("part_attribute", "One Part Attribute", "An integer attribute segany_part (-1: unseen) and a colour per part"),
+    ("vertex_group", "Vertex Group per Part", "One vertex group per part (meshes)"),
+    ("attribute", "Float Attribute per Part", "One float attribute per part, 1 on its elements"),
+    ("object", "Object per Part", "One new object per part, in the part's colour"),
+    ("ply", "3DGS PLY per Part", "One standard 3DGS PLY file per part in the folder (splats)"),
 ]
 # What the panel offers before the backend has said what it has (its info reply's `method_details`).
 FALLBACK_METHODS = (
@@ -59,6 +68,16 @@ def methods_for(kind: str | None) -> list[str]:
 def needs_prepare(method: str) -> bool:
     """Whether the method needs its per-object work before a click; a backend that does not say needs it."""
     return next((bool(m.get("needs_prepare", True)) for m in method_catalogue() if m["name"] == method), True)
+
+
+def takes_scale(method: str) -> bool:
+    """Whether the method's query takes a part size (`scale`, e.g. saga): the panel shows the scale slider."""
+    return any("scale" in m.get("query_keys", ()) for m in method_catalogue() if m["name"] == method)
+
+
+def segments_everything(method: str) -> bool:
+    """Whether the method splits a whole object into parts (the backend's `segments_everything`)."""
+    return any(bool(m.get("segments_everything")) for m in method_catalogue() if m["name"] == method)
 
 
 def resolve_method(chosen: str, kind: str | None) -> str:
@@ -127,6 +146,36 @@ class SegAnySettings(bpy.types.PropertyGroup):
     use_threshold: bpy.props.BoolProperty(name="Own Threshold", default=False)
     threshold: bpy.props.FloatProperty(name="Threshold", default=0.5, min=0.0, max=1.0)
     pick_radius: bpy.props.IntProperty(name="Pick Radius", default=12, min=1, max=200, subtype="PIXEL")
+    scale: bpy.props.FloatProperty(
+        name="Scale",
+        description="Size of the part a click selects, in scene units; dragging re-asks the backend with the "
+        "current clicks. Kept within the sizes the object was trained on once the backend has said them",
+        subtype="DISTANCE",
+        unit="LENGTH",
+        default=0.1,
+        min=1e-6,
+        soft_min=0.0,
+        soft_max=10.0,
+        precision=3,
+        update=slider.scale_changed,
+    )
+    scale_auto: bpy.props.BoolProperty(
+        name="Auto Scale",
+        default=True,
+        description="Let the method choose the size at which the selection is most stable (the query's "
+        '"scale": "auto"); off: use the Scale slider',
+        update=slider.auto_changed,
+    )
+    parts_output: bpy.props.EnumProperty(name="Parts As", items=PART_OUTPUTS, default="part_attribute")
+    parts_name: bpy.props.StringProperty(
+        name="Parts Name", default="part", description="Prefix of each part's output: part_00, part_01, …"
+    )
+    parts_directory: bpy.props.StringProperty(
+        name="Folder",
+        default="//parts",
+        subtype="DIR_PATH",
+        description="Where 3DGS PLY parts are written (// is the folder of the .blend file)",
+    )
 
 
 def option_dict(settings: SegAnySettings) -> dict:

@@ -11,6 +11,7 @@ import atexit
 import bpy
 
 from . import click_tool, operators, overlay, panels, picking, preferences, properties, runtime
+from . import scale as slider
 
 CLASSES = (
     *properties.CLASSES,
@@ -52,6 +53,7 @@ def _on_load(_dummy: object) -> None:
         rt.objects.clear()
     picking.forget_pickers()
     overlay.remove_all()
+    slider.forget_all()
 
 
 def _on_exit() -> None:
@@ -78,6 +80,7 @@ def unregister() -> None:
     runtime.uninstall()
     picking.forget_pickers()
     overlay.remove_all()
+    slider.forget_all()
     properties.unregister()
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

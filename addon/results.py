@@ -67,6 +67,11 @@ def write_float_attribute(data: bpy.types.ID, name: str, values: np.ndarray) -> 
     return _write_point_attribute(data, name, np.ascontiguousarray(values, np.float32), "FLOAT")
 
 
+def write_int_attribute(data: bpy.types.ID, name: str, values: np.ndarray) -> bpy.types.Attribute:
+    """An INT attribute: a part number per element (segment everything)."""
+    return _write_point_attribute(data, name, np.ascontiguousarray(values, np.int32), "INT")
+
+
 def write_bool_attribute(data: bpy.types.ID, name: str, mask: np.ndarray) -> bpy.types.Attribute:
     """A BOOLEAN attribute: usable by geometry nodes as a selection."""
     return _write_point_attribute(data, name, np.ascontiguousarray(mask, bool), "BOOLEAN")

@@ -238,5 +238,5 @@ def test_every_operator_that_changes_blender_data_is_undoable(addon: object) -> 
 
     undoable = {cls.bl_idname for cls in registration.CLASSES if "UNDO" in getattr(cls, "bl_options", set())}
     assert undoable == {"segany.segment", "segany.segment_apply", "segany.segment_remove", "segany.label",
-                        "segany.click_tool"}  # fmt: skip
+                        "segany.click_tool", "segany.everything"}  # fmt: skip
     assert all(hasattr(bpy.types, f"SEGANY_OT_{name.split('.')[1]}") for name in undoable)  # registered
