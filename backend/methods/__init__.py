@@ -14,6 +14,7 @@ _WHERE = {
     "sa3d": "segany.methods.sa3d:SA3D",
     "walk": "segany.methods.walk:Walk",
     "saga": "segany.methods.saga:SAGA",
+    "sas": "segany.methods.sas:SAS",
 }
 
 

@@ -1,0 +1,240 @@
+"""`segany eval --task label`: label every shape from its part names and score per-element mIoU per variant.
+
+Each shape's segments carry names (part_names.json, per category and shape: a chair's seat, back and legs;
+segments of one kind share a name, so the four legs are one label). The method labels the shape from the
+distinct names through the Engine, once per variant: each language source alone (`source:<name>`), their
+plain average (`average`), SAS's capability-guided fusion (`fused`) and fusion smoothed over superpoints
+(`fused+superpoints`). The score is the mean over names of the IoU of the elements labelled with a name
+and the elements carrying it, weighted by face area on meshes (a face takes the word its three vertices
+are most relevant to on average) and by count on splats and points.
+
+A language source that knows the truth (`oracle_text`) is given the labels and names; no other prior is.
+The report also says whether the capability a method estimates ranks the sources the way their true
+per-name IoU does (`capability_ranking`: of the (shape, name, source pair) cases where the true IoUs differ
+by more than RANK_MARGIN, the share the estimate orders the same way).
+
+results.json (schema 1):
+
+    {"schema": 1, "task": "label",
+     "summary": {"<variant>": {"miou": float (percent), "shapes": int}},
+     "capability_ranking": {"agree": int, "cases": int, "share": float | null},
+     "categories": {"<category>": {"<variant>": {"miou": float, "shapes": int}}},
+     "shapes": [{"id", "category", "kind", "words": [...], "prepare_seconds": float,
+                 "variants": {"<variant>": {"miou": float, "iou": {"<word>": float}, "seconds": float}},
+                 "capability": {"<source>": {"<word>": float}}}],
+     "config": {"method", "prior", "method_options", "prior_options", "data", "ids", date, commit, command}}
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SegAnyError
+from ..jsonable import jsonable
+from ..provenance import stamp, stamp_line
+from ..scene import MeshScene
+from .data import Shape, iter_shapes, shape_ids
+from .run import shape_geometry
+
+NAMES_FILE = Path(__file__).with_name("part_names.json")
+RANK_MARGIN = 0.05  # true IoUs closer than this do not rank two sources
+Progress = Callable[[float, str], None]
+
+
+def part_names(category: str, shape_id: str, labels: np.ndarray) -> list[str]:
+    """The name of every label value 0..max (part_names.json, else "part <value>")."""
+    table = json.loads(NAMES_FILE.read_text()).get(category, {}).get(shape_id, [])
+    top = int(labels.max()) + 1 if len(labels) else 0
+    return [table[v] if v < len(table) else f"part {v}" for v in range(top)]
+
+
+def predicted_words(shape: Shape, relevancy: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per labelled element the index of its word: a mesh face the word its vertices are most relevant to on
+    average, a splat or point its own label."""
+    if isinstance(shape.scene, MeshScene):
+        return relevancy[shape.scene.faces].mean(axis=1).argmax(axis=1)
+    return labels
+
+
+def word_ious(truth: np.ndarray, pred: np.ndarray, weights: np.ndarray, n_words: int) -> np.ndarray:
+    """Weighted IoU per word (n_words,)."""
+    inter = np.bincount(truth[truth == pred], weights=weights[truth == pred], minlength=n_words)
+    total = np.bincount(truth, weights=weights, minlength=n_words) + np.bincount(
+        pred, weights=weights, minlength=n_words
+    )
+    union = total - inter
+    return np.divide(inter, union, out=np.zeros(n_words), where=union > 0)
+
+
+def variants(sources: list[str]) -> dict[str, dict[str, Any]]:
+    """Each variant's query keys besides the words."""
+    out: dict[str, dict[str, Any]] = {f"source:{s}": {"source": s, "superpoints": False} for s in sources}
+    out["average"] = {"fusion": "average", "superpoints": False}
+    out["fused"] = {"superpoints": False}
+    out["fused+superpoints"] = {}
+    return out
+
+
+def ranking(capability: dict[str, dict[str, float]], true: dict[str, dict[str, float]]) -> tuple[int, int]:
+    """(agree, cases): source pairs per word whose true IoUs differ by more than RANK_MARGIN, and how many
+    of those the capability estimate orders the same way."""
+    agree = cases = 0
+    names = list(capability)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            for word in capability[a]:
+                gap = true[a][word] - true[b][word]
+                if abs(gap) > RANK_MARGIN:
+                    cases += 1
+                    agree += int(np.sign(capability[a][word] - capability[b][word]) == np.sign(gap))
+    return agree, cases
+
+
+def label_shape(engine: Any, method: str, prior: str, shape: Shape, method_options: dict, prior_options: dict) -> dict:
+    """Prepare `method` on one shape, run every variant, score it."""
+    geom = shape_geometry(shape)
+    names = part_names(shape.category, shape.id, shape.labels)
+    words = sorted(set(np.asarray(names, dtype=object)[np.unique(shape.labels)].tolist()))
+    truth = np.searchsorted(words, np.asarray(names, dtype=object)[shape.labels].astype(str))
+    sid = engine.add_scene(shape.scene)
+    popts = dict(prior_options)
+    if prior == "oracle_text":
+        popts.update(labels=shape.labels, names=names)
+    try:
+        t0 = time.perf_counter()
+        engine.prepare(method, sid, prior=prior, options=method_options, prior_options=popts)
+        prepare_seconds = time.perf_counter() - t0
+        sources = list(engine.state(method, sid, prior).meta["sources"])
+        record: dict[str, Any] = {
+            "id": shape.id, "category": shape.category, "kind": shape.scene.kind, "words": words,
+            "prepare_seconds": prepare_seconds, "variants": {},
+        }  # fmt: skip
+        capability = None
+        for variant, keys in variants(sources).items():
+            t1 = time.perf_counter()
+            sel = engine.query(method, sid, {"words": words, **keys}, prior=prior)
+            seconds = time.perf_counter() - t1
+            pred = predicted_words(shape, sel.extras["relevancy"], sel.extras["labels"])
+            ious = word_ious(truth, pred, geom.weights, len(words))
+            record["variants"][variant] = {
+                "miou": 100.0 * float(ious.mean()),
+                "iou": dict(zip(words, ious.tolist(), strict=True)),
+                "seconds": seconds,
+            }
+            capability = sel.extras["capability"]
+        record["capability"] = {s: dict(zip(words, capability[i].tolist(), strict=True)) for i, s in enumerate(sources)}
+        return record
+    finally:
+        engine.drop_scene(sid)
+
+
+def _summary(shapes: list[dict]) -> dict[str, dict[str, float]]:
+    names = list(dict.fromkeys(v for s in shapes for v in s["variants"]))
+    out = {}
+    for v in names:
+        values = [s["variants"][v]["miou"] for s in shapes if v in s["variants"]]
+        out[v] = {"miou": float(np.mean(values)), "shapes": len(values)}
+    return out
+
+
+def build_label_results(config: dict, shapes: list[dict]) -> dict[str, Any]:
+    agree = cases = 0
+    for s in shapes:
+        true = {name[len("source:") :]: v["iou"] for name, v in s["variants"].items() if name.startswith("source:")}
+        a, c = ranking(s["capability"], true)
+        agree, cases = agree + a, cases + c
+    categories = sorted({s["category"] for s in shapes})
+    return {
+        "schema": 1,
+        "task": "label",
+        "summary": _summary(shapes),
+        "capability_ranking": {"agree": agree, "cases": cases, "share": agree / cases if cases else None},
+        "categories": {c: _summary([s for s in shapes if s["category"] == c]) for c in categories},
+        "shapes": shapes,
+        "config": {**config, **stamp()},
+    }
+
+
+def label_markdown(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    lines = [
+        f"### Label mIoU: {cfg['method']} with prior {cfg['prior']}",
+        "",
+        stamp_line(cfg),
+        "",
+        "| variant | mIoU | shapes |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {v} | {e['miou']:.1f} | {e['shapes']} |" for v, e in results["summary"].items()]
+    rank = results["capability_ranking"]
+    share = "n/a" if rank["share"] is None else f"{100 * rank['share']:.0f}%"
+    lines += ["", f"Capability ranks the sources like their true per-word IoU in {share} of {rank['cases']} cases."]
+    if results["categories"]:
+        variants_ = list(results["summary"])
+        lines += ["", "| category | " + " | ".join(variants_) + " |", "|---|" + "---:|" * len(variants_)]
+        for c, entry in results["categories"].items():
+            lines.append(
+                f"| {c} | " + " | ".join(f"{entry[v]['miou']:.1f}" if v in entry else "" for v in variants_) + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def label_plot(results: dict[str, Any], path: Path) -> None:
+    """mIoU per variant, one bar each, overall."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["summary"])
+    values = [results["summary"][v]["miou"] for v in names]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
+    bars = ax.bar(range(len(names)), values, color=["#9aa" if n.startswith("source:") else "#47a" for n in names])
+    ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+    ax.set_ylabel("mIoU (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"label: {len(results['shapes'])} shapes, mean over shapes of the mean over names", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_label_eval(
+    method: str,
+    prior: str,
+    data: Path,
+    ids: list[str] | None,
+    out: Path,
+    engine: Any,
+    prior_options: dict[str, Any] | None = None,
+    method_options: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Label every shape of `data` with `method`; writes results.json, report.md and label_miou.png to `out`."""
+    if prior is None:
+        raise SegAnyError("bad_request", "the label task needs a language prior, e.g. --prior oracle_text")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = [str(i) for i in ids] if ids else shape_ids(Path(data))
+    config = {
+        "method": method, "prior": prior, "method_options": method_options or {},
+        "prior_options": prior_options or {}, "data": str(Path(data).resolve()), "ids": ids,
+    }  # fmt: skip
+    shapes = []
+    for n, shape in enumerate(iter_shapes(Path(data), wanted)):
+        if progress:
+            progress(n / len(wanted), f"{shape.id}: labelling")
+        shapes.append(label_shape(engine, method, prior, shape, method_options or {}, prior_options or {}))
+        (out / "results.json").write_text(json.dumps(jsonable(build_label_results(config, shapes)), indent=1))
+    results = build_label_results(config, shapes)
+    (out / "results.json").write_text(json.dumps(jsonable(results), indent=1))
+    (out / "report.md").write_text(label_markdown(results))
+    label_plot(results, out / "label_miou.png")
+    return results

@@ -1,0 +1,216 @@
+"""SAS as a SegAny method: prepare lifts every language source onto the elements; a query labels them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from ...cameras import cameras_for_scene
+from ...errors import SegAnyError
+from ...jobs import JobContext
+from ...options import parse_options
+from ...priors import Prior
+from ...render import render
+from ...scene import Scene, element_positions
+from ..base import Method, PerState, Selection, State
+from .capability import agreement
+from .fusion import average, fuse
+from .lift import Lifted, RegionVotes, lift_source
+from .options import LabelQuery, SASOptions, parse_label_query
+from .superpoints import element_superpoints, smooth
+
+FORMAT = "sas/1"
+NEGATIVES = ("object", "things", "stuff", "texture")  # LERF's canonical negatives
+RELEVANCY_SCALE = 10.0  # LERF's relevancy is a softmax over 10 × cosine (its get_relevancy)
+FILL_NEIGHBOURS = 8  # an element no view showed takes the mean scores of this many nearest shown ones
+
+
+@dataclass
+class _Live:
+    """Per live State: the unpacked tensors and the text embeddings of recent word lists."""
+
+    sources: dict[str, Prior] | None = None
+    features: list[torch.Tensor] = field(default_factory=list)
+    seen: list[torch.Tensor] = field(default_factory=list)
+    texts: dict[tuple[str, ...], list[torch.Tensor]] = field(default_factory=dict)
+
+
+def _pack(i: int, lifted: Lifted) -> dict[str, torch.Tensor]:
+    v = lifted.votes
+    return {
+        f"source{i}.features": torch.as_tensor(lifted.features.astype(np.float16)),
+        f"source{i}.basis": torch.as_tensor(lifted.basis),
+        f"source{i}.regions": torch.as_tensor(v.embeddings.astype(np.float16)),
+        f"source{i}.vote_element": torch.as_tensor(v.element),
+        f"source{i}.vote_region": torch.as_tensor(v.region),
+        f"source{i}.vote_weight": torch.as_tensor(v.weight),
+    }
+
+
+def _votes(tensors: dict[str, torch.Tensor], i: int) -> RegionVotes:
+    t = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"source{i}.")}
+    return RegionVotes(
+        t["vote_element"].numpy(), t["vote_region"].numpy(), t["vote_weight"].numpy(), t["regions"].float().numpy()
+    )
+
+
+class SAS(Method):
+    """Segment Any 3D Scene with integrated 2D priors (Li, Lu et al., ICCV 2025), training-free.
+
+    Each language source (see docs/methods/sas.md) is registered onto the elements; a query embeds the words
+    in every source's space, estimates each source's capability per word (`capability.py`), fuses by SAS's
+    rule (`fusion.py`) and smooths over geometric superpoints (`superpoints.py`).
+    """
+
+    name: ClassVar[str] = "sas"
+    scene_kinds: ClassVar[tuple[str, ...]] = ("mesh", "splats", "points")
+    default_prior: ClassVar[str] = "clip_crops"
+    state_format: ClassVar[str | None] = FORMAT
+    queries_prior: ClassVar[bool] = True  # the words are embedded by the sources at query time
+    Options: ClassVar[type[SASOptions]] = SASOptions
+
+    def __init__(self) -> None:
+        self._live: PerState[_Live] = PerState(size=4)
+
+    def prepare(self, scene: Scene, prior: Prior, options: SASOptions, ctx: JobContext) -> State:
+        prior.require("text")
+        sources = prior.text_sources()
+        for source in sources.values():
+            source.require("embed")
+        device = ctx.device if str(ctx.device).startswith("cuda") and torch.cuda.is_available() else "cpu"
+        t0 = time.perf_counter()
+        cams = cameras_for_scene(
+            scene, options.views, options.resolution, options.resolution, fov_deg=options.fov_deg, seed=options.seed
+        )
+        renders = render(scene, cams, device=device, contributors=options.top_k, progress=ctx.sub(0.0, 0.2).progress)
+        timings = {"render": time.perf_counter() - t0}
+        n = scene.n_elements
+        rng = np.random.default_rng(options.seed)
+        sample = np.sort(rng.choice(n, min(n, options.sample), replace=False)).astype(np.int64)
+        tensors: dict[str, torch.Tensor] = {"sample": torch.as_tensor(sample.astype(np.int32))}
+        seen = np.zeros(n, dtype=bool)
+        share = 0.7 / max(len(sources), 1)
+        for i, (name, source) in enumerate(sources.items()):
+            t1 = time.perf_counter()
+            sub = ctx.sub(0.2 + i * share, 0.2 + (i + 1) * share).progress
+            lifted = lift_source(source, renders, n, sample, options.dims, sub)
+            tensors.update(_pack(i, lifted))
+            seen |= lifted.seen
+            timings[f"lift {name}"] = time.perf_counter() - t1
+        ctx.progress(0.9, "superpoints")
+        t1 = time.perf_counter()
+        ids, weights = renders.contrib_ids, renders.contrib_weights
+        coverage = np.bincount(ids[ids >= 0], weights=weights[ids >= 0], minlength=n) / max(len(cams), 1)
+        tensors["coverage"] = torch.as_tensor(coverage.astype(np.float32))
+        tensors["superpoint"] = torch.as_tensor(element_superpoints(scene, options.superpoints))
+        tensors.update(_fill(element_positions(scene), seen))
+        timings["superpoints"] = time.perf_counter() - t1
+        per_element = sum(int(t.numel() * t.element_size()) for t in tensors.values()) / max(n, 1)
+        meta = {
+            "format": FORMAT,
+            "scene_kind": scene.kind,
+            "n_elements": n,
+            "sources": list(sources),
+            "options": options.to_dict(),
+            "timings": timings,
+            "bytes_per_element": per_element,
+        }
+        ctx.progress(1.0, "prepared")
+        return State(tensors=tensors, meta=meta, prior=prior)
+
+    def query(self, scene: Scene, state: State, query: dict[str, Any]) -> Selection:
+        self.check_state(scene, state)
+        parsed = parse_label_query(query)
+        names = list(state.meta["sources"])
+        if parsed.source is not None and parsed.source not in names:
+            raise SegAnyError("bad_request", f"sas query 'source' must be one of {names}, got {parsed.source!r}")
+        if state.prior is None:
+            raise SegAnyError("not_prepared", "this sas state came without its prior; prepare it again")
+        live = self._live.get(state, _Live)
+        if live.sources is None:
+            live.sources = state.prior.text_sources()
+            live.features = [state.tensors[f"source{i}.features"] for i in range(len(names))]
+            live.seen = [f.abs().sum(dim=1) > 0 for f in live.features]
+        words = parsed.words
+        texts = self._texts(state, live, names, words)
+        w = len(words)
+        scores = [live.features[i].float() @ texts[i].T for i in range(len(names))]
+        sample = state.tensors["sample"].long()
+        mean = average([s[sample] for s in scores], [s[sample] for s in live.seen])
+        seen_any = torch.stack([s[sample] for s in live.seen]).any(dim=0)
+        consensus = torch.where(seen_any, mean[:, :w].argmax(dim=1), -1).numpy()
+        capability = torch.stack([self._capability(state, i, consensus, texts[i], w) for i in range(len(names))])
+        if parsed.source is not None:
+            fused = scores[names.index(parsed.source)]
+        elif parsed.fusion == "average":
+            fused = average(scores, live.seen)
+        else:
+            temperature = parse_options(self.Options, state.meta["options"]).temperature
+            fused = fuse(scores, live.seen, capability, w, temperature)
+        unseen, fill = state.tensors["unseen"].long(), state.tensors["fill"].long()
+        if len(unseen):
+            fused[unseen] = fused[fill].mean(dim=1)
+        if parsed.superpoints:
+            fused = smooth(fused, state.tensors["superpoint"], state.tensors["coverage"] + 1e-3)
+        return _answer(fused, w, parsed, capability)
+
+    def _texts(self, state: State, live: _Live, names: list[str], words: tuple[str, ...]) -> list[torch.Tensor]:
+        """Per source the words and the negatives in its kept components, unit rows (W + 4, d); recent lists
+        are remembered so that repeated highlighting does not run a text encoder again."""
+        hit = live.texts.get(words)
+        if hit is not None:
+            return hit
+        out = []
+        for i, name in enumerate(names):
+            text = np.asarray(live.sources[name].embed_text([*words, *NEGATIVES]), dtype=np.float32)
+            reduced = torch.as_tensor(text) @ state.tensors[f"source{i}.basis"].T
+            out.append(torch.nn.functional.normalize(reduced, dim=1))
+        if len(live.texts) >= 16:
+            live.texts.pop(next(iter(live.texts)))
+        live.texts[words] = out
+        return out
+
+    @staticmethod
+    def _capability(state: State, i: int, consensus: np.ndarray, text: torch.Tensor, w: int) -> torch.Tensor:
+        """Source i's capability per word (w,), from its per-view labels against the consensus."""
+        votes = _votes(state.tensors, i)
+        said = (torch.as_tensor(votes.embeddings) @ text[:w].T).argmax(dim=1).numpy()
+        return torch.as_tensor(agreement(votes, consensus, said, w), dtype=torch.float32)
+
+
+def _fill(positions: np.ndarray, seen: np.ndarray) -> dict[str, torch.Tensor]:
+    """For every element no view showed, its nearest shown elements (U, FILL_NEIGHBOURS)."""
+    shown = np.flatnonzero(seen)
+    unseen = np.flatnonzero(~seen)
+    if len(unseen) == 0 or len(shown) == 0:
+        return {"unseen": torch.zeros(0, dtype=torch.int32), "fill": torch.zeros((0, 1), dtype=torch.int32)}
+    k = min(FILL_NEIGHBOURS, len(shown))
+    _, idx = cKDTree(positions[shown]).query(positions[unseen], k=k)
+    idx = np.asarray(idx).reshape(len(unseen), k)
+    return {"unseen": torch.as_tensor(unseen.astype(np.int32)), "fill": torch.as_tensor(shown[idx].astype(np.int32))}
+
+
+def _answer(fused: torch.Tensor, w: int, parsed: LabelQuery, capability: torch.Tensor) -> Selection:
+    """Labels, LERF relevancy and the per-element score from fused cosine scores (N, W + negatives)."""
+    words, negatives = fused[:, :w], fused[:, w:]
+    worst = negatives.max(dim=1).values
+    # min over negatives of exp(k s) / (exp(k s) + exp(k s_neg)): the pairwise softmax, against the closest negative
+    relevancy = torch.sigmoid(RELEVANCY_SCALE * (words - worst[:, None]))
+    best, labels = words.max(dim=1)
+    if parsed.other:
+        labels = torch.where(worst > best, -1, labels)
+    score = torch.where(labels >= 0, relevancy.gather(1, labels.clamp_min(0)[:, None])[:, 0], 0.0)
+    return Selection(
+        scores=score.numpy().astype(np.float32),
+        threshold=0.5,
+        extras={
+            "labels": labels.numpy().astype(np.int32),
+            "relevancy": relevancy.numpy().astype(np.float32),
+            "capability": capability.numpy().astype(np.float32),
+        },
+    )
