@@ -56,7 +56,9 @@ def _engine(cache_dir: Path | None = None, device: str = "auto"):
     return Engine(cache_dir=cache_dir, device=device, checkpoints=checkpoints_from_env())
 
 
-def run_prepare(engine, method: str, sid: str, prior: str | None, options: dict | None = None) -> dict:
+def run_prepare(
+    engine, method: str, sid: str, prior: str | None, options: dict | None = None, prior_options: dict | None = None
+) -> dict:
     """Prepare with a progress bar; Ctrl+C cancels the job cleanly."""
     with Progress(
         TextColumn("{task.description}"),
@@ -71,7 +73,7 @@ def run_prepare(engine, method: str, sid: str, prior: str | None, options: dict 
         def show(job) -> None:
             bar.update(task, completed=job.fraction, description=f"prepare {method}: {job.message}"[:70])
 
-        job = engine.submit(method, sid, prior=prior, options=options, on_progress=show)
+        job = engine.submit(method, sid, prior=prior, options=options, prior_options=prior_options, on_progress=show)
         try:
             while not job.wait(0.2):
                 pass
@@ -200,6 +202,45 @@ def everything(
     k = len(parts.colours)
     console.print(f"{k} parts of {scene.n_elements:,} {scene.kind} elements at scale {used} ({method}): "
                   f"{paths['ply']}, {paths['png']}")  # fmt: skip
+
+
+@app.command()
+def label(
+    path: Annotated[Path, typer.Argument(help="mesh / splat / point file")],
+    words: Annotated[str, typer.Option(help='the labels, separated by commas, e.g. "seat, leg, back"')],
+    other: Annotated[
+        bool, typer.Option(help='label -1 (other) what is closer to "object", "stuff"… than to every word')
+    ] = False,
+    method: str = "sas",
+    prior: Annotated[str | None, typer.Option(help="language source prior (default: the method's)")] = None,
+    options: Annotated[
+        str | None, typer.Option(help='method options for prepare, as JSON, e.g. \'{"preset": "tiny"}\'')
+    ] = None,
+    prior_options: Annotated[
+        str | None, typer.Option(help='prior options as JSON, e.g. \'{"clip": {"model_name": "ViT-L-14"}}\'')
+    ] = None,
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("segany-labels"),
+    allow_references: Annotated[
+        bool, typer.Option(help="read the other files the scene file names (OBJ materials, glTF .bin buffers)")
+    ] = False,
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Label a whole file from words: labels.ply (a word index `part` + colour per element), labels.png, labels.json."""
+    from .label_files import split_words, write_labels
+    from .methods.sas.options import parse_label_query
+
+    query = {"words": split_words(words), "other": other}
+    parse_label_query(query)  # empty, duplicate or too many words are named now, not after a prepare
+    engine = _engine(cache_dir, device)
+    sid = engine.load_scene(path, allow_references=allow_references)
+    popts = _json_object(prior_options, "--prior-options") if prior_options else None
+    run_prepare(engine, method, sid, prior, _json_object(options, "--options") if options else None, popts)
+    sel = engine.query(method, sid, query, prior=prior)
+    scene = engine.get_scene(sid)
+    paths = write_labels(scene, sel, query["words"], out)
+    console.print(f"{scene.n_elements:,} {scene.kind} elements labelled with {len(query['words'])} words ({method}): "
+                  f"{paths['ply']}, {paths['png']}, {paths['json']}")  # fmt: skip
 
 
 def _scale(text: str, flag: str) -> float | str:

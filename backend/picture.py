@@ -47,9 +47,11 @@ def render_grid(scene: Scene, path: Path, n_views: int = 4, size: int = 320, mar
     return path
 
 
-def render_parts(scene: Scene, labels: np.ndarray, colours: np.ndarray, path: Path, shown: int = 16) -> Path:
-    """The scene coloured by part from four views, over a legend of the `shown` largest parts (colour, number,
-    share of the elements): a person can tell which colour is which part and how many there are."""
+def render_parts(
+    scene: Scene, labels: np.ndarray, colours: np.ndarray, path: Path, shown: int = 16, names: list[str] | None = None
+) -> Path:
+    """The scene coloured by part from four views, over a legend of the `shown` largest parts (colour, number
+    or name, share of the elements): a person can tell which colour is which part and how many there are."""
     labels = np.asarray(labels)
     per_element = np.where((labels >= 0)[:, None], np.asarray(colours, np.float32)[labels.clip(0)], BASE)
     grid = Image.open(render_grid(recolored(scene, per_element.astype(np.float32)), path)).convert("RGB")
@@ -60,13 +62,15 @@ def render_parts(scene: Scene, labels: np.ndarray, colours: np.ndarray, path: Pa
     canvas.paste(grid, (0, 0))
     draw = ImageDraw.Draw(canvas)
     unseen = int((labels < 0).sum())
-    title = f"{len(ids)} parts" + (f", {unseen} elements in none" if unseen else "") + (
+    title = f"{len(ids)} {'labels' if names is not None else 'parts'}" + (
+        f", {unseen} elements in none" if unseen else "") + (
         f" (largest {len(order)} below)" if len(ids) > len(order) else "")  # fmt: skip
     draw.text((6, grid.height + 5), title, fill=(0, 0, 0))
     for i, j in enumerate(order):
         x, y = 6 + (i % per_row) * cell, grid.height + 24 * (1 + i // per_row) + 4
         draw.rectangle((x, y, x + 14, y + 14), fill=tuple(int(c * 255 + 0.5) for c in colours[ids[j]]))
-        draw.text((x + 20, y + 2), f"{ids[j]}: {counts[j] / len(labels):.0%}", fill=(0, 0, 0))
+        name = names[ids[j]] if names is not None else ids[j]
+        draw.text((x + 20, y + 2), f"{name}: {counts[j] / len(labels):.0%}", fill=(0, 0, 0))
     canvas.save(path)
     return Path(path)
 

@@ -123,3 +123,9 @@ def test_template_and_words(checkpoint: Path) -> None:
     with pytest.raises(SegAnyError) as err:
         get_prior("clip", checkpoint=checkpoint, model_name=TINY_NAME, template="a photo")
     assert err.value.code == "bad_request" and "template" in err.value.message
+
+
+def test_a_view_without_masks_has_no_opinion(checkpoint: Path, views) -> None:
+    prior = get_prior("clip_crops", clip={"checkpoint": str(checkpoint), "model_name": TINY_NAME}, min_pixels=10**6)
+    assert prior.view_masks(views, 0).shape == (0, 60, 80)
+    assert not prior.embed(views).any()

@@ -74,7 +74,9 @@ class ClipCropsPrior(Prior):
         found = self.segmenter.auto_masks(views, index)
         chosen = [found[k] for k in self.config.levels if k < len(found)]
         masks = np.concatenate(chosen) if chosen else np.zeros((0, *views.rgb.shape[1:3]), dtype=bool)
-        masks = masks[masks.reshape(len(masks), -1).sum(axis=1) >= self.config.min_pixels]
+        masks = masks[masks.sum(axis=(1, 2)) >= self.config.min_pixels]
+        if not len(masks):
+            return masks
         _, first = np.unique(np.packbits(masks.reshape(len(masks), -1), axis=1), axis=0, return_index=True)
         return masks[np.sort(first)]
 
