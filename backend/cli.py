@@ -200,7 +200,7 @@ def everything(
     paths = write_parts(scene, parts, out)
     used = ", ".join(f"{s:.4g}" for s in parts.extras.get("scales", np.array([])).tolist()) or "?"
     k = len(parts.colours)
-    console.print(f"{k} parts of {scene.n_elements:,} {scene.kind} elements at scale {used} ({method}): "
+    console.print(f"{k} parts of {scene.n_elements:,} elements ({scene.kind}) at scale {used} ({method}): "
                   f"{paths['ply']}, {paths['png']}")  # fmt: skip
 
 
@@ -318,6 +318,9 @@ def _json_object(text: str, flag: str) -> dict:
 
 @app.command("eval")
 def evaluate(
+    task: Annotated[
+        str, typer.Option(help="clicks (simulated clicks, mIoU/NoC) | everything (all parts, Rand Index error)")
+    ] = "clicks",
     method: Annotated[str, typer.Option(help="method to evaluate")] = "iseg",
     prior: Annotated[str, typer.Option(help="2D prior")] = "geometric",
     data: Annotated[
@@ -342,6 +345,24 @@ def evaluate(
 
     query_options = _json_object(query, "--query") if query else None
     method_options = _json_object(options, "--options") if options else None
+    if task == "everything":
+        from .eval.everything import run_everything_eval
+
+        run_everything_eval(
+            method=method,
+            prior=prior,
+            data=data or shared_data_dir() / "psb",
+            ids=ids.split(",") if ids else None,
+            out=out,
+            engine=_engine(cache_dir, device),
+            prior_options={"noise": noise} if noise else None,
+            method_options=method_options,
+            query_options=query_options,
+        )
+        console.print((out / "report.md").read_text())
+        return
+    if task != "clicks":
+        raise SegAnyError("bad_request", f"--task must be clicks or everything, got {task!r}")
     run_eval(
         method=method,
         prior=prior,

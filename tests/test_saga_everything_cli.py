@@ -40,7 +40,7 @@ def test_everything_writes_a_3dgs_ply_with_parts_and_a_picture(blobs, tmp_path: 
     out = tmp_path / "parts"
     res = run("everything", str(path), "--scale", "1.0", "--options", TINY, "--out", str(out), cache=cache)
     assert res.returncode == 0, res.stderr
-    assert f"parts of {scene.n_elements:,} splats elements at scale 1" in res.stdout
+    assert f"parts of {scene.n_elements:,} elements (splats) at scale 1" in res.stdout
     ply = PlyData.read(str(out / "parts.ply"))
     names = {p.name for p in ply["vertex"].properties}
     assert {"f_dc_0", "opacity", "scale_0", "rot_0", "part", "red", "green", "blue"} <= names
