@@ -27,7 +27,10 @@ def _asset_task(asset: Asset, where: Where) -> dict[str, Any]:
 def connect(address: str, cpus: int) -> bool:
     """Join the cluster at `address` ('auto': the one `ray start` made on this machine; 'local': start one here
     with `cpus` CPUs for this batch alone). Returns whether this call started Ray (and so should stop it)."""
-    import ray
+    try:
+        import ray
+    except ImportError as exc:
+        raise SegAnyError("unsupported", "--ray needs Ray: pip install 'segany[ray]' (or ray>=2.9)") from exc
 
     if ray.is_initialized():
         return False

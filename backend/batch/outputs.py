@@ -1,5 +1,7 @@
-"""A task's answer for one asset and the files it becomes: a labelled PLY (a 3DGS PLY for splats, with a
-`label` per Gaussian), a PNG preview, and the per-element counts result.json reports."""
+"""A task's answer for one asset and the files it becomes, result.ply and preview.png, plus the per-element
+counts result.json reports. A click selection is written as `segany segment` writes it (a score per mesh
+vertex, a 0/1 `label` per Gaussian or point, selected elements highlighted); parts and words as `segany
+everything` writes parts (an int `part` and its colour per element, splats in the 3DGS layout, a legend)."""
 
 from __future__ import annotations
 
@@ -10,62 +12,62 @@ from typing import Any
 import numpy as np
 
 from ..demo import click_points
-from ..formats import write_labelled_ply, write_mesh_ply, write_point_ply
-from ..picture import BASE, recolored, render_grid, selection_colors
+from ..formats import write_labelled_ply, write_mesh_ply, write_parts_ply, write_point_ply
+from ..picture import recolored, render_grid, render_parts, selection_colors
 from ..scene import MeshScene, PointScene, Scene
 from .spec import Work
 
 
 @dataclass
 class Answer:
-    """Per element a label (clicks: 1 selected, 0 not; everything: its part; label: its word; -1 none) and a
-    colour; the scores of a click selection; the clicked positions to mark; counts for result.json."""
+    """Per element a label (clicks: 1 selected, 0 not; everything: its part; label: its word; -1 none); for
+    clicks the scores and the clicked positions, else a colour per label; counts for result.json."""
 
     labels: np.ndarray
-    colours: np.ndarray
     summary: dict[str, Any]
     scores: np.ndarray | None = None
+    threshold: float = 0.5
     marks: np.ndarray | None = field(default=None, repr=False)
+    palette: np.ndarray | None = None
 
     def write(self, scene: Scene, folder: Path) -> None:
         """result.ply and preview.png in `folder` (no timestamps inside: the same answer gives the same bytes)."""
-        ply = folder / "result.ply"
-        if isinstance(scene, MeshScene) and self.scores is not None:
-            write_mesh_ply(ply, scene, scores=self.scores, colors=self.colours)
+        ply, png = folder / "result.ply", folder / "preview.png"
+        if self.scores is None:
+            write_parts_ply(ply, scene, self.labels, self.palette)
+            render_parts(scene, self.labels, self.palette, png)
+            return
+        colours = selection_colors(self.scores, self.threshold)
+        if isinstance(scene, MeshScene):
+            write_mesh_ply(ply, scene, scores=self.scores, colors=colours)
         elif isinstance(scene, PointScene):
-            write_point_ply(ply, PointScene(scene.xyz, rgb=self.colours, normals=scene.normals), labels=self.labels)
+            write_point_ply(ply, PointScene(scene.xyz, rgb=colours, normals=scene.normals), labels=self.labels)
         else:
-            write_labelled_ply(ply, scene, self.labels)  # splats keep the 3DGS layout; meshes: a label per vertex
-        render_grid(recolored(scene, self.colours), folder / "preview.png", marks=self.marks)
+            write_labelled_ply(ply, scene, self.labels)  # the 3DGS layout plus a 0/1 `label` per Gaussian
+        render_grid(recolored(scene, colours), png, marks=self.marks)
 
 
 def answer(engine: Any, method: str, sid: str, scene: Scene, work: Work) -> Answer:
     """Run the spec's task on a prepared scene."""
     if work.task == "clicks":
-        return _clicks(engine, method, sid, scene, work)
+        clicks = [list(c) for c in work.clicks]
+        sel = engine.query(method, sid, {"clicks": clicks}, prior=work.prior)
+        summary = {"clicks": clicks, "threshold": float(sel.threshold), "selected": int(sel.mask.sum()),
+                   "elements": int(scene.n_elements)}  # fmt: skip
+        return Answer(sel.mask.astype(np.int32), summary, sel.scores, float(sel.threshold), click_points(scene, clicks))
     if work.task == "everything":
         parts = engine.everything(method, sid, {"scale": work.scale}, prior=work.prior)
-        return _labelled(parts.labels, parts.colours, [f"part {i}" for i in range(len(parts.colours))])
-    sel = engine.query(method, sid, {"words": list(work.words)}, prior=work.prior)
+        return _parts(parts.labels, parts.colours, [f"part {i}" for i in range(len(parts.colours))])
     from ..methods.saga.everything import cluster_colours
 
-    return _labelled(sel.extras["labels"], cluster_colours(len(work.words)), list(work.words))
+    sel = engine.query(method, sid, {"words": list(work.words)}, prior=work.prior)
+    return _parts(sel.extras["labels"], cluster_colours(len(work.words)), list(work.words))
 
 
-def _clicks(engine: Any, method: str, sid: str, scene: Scene, work: Work) -> Answer:
-    clicks = [list(c) for c in work.clicks]
-    sel = engine.query(method, sid, {"clicks": clicks}, prior=work.prior)
-    summary = {"clicks": clicks, "threshold": float(sel.threshold), "selected": int(sel.mask.sum()),
-               "elements": int(scene.n_elements)}  # fmt: skip
-    colours = selection_colors(sel.scores, sel.threshold)
-    return Answer(sel.mask.astype(np.int32), colours, summary, sel.scores, click_points(scene, clicks))
-
-
-def _labelled(labels: np.ndarray, palette: np.ndarray, names: list[str]) -> Answer:
-    """Colours from a palette per label (grey for -1) and the count of elements under each name."""
+def _parts(labels: np.ndarray, palette: np.ndarray, names: list[str]) -> Answer:
+    """Labels with a colour per label, and how many elements each name and none (-1) got."""
     labels = np.asarray(labels, np.int32)
-    colours = np.where((labels >= 0)[:, None], np.asarray(palette, np.float32)[labels.clip(0)], BASE)
     counts = np.bincount(labels[labels >= 0], minlength=len(names))
     summary = {"counts": dict(zip(names, counts.tolist(), strict=True)), "none": int((labels < 0).sum()),
                "elements": len(labels)}  # fmt: skip
-    return Answer(labels, colours.astype(np.float32), summary)
+    return Answer(labels, summary, palette=np.asarray(palette, np.float32))

@@ -52,8 +52,7 @@ def run_batch(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SegAnyError("io_error", f"cannot make the output folder {out}: {exc.strerror or exc}") from exc
-    for tmp in out.glob(f"{TEMP_PREFIX}*"):  # what a killed batch left half-written
-        shutil.rmtree(tmp, ignore_errors=True)
+    _sweep(out)  # what a killed batch left half-written
     where = Where(out.resolve(), cache_dir.resolve() if cache_dir else None, device, threads or worker_threads(workers))
     summary = Summary(out, [a.name for a in assets])
     todo = []
@@ -77,8 +76,15 @@ def run_batch(
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        _sweep(out)  # what a worker killed mid-asset left (its retry wrote elsewhere); the workers have stopped
         summary.close()
     return Outcome(summary.counts(), interrupted, summary.records)
+
+
+def _sweep(out: Path) -> None:
+    """Remove temp folders: only this batch writes into `out`, and none of its workers is running now."""
+    for tmp in out.glob(f"{TEMP_PREFIX}*"):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _counts(summary: Summary) -> str:
