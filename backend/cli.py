@@ -319,7 +319,11 @@ def _json_object(text: str, flag: str) -> dict:
 @app.command("eval")
 def evaluate(
     task: Annotated[
-        str, typer.Option(help="clicks (simulated clicks, mIoU/NoC) | everything (all parts, Rand Index error)")
+        str,
+        typer.Option(
+            help="clicks (simulated clicks, mIoU/NoC) | everything (all parts, Rand Index error) | "
+            "label (words per part, mIoU; sas with --prior oracle_text)"
+        ),
     ] = "clicks",
     method: Annotated[str, typer.Option(help="method to evaluate")] = "iseg",
     prior: Annotated[str, typer.Option(help="2D prior")] = "geometric",
@@ -361,8 +365,22 @@ def evaluate(
         )
         console.print((out / "report.md").read_text())
         return
+    if task == "label":
+        from .eval.label import run_label_eval
+
+        run_label_eval(
+            method=method,
+            prior=prior,
+            data=data or shared_data_dir() / "psb",
+            ids=ids.split(",") if ids else None,
+            out=out,
+            engine=_engine(cache_dir, device),
+            method_options=method_options,
+        )
+        console.print((out / "report.md").read_text())
+        return
     if task != "clicks":
-        raise SegAnyError("bad_request", f"--task must be clicks or everything, got {task!r}")
+        raise SegAnyError("bad_request", f"--task must be clicks, everything or label, got {task!r}")
     run_eval(
         method=method,
         prior=prior,
