@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import actions, preferences, properties, runtime, scene_read
+from . import actions, labels, preferences, properties, runtime, scene_read
 from . import scale as slider
 
 STATUS_TEXT = {
@@ -113,7 +113,7 @@ def draw_scale(col: bpy.types.UILayout, scene: bpy.types.Scene, obj: bpy.types.O
     col.prop(settings, "scale_auto")
     sub = col.column()
     sub.active = not settings.scale_auto
-    sub.prop(settings, "scale", slider=True)
+    sub.prop(settings, "scale")  # a dragged length field steps by the value's own unit (mm, cm, m): any size
     span = slider.trained_range(obj)
     if span is not None:
         col.label(text=f"Trained sizes {slider.length_text(scene, span[0])} – {slider.length_text(scene, span[1])}")
@@ -172,6 +172,37 @@ class SEGANY_PT_parts(_Sidebar, bpy.types.Panel):
         button.operator("segany.everything", icon="MOD_EXPLODE")
 
 
+class SEGANY_PT_labels(_Sidebar, bpy.types.Panel):
+    """Label from words (SAS): the words, Other, the button; where the CLIP weights come from; the legend."""
+
+    bl_label = "Label From Words"
+    bl_parent_id = "SEGANY_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}  # noqa: RUF012 (Blender reads a set)
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not actions.object_problem(context.active_object)
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        settings = context.scene.segany
+        col = layout.column()
+        col.prop(settings, "label_words", text="")
+        col.prop(settings, "label_other")
+        button = col.row()
+        button.scale_y = 1.4
+        button.operator("segany.label", icon="SORTALPHA")
+        if not preferences.get().clip_checkpoint:
+            for i, line in enumerate(labels.CLIP_HINT):
+                col.label(text=line, icon="INFO" if i == 0 else "BLANK1")
+        words, _colours = labels.legend(context.active_object)
+        if words:
+            box = layout.box()
+            box.label(text=f"Labels in {labels.LABEL_ATTRIBUTE}:")
+            for k, word in enumerate(words):
+                box.label(text=f"{k}  {word}", icon="GROUP_VERTEX" if context.active_object.type == "MESH" else "DOT")
+
+
 class SEGANY_PT_advanced(_Sidebar, bpy.types.Panel):
     """What most uses leave alone: the 2D prior, method options, weights, threshold and pick radius."""
 
@@ -199,4 +230,11 @@ class SEGANY_PT_advanced(_Sidebar, bpy.types.Panel):
         col.prop(settings, "pick_radius")
 
 
-CLASSES = (SEGANY_UL_segments, SEGANY_PT_main, SEGANY_PT_segments, SEGANY_PT_parts, SEGANY_PT_advanced)
+CLASSES = (
+    SEGANY_UL_segments,
+    SEGANY_PT_main,
+    SEGANY_PT_segments,
+    SEGANY_PT_parts,
+    SEGANY_PT_labels,
+    SEGANY_PT_advanced,
+)

@@ -153,9 +153,7 @@ class SegAnySettings(bpy.types.PropertyGroup):
         subtype="DISTANCE",
         unit="LENGTH",
         default=0.1,
-        min=1e-6,
-        soft_min=0.0,
-        soft_max=10.0,
+        min=1e-6,  # a scale is > 0; the trained range clamps it further once known
         precision=3,
         update=slider.scale_changed,
     )
@@ -175,6 +173,12 @@ class SegAnySettings(bpy.types.PropertyGroup):
         default="//parts",
         subtype="DIR_PATH",
         description="Where 3DGS PLY parts are written (// is the folder of the .blend file)",
+    )
+    label_words: bpy.props.StringProperty(
+        name="Words", default="", description='What to label the object with, separated by commas: "seat, leg, back"'
+    )
+    label_other: bpy.props.BoolProperty(
+        name="Other", default=False, description="Leave what matches no word unlabelled (-1) instead of the nearest"
     )
 
 

@@ -28,19 +28,44 @@ def _scene_settings() -> object:
     return settings
 
 
+STRIDE = 12  # every 12th Gaussian of the real donut (3,802): a real splat scene that clusters in about a second
+
+
+def raw_splat_mesh(arrays: dict[str, np.ndarray], name: str) -> object:
+    """The 5.0 importer's layout for these Gaussians: a face-less mesh, one FLOAT attribute per 3DGS property."""
+    import bpy
+
+    n, sh = len(arrays["means"]), arrays["sh"]
+    rest = sh[:, 1:, :].transpose(0, 2, 1).reshape(n, -1)  # 3DGS stores f_rest channel-major
+    values = {f"f_dc_{c}": sh[:, 0, c] for c in range(3)} | {f"f_rest_{i}": rest[:, i] for i in range(rest.shape[1])}
+    values |= {f"scale_{i}": arrays["log_scales"][:, i] for i in range(3)}
+    values |= {f"rot_{i}": arrays["quats"][:, i] for i in range(4)} | {"opacity": arrays["logit_opacities"]}
+    me = bpy.data.meshes.new(name)
+    me.vertices.add(n)
+    me.vertices.foreach_set("co", arrays["means"].ravel())
+    for prop, value in values.items():
+        me.attributes.new(prop, "FLOAT", "POINT").data.foreach_set("value", np.ascontiguousarray(value, np.float32))
+    ob = bpy.data.objects.new(name, me)
+    bpy.context.scene.collection.objects.link(ob)
+    return ob
+
+
 @pytest.fixture(scope="module", params=["raw", "decoded"])
 def donut_name(request: pytest.FixtureRequest, rt: object) -> str:
-    """The donut in one of Blender's two splat layouts, prepared for saga (tiny); its name, since an undo
-    replaces the Python object."""
+    """Part of the real donut in one of Blender's two splat layouts, prepared for saga (tiny); its name, since
+    an undo replaces the Python object."""
     import bpy
     from bl_ext.user_default.segany import api, scene_read
 
     for ob in list(bpy.data.objects):
         bpy.data.objects.remove(ob)
-    ob = raw_donut()
-    if request.param == "decoded":
-        ob = decoded_pointcloud(scene_read.read_object(ob).arrays, "donut53")
-        bpy.data.objects.remove(bpy.data.objects["donut"])
+    full = raw_donut()
+    arrays = {key: value[::STRIDE] for key, value in scene_read.read_object(full).arrays.items()}
+    bpy.data.objects.remove(full)
+    ob = raw_splat_mesh(arrays, "donut") if request.param == "raw" else decoded_pointcloud(arrays, "donut53")
+    assert scene_read.read_object(ob).kind == "splats" and ob.type == (
+        "MESH" if request.param == "raw" else "POINTCLOUD"
+    )
     st = api.prepare(ob, "saga", options=TINY)
     assert st.status == "prepared" and st.method == "saga", st.message
     return ob.name
