@@ -56,6 +56,12 @@ def test_perfect_sources_label_the_stool(engine: Engine, stool: MeshScene) -> No
     assert np.median(rel[seat_vertices]) > 0.9 and np.median(rel[leg_vertices]) < 0.6
     again = engine.query("sas", sid, {"words": WORDS}, prior="oracle_text")
     np.testing.assert_array_equal(again.extras["labels"], sel.extras["labels"])
+    # the 3D step: every superpoint's elements end with one label
+    smooth = engine.query("sas", sid, {"words": WORDS, "superpoints": True}, prior="oracle_text")
+    superpoint = engine.state("sas", sid, "oracle_text").tensors["superpoint"].numpy()
+    per_superpoint = {tuple(np.unique(smooth.extras["labels"][superpoint == p])) for p in np.unique(superpoint)}
+    assert all(len(labels) == 1 for labels in per_superpoint)
+    assert len(np.unique(superpoint)) > 8 and _stool_miou(stool, smooth) > 0.6
 
 
 def test_fusion_beats_each_source_and_the_average(engine: Engine, stool: MeshScene) -> None:

@@ -77,7 +77,7 @@ def variants(sources: list[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {f"source:{s}": {"source": s, "superpoints": False} for s in sources}
     out["average"] = {"fusion": "average", "superpoints": False}
     out["fused"] = {"superpoints": False}
-    out["fused+superpoints"] = {}
+    out["fused+superpoints"] = {"superpoints": True}
     return out
 
 

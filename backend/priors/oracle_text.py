@@ -11,7 +11,9 @@ and errs in two ways:
   `confusion`, for the next name of its share (cyclically; for the next name overall when its share holds
   one name) — a model weak on a family of categories confuses them with each other, on one image and not
   the next, while another model tells them apart;
-- noise: per view and part, Gaussian noise of relative size `noise` on the embedding.
+- noise: per view and part, Gaussian noise of relative size `noise` on the embedding;
+- resolution: with `cell` > 1 the map is a coarse grid (as a dense model's patch tokens are), each cell
+  naming the part at its centre, so boundaries blur by up to a cell.
 
 Never use it on real user data.
 """
@@ -57,6 +59,7 @@ class OracleTextPrior(Prior):
         noise: float = option(0.3, 0.0, 10.0, doc="per view and part, embedding noise relative to unit length")
         seed: int = option(0, 0, 2**63 - 1, doc="seeds the confusions and the noise")
         embed_dim: int = option(64, 8, 512, doc="D of the text space")
+        cell: int = option(1, 1, 64, doc="pixels per side of one embedding cell (a dense model's patch grid)")
         source: int | None = option(None, 0, 7, doc="set on the sources text_sources returns: which one this is")
 
     def __init__(self, config: Config, ctx: PriorContext | None = None) -> None:
@@ -92,12 +95,15 @@ class OracleTextPrior(Prior):
         return np.stack([word_code(w, self.config.embed_dim) for w in words])
 
     def embed(self, views: Views) -> np.ndarray:
-        """Per pixel, the (possibly mistaken, noisy) name embedding of the part it shows; zero on background."""
+        """Per pixel (per cell), the (possibly mistaken, noisy) name embedding of the part it shows (at the
+        cell's centre); zero on background."""
         cfg = self.config
         source = cfg.source or 0
-        out = np.zeros((*views.ids.shape, cfg.embed_dim), dtype=np.float32)
+        first = cfg.cell // 2
+        grid = views.ids[:, first :: cfg.cell, first :: cfg.cell]
+        out = np.zeros((*grid.shape, cfg.embed_dim), dtype=np.float32)
         for i in range(len(views)):
-            ids = views.ids[i]
+            ids = grid[i]
             if ids.size and int(ids.max()) >= len(self.labels):
                 raise SegAnyError(
                     "invalid_array",
