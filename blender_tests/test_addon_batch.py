@@ -81,3 +81,34 @@ def test_each_collects_what_fails_per_object_and_goes_on(rt: object, fresh_scene
     assert isinstance(failed["points"], client.RemoteError) and failed["points"].code == "unsupported"
     assert isinstance(failed["empty"], ValueError) and "out of range" in str(failed["empty"])
     assert "part" in bpy.data.objects["last"].data.attributes and len(bpy.data.objects["points"].segany_segments) == 0
+
+
+def test_sample_batch_script_follows_a_batch_spec(addon: object, tmp_path: Path) -> None:
+    """The job spec `segany batch --spec` reads drives the Blender script too: one file for both."""
+    import bpy
+
+    from segany.addon_build import build
+    from segany.batch import parse_spec
+
+    spec = {"task": "clicks", "method": "walk", "clicks": [[3, 1], [40, -1]]}
+    parse_spec(spec)  # what `segany batch` accepts
+    (tmp_path / "job.json").write_text(json.dumps(spec))
+    trimesh.creation.icosphere(subdivisions=2).export(tmp_path / "ball.obj")
+    zip_path = build(tmp_path / "dist")
+    os.environ["SEGANY_PYTHON"] = BACKEND_PYTHON
+    os.environ["SEGANY_CACHE_DIR"] = str(tmp_path / "cache")
+    try:
+        args = [str(tmp_path / "out"), str(tmp_path / "ball.obj"), "--spec", str(tmp_path / "job.json")]
+        preamble = f"ZIP = {str(zip_path)!r}\nSAMPLE = {str(ROOT / 'blender_tests' / 'sample_batch.py')!r}\n"
+        proc = run_blender(preamble + f"ARGS = {args!r}\n" + SCRIPT, timeout=300, user_dir=tmp_path / "user")
+    finally:
+        for key in ("SEGANY_PYTHON", "SEGANY_CACHE_DIR"):
+            os.environ.pop(key)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("SEGANY ")]
+    assert lines and "in 'part'" in lines[0] and "EXIT 0" in proc.stdout, proc.stdout[-2000:]
+    with bpy.data.libraries.load(str(tmp_path / "out" / "ball.blend")) as (src, dst):
+        dst.objects = list(src.objects)
+    saved = [ob for ob in dst.objects if ob.type == "MESH"]
+    assert saved and "part" in saved[0].vertex_groups and saved[0].segany_segments[0].name == "part"
+    for ob in dst.objects:
+        bpy.data.objects.remove(ob)
