@@ -17,6 +17,8 @@ memory, and its click query, scale-slider step and segment everything on the mil
   paired ratios and its quartiles are reported.
 - Segment everything at the prepare's reference scale on the million, with the query's default sample.
 
+torch runs with SEGANY_BENCH_THREADS threads (default 1), as in `bench kernels`: on a shared 2-core machine
+torch's OpenMP threads wait on each other, and a step's time then measures the load more than the code.
 Wall and process-CPU seconds are both kept for the prepares: on a shared machine the wall time grows with
 the other processes' load. "G" in a case name is Gaussians.
 """
@@ -245,6 +247,15 @@ def _everything_rows(scene: Scene, state: State, extra: dict[str, Any]) -> list[
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("SEGANY_BENCH_THREADS", "1")))
+    try:
+        return _run(out_dir, quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(out_dir: Path, quick: bool) -> dict:
     from segany.kernels import tune_cpu_allocator
 
     extra: dict[str, Any] = {
@@ -253,7 +264,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     }  # fmt: skip
     rows: list[Row] = []
     if quick:
-        tiny = get_method("saga").Options.presets(None)["tiny"]
+        tiny = {**get_method("saga").Options.presets(None)["tiny"], "steps": 50}
         rows += _donut_rows(_big_scene(2_000), "stool", parse_options(SAGAOptions, tiny), extra)
         big = _big_scene(5_000)
         big_rows, state, curve = _big_rows(big, 2, 50, extra)
