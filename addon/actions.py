@@ -144,9 +144,10 @@ def prepare_blocking(
     prior: str | None = None,
     options: dict[str, Any] | None = None,
     timeout: float | None = None,
+    prior_options: dict[str, Any] | None = None,
 ) -> runtime.ObjectState:
     """Send the object and run (or load from cache) the method's prepare (None: the first method that fits
-    the object's kind); returns the object's state."""
+    the object's kind); returns the object's state. `prior_options` go over the preferences' checkpoint."""
     method = method or method_for(obj)
     rt = runtime.current()
     key = object_key(obj)
@@ -156,7 +157,7 @@ def prepare_blocking(
     st.method, st.prior, st.status = method, prior or "", "preparing"
     client = rt.backend.ensure()
     try:
-        popts = rt.backend.config.prior_options(prior)
+        popts = {**rt.backend.config.prior_options(prior), **(prior_options or {})}
         result = client.submit(method, sid, prior=prior, options=options, prior_options=popts).result(timeout)
     except RemoteError as exc:
         st.status, st.message = "failed", runtime.error_text(exc)
@@ -301,27 +302,6 @@ def segment(
     done = accept(obj, scores, thr, output, name, binary=binary, method=method, clicks=plain)
     done.prepared = st.message
     return done
-
-
-def label(
-    obj: bpy.types.Object,
-    words: list[str],
-    method: str = "sas",
-    prior: str | None = None,
-    options: dict[str, Any] | None = None,
-    timeout: float | None = None,
-) -> dict[str, Segmented]:
-    """Open-vocabulary labels: one segment (float attribute `segany_label_<word>`) per word."""
-    if not words:
-        raise ValueError("give at least one word to label")
-    st = prepare_blocking(obj, method, prior, options, timeout)
-    client = runtime.current().backend.ensure()
-    out = {}
-    for word in words:
-        sel = client.query(method, st.scene_id, {"words": [word]}, prior=prior)
-        scores = np.asarray(sel.scores, np.float32)
-        out[word] = accept(obj, scores, float(sel.threshold), "attribute", f"segany_label_{word}", method=method)
-    return out
 
 
 def apply_segment(obj: bpy.types.Object, index: int, output: str, name: str | None = None, binary: bool = True) -> Any:

@@ -26,11 +26,12 @@ from typing import Any, TypeVar
 
 import bpy
 
-from . import actions, results, runtime
+from . import actions, labels, results, runtime
 from . import everything as parts
 from .actions import Segmented, parse_clicks
 from .client import BackendUnavailable, RemoteError
 from .everything import PartsDone
+from .labels import LabelsDone
 from .properties import OUTPUT_ITEMS, segment_scores
 
 OUTPUTS = tuple(item[0] for item in OUTPUT_ITEMS)
@@ -68,9 +69,15 @@ def segment(
 
 
 def label(obj: bpy.types.Object, words: list[str], method: str = "sas", prior: str | None = None,
-          options: dict | None = None, timeout: float | None = None) -> dict[str, Segmented]:  # fmt: skip
-    """Open-vocabulary labels: one float attribute `segany_label_<word>` per word."""
-    return actions.label(obj, words, method, prior, options, timeout)
+          options: dict | None = None, timeout: float | None = None, other: bool = False,
+          prior_options: dict | None = None) -> LabelsDone:  # fmt: skip
+    """Label obj from words (open vocabulary): the INT attribute `segany_label` (the word's index per element,
+    -1 other) with the colour attribute `segany_label_colour`, and per word `label_<word>`: a vertex group of
+    its vertices (meshes) or a float attribute of its relevancy (splats, points). `other`: elements that match
+    no word better than "object" or "stuff" get -1. Needs CLIP weights (`segany models fetch clip_vit_b_16`)
+    unless `prior` names another language source (`prior_options` its options, e.g. {"clip": {"model_name":
+    "ViT-L-14"}}). Returns words, labels, relevancy (N, W) and colours."""
+    return labels.label(obj, words, other, method, prior, options, timeout, prior_options)
 
 
 def everything(
@@ -135,6 +142,7 @@ __all__ = [
     "OUTPUTS",
     "PART_OUTPUTS",
     "BackendUnavailable",
+    "LabelsDone",
     "PartsDone",
     "RemoteError",
     "Segmented",

@@ -12,10 +12,12 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .client import BackendUnavailable, Client, RemoteError, launch_backend
 
 LOG_TAIL = 1500
+CLIP_HOLDERS = ("clip_crops", "clip_sources")  # priors whose options hold a CLIP model's (`clip`)
 
 
 @dataclass
@@ -41,10 +43,14 @@ class BackendConfig:
             args += ["--device", self.device]
         return args
 
-    def prior_options(self, prior: str | None) -> dict[str, str]:
-        """Checkpoints travel with each job (prior_options), so a connected remote backend gets them too."""
+    def prior_options(self, prior: str | None) -> dict[str, Any]:
+        """Checkpoints travel with each job (prior_options), so a connected remote backend gets them too; the
+        language sources that hold a CLIP model take the CLIP checkpoint in their `clip` options."""
         path = self.checkpoints.get(prior or "", "")
-        return {"checkpoint": path} if path else {}
+        if path:
+            return {"checkpoint": path}
+        clip = self.checkpoints.get("clip", "")
+        return {"clip": {"checkpoint": clip}} if clip and prior in CLIP_HOLDERS else {}
 
     def problem(self) -> str | None:
         """What is wrong with this configuration, said so a person can fix it; None when it looks usable."""

@@ -7,7 +7,7 @@ import json
 import bpy
 from bpy_extras.io_utils import ExportHelper
 
-from . import actions, everything, preferences, properties, results, runtime
+from . import actions, everything, labels, preferences, properties, results, runtime
 from .client import BackendUnavailable, RemoteError
 
 _ERRORS = (ValueError, RuntimeError, RemoteError, BackendUnavailable, json.JSONDecodeError)
@@ -380,27 +380,80 @@ class SEGANY_OT_everything(bpy.types.Operator):
 
 
 class SEGANY_OT_label(bpy.types.Operator):
-    """Label the active object from words (open vocabulary); one float attribute per word"""
+    """Label the active object from words (open vocabulary, SAS): an integer attribute with a colour per word,
+    and per word a vertex group (meshes) or a float attribute (splats, points)"""
 
     bl_idname = "segany.label"
     bl_label = "Label From Words"
     bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012 (Blender reads a set)
 
-    words: bpy.props.StringProperty(name="Words", description="Comma-separated, e.g. chair, lamp")
-    method: bpy.props.StringProperty(name="Method", default="sas")
+    words: bpy.props.StringProperty(name="Words", description='Separated by commas, e.g. "seat, leg, back"')
+    other: bpy.props.BoolProperty(name="Other", description="Leave what matches no word unlabelled (-1)")
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return _allowed(cls, actions.object_problem(context.active_object))
+        return _allowed(cls, labels.label_problem(context.active_object))
+
+    def _write(self, obj: bpy.types.Object, sel: labels.Selection) -> set[str]:
+        try:
+            done = labels.write_labels(obj, labels.split_words(self.words), sel)
+        except _ERRORS as exc:
+            self.report({"ERROR"}, runtime.error_text(exc))
+            return {"CANCELLED"}
+        counts = ", ".join(f"{w} {done.count(w):,}" for w in done.words)
+        self.report({"INFO"}, f"{obj.name}: labelled {counts}")
+        return {"FINISHED"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        words = [w.strip() for w in self.words.split(",") if w.strip()]
+        """Blocking (scripts, the redo panel): ask an object prepared for labels, else prepare first; write."""
+        obj = _active(context)
         try:
-            actions.label(_active(context), words, method=self.method)
+            words = labels.split_words(self.words)
+            if labels.prepared_for_labels(obj) is not None:
+                labels.relabel(obj, words, self.other)
+            else:
+                prior, options = labels.chosen(context.scene.segany)
+                labels.label(obj, words, self.other, prior=prior, options=options)
         except _ERRORS as exc:
-            self.report({"ERROR"}, str(exc))
+            self.report({"ERROR"}, runtime.error_text(exc))
             return {"CANCELLED"}
         return {"FINISHED"}
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        """From the panel: its words; the prepare (when needed) and the query run in the background while
+        Blender stays live, and the labels are written (one undo step) when they arrive."""
+        settings = context.scene.segany
+        self.words, self.other = settings.label_words, settings.label_other
+        if context.window is None:
+            return self.execute(context)
+        obj = _active(context)
+        try:
+            prior, options = labels.chosen(settings)
+            self.pending = labels.start(obj, labels.split_words(self.words), self.other, prior, options)
+        except _ERRORS as exc:
+            self.report({"ERROR"}, runtime.error_text(exc))
+            return {"CANCELLED"}
+        self.obj_name = obj.name
+        wm = context.window_manager
+        self.timer = wm.event_timer_add(WATCH_INTERVAL, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        self.pending.step()
+        if not self.pending.done:
+            return {"PASS_THROUGH"}
+        self.cancel(context)
+        obj = bpy.data.objects.get(self.obj_name)
+        if self.pending.error is not None or obj is None:
+            self.report({"ERROR"}, runtime.error_text(self.pending.error or ValueError(f"{self.obj_name!r} is gone")))
+            return {"CANCELLED"}
+        return self._write(obj, self.pending.sel)
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        context.window_manager.event_timer_remove(self.timer)
 
 
 CLASSES = (

@@ -197,10 +197,11 @@ class SEGANY_PT_labels(_Sidebar, bpy.types.Panel):
                 col.label(text=line, icon="INFO" if i == 0 else "BLANK1")
         words, _colours = labels.legend(context.active_object)
         if words:
+            kind = properties.scene_kind(context.active_object)
             box = layout.box()
             box.label(text=f"Labels in {labels.LABEL_ATTRIBUTE}:")
             for k, word in enumerate(words):
-                box.label(text=f"{k}  {word}", icon="GROUP_VERTEX" if context.active_object.type == "MESH" else "DOT")
+                box.label(text=f"{k}  {word}", icon="GROUP_VERTEX" if kind == "mesh" else "DOT")
 
 
 class SEGANY_PT_advanced(_Sidebar, bpy.types.Panel):
