@@ -420,7 +420,7 @@ def batch(
     method: Annotated[str | None, typer.Option(help="method (default: the first that fits, saga, sas)")] = None,
     prior: Annotated[str | None, typer.Option(help="2D prior (default: the method's)")] = None,
     click: Annotated[list[str] | None, typer.Option(help="element index with sign, e.g. 120 or -45; repeat")] = None,
-    scale: Annotated[float | None, typer.Option(help="scale in scene units (task everything)")] = None,
+    scale: Annotated[str | None, typer.Option(help='part size in scene units or "auto" (task everything)')] = None,
     words: Annotated[str | None, typer.Option(help="words separated by ';' (task label)")] = None,
     options: Annotated[str | None, typer.Option(help='method options as JSON, e.g. \'{"preset": "tiny"}\'')] = None,
     workers: Annotated[int, typer.Option(help="processes on this machine (or Ray tasks at once with --ray local)")] = 1,
@@ -435,7 +435,7 @@ def batch(
     from .batch.spec import MAX_WORDS
 
     given = load_spec(spec).to_dict() if spec else {}
-    flags = {"task": task, "method": method, "prior": prior, "scale": scale}
+    flags = {"task": task, "method": method, "prior": prior, "scale": _scale(scale, "--scale") if scale else None}
     given.update({k: v for k, v in flags.items() if v is not None})
     if click:
         given["clicks"] = [_click(c) for c in click]

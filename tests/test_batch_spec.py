@@ -38,6 +38,7 @@ def test_spec_defaults_and_round_trip() -> None:
         ({"task": "everything"}, ["scale"]),
         ({"task": "everything", "scale": 0.0}, ["scale above 0"]),
         ({"task": "everything", "scale": float("nan")}, ["scale"]),
+        ({"task": "everything", "scale": "big"}, ["scale", "auto", "'big'"]),
         ({"task": "label", "words": ["  "]}, ["needs words"]),
         ({"task": "label", "words": ["w"] * 65}, ["words"]),
         ({"clicks": [[1, 1]], "options": [1, 2]}, ["options"]),
@@ -46,6 +47,11 @@ def test_spec_defaults_and_round_trip() -> None:
 )
 def test_bad_specs_are_bad_requests_naming_the_field(given: dict, words: list[str]) -> None:
     refused("bad_request", parse_spec, given, words=tuple(words))
+
+
+def test_everything_takes_a_scale_or_auto() -> None:
+    assert parse_spec({"task": "everything", "scale": 0.2}).work.scale == 0.2
+    assert parse_spec({"task": "everything", "scale": "auto"}).work.scale == "auto"  # the method's own reference
 
 
 def test_spec_key_follows_what_changes_the_outputs() -> None:
@@ -109,9 +115,9 @@ def test_jsonl_manifest_words_and_scale(tmp_path: Path) -> None:
     (tmp_path / "list.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     a, b = collect_assets([str(tmp_path / "list.jsonl")], parse_spec({"task": "label", "words": ["x"]}))
     assert a.spec.work.words == ("seat", "leg") and b.spec.work.words == ("back",)
-    (tmp_path / "s.csv").write_text("path,scale\na.ply,0.25\n")
-    (s,) = collect_assets([str(tmp_path / "s.csv")], parse_spec({"task": "everything", "scale": 1.0}))
-    assert s.spec.work.scale == 0.25
+    (tmp_path / "s.csv").write_text("path,scale\na.ply,0.25\nb.ply,auto\n")
+    s, t = collect_assets([str(tmp_path / "s.csv")], parse_spec({"task": "everything", "scale": 1.0}))
+    assert s.spec.work.scale == 0.25 and t.spec.work.scale == "auto"
 
 
 @pytest.mark.parametrize(
@@ -129,3 +135,20 @@ def test_jsonl_manifest_words_and_scale(tmp_path: Path) -> None:
 def test_bad_manifests_name_the_line(tmp_path: Path, name: str, text: str, words: list[str]) -> None:
     (tmp_path / name).write_text(text)
     refused("bad_request", collect_assets, [str(tmp_path / name)], parse_spec({"clicks": [[0, 1]]}), words=tuple(words))
+
+
+def test_the_command_names_a_bad_spec_before_any_work(tmp_path: Path) -> None:
+    """`segany batch` as a user runs it: one `error [code] message` line and exit status 2."""
+    import subprocess
+    import sys
+
+    _files(tmp_path, "a.ply")
+    base = [sys.executable, "-m", "segany.cli", "batch", "--out", str(tmp_path / "out")]
+    for args, said in [
+        ([str(tmp_path / "missing.ply"), "--click", "3"], "[not_found]"),
+        ([str(tmp_path), "--task", "everything", "--scale", "-1"], "[bad_request] --scale"),
+        ([str(tmp_path), "--click", "3", "--options", "[1]"], "[bad_request] --options"),
+    ]:
+        res = subprocess.run([*base, *args], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 2 and said in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()  # nothing was started

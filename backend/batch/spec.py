@@ -36,7 +36,7 @@ class Work:
     method: str | None = option(None, doc="method name; default: the first that fits (clicks), saga, sas")
     prior: str | None = option(None, doc="2D prior; default: the method's")
     clicks: tuple[tuple[int, ...], ...] = option((), most=MAX_CLICKS, doc="[[element, sign], ...] (task clicks)")
-    scale: float | None = option(None, 0.0, doc="scale in scene units, above 0 (task everything)")
+    scale: float | str | None = option(None, 0.0, doc='part size in scene units above 0, or "auto" (task everything)')
     words: tuple[str, ...] = option((), most=MAX_WORDS, doc="the words to label with (task label)")
     allow_references: bool = option(False, doc="read other files the scene names (OBJ materials, glTF buffers)")
     retries: int = option(2, 0, 10, doc="times an asset whose worker died is tried again")
@@ -80,8 +80,11 @@ def check_work(work: Work, where: str) -> Work:
             raise SegAnyError("bad_request", f"{where}: click {i} must be [element >= 0, +1 or -1], got {list(c)}")
     if work.task == "clicks" and not work.clicks:
         raise SegAnyError("bad_request", f"{where}: task 'clicks' needs clicks, e.g. [[120, 1], [45, -1]]")
-    if work.task == "everything" and (work.scale is None or work.scale <= 0):
-        raise SegAnyError("bad_request", f"{where}: task 'everything' needs a scale above 0 in scene units")
+    scale = work.scale
+    if work.task == "everything" and (scale is None or (scale != "auto" if isinstance(scale, str) else scale <= 0)):
+        raise SegAnyError(
+            "bad_request", f"{where}: task 'everything' needs a scale above 0 in scene units or \"auto\", got {scale!r}"
+        )
     if work.task == "label" and not [w for w in work.words if w.strip()]:
         raise SegAnyError("bad_request", f'{where}: task \'label\' needs words, e.g. ["chair leg", "seat"]')
     return work
@@ -204,7 +207,7 @@ def _cell(key: str, text: str, where: str) -> Any:
         return [w.strip() for w in text.split(";") if w.strip()]
     if key == "scale":
         try:
-            return float(text)
+            return text if text == "auto" else float(text)
         except ValueError:
             raise SegAnyError("bad_request", f"{where}: scale must be a number, got {shown(text)}") from None
     return [_signed(c, where) for c in text.split()]
