@@ -186,7 +186,7 @@ def request(
     prior it was prepared with; checked now, run where the caller likes (blocking, or on the bridge)."""
     rt = runtime.current()
     st = rt.state(actions.object_key(obj))
-    problem = everything_problem(obj, st.method)
+    problem = everything_problem(obj, st.method) if st.method else f"Press Prepare first: {obj.name!r} is not prepared"
     if problem:
         raise ValueError(problem)
     asked = query(obj, scale, min_cluster_size, sample)

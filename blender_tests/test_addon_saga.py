@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, decoded_pointcloud, drain_until, raw_donut
+from conftest import TINY, decoded_pointcloud, drain_until, raw_donut, vertex_only_mesh
 from plyfile import PlyData
 from test_addon_panels import draw
 
@@ -227,6 +227,12 @@ def test_the_button_says_why_it_cannot_run(rt: object, donut: object) -> None:
         assert everything.everything_problem(donut, "saga").startswith("Press Prepare first")
     finally:
         st.status = saved
+    fresh = vertex_only_mesh("never_prepared")
+    try:
+        with pytest.raises(ValueError, match="Press Prepare first: 'never_prepared' is not prepared"):
+            everything.request(fresh, "auto")
+    finally:
+        bpy.data.objects.remove(fresh)
 
 
 def test_errors_are_reported_and_nothing_is_written(rt: object, donut: object) -> None:
