@@ -19,9 +19,8 @@ def fuse(
     """Fused scores (N, C) from per-source scores (N, C) (the first `n_words` columns are the words, the rest
     the canonical negatives), per-source seen masks (N,) and capability (S, n_words). A source that never saw
     an element gets no weight there; an element no source saw keeps zero scores."""
-    stacked = torch.stack(scores)  # (S, N, C)
     seen_all = torch.stack(seen)  # (S, N)
-    preds = stacked[:, :, :n_words].argmax(dim=2)  # (S, N)
+    preds = torch.stack([s[:, :n_words].argmax(dim=1) for s in scores])  # (S, N)
     # weight[s, n] = Σ over sources t that saw n of capability[s, prediction of t at n]
     gathered = capability[:, preds]  # (S, S, N): capability of s for t's prediction
     weight = (gathered * seen_all[None].to(gathered.dtype)).sum(dim=1)
@@ -29,7 +28,10 @@ def fuse(
     weight = torch.where(total > 0, weight / total.clamp_min(1e-30), torch.full_like(weight, 1.0 / len(scores)))
     logits = torch.where(seen_all, weight / temperature, torch.full_like(weight, -torch.inf))
     soft = torch.softmax(logits, dim=0).nan_to_num(0.0)  # all -inf (nobody saw it): zero weights
-    return (soft[:, :, None] * stacked).sum(dim=0)
+    fused = scores[0] * soft[0, :, None]
+    for s in range(1, len(scores)):
+        fused.addcmul_(scores[s], soft[s, :, None])
+    return fused
 
 
 def average(scores: list[torch.Tensor], seen: list[torch.Tensor]) -> torch.Tensor:

@@ -134,12 +134,13 @@ class SAS(Method):
         live = self._live.get(state, _Live)
         if live.sources is None:
             live.sources = state.prior.text_sources()
-            live.features = [state.tensors[f"source{i}.features"] for i in range(len(names))]
+            # unpacked once per state: half floats are compact on disk but slow to multiply on a CPU
+            live.features = [state.tensors[f"source{i}.features"].float() for i in range(len(names))]
             live.seen = [f.abs().sum(dim=1) > 0 for f in live.features]
         words = parsed.words
         texts = self._texts(state, live, names, words)
         w = len(words)
-        scores = [live.features[i].float() @ texts[i].T for i in range(len(names))]
+        scores = [live.features[i] @ texts[i].T for i in range(len(names))]
         sample = state.tensors["sample"].long()
         mean = average([s[sample] for s in scores], [s[sample] for s in live.seen])
         seen_any = torch.stack([s[sample] for s in live.seen]).any(dim=0)
@@ -206,11 +207,11 @@ def _answer(fused: torch.Tensor, w: int, parsed: LabelQuery, capability: torch.T
         labels = torch.where(worst > best, -1, labels)
     score = torch.where(labels >= 0, relevancy.gather(1, labels.clamp_min(0)[:, None])[:, 0], 0.0)
     return Selection(
-        scores=score.numpy().astype(np.float32),
+        scores=score.numpy(),
         threshold=0.5,
         extras={
-            "labels": labels.numpy().astype(np.int32),
-            "relevancy": relevancy.numpy().astype(np.float32),
-            "capability": capability.numpy().astype(np.float32),
+            "labels": labels.to(torch.int32).numpy(),
+            "relevancy": relevancy.numpy(),
+            "capability": capability.numpy(),
         },
     )
