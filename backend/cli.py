@@ -333,6 +333,9 @@ def evaluate(
     ids: Annotated[str | None, typer.Option(help="comma-separated shape ids")] = None,
     clicks: Annotated[int, typer.Option(help="clicks per target")] = 20,
     noise: Annotated[str | None, typer.Option(help="oracle noise: 'default' or none")] = None,
+    prior_options: Annotated[
+        str | None, typer.Option(help="prior options as JSON (task label), e.g. '{\"confusion\": 0.5}'")
+    ] = None,
     query: Annotated[
         str | None, typer.Option(help="extra keys for every query, as JSON, e.g. '{\"refine\": false}'")
     ] = None,
@@ -375,6 +378,7 @@ def evaluate(
             ids=ids.split(",") if ids else None,
             out=out,
             engine=_engine(cache_dir, device),
+            prior_options=_json_object(prior_options, "--prior-options") if prior_options else None,
             method_options=method_options,
         )
         console.print((out / "report.md").read_text())
