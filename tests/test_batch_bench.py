@@ -21,6 +21,6 @@ def test_quick_batch_bench_writes_its_report(tmp_path: Path) -> None:
     for config in ("pool 1 worker", "pool 2 workers", "Ray 2 workers"):
         assert rows[f"throughput, {config}"]["value"] > 0
     assert rows["throughput, Ray 2 workers"]["baseline"] == "pool 2 workers"
-    assert {r["case"] for r in doc["rows"] if "work per asset" in r["metric"]} == {
+    assert {r["case"] for r in doc["rows"] if "CPU time per asset" in r["metric"]} == {
         "mesh assets", "splats assets", "points assets"}  # fmt: skip
     assert doc["extra"]["assets_by_kind"] == {"mesh": 1, "points": 1, "splats": 1}

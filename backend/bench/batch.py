@@ -74,7 +74,8 @@ def _one_batch(paths: list[Path], out: Path, workers: int, ray: str | None, cach
     if failed:
         raise RuntimeError(f"the bench's batch failed on {failed}")
     work = {str(Path(r["path"])): r["seconds"]["total"] for r in outcome.records.values()}
-    return {"wall_s": wall, "work_s": work}
+    cpu = {str(Path(r["path"])): r["seconds"]["cpu"] for r in outcome.records.values()}
+    return {"wall_s": wall, "work_s": work, "cpu_s": cpu}
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
@@ -149,15 +150,18 @@ def _rows(paths: list[Path], kinds: list[str], runs: dict[str, list[dict[str, An
         Row(case, "Ray 2 workers / pool 2 workers (median of paired ratios)", float(np.median(ray_vs_pool)), "x"),
         Row(case, "Ray's extra wall time per asset vs the pool (2 workers)", float(np.median(overhead)), "s"),
     ]
-    # per-asset work as the workers clocked it (1 thread), by kind: what a bigger run scales from
-    work: dict[str, list[float]] = {}
-    for bs in runs.values():
-        for b in bs:
-            for p, s in b["work_s"].items():
-                work.setdefault(_kind(Path(p)), []).append(s)
-    extra["work_s_by_kind"] = {k: _spread(np.array(v)) for k, v in work.items()}
-    for k, v in sorted(work.items()):
-        rows.append(Row(f"{k} assets", "work per asset, 1 thread (median over every run)", float(np.median(v)), "s"))
+    # per-asset work as the workers clocked it (1 thread), by kind: wall time, and the worker's CPU time, which
+    # other processes' load does not inflate: what a bigger run scales from
+    for key, what in (("work_s", "wall"), ("cpu_s", "CPU")):
+        by_kind: dict[str, list[float]] = {}
+        for bs in runs.values():
+            for b in bs:
+                for p, s in b[key].items():
+                    by_kind.setdefault(_kind(Path(p)), []).append(s)
+        extra[f"{key}_by_kind"] = {k: _spread(np.array(v)) for k, v in by_kind.items()}
+        for k, v in sorted(by_kind.items()):
+            rows.append(Row(f"{k} assets", f"{what} time per asset, 1 thread (median over every run)",
+                            float(np.median(v)), "s"))  # fmt: skip
     machinery = {name: float(np.median([b["wall_s"] * w / n - np.mean(list(b["work_s"].values())) for b in runs[name]]))
                  for name, w, _ in CONFIGS}  # fmt: skip
     extra["machinery_s_per_asset"] = machinery
