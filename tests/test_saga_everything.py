@@ -106,3 +106,23 @@ def test_colours_are_distinct_and_in_range() -> None:
     colours = cluster_colours(50)
     assert colours.shape == (50, 3) and colours.min() >= 0.0 and colours.max() <= 1.0
     assert len({tuple(np.round(c, 4)) for c in colours.tolist()}) == 50
+
+
+def test_many_near_orthogonal_parts_are_all_found() -> None:
+    """SAGA trains different parts towards orthogonal features, so k parts span about k − 1 directions: the
+    reduction HDBSCAN runs on must keep them all (a fixed 8 components merged 12 such clusters into 10)."""
+    rng = np.random.default_rng(6)
+    truth = np.repeat(np.arange(12), 200)
+    x = np.eye(32, dtype=np.float32)[truth] + rng.normal(0.0, 0.1, (len(truth), 32)).astype(np.float32)
+    labels, colours = segment_everything(x, sample=5000, min_cluster_size=20, seed=0)
+    assert len(colours) == 12 and rand_index(labels, truth) == 1.0
+
+
+def test_renumbering_by_size_is_the_same_for_dense_and_sparse_labels() -> None:
+    from segany.methods.saga.everything import _by_size
+
+    dense = np.array([3, 3, 0, 7, 7, 7, 0, 3, 3])
+    sparse = dense * 10**9  # past the dense path's bound: counted by np.unique
+    expected = [0, 0, 2, 1, 1, 1, 2, 0, 0]  # 3 holds four, 7 three, 0 two
+    np.testing.assert_array_equal(_by_size(dense), expected)
+    np.testing.assert_array_equal(_by_size(sparse), expected)

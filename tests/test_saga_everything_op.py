@@ -21,6 +21,7 @@ from segany.engine import Engine
 from segany.errors import SegAnyError
 from segany.eval.rand_index import rand_index
 from segany.methods.base import Parts
+from segany.methods.saga.train import SCALE_MARGIN
 from segany.scene import scene_arrays
 
 BLOB_SCALE = 1.0
@@ -51,11 +52,11 @@ def test_engine_everything_splits_the_blobs_at_a_blobs_scale(prepared):
     np.testing.assert_array_equal(parts.labels, again.labels)  # stateless: seeded subsample
 
 
-def test_auto_is_the_prepares_scale_reference(prepared):
+def test_auto_is_half_the_largest_mask(prepared):
     engine, sid, _, _ = prepared
     parts = engine.everything("saga", sid, {})
-    reference = engine.state("saga", sid).meta["scale_reference"]
-    assert float(parts.extras["scales"][0]) == pytest.approx(reference)
+    largest = engine.state("saga", sid).meta["scale_range"][1] / SCALE_MARGIN  # the range is widened by it
+    assert float(parts.extras["scales"][0]) == pytest.approx(largest / 2, rel=1e-6)
 
 
 def test_several_scales_give_nested_levels_coarse_first(prepared):

@@ -23,12 +23,20 @@ from ...options import option, parse_options
 from ..base import UNSEEN, Parts, State
 from .features import gated_features
 from .query import checked_scale
+from .train import SCALE_MARGIN
 
 GOLDEN = 0.618033988749895  # hue step: consecutive clusters land far apart on the colour wheel
 ASSIGN_CHUNK = 65536  # rows per block when assigning to centroids: bounds the (rows, K) scratch array
-# In 32 dimensions a tree prunes little and Borůvka (hdbscan's "best" here) does more distance work than Prim's:
-# on a 20,000 sample of 32-d synthetic features Prim's on a ball tree took 9 s against 19 s (journal, session 8).
-ALGORITHM = "prims_balltree"
+# HDBSCAN clusters the sample's leading principal components that hold KEPT_VARIANCE of its spread, not all
+# 32 channels: at one scale the gate switches channels off and the parts differ along few directions, and a
+# k-d tree prunes well in few dimensions but almost nothing in 32 (a 10,000 sample: 33 s with Prim's on a
+# ball tree in 32-d, 4 s with Borůvka on a k-d tree in 8-d, on this loaded 2-core VM; journal, session 9).
+# A fixed count of components would merge parts: parts trained apart are near-orthogonal, so k parts need
+# about k − 1 directions (12 orthogonal clusters projected on 8 components came out as 10). Past TREE_DIMS
+# components the tree stops paying and Prim's on a ball tree does less work. Centroids and the assignment
+# always use every channel.
+KEPT_VARIANCE = 0.95
+TREE_DIMS = 12
 IDENTICAL = 1e-6  # unit features closer than this to the first one count as one point (float32 rounding)
 
 
@@ -66,15 +74,25 @@ def _centroids(points: np.ndarray, min_cluster_size: int) -> np.ndarray:
     """Unit centroids (K, D) of HDBSCAN's clusters on `points`; one centroid when there is nothing to split."""
     if len(points) < min_cluster_size or np.abs(points - points[0]).max() < IDENTICAL:
         return (points.mean(axis=0) / np.linalg.norm(points.mean(axis=0)))[None, :]
-    found = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, algorithm=ALGORITHM).fit_predict(
-        points.astype(np.float64)
-    )
+    leading = _leading(points)
+    algorithm = "boruvka_kdtree" if leading.shape[1] <= TREE_DIMS else "prims_balltree"
+    found = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, algorithm=algorithm).fit_predict(leading)
     ids = np.unique(found[found >= 0])
     if len(ids) == 0:  # all noise: the features show no structure at this size, so it is one part
         ids, found = np.array([0]), np.zeros(len(points), dtype=np.int64)
     sums = np.stack([points[found == i].sum(axis=0) for i in ids])
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     return (sums / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def _leading(points: np.ndarray) -> np.ndarray:
+    """The points (S, D) on their fewest leading principal directions that keep KEPT_VARIANCE of the spread
+    (at least two), float64 as hdbscan takes them."""
+    centred = points.astype(np.float64) - points.mean(axis=0, dtype=np.float64)
+    _, spread, vt = np.linalg.svd(centred, full_matrices=False)
+    share = np.cumsum(spread**2) / max(float((spread**2).sum()), 1e-300)
+    dims = max(2, int(np.searchsorted(share, KEPT_VARIANCE)) + 1)
+    return centred @ vt[:dims].T
 
 
 def _nearest(unit: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -86,11 +104,23 @@ def _nearest(unit: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def _by_size(labels: np.ndarray) -> np.ndarray:
-    """Labels renumbered 0..K-1, largest part first (ties by old label): compact and stable across runs."""
-    old, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    """Labels (non-negative) renumbered 0..K-1, largest part first (ties by old label): compact and stable.
+
+    Counted with bincount when the labels are dense enough (one pass; np.unique sorts, 1.4 s of the 11 s a
+    1M-element split took), else through np.unique (a hierarchy's pair codes can be sparse)."""
+    if labels.size and labels.max() < 4 * labels.size + 1024:
+        counts = np.bincount(labels)
+        old = np.flatnonzero(counts)
+        counts, inverse = counts[old], None
+    else:
+        old, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     rank = np.empty(len(old), dtype=np.int64)
     rank[np.lexsort((old, -counts))] = np.arange(len(old))
-    return rank[inverse.reshape(-1)]
+    if inverse is not None:
+        return rank[inverse.reshape(-1)]
+    lookup = np.zeros(int(old[-1]) + 1 if len(old) else 0, dtype=np.int64)
+    lookup[old] = rank
+    return lookup[labels]
 
 
 def segment_everything(
@@ -136,26 +166,37 @@ def hierarchy(
 
 
 MAX_LEVELS = 8  # scales one hierarchy query takes: coarse → fine parts; more levels than a slider shows is a mistake
-# HDBSCAN's time grows about with the square of the sample (Prim's): 20,000 took 9 s on this CPU, so the
-# default keeps a 1M-element scene within the issue's 10 s and the largest allowed is a deliberate choice.
-DEFAULT_SAMPLE, MAX_SAMPLE = 10_000, 100_000
+# HDBSCAN's time grows about with the square of the sample when the parts need many directions (Prim's):
+# 10,000 took 25 s and 5,000 about a quarter of that on this loaded 2-core VM, so the default keeps a
+# 1M-element split near the issue's 10 s; with min_cluster_size 20 it still finds parts of 0.4% of the scene.
+DEFAULT_SAMPLE, MAX_SAMPLE = 5_000, 100_000
 
 
 @dataclass(frozen=True)
 class EverythingQuery:
     """What SAGA's segment everything takes: the part size (or sizes, for a hierarchy) and the clustering's
-    bounds. `"scale": "auto"` is the prepare's scale reference, the median size of the prior's masks: the
-    typical part the prior saw across views and levels, so neither its finest nor its coarsest cut."""
+    bounds. `"scale": "auto"` is half the largest mask of the prepare (`auto_scale`)."""
 
     method: ClassVar[str] = "saga everything query"
 
-    scale: float | str = option("auto", 1e-30, None, doc='size of the parts in scene units (a number > 0) or "auto"')
+    scale: float | str = option(
+        "auto", 1e-30, None, doc='size of the parts in scene units (a number > 0) or "auto" (half the largest mask)'
+    )
     scales: tuple[float, ...] = option(
         (), 1e-30, None, most=MAX_LEVELS, doc="several part sizes for a hierarchy (replaces scale); any order"
     )
     min_cluster_size: int = option(20, 2, MAX_SAMPLE, doc="fewest sampled elements HDBSCAN calls a part")
     sample: int = option(DEFAULT_SAMPLE, 2, MAX_SAMPLE, doc="elements HDBSCAN clusters; the rest join the nearest part")
     seed: int = option(0, 0, 2**31, doc="seed of the subsample")
+
+
+def auto_scale(state: State) -> float:
+    """Half the size of the largest mask the prior made at prepare. Its largest masks are whole objects (its
+    coarsest level); a part is smaller than its object, and at half the object's size the object's largest
+    parts come apart while the detail inside each part stays together: the coarsest split that is not the
+    whole. Not fitted: checked only on the built-in stool (6 primitives), where it gives 6 parts and a Rand
+    Index error of 0.02 against 19 parts and 0.14 at the median mask size (journal, session 9)."""
+    return float(state.meta["scale_range"][1]) / SCALE_MARGIN / 2.0
 
 
 def parse_everything(query: Any, state: State) -> tuple[EverythingQuery, list[float]]:
@@ -176,7 +217,7 @@ def parse_everything(query: Any, state: State) -> tuple[EverythingQuery, list[fl
         scales = sorted({float(s) for s in parsed.scales}, reverse=True)
     else:
         scale = checked_scale(parsed.scale)
-        scales = [float(state.meta["scale_reference"]) if scale is None else scale]
+        scales = [auto_scale(state) if scale is None else scale]
     return parsed, scales
 
 
