@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .cameras import cameras_for_scene
 from .scene import MeshScene, PointScene, Scene, SplatScene
@@ -61,18 +61,28 @@ def render_parts(
     canvas = Image.new("RGB", (grid.width, grid.height + 24 * (rows + 1)), (255, 255, 255))
     canvas.paste(grid, (0, 0))
     draw = ImageDraw.Draw(canvas)
+    font = _legend_font()
     unseen = int((labels < 0).sum())
     title = f"{len(ids)} {'labels' if names is not None else 'parts'}" + (
         f", {unseen} elements in none" if unseen else "") + (
         f" (largest {len(order)} below)" if len(ids) > len(order) else "")  # fmt: skip
-    draw.text((6, grid.height + 5), title, fill=(0, 0, 0))
+    draw.text((6, grid.height + 5), title, fill=(0, 0, 0), font=font)
     for i, j in enumerate(order):
         x, y = 6 + (i % per_row) * cell, grid.height + 24 * (1 + i // per_row) + 4
         draw.rectangle((x, y, x + 14, y + 14), fill=tuple(int(c * 255 + 0.5) for c in colours[ids[j]]))
         name = names[ids[j]] if names is not None else ids[j]
-        draw.text((x + 20, y + 2), f"{name}: {counts[j] / len(labels):.0%}", fill=(0, 0, 0))
+        draw.text((x + 20, y + 2), f"{name}: {counts[j] / len(labels):.0%}", fill=(0, 0, 0), font=font)
     canvas.save(path)
     return Path(path)
+
+
+def _legend_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans where the system has it (it draws words in most European scripts; Pillow's built-in font
+    draws only ASCII), else the built-in one."""
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", 11)
+    except OSError:
+        return ImageFont.load_default()
 
 
 def _draw_marks(tile: np.ndarray, depth: np.ndarray, viewmat: np.ndarray, k: np.ndarray, marks: np.ndarray) -> None:
