@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import SegAnyError
 
-BENCHES = ("protocol", "kernels", "priors", "iseg", "iseg_sam", "addon", "walk", "soak", "saga", "batch")
+BENCHES = ("protocol", "kernels", "priors", "iseg", "iseg_sam", "addon", "walk", "soak", "saga", "batch", "sas")
 
 
 def run_bench(name: str, out_dir: Path, quick: bool = False) -> dict:
