@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -38,6 +39,7 @@ class _Live:
     features: list[torch.Tensor] = field(default_factory=list)
     seen: list[torch.Tensor] = field(default_factory=list)
     texts: dict[tuple[str, ...], list[torch.Tensor]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # queries run on the callers' threads
 
 
 def _pack(i: int, lifted: Lifted) -> dict[str, torch.Tensor]:
@@ -132,11 +134,12 @@ class SAS(Method):
         if state.prior is None:
             raise SegAnyError("not_prepared", "this sas state came without its prior; prepare it again")
         live = self._live.get(state, _Live)
-        if live.sources is None:
-            live.sources = state.prior.text_sources()
-            # unpacked once per state: half floats are compact on disk but slow to multiply on a CPU
-            live.features = [state.tensors[f"source{i}.features"].float() for i in range(len(names))]
-            live.seen = [f.abs().sum(dim=1) > 0 for f in live.features]
+        with live.lock:
+            if live.sources is None:
+                # unpacked once per state: half floats are compact on disk but slow to multiply on a CPU
+                live.features = [state.tensors[f"source{i}.features"].float() for i in range(len(names))]
+                live.seen = [f.abs().sum(dim=1) > 0 for f in live.features]
+                live.sources = state.prior.text_sources()
         words = parsed.words
         texts = self._texts(state, live, names, words)
         w = len(words)
@@ -163,7 +166,8 @@ class SAS(Method):
     def _texts(self, state: State, live: _Live, names: list[str], words: tuple[str, ...]) -> list[torch.Tensor]:
         """Per source the words and the negatives in its kept components, unit rows (W + 4, d); recent lists
         are remembered so that repeated highlighting does not run a text encoder again."""
-        hit = live.texts.get(words)
+        with live.lock:
+            hit = live.texts.get(words)
         if hit is not None:
             return hit
         out = []
@@ -171,9 +175,10 @@ class SAS(Method):
             text = np.asarray(live.sources[name].embed_text([*words, *NEGATIVES]), dtype=np.float32)
             reduced = torch.as_tensor(text) @ state.tensors[f"source{i}.basis"].T
             out.append(torch.nn.functional.normalize(reduced, dim=1))
-        if len(live.texts) >= 16:
-            live.texts.pop(next(iter(live.texts)))
-        live.texts[words] = out
+        with live.lock:
+            if len(live.texts) >= 16:
+                live.texts.pop(next(iter(live.texts)))
+            live.texts[words] = out
         return out
 
     @staticmethod
