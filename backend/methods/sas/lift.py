@@ -24,6 +24,7 @@ from ...priors import Prior
 from ...render import Renders, Views
 
 VIEWS_PER_CALL = 4  # views a source embeds at once (a dense map of 4 views stays within tens of MB)
+PAIRS_PER_SUM = 1 << 20  # (element, region) credits summed at once: 256 MB of temporaries at 64 components
 
 
 @dataclass
@@ -126,7 +127,10 @@ def lift_source(
     reg = torch.as_tensor(np.concatenate(regs))
     weight = torch.as_tensor(np.concatenate(weights))
     reduced = torch.as_tensor(table @ basis.T)
-    sums = scatter_add(weight[:, None] * reduced[reg], elem, dim=0, dim_size=n_elements)
+    sums = torch.zeros(n_elements, reduced.shape[1])
+    for c0 in range(0, len(elem), PAIRS_PER_SUM):  # bounded temporaries: pairs × dims floats at a time
+        c = slice(c0, c0 + PAIRS_PER_SUM)
+        scatter_add(weight[c, None] * reduced[reg[c]], elem[c], dim=0, out=sums)
     features = torch.nn.functional.normalize(sums, dim=1).numpy()
     kept = np.isin(elem.numpy(), sample)
     votes = RegionVotes(
