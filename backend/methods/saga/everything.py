@@ -56,8 +56,7 @@ def _unit_rows(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise SegAnyError("invalid_array", "features hold NaN or Inf: the prepare that made them is broken; rerun it")
     norms = np.linalg.norm(x, axis=1)
     seen = norms > 0
-    unit = np.zeros_like(x)
-    unit[seen] = x[seen] / norms[seen, None]
+    unit = np.divide(x, norms[:, None], out=np.zeros_like(x), where=seen[:, None])  # one pass, no masked copies
     return unit, seen
 
 
@@ -140,7 +139,8 @@ def segment_everything(
         raise SegAnyError("invalid_array", "every feature is zero: no element was seen by a view, nothing to cluster")
     picked = rows if len(rows) <= sample else np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
     centroids = _centroids(unit[picked], min_cluster_size)
-    labels[rows] = _by_size(_nearest(unit[rows], centroids))
+    shown = unit if len(rows) == len(unit) else unit[rows]  # usually every element is seen: skip the copy
+    labels[rows] = _by_size(_nearest(shown, centroids))
     return labels, cluster_colours(int(labels.max()) + 1)
 
 
