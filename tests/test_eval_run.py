@@ -90,13 +90,14 @@ def test_method_and_query_options_reach_prepare_every_query_and_the_config(tmp_p
 def test_several_methods_run_in_one_pass_and_a_method_of_another_scene_kind_is_skipped(tmp_path) -> None:
     """The real Engine and methods: `walk` works on meshes, `sa3d` does not, so sa3d is skipped and said so."""
     data = write_psb(tmp_path / "psb", [tower_on_slab()])
-    results = run_eval("walk,sa3d", "geometric", data, None, 2, tmp_path / "out")
-    assert list(results["summary"]) == ["walk", "baseline"]
-    assert results["config"]["methods"] == ["walk", "sa3d"]
+    results = run_eval("walk,walk@again,sa3d", "geometric", data, None, 2, tmp_path / "out")
+    assert list(results["summary"]) == ["walk", "walk@again", "baseline"]
+    assert results["config"]["methods"] == ["walk", "walk@again", "sa3d"]
     (shape,) = results["shapes"]
-    assert set(shape["methods"]) == {"walk", "baseline"} and "splats" in shape["skipped"]["sa3d"]
+    assert set(shape["methods"]) == {"walk", "walk@again", "baseline"} and "splats" in shape["skipped"]["sa3d"]
     walk, baseline = shape["methods"]["walk"]["targets"], shape["methods"]["baseline"]["targets"]
     assert [r["iou"] for r in walk] == [r["iou"] for r in baseline]  # on a mesh walk answers as the baseline does
+    assert [r["iou"] for r in shape["methods"]["walk@again"]["targets"]] == [r["iou"] for r in walk]
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| walk |" in report and "`sa3d` skipped on 1 shapes" in report and "tower (mesh)" in report
 
@@ -112,7 +113,7 @@ def test_options_keyed_by_a_method_name_go_to_that_method_and_the_rest_to_every_
     assert err.value.code == "bad_request"
 
 
-@pytest.mark.parametrize("method", ["saga,,iseg", "saga,saga", "baseline,saga"])
+@pytest.mark.parametrize("method", ["saga,,iseg", "saga,saga", "baseline,saga", "@label"])
 def test_a_bad_method_list_is_a_bad_request(tmp_path, method: str) -> None:
     data = write_psb(tmp_path / "psb", [split_box(1)])
     with pytest.raises(SegAnyError) as err:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from budgets import TINY, tiny
 from sa3d_scenes import centre_element, point_blobs, splat_blobs
 
@@ -23,7 +24,8 @@ from segany.jobs import JobContext
 from segany.methods import get_method
 from segany.methods.saga.features import gated_features
 from segany.methods.saga.pixels import Pixels
-from segany.methods.saga.train import train
+from segany.methods.saga.query import prior_scale
+from segany.methods.saga.train import neighbours, smoothed, train
 from segany.priors import get_prior
 from segany.scene import SplatScene
 
@@ -46,7 +48,7 @@ def blobs(tmp_path_factory: pytest.TempPathFactory):
 def test_prepare_trains_and_records_the_scales(blobs):
     scene, _, _, state = blobs
     meta = state.meta
-    assert meta["format"] == "saga/1" and meta["n_elements"] == scene.n_elements
+    assert meta["format"] == "saga/2" and meta["n_elements"] == scene.n_elements
     assert meta["losses"]["loss_last"] < 0.6 * meta["losses"]["loss_first"]  # the loss really falls
     lo, hi = meta["scale_range"]
     assert 0 < lo < PATCH_SCALE and hi > BLOB_SCALE  # both test scales lie where masks were measured
@@ -74,13 +76,63 @@ def test_a_small_scale_selects_a_patch_around_the_click(blobs):
     assert small[click] and small.sum() < 0.5 * big.sum()
 
 
-def test_auto_picks_a_scale_in_the_trained_range_and_the_blob(blobs):
+def test_auto_starts_from_the_priors_scale_around_the_click_and_a_later_positive_click_keeps_it(blobs):
     scene, labels, method, state = blobs
     click = centre_element(scene.means, labels, 0)
     sel = method.query(scene, state, {"clicks": [[click, 1]]})  # "auto" is the default
+    used = float(sel.extras["scale"][0])
     lo, hi = state.meta["scale_range"]
-    assert lo <= float(sel.extras["scale"][0]) <= hi
-    assert iou(sel.mask, labels == 0) > 0.8
+    assert lo <= used <= hi and used == pytest.approx(prior_scale(state, np.array([click])), rel=1e-6)
+    assert sel.mask[click]
+    other = int(np.flatnonzero((labels == 0) & ~sel.mask)[0])
+    more = method.query(scene, state, {"clicks": [[click, 1], [other, 1]]})
+    assert float(more.extras["scale"][0]) == pytest.approx(used) and (more.mask >= sel.mask).all()
+
+
+def test_auto_shrinks_the_scale_until_a_negative_click_is_left_out(blobs):
+    """A negative click on something the click selected at a coarse scale: "auto" takes a scale at which
+    the positive click alone leaves it out, no larger than before, and the clicked element stays."""
+    scene, labels, method, state = blobs
+    click = centre_element(scene.means, labels, 0)
+    coarse = method.query(scene, state, {"clicks": [[click, 1]], "scale": BLOB_SCALE}).mask
+    inside = np.flatnonzero(coarse & (labels == 0))
+    far = int(inside[np.argmax(np.linalg.norm(scene.means[inside] - scene.means[click], axis=1))])
+    first = float(method.query(scene, state, {"clicks": [[click, 1]]}).extras["scale"][0])
+    sel = method.query(scene, state, {"clicks": [[click, 1], [far, -1]]})
+    used = float(sel.extras["scale"][0])
+    assert used <= first and sel.mask[click] and not sel.mask[far]
+    alone = method.query(scene, state, {"clicks": [[click, 1]], "scale": used}).mask
+    assert not alone[far]  # left out by the scale itself, not only by the removal rule
+
+
+def test_reference_asks_for_the_median_mask_scale(blobs):
+    scene, labels, method, state = blobs
+    click = centre_element(scene.means, labels, 0)
+    sel = method.query(scene, state, {"clicks": [[click, 1]], "scale": "reference"})
+    assert float(sel.extras["scale"][0]) == pytest.approx(state.meta["scale_reference"])
+    assert state.meta["scale_range"][0] < state.meta["scale_reference"] < state.meta["scale_range"][1]
+
+
+def test_element_scales_hold_the_priors_sizes_per_level(blobs):
+    """Every shown element has at least one level's mask size, each within the trained range (the range is
+    the masks' extent widened), and the levels grow from fine to coarse on average."""
+    scene, _, _, state = blobs
+    scales = state.tensors["element_scales"].numpy()
+    assert scales.shape[0] == scene.n_elements and scales.dtype == np.float32
+    assert np.isfinite(scales).any(axis=1).all()
+    lo, hi = state.meta["scale_range"]
+    finite = scales[np.isfinite(scales)]
+    assert (finite > lo).all() and (finite < hi).all()
+    means = np.nanmean(np.log(scales), axis=0)
+    assert (np.diff(means[np.isfinite(means)]) > 0).all()
+
+
+def test_smoothing_averages_the_neighbours_unit_features():
+    features = torch.tensor([[2.0, 0.0], [0.0, 3.0], [0.0, -1.0]])
+    got = smoothed(features, torch.tensor([[0, 1], [1, 2]]))
+    torch.testing.assert_close(got, torch.tensor([[0.5, 0.5], [0.0, 0.0]]))
+    near = neighbours(np.array([[0, 0, 0], [1, 0, 0], [5, 0, 0]], np.float32), 2)
+    assert near[:, 0].tolist() == [0, 1, 2] and near[:, 1].tolist() == [1, 0, 1]
 
 
 def test_a_negative_click_removes_what_it_is_like(blobs):
@@ -154,7 +206,8 @@ def test_training_skips_a_step_whose_pixels_have_no_part():
         starts=np.array([0, 2, 4]),
         scales=np.array([0.1, 0.1], np.float32),
     )
-    _, _, losses = train(pixels, 4, tiny("saga", steps=40, pixels=8), lambda f, m: None)
+    positions = np.arange(12, dtype=np.float32).reshape(4, 3)
+    _, _, losses = train(pixels, positions, 4, tiny("saga", steps=40, pixels=8), lambda f, m: None)
     assert math.isfinite(losses["loss_last"])
 
 

@@ -100,9 +100,15 @@ def evaluate_shape(
 
 
 def method_names(method: str) -> list[str]:
-    """The methods a `--method` value names: one name, or several joined by commas (each at most once)."""
+    """The rows a `--method` value names: one name, or several joined by commas (each at most once). A row
+    `name@label` runs method `name` under its own row name, so one method can be evaluated twice in one run
+    with different --options / --query keyed by the row name (saga@reference: `"scale": "reference"`)."""
     names = [m.strip() for m in method.split(",")]
-    if not all(names) or len(set(names)) != len(names) or ("baseline" in names and len(names) > 1):
+    if (
+        not all(n.partition("@")[0] for n in names)
+        or len(set(names)) != len(names)
+        or ("baseline" in names and len(names) > 1)
+    ):
         raise SegAnyError(
             "bad_request",
             f"--method takes method names separated by commas, each once (e.g. saga,iseg,walk; the baseline "
@@ -155,7 +161,9 @@ def run_eval(
             engine = own_engine = Engine()
         for name in names:
             opts, query = options_for(name, method_options, names), options_for(name, query_options, names)
-            scorers.append(EngineScorer(engine, name, prior, opts, prior_options, query))
+            scorers.append(
+                EngineScorer(engine, name, prior, opts, prior_options, query)
+            )  # name@label: see method_names
     scorers.append(BaselineScorer())
     config = {
         "method": method,

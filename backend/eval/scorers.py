@@ -81,7 +81,8 @@ class EngineScorer:
         query_options: dict[str, Any] | None = None,
     ) -> None:
         self.engine = engine
-        self.name = method
+        self.name = method  # the row's name; the method is what comes before an "@" (see run.method_names)
+        self.method = method.partition("@")[0]
         self.prior = prior
         self.options = dict(options or {})
         self.prior_options = dict(prior_options or {})
@@ -90,7 +91,7 @@ class EngineScorer:
 
     @property
     def scene_kinds(self) -> tuple[str, ...]:
-        return tuple(self.engine.method(self.name).scene_kinds)
+        return tuple(self.engine.method(self.method).scene_kinds)
 
     def fits(self, scene: Scene) -> bool:
         return scene.kind in self.scene_kinds
@@ -100,14 +101,16 @@ class EngineScorer:
         popts = dict(self.prior_options)
         if self.prior == "oracle":
             popts["labels"] = shape.labels
-        result = self.engine.prepare(self.name, self._sid, prior=self.prior, options=self.options, prior_options=popts)
+        result = self.engine.prepare(
+            self.method, self._sid, prior=self.prior, options=self.options, prior_options=popts
+        )
         return str(result.get("message", "")) if isinstance(result, dict) else ""
 
     def query(self, clicks: list[Click]) -> Selection:
         if self._sid is None:
             raise AssertionError("EngineScorer.query before prepare")
         return self.engine.query(
-            self.name,
+            self.method,
             self._sid,
             {**self.query_options, "clicks": [[int(e), int(s)] for e, s in clicks]},
             prior=self.prior,

@@ -17,10 +17,10 @@ from ..queries import parse_query
 from .everything import everything_parts
 from .options import SAGAOptions, SAGAQuery
 from .pixels import capture_pixels
-from .query import THRESHOLD, checked_scale, click_scores
-from .train import fill_hidden, scale_range, seen_elements, train
+from .query import THRESHOLD, checked_scale, click_scores, reference_scale
+from .train import element_scales, fill_hidden, scale_range, seen_elements, train
 
-FORMAT = "saga/1"
+FORMAT = "saga/2"  # 2: element_scales, KNN-smoothed features
 
 
 def trained_range(state: State) -> np.ndarray:
@@ -57,9 +57,11 @@ class SAGA(Method):
             ctx.sub(0.0, 0.3).progress,
         )  # fmt: skip
         t1 = time.perf_counter()
-        features, gate, losses = train(pixels, scene.n_elements, options, ctx.sub(0.3, 0.99).progress)
+        positions = np.ascontiguousarray(element_positions(scene), dtype=np.float32)
+        features, gate, losses = train(pixels, positions, scene.n_elements, options, ctx.sub(0.3, 0.99).progress)
         seen = seen_elements(pixels, scene.n_elements)
-        features = fill_hidden(features, seen, np.ascontiguousarray(element_positions(scene), dtype=np.float32))
+        features = fill_hidden(features, seen, positions)
+        scales = fill_hidden(element_scales(pixels, scene.n_elements), seen, positions)
         lo, hi = scale_range(pixels.scales)
         meta = {
             "format": FORMAT,
@@ -76,6 +78,7 @@ class SAGA(Method):
         tensors = {
             "features": features.to(torch.float16).contiguous(),
             "seen": torch.from_numpy(seen.astype(np.uint8)),
+            "element_scales": scales.contiguous(),
             **gate.to_tensors(),
         }
         ctx.progress(1.0, "prepared")
@@ -83,7 +86,8 @@ class SAGA(Method):
 
     def query(self, scene: Scene, state: State, query: dict[str, Any]) -> Selection:
         self.check_state(scene, state)
-        scale = checked_scale(query.get("scale", "auto")) if isinstance(query, dict) else None
+        raw = query.get("scale", "auto") if isinstance(query, dict) else "auto"
+        scale = reference_scale(state) if raw == "reference" else checked_scale(raw)
         parsed = parse_query(self.Query, query, scene)
         used, scores = click_scores(state, parsed.elements.numpy(), parsed.positive.numpy(), scale)
         extras = {"scale": np.array([used], np.float32), "scale_range": trained_range(state)}  # the slider's span

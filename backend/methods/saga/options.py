@@ -25,6 +25,7 @@ class SAGAOptions(Options):
     top_k: int = option(8, 1, 64, doc="strongest contributors kept per pixel (the frozen pixel-to-element map)")
     fov_deg: float = option(45.0, 1.0, 179.0, doc="field of view of the views, in degrees")
     dim: int = option(32, 4, 256, doc="channels of each element's affinity feature")
+    smooth_k: int = option(16, 1, 64, doc="neighbours whose features an element's feature is averaged over (SAGA's K)")
     steps: int = option(1500, 1, 1_000_000, doc="training steps")
     pixels: int = option(512, 8, 65536, doc="pixels sampled per step (all their pairs are compared)")
     scales_per_step: int = option(4, 1, 64, doc="scales each step's pixel pairs are judged at")
@@ -42,8 +43,14 @@ class SAGAOptions(Options):
 
 @dataclass(frozen=True)
 class SAGAQuery(ClickQuery):
-    """Clicks plus the physical size of the part wanted: `scale` in scene units (> 0), or "auto"."""
+    """Clicks plus the physical size of the part wanted: `scale` in scene units (> 0), "auto" (the prior's
+    size around the click) or "reference" (the median size of every mask of the prepare)."""
 
     method: ClassVar[str] = "saga"
 
-    scale: float | str = option("auto", 1e-30, None, doc='size of the part in scene units (a number > 0) or "auto"')
+    scale: float | str = option(
+        "auto",
+        1e-30,
+        None,
+        doc='size of the part in scene units (a number > 0), "auto" or "reference"',
+    )

@@ -24,18 +24,19 @@ from .features import gate_for
 
 THRESHOLD = 0.5
 AUTO_SCALES = 16  # candidate scales "auto" tries, log-spaced over the trained range
-STABILITY_DELTA = 0.2  # how far either side of the threshold "auto" checks a selection's certainty
 
 
 def checked_scale(value: Any) -> float | None:
-    """The query's `scale` as a number of scene units, None for "auto"; anything else is a bad_request."""
+    """The query's `scale` as a number of scene units, None for "auto"; anything else is a bad_request
+    (the click query takes "reference" too, which `SAGA.query` turns into a number first)."""
     if isinstance(value, str) and value == "auto":
         return None
     number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
     if number and math.isfinite(float(value)) and float(value) > 0:
         return float(value)
     raise SegAnyError(
-        "bad_request", f"saga query key 'scale' must be a number > 0 in scene units or \"auto\", got {shown(value)}"
+        "bad_request",
+        f'saga query key \'scale\' must be a number > 0 in scene units, "auto" or "reference", got {shown(value)}',
     )
 
 
@@ -56,34 +57,51 @@ def scores_at(state: State, elements: np.ndarray, positive: np.ndarray, scale: f
     return torch.where(best_neg >= best_pos, torch.zeros_like(scores), scores).numpy()
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = int((a | b).sum())
-    return 1.0 if union == 0 else int((a & b).sum()) / union
+def prior_scale(state: State, elements: np.ndarray) -> float:
+    """The size the prior saw the parts around these elements as: the geometric mean, over the elements and
+    the prior's granularity levels, of the scales of the masks that held them (`element_scales`); the
+    state's scale reference (the median of all masks) where the prior said nothing about them."""
+    scales = state.tensors["element_scales"][torch.from_numpy(elements)].numpy().astype(np.float64)
+    known = np.isfinite(scales) & (scales > 0)
+    if not known.any():
+        return reference_scale(state)
+    return float(np.exp(np.log(scales[known]).mean()))
 
 
 def auto_scale(state: State, elements: np.ndarray, positive: np.ndarray) -> tuple[float, np.ndarray]:
-    """The scale whose answer is most stable, and its scores. A first version, not yet compared with a
-    fixed default on the eval.
+    """The scale for "auto", and its scores: the prior's scale around the first positive click
+    (`prior_scale`), made smaller where negative clicks say the selection reaches too far.
 
-    AUTO_SCALES log-spaced candidates over the trained scale range. A candidate's stability is the product
-    of two IoUs: its selection against its neighbouring candidates' (mean of the two, one at either end),
-    and its selection at threshold 0.5 + STABILITY_DELTA against the one at 0.5 - STABILITY_DELTA (SAM's
-    stability score). The first alone prefers the finest scales, where a handful of elements around the
-    click is selected at every scale the features cannot tell apart; the second marks such an answer as
-    unsure, since most of what it touches scores near the threshold. The most stable candidate wins (the
-    smaller scale on a tie).
+    The median of all masks (the state's reference) is one size for the whole scene; the masks around the
+    click say how large a part is there (a leg's masks are smaller than a seat's). Later positive clicks
+    keep that scale (they add what was missed, at the size already chosen; re-deriving it from every click
+    moved the scale and undid earlier answers). A negative click says the positive clicks' selection
+    reached too far: of AUTO_SCALES log-spaced scales over the trained range, those at which the positive
+    clicks alone select no negative click agree with every click, and the largest of them not above the
+    prior's scale wins. Where none does, the prior's scale stays and the negative clicks' removal rule does
+    what it can.
     """
-    lo, hi = state.meta["scale_range"]
-    candidates = np.geomspace(lo, hi, AUTO_SCALES)
-    scores = [scores_at(state, elements, positive, float(s)) for s in candidates]
-    masks = [s >= THRESHOLD for s in scores]
-    stability = []
-    for i, s in enumerate(scores):
-        near = float(np.mean([_iou(masks[i], masks[j]) for j in (i - 1, i + 1) if 0 <= j < len(masks)]))
-        sure = _iou(s >= THRESHOLD + STABILITY_DELTA, s >= THRESHOLD - STABILITY_DELTA)
-        stability.append(near * sure)
-    best = int(np.argmax(stability))
-    return float(candidates[best]), scores[best]
+    pos = elements[positive]
+    if len(pos) == 0:  # only negative clicks: nothing is selected at any scale
+        return reference_scale(state), np.zeros(state.tensors["features"].shape[0], dtype=np.float32)
+    wanted = prior_scale(state, pos[:1])
+    neg = elements[~positive]
+    if len(neg):
+        lo, hi = state.meta["scale_range"]
+        only_pos = np.ones(len(pos), dtype=bool)
+        agree = [
+            float(s)
+            for s in np.geomspace(lo, hi, AUTO_SCALES)
+            if s <= wanted and not (scores_at(state, pos, only_pos, float(s))[neg] >= THRESHOLD).any()
+        ]
+        wanted = max(agree, default=wanted)
+    return wanted, scores_at(state, elements, positive, wanted)
+
+
+def reference_scale(state: State) -> float:
+    """The state's scale reference, the median scale of every mask of the prepare: one size for the whole
+    scene (`"scale": "reference"`, the fixed default `"auto"` is measured against)."""
+    return float(state.meta["scale_reference"])
 
 
 def click_scores(

@@ -59,15 +59,43 @@ def correspondence_loss(features: torch.Tensor, gates: torch.Tensor, parts: torc
     return pull + push
 
 
+def neighbours(positions: np.ndarray, k: int) -> torch.Tensor:
+    """(N, k) int64: every element's k nearest elements by position, itself first (k clipped to N)."""
+    k = min(k, len(positions))
+    pts = torch.from_numpy(np.ascontiguousarray(positions, dtype=np.float32))
+    return knn(pts, pts, k)[1].to(torch.int64)
+
+
+def smoothed(features: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
+    """SAGA's KNN smoothing: the mean of the unit features of the neighbours `near` (..., k) holds, one mean
+    per row. Unit features make every neighbour count alike; the mean ties an element seen in few pixels to
+    the part around it and lets a hidden element learn from the pixels of its neighbours. Only the gathered
+    rows are normalised, not all N features."""
+    return torch.nn.functional.normalize(features[near], dim=-1).mean(dim=-2)
+
+
+def smooth_all(features: torch.Tensor, near: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """`smoothed` over every element with all its neighbours, in chunks (the (N, k, D) gather of a
+    million elements would take gigabytes)."""
+    with torch.no_grad():
+        return torch.cat([smoothed(features, near[i : i + chunk]) for i in range(0, len(near), chunk)])
+
+
 def train(
-    pixels: Pixels, n_elements: int, options: SAGAOptions, progress: Callable[[float, str], None]
+    pixels: Pixels,
+    positions: np.ndarray,
+    n_elements: int,
+    options: SAGAOptions,
+    progress: Callable[[float, str], None],
 ) -> tuple[torch.Tensor, ScaleGate, dict[str, float]]:
-    """Trained features (N, D) float32 and gate, plus the mean loss of the first and the last tenth of steps.
-    Elements no pixel shows keep their random initial features here (see `fill_hidden`)."""
+    """Trained features (N, D) float32 (KNN-smoothed, see `smoothed`) and gate, plus the mean loss of the
+    first and the last tenth of steps."""
     gen = torch.Generator().manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
     lo, hi = scale_range(pixels.scales)
     reference = float(np.median(pixels.scales))
+    near = neighbours(positions, options.smooth_k)
+    keep = max(1, near.shape[1] // 2)  # SAGA averages a random half of the neighbours each step (a dropout)
     features = torch.nn.Parameter(torch.randn(n_elements, options.dim, generator=gen) * 0.1)
     torch.manual_seed(options.seed)  # the gate's initial weights
     gate = ScaleGate(options.dim, reference)
@@ -87,7 +115,10 @@ def train(
         take = min(options.pixels, int(sizes[v]))
         pix = torch.from_numpy(pixels.starts[v] + rng.choice(int(sizes[v]), size=take, replace=False))
         scales = torch.from_numpy(np.exp(rng.uniform(np.log(lo), np.log(hi), options.scales_per_step)))
-        pixel_f = (weights[pix, :, None] * features[ids[pix]]).sum(1)
+        half = torch.from_numpy(rng.choice(near.shape[1], size=keep, replace=False))
+        # each touched element smoothed once: neighbouring pixels share most contributors (and padding)
+        touched, where = torch.unique(ids[pix], return_inverse=True)
+        pixel_f = (weights[pix, :, None] * smoothed(features, near[touched][:, half])[where]).sum(1)
         loss = correspondence_loss(pixel_f, gate(scales), parts_at(mask_ids[pix], mask_scales[pix], scales))
         if loss is None:  # no pixel had a part at any of the scales: nothing to learn from this step
             continue
@@ -101,7 +132,7 @@ def train(
         )
     tenth = max(1, len(losses) // 10)
     return (
-        features.detach(),
+        smooth_all(features.detach(), near),
         gate,
         {"loss_first": float(np.mean(losses[:tenth])), "loss_last": float(np.mean(losses[-tenth:]))},
     )
@@ -114,6 +145,23 @@ def seen_elements(pixels: Pixels, n_elements: int) -> np.ndarray:
     seen = np.zeros(n_elements, dtype=bool)
     seen[pixels.ids[:, 0][pixels.weights[:, 0] > 0]] = True
     return seen
+
+
+def element_scales(pixels: Pixels, n_elements: int) -> torch.Tensor:
+    """(N, L) float32: per prior level, the geometric mean scale of the masks that held an element's pixels
+    (those it is the strongest contributor of); NaN where no such mask exists. It is the size the prior
+    saw a part around that element as, at each granularity, which `"auto"` starts from."""
+    owner = pixels.ids[:, 0]
+    levels = pixels.mask_scales.shape[1]
+    out = np.full((n_elements, levels), np.nan, dtype=np.float32)
+    for lvl in range(levels):
+        scale = pixels.mask_scales[:, lvl]
+        ok = np.isfinite(scale) & (scale > 0) & (pixels.weights[:, 0] > 0)
+        count = np.bincount(owner[ok], minlength=n_elements)
+        logs = np.bincount(owner[ok], weights=np.log(scale[ok]), minlength=n_elements)
+        has = count > 0
+        out[has, lvl] = np.exp(logs[has] / count[has])
+    return torch.from_numpy(out)
 
 
 def fill_hidden(features: torch.Tensor, seen: np.ndarray, positions: np.ndarray) -> torch.Tensor:
