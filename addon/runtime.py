@@ -98,6 +98,10 @@ class Runtime:
             st.status, st.job, st.fraction = ("not sent", None, 0.0)
         self.bridge.run(work, lambda info: (self._catalogue(info), self.changed()), self._failed_backend)
 
+    def load_catalogue(self) -> None:
+        """Fetch the method and prior lists now, blocking: a script may run before the panel's `connect` has."""
+        self._catalogue(self.backend.ensure().info())
+
     def _catalogue(self, info: dict[str, Any]) -> None:
         methods = info.get("method_details") or info.get("methods", [])  # details: the scene kinds each fits
         self.methods = [{"name": m} if isinstance(m, str) else m for m in methods]

@@ -191,9 +191,15 @@ def test_segment_everything_writes_each_output_on_splats(
     assert set(bpy.data.objects.keys()) == objects_before
 
 
-def test_segment_everything_on_a_mesh_makes_vertex_groups_through_the_api(rt: object, fresh_scene: object) -> None:
+def test_segment_everything_on_a_mesh_makes_vertex_groups_through_the_api(
+    rt: object, fresh_scene: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script's first call: the add-on has not yet asked the backend which methods can (the panel's
+    background connect has not run), and finds out itself."""
     import bpy
     from bl_ext.user_default.segany import api
+
+    monkeypatch.setattr(rt, "methods", [])
 
     bpy.ops.mesh.primitive_uv_sphere_add(segments=16, ring_count=8, radius=1.0, location=(0, 0, 1.2))
     cap = bpy.context.active_object
