@@ -18,8 +18,11 @@ def test_quick_saga_bench_writes_report(tmp_path: Path) -> None:
     assert all(r["value"] >= 0 for r in rows)  # a one-time cost the extrapolation finds negligible may be 0
     assert all(r["value"] > 0 for r in rows if "once" not in r["metric"])
     queries = [r for r in rows if r["metric"] == "wall time (median)"]
-    assert {r["case"].split(",")[0] for r in queries} == {"click query", "scale-slider step", "similarity kernel"}
-    assert all(r["baseline"].startswith("streaming read") and r["baseline_value"] > 0 for r in queries)
+    labels = {r["case"].split(",")[0]: r for r in queries}
+    assert set(labels) == {"click query", "scale-slider step", "similarity kernel", "three clicks (+ − +)"}
+    assert all(r["baseline"].startswith("streaming read") for k, r in labels.items() if not k.startswith("three"))
+    assert labels["three clicks (+ − +)"]["baseline"] == "a read per click, combined in torch"
+    assert all(r["baseline_value"] > 0 for r in queries)
     peak = next(r for r in rows if r["metric"].startswith("peak memory") and r["baseline_value"] is not None)
     assert peak["value"] >= peak["baseline_value"]  # the peak includes what was resident before
     assert any(r["metric"] == "wall time, training step" for r in rows)
