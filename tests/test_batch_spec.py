@@ -148,7 +148,9 @@ def test_the_command_names_a_bad_spec_before_any_work(tmp_path: Path) -> None:
         ([str(tmp_path / "missing.ply"), "--click", "3"], "[not_found]"),
         ([str(tmp_path), "--task", "everything", "--scale", "-1"], "[bad_request] --scale"),
         ([str(tmp_path), "--click", "3", "--options", "[1]"], "[bad_request] --options"),
+        ([str(tmp_path), "--click", "3", "--threads", "0"], "[bad_request] --threads"),
+        ([str(tmp_path), "--click", "3", "--workers", "0"], "[bad_request] --workers"),
     ]:
         res = subprocess.run([*base, *args], capture_output=True, text=True, timeout=300)
         assert res.returncode == 2 and said in res.stderr, res.stderr
-    assert not (tmp_path / "out").exists()  # nothing was started
+    assert not (tmp_path / "out").exists()  # nothing was started, not even the output folder

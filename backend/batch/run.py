@@ -45,6 +45,8 @@ def run_batch(
     the cluster fits, each with `threads` CPUs (default: this machine's cores // workers) and `gpus` GPUs."""
     if workers < 1:
         raise SegAnyError("bad_request", f"--workers must be at least 1, got {workers}")
+    if threads is not None and not 1 <= threads <= 1024:
+        raise SegAnyError("bad_request", f"--threads must lie in [1, 1024], got {threads}")
     if not 0 <= gpus <= 64:
         raise SegAnyError("bad_request", f"--gpus-per-task must lie in [0, 64], got {gpus}")
     out = Path(out)
