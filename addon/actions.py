@@ -148,8 +148,10 @@ def prepare_blocking(
 ) -> runtime.ObjectState:
     """Send the object and run (or load from cache) the method's prepare (None: the first method that fits
     the object's kind); returns the object's state. `prior_options` go over the preferences' checkpoint."""
-    method = method or method_for(obj)
     rt = runtime.current()
+    if not rt.methods:
+        rt.load_catalogue()  # a script before the panel's connect: what the methods take is the backend's to say
+    method = method or method_for(obj)
     key = object_key(obj)
     scene = scene_read.read_object(obj)
     sid = rt.send_sync(key, scene)

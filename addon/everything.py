@@ -213,7 +213,7 @@ def segment_everything(
         raise ValueError(problem)
     asked = query(obj, scale, min_cluster_size, sample)
     if not runtime.current().methods:
-        runtime.current().load_catalogue()  # which methods can is the backend's to say
+        runtime.current().load_catalogue()  # which methods can is the backend's to say, before any prepare
     method = method or method_for(obj)
     if method not in capable_methods():
         raise ValueError(f"{method} cannot split an object into parts; methods that can: {capable_methods()}")

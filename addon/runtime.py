@@ -141,6 +141,8 @@ class Runtime:
             self.bridge.post(self._progress, key, fraction, message)
 
         def work() -> Job:
+            if not self.methods:  # Prepare pressed before the backend was started: the panel needs its lists too
+                self.bridge.post(self._catalogue, self.backend.ensure().info())
             sid = self.send_sync(key, scene)
             client = self.backend.ensure()
             popts = self.backend.config.prior_options(prior)

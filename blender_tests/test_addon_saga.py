@@ -81,13 +81,23 @@ def donut(donut_name: str) -> object:
     return ob
 
 
-def test_the_backend_lists_saga_with_a_scale_and_segment_everything(rt: object) -> None:
-    from bl_ext.user_default.segany import properties
+def test_the_backend_lists_saga_with_a_scale_and_segment_everything(
+    rt: object, donut: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a method takes comes from the backend's list, which a prepare fetches when nothing has yet (a script,
+    or Prepare pressed before Start Backend): without it the slider would send no scale."""
+    from bl_ext.user_default.segany import actions, api, properties, scene_read
 
-    rt.connect()
-    drain_until(lambda: any(m["name"] == "saga" for m in rt.methods))
+    monkeypatch.setattr(rt, "methods", [])
+    assert not properties.takes_scale("saga")  # the built-in list knows only iseg and sa3d
+    api.prepare(donut, "saga", options=TINY)  # from the cache
     assert properties.takes_scale("saga") and properties.segments_everything("saga")
     assert not properties.takes_scale("sa3d") and not properties.segments_everything("iseg")
+    monkeypatch.setattr(rt, "methods", [])
+    st = rt.state(actions.object_key(donut))
+    rt.prepare(actions.object_key(donut), scene_read.read_object(donut), "saga", None, TINY)  # the panel's path
+    drain_until(lambda: st.status in ("prepared", "failed", "cancelled"))
+    assert st.status == "prepared" and properties.takes_scale("saga")
 
 
 def test_scale_slider_requeries_the_click_session_with_its_clicks(rt: object, donut: object) -> None:
