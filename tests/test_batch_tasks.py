@@ -13,7 +13,7 @@ from plyfile import PlyData
 from sa3d_scenes import splat_blobs
 
 from segany.batch import collect_assets, parse_spec
-from segany.batch.asset import Where, finished, run_asset
+from segany.batch.asset import Where, _engine, finished, run_asset
 from segany.eval.rand_index import rand_index
 from segany.formats import write_mesh_ply
 
@@ -54,8 +54,10 @@ def test_everything_writes_parts_that_split_the_blobs(blobs, tmp_path) -> None:
 )
 def test_an_impossible_task_fails_the_asset_with_its_code(blobs, tmp_path, spec, code) -> None:
     (asset,) = collect_assets([str(blobs[0])], parse_spec(spec))
-    record = run_asset(asset, Where(tmp_path / "out", tmp_path / "cache", "cpu", 1))
+    where = Where(tmp_path / "out", tmp_path / "cache", "cpu", 1)
+    record = run_asset(asset, where)
     assert record["status"] == "failed" and record["error"]["code"] == code, record
+    assert _engine(where).scenes() == []  # a worker that runs thousands of assets keeps none of them
     assert not (tmp_path / "out" / "blobs").exists() and not list((tmp_path / "out").glob(".tmp-*"))
 
 

@@ -81,12 +81,10 @@ def run_asset(asset: Asset, where: Where) -> dict[str, Any]:
     record: dict[str, Any] = {"path": str(asset.path), "name": asset.name, "status": "failed", "error": None,
                               "pid": os.getpid(), "seconds": {}}  # fmt: skip
     tmp = where.out / f"{TEMP_PREFIX}{asset.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    engine, sid = None, None
     try:
         tmp.mkdir(parents=True)
         record["input_blake2b"] = digest(asset.path)
-        engine = _engine(where)
-        sid = _run(engine, asset, tmp, record)
+        _run(_engine(where), asset, tmp, record)
         _publish(tmp, where.out / asset.name)
         record["status"] = "ok"
     except SegAnyError as exc:
@@ -95,24 +93,32 @@ def run_asset(asset: Asset, where: Where) -> dict[str, Any]:
         record["error"] = {"code": "io_error", "message": f"{exc.strerror or exc}: {exc.filename or asset.path}"}
     except Exception as exc:
         frame = traceback.extract_tb(exc.__traceback__)[-1]
-        where_ = f"{Path(frame.filename).name}:{frame.lineno}"
-        record["error"] = {"code": "internal", "message": f"{type(exc).__name__}: {exc} (at {where_})"}
+        at = f"{Path(frame.filename).name}:{frame.lineno}"
+        record["error"] = {"code": "internal", "message": f"{type(exc).__name__}: {exc} (at {at})"}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        if engine is not None and sid is not None:
-            engine.drop_scene(sid)  # a worker runs thousands of assets: keep none in memory
     record["seconds"]["total"] = time.perf_counter() - started
     record["seconds"]["cpu"] = time.process_time() - cpu  # this worker's CPU: what a loaded machine does not inflate
     return record
 
 
-def _run(engine: Any, asset: Asset, tmp: Path, record: dict[str, Any]) -> str:
-    """Load, prepare, answer the task and write its files into `tmp` (done.json last); returns the scene id."""
-    work, seconds = asset.spec.work, record["seconds"]
+def _run(engine: Any, asset: Asset, tmp: Path, record: dict[str, Any]) -> None:
+    """Load, then answer and write (`_answer`); the scene and its prepared state leave the engine's memory after,
+    failed or not: a worker runs thousands of assets."""
     t = time.perf_counter()
-    sid = engine.load_scene(asset.path, allow_references=work.allow_references)
-    scene = engine.get_scene(sid)
-    seconds["load"] = time.perf_counter() - t
+    sid = engine.load_scene(asset.path, allow_references=asset.spec.work.allow_references)
+    record["seconds"]["load"] = time.perf_counter() - t
+    try:
+        _answer(engine, sid, asset, tmp, record)
+    finally:
+        engine.drop_scene(sid)
+
+
+def _answer(engine: Any, sid: str, asset: Asset, tmp: Path, record: dict[str, Any]) -> None:
+    """Prepare (or load from the shared cache), answer the task, write its files into `tmp`, done.json last."""
+    from .outputs import answer  # rendering and writers: imported in the worker, not by the driver
+
+    work, seconds, scene = asset.spec.work, record["seconds"], engine.get_scene(sid)
     method = work.method or DEFAULT_METHOD.get(work.task) or _first_method(engine, scene.kind)
     m = engine.method(method)
     if scene.kind not in m.scene_kinds:
@@ -124,8 +130,6 @@ def _run(engine: Any, asset: Asset, tmp: Path, record: dict[str, Any]) -> str:
         prepared = job["message"]
     seconds["prepare"] = time.perf_counter() - t
     t = time.perf_counter()
-    from .outputs import answer
-
     results = answer(engine, method, sid, scene, work)
     seconds["query"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -139,7 +143,6 @@ def _run(engine: Any, asset: Asset, tmp: Path, record: dict[str, Any]) -> str:
     (tmp / "result.json").write_text(json.dumps(info, indent=1, default=_plain))
     done = {"spec_key": asset.spec.key(), "input_blake2b": record["input_blake2b"], "outputs": outputs}
     _write_synced(tmp / DONE, json.dumps(done, indent=1).encode())
-    return sid
 
 
 def _first_method(engine: Any, kind: str) -> str:
