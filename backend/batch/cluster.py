@@ -35,8 +35,9 @@ def connect(address: str, cpus: int) -> bool:
     if ray.is_initialized():
         return False
     try:
-        if address == "local":
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        if address == "local":  # on loopback only, no dashboard: a cluster for this batch, not a service
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                     _node_ip_address="127.0.0.1")  # fmt: skip
         else:
             ray.init(address=address, log_to_driver=False)
     except ConnectionError as exc:

@@ -24,6 +24,7 @@ import numpy as np
 from rich.console import Console
 
 from ..batch import collect_assets, parse_spec, run_batch
+from ..batch.cluster import connect
 from ..samples import sample_mesh, shared_data_dir
 from .report import Row, write_report
 
@@ -93,9 +94,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         kinds = [_kind(p) for p in paths]
         extra["assets_by_kind"] = {k: kinds.count(k) for k in sorted(set(kinds))}
         t0 = time.perf_counter()
-        started = not ray.is_initialized()
-        if started:
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        started = connect("local", 2)  # `segany batch --ray local`'s cluster, started once for every round
         extra["ray_start_s"] = time.perf_counter() - t0
         try:
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in CONFIGS}
