@@ -23,7 +23,7 @@ from segany.scene import scene_from_arrays, scene_id
 
 OPS = [
     "hello", "info", "echo", "scene.add", "scene.load", "scene.drop", "scene.list",
-    "job.submit", "job.status", "job.cancel", "job.result", "query",
+    "job.submit", "job.status", "job.cancel", "job.result", "query", "everything",
 ]  # fmt: skip
 FIELDS = [
     "op", "id", "token", "kind", "path", "scene_id", "method", "prior", "options", "prior_options",
