@@ -37,13 +37,6 @@ class Pixels:
     starts: np.ndarray  # (V + 1,) int64
     scales: np.ndarray  # (M,) float32 every mask's scale
 
-    @property
-    def nbytes(self) -> int:
-        """Memory the captured pixels hold: what grows with the view count once capture streams."""
-        return sum(
-            a.nbytes for a in (self.ids, self.weights, self.mask_ids, self.mask_scales, self.starts, self.scales)
-        )
-
 
 def mask_scale(depth: np.ndarray, mask: np.ndarray, k: np.ndarray) -> float:
     """A mask's physical size: 2·sqrt(σx² + σy² + σz²) of its back-projected pixels (SAGA's rule as we recall
