@@ -68,6 +68,7 @@ def _big_scene(n: int) -> Scene:
 
 
 def _status_kb(field: str) -> int:
+    """A memory figure of this process from /proc/self/status, in KiB (the memory rows need Linux)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
