@@ -1,6 +1,6 @@
 """`segany batch --ray` on a real Ray cluster the module starts on 127.0.0.1 (2 CPUs, no dashboard): one task
-per asset, results streamed back, the same bytes as the pool, a bad file recorded, a killed worker retried by
-Ray and an asset whose worker dies on every try recorded as worker_lost."""
+per asset, results streamed back, the same bytes as the pool, a bad file recorded, a killed worker's asset tried
+again and an asset whose worker dies on every try recorded as worker_lost, each line with its attempts."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ def test_ray_runs_one_task_per_asset_with_the_pools_bytes(cluster, assets, tmp_p
     statuses = {n: r["status"] for n, r in outcome.records.items()}
     assert statuses == {"a00": "ok", "a01-bad": "failed", "a01": "ok", "a02": "ok"}
     assert outcome.records["a01-bad"]["error"]["code"] == "corrupt_file"
+    assert {r["attempts"] for r in outcome.records.values()} == {1}  # a failure that is no dead worker: one try
     assert len({r["pid"] for r in outcome.records.values()}) >= 1 and os.getpid() not in {
         r["pid"] for r in outcome.records.values()
     }  # the work ran in Ray's workers, not here
@@ -68,8 +69,9 @@ def _kill_workers(out: Path, stop: threading.Event, killed: list[int], most: int
 
 
 @pytest.mark.parametrize(("retries", "kills", "status"), [(2, 1, "ok"), (0, 1, "failed")])
-def test_a_killed_worker_is_retried_by_ray_up_to_the_specs_retries(cluster, assets, tmp_path, retries, kills,
-                                                                   status) -> None:  # fmt: skip
+def test_a_killed_workers_asset_is_tried_again_on_ray_up_to_the_specs_retries(
+    cluster, assets, tmp_path, retries, kills, status
+) -> None:
     out = tmp_path / "out"
     spec = parse_spec({**SPEC, "retries": retries})
     killed: list[int] = []
@@ -85,6 +87,7 @@ def test_a_killed_worker_is_retried_by_ray_up_to_the_specs_retries(cluster, asse
     wait_until(lambda: len(killed) == kills, what="the worker kill")
     (record,) = outcome.records.values()
     assert record["status"] == status, record
+    assert record["attempts"] == kills + (status == "ok")  # the kill's try, then the one that finished
     if status == "ok":
         assert record["pid"] not in killed  # a fresh worker did it
     else:

@@ -1,5 +1,5 @@
 """Assets on a Ray cluster: one task per asset with its CPUs and GPUs declared, results streamed back as they
-finish (ray.wait). Ray schedules and retries a task whose worker died (max_retries); SegAny adds nothing.
+finish (ray.wait). Ray schedules; a task whose worker died is submitted again (counted, like the pool's tries).
 
 Every node must see the inputs, the output folder and (to reuse prepared work) the cache at the same paths:
 a shared file system, or one machine.
@@ -7,6 +7,7 @@ a shared file system, or one machine.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,26 +49,35 @@ def connect(address: str, cpus: int) -> bool:
 
 
 def run_ray(assets: list[Asset], where: Where, gpus: float = 0.0) -> Iterator[dict[str, Any]]:
-    """Yield each asset's record as its task finishes; Ray must be connected (`connect`)."""
+    """Yield each asset's record, its `attempts` added, as its task finishes; Ray must be connected (`connect`).
+
+    A task whose worker died (killed, out of memory, its node lost) is submitted again up to the spec's retries,
+    here rather than through Ray's max_retries, so the record can say how many tries it took, as the pool's do."""
     import ray
 
     task = ray.remote(_asset_task)
-    pending = {
-        task.options(num_cpus=where.threads, num_gpus=gpus, max_retries=a.spec.work.retries).remote(a, where): a
-        for a in assets
-    }
-    waiting = list(pending)
+    attempts: Counter[str] = Counter()
+    pending: dict[Any, Asset] = {}
+
+    def submit(asset: Asset) -> None:
+        attempts[asset.name] += 1
+        pending[task.options(num_cpus=where.threads, num_gpus=gpus, max_retries=0).remote(asset, where)] = asset
+
+    for asset in assets:
+        submit(asset)
     try:
-        while waiting:
-            ready, waiting = ray.wait(waiting, num_returns=1)
-            for ref in ready:
-                asset = pending.pop(ref)
-                try:
-                    record = ray.get(ref)
-                except ray.exceptions.RayError as exc:  # the worker died on every try, or the node went away
-                    yield lost(asset, asset.spec.work.retries + 1, type(exc).__name__)
-                    continue
-                yield record
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            asset = pending.pop(ref)
+            try:
+                record = ray.get(ref)
+            except ray.exceptions.RayError as exc:  # the worker or its node died; run_asset itself never raises
+                if attempts[asset.name] <= asset.spec.work.retries:
+                    submit(asset)
+                else:
+                    yield lost(asset, attempts[asset.name], type(exc).__name__)
+                continue
+            yield {**record, "attempts": attempts[asset.name]}
     finally:
         for ref in pending:  # Ctrl-C or the caller stopped: nothing more starts, running tasks are stopped
             ray.cancel(ref, force=True)
