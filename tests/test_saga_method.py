@@ -89,20 +89,20 @@ def test_auto_starts_from_the_priors_scale_around_the_click_and_a_later_positive
     assert float(more.extras["scale"][0]) == pytest.approx(used) and (more.mask >= sel.mask).all()
 
 
-def test_auto_shrinks_the_scale_until_a_negative_click_is_left_out(blobs):
-    """A negative click on something the click selected at a coarse scale: "auto" takes a scale at which
-    the positive click alone leaves it out, no larger than before, and the clicked element stays."""
+def test_auto_keeps_its_scale_through_a_negative_click_which_removes_what_it_is_like(blobs):
+    """A negative click on an element the first click selected: the scale stays (moving it would change
+    the whole answer), the negative element goes and nothing new comes in; only negative clicks select
+    nothing."""
     scene, labels, method, state = blobs
     click = centre_element(scene.means, labels, 0)
-    coarse = method.query(scene, state, {"clicks": [[click, 1]], "scale": BLOB_SCALE}).mask
-    inside = np.flatnonzero(coarse & (labels == 0))
+    first = method.query(scene, state, {"clicks": [[click, 1]]})
+    inside = np.flatnonzero(first.mask & (np.arange(scene.n_elements) != click))
+    assert len(inside) > 0
     far = int(inside[np.argmax(np.linalg.norm(scene.means[inside] - scene.means[click], axis=1))])
-    first = float(method.query(scene, state, {"clicks": [[click, 1]]}).extras["scale"][0])
     sel = method.query(scene, state, {"clicks": [[click, 1], [far, -1]]})
-    used = float(sel.extras["scale"][0])
-    assert used <= first and sel.mask[click] and not sel.mask[far]
-    alone = method.query(scene, state, {"clicks": [[click, 1]], "scale": used}).mask
-    assert not alone[far]  # left out by the scale itself, not only by the removal rule
+    assert float(sel.extras["scale"][0]) == pytest.approx(float(first.extras["scale"][0]))
+    assert sel.mask[click] and not sel.mask[far] and not (sel.mask & ~first.mask).any()
+    assert not method.query(scene, state, {"clicks": [[far, -1]]}).mask.any()
 
 
 def test_reference_asks_for_the_median_mask_scale(blobs):

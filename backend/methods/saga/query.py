@@ -23,7 +23,6 @@ from ..base import State
 from .features import gate_for
 
 THRESHOLD = 0.5
-AUTO_SCALES = 16  # candidate scales "auto" tries, log-spaced over the trained range
 
 
 def checked_scale(value: Any) -> float | None:
@@ -70,31 +69,20 @@ def prior_scale(state: State, elements: np.ndarray) -> float:
 
 def auto_scale(state: State, elements: np.ndarray, positive: np.ndarray) -> tuple[float, np.ndarray]:
     """The scale for "auto", and its scores: the prior's scale around the first positive click
-    (`prior_scale`), made smaller where negative clicks say the selection reaches too far.
+    (`prior_scale`), kept for every later click.
 
     The median of all masks (the state's reference) is one size for the whole scene; the masks around the
-    click say how large a part is there (a leg's masks are smaller than a seat's). Later positive clicks
-    keep that scale (they add what was missed, at the size already chosen; re-deriving it from every click
-    moved the scale and undid earlier answers). A negative click says the positive clicks' selection
-    reached too far: of AUTO_SCALES log-spaced scales over the trained range, those at which the positive
-    clicks alone select no negative click agree with every click, and the largest of them not above the
-    prior's scale wins. Where none does, the prior's scale stays and the negative clicks' removal rule does
-    what it can.
+    click say how large a part is there (a leg's masks are smaller than a seat's). Later clicks keep that
+    scale: a positive one adds what was missed at the size already chosen, a negative one removes what is
+    like it (the removal rule). Moving the scale with later clicks changes the whole answer and undid what
+    earlier clicks had fixed (re-deriving it from every positive click, or shrinking it until the positive
+    clicks alone left out every negative one, both lowered mIoU@5: docs/journal.md, session 9). With only
+    negative clicks nothing is selected.
     """
     pos = elements[positive]
-    if len(pos) == 0:  # only negative clicks: nothing is selected at any scale
+    if len(pos) == 0:
         return reference_scale(state), np.zeros(state.tensors["features"].shape[0], dtype=np.float32)
     wanted = prior_scale(state, pos[:1])
-    neg = elements[~positive]
-    if len(neg):
-        lo, hi = state.meta["scale_range"]
-        only_pos = np.ones(len(pos), dtype=bool)
-        agree = [
-            float(s)
-            for s in np.geomspace(lo, hi, AUTO_SCALES)
-            if s <= wanted and not (scores_at(state, pos, only_pos, float(s))[neg] >= THRESHOLD).any()
-        ]
-        wanted = max(agree, default=wanted)
     return wanted, scores_at(state, elements, positive, wanted)
 
 
