@@ -285,6 +285,7 @@ def segment(
     binary: bool = True,
     options: dict[str, Any] | None = None,
     timeout: float | None = None,
+    prior_options: dict[str, Any] | None = None,
 ) -> Segmented:
     """Blocking click → selection → Blender data, for scripts and the explicit operator (method None: the
     first that fits the object's kind)."""
@@ -295,7 +296,7 @@ def segment(
     if bad:
         raise ValueError(f"clicks {bad} are out of range: indices in 0..{n - 1}, signs +1 or -1")
     method = method or method_for(obj)
-    st = prepare_blocking(obj, method, prior, options, timeout)
+    st = prepare_blocking(obj, method, prior, options, timeout, prior_options)
     rt = runtime.current()
     plain = [[int(i), int(s)] for i, s in clicks]
     sel = rt.backend.ensure().query(method, st.scene_id, {"clicks": plain}, prior=prior)

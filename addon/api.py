@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import bpy
 
-from . import actions, labels, results, runtime
+from . import actions, batch, labels, results, runtime
 from . import everything as parts
 from .actions import Segmented, parse_clicks
 from .client import BackendUnavailable, RemoteError
@@ -62,10 +62,11 @@ def segment(
     binary: bool = True,
     options: dict | None = None,
     timeout: float | None = None,
+    prior_options: dict | None = None,
 ) -> Segmented:
     """Clicks [(vertex or point index, +1 add / -1 remove), ...] → a segment written as `output`
     (one of OUTPUTS). Returns scores, threshold, mask, count and what was made."""
-    return actions.segment(obj, clicks, method, prior, output, name, threshold, binary, options, timeout)
+    return actions.segment(obj, clicks, method, prior, output, name, threshold, binary, options, timeout, prior_options)
 
 
 def label(obj: bpy.types.Object, words: list[str], method: str = "sas", prior: str | None = None,
@@ -92,6 +93,7 @@ def everything(
     min_cluster_size: int | None = None,
     sample: int | None = None,
     timeout: float | None = None,
+    prior_options: dict | None = None,
 ) -> PartsDone:
     """Split obj into parts at `scale` (a length in Blender units, or "auto") with a method that can (saga;
     None: the first that fits obj). `output` is one of PART_OUTPUTS: "part_attribute" (one INT attribute
@@ -99,7 +101,7 @@ def everything(
     "attribute", "object" or "ply" (3DGS PLYs in `directory`, splats only). Returns labels, colours, the
     scale used and what was made per part."""
     return parts.segment_everything(
-        obj, scale, output, name, directory, method, prior, options, min_cluster_size, sample, timeout
+        obj, scale, output, name, directory, method, prior, options, min_cluster_size, sample, timeout, prior_options
     )
 
 
@@ -133,6 +135,15 @@ def each(items: Iterable[Any], work: Callable[[Any], T]) -> tuple[dict[str, T], 
     return done, failed
 
 
+def run_spec(
+    items: Iterable[Any], spec: dict | str, out_dir: str | None = None
+) -> tuple[dict[str, Any], dict[str, Exception]]:
+    """Run a `segany batch` job spec (its JSON object or file; docs/batch.md) on objects or scene files (OBJ,
+    PLY, STL: imported into an emptied scene), one at a time: clicks → the segment `part`, label → a layer per
+    word, everything → `segany_part`; with out_dir, a .blend per item. Failures per item, as `each`."""
+    return each(items, batch.worker(spec, out_dir))
+
+
 def stop_backend() -> None:
     runtime.current().backend.stop()
 
@@ -154,6 +165,7 @@ __all__ = [
     "label",
     "parse_clicks",
     "prepare",
+    "run_spec",
     "segment",
     "stop_backend",
 ]

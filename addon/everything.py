@@ -205,6 +205,7 @@ def segment_everything(
     min_cluster_size: int | None = None,
     sample: int | None = None,
     timeout: float | None = None,
+    prior_options: dict[str, Any] | None = None,
 ) -> PartsDone:
     """Blocking, for scripts: prepare obj (or load it from the cache), split it into parts at `scale` (Blender
     units, or "auto": the method's typical part size) and write them as `output`."""
@@ -217,7 +218,7 @@ def segment_everything(
     method = method or method_for(obj)
     if method not in capable_methods():
         raise ValueError(f"{method} cannot split an object into parts; methods that can: {capable_methods()}")
-    st = actions.prepare_blocking(obj, method, prior, options, timeout)
+    st = actions.prepare_blocking(obj, method, prior, options, timeout, prior_options)
     parts = runtime.current().backend.ensure().everything(method, st.scene_id, asked, prior=prior)
     return finish(obj, parts, output, name, directory)
 
