@@ -65,6 +65,13 @@ def methods_for(kind: str | None) -> list[str]:
     return [m["name"] for m in method_catalogue() if kind is None or kind in m.get("scene_kinds", [kind])]
 
 
+def click_methods_for(kind: str | None) -> list[str]:
+    """The methods of `methods_for` a click asks (not those that answer words, like sas); a backend that does
+    not say takes clicks."""
+    clicks = {m["name"]: bool(m.get("takes_clicks", True)) for m in method_catalogue()}
+    return [n for n in methods_for(kind) if clicks.get(n, True)]
+
+
 def needs_prepare(method: str) -> bool:
     """Whether the method needs its per-object work before a click; a backend that does not say needs it."""
     return next((bool(m.get("needs_prepare", True)) for m in method_catalogue() if m["name"] == method), True)
@@ -83,7 +90,7 @@ def segments_everything(method: str) -> bool:
 def resolve_method(chosen: str, kind: str | None) -> str:
     """The method to use on a scene of this kind: the chosen one where it fits, else the first that does
     ('' when none does)."""
-    names = methods_for(kind)
+    names = click_methods_for(kind)
     return chosen if chosen in names else (names[0] if names else "")
 
 
@@ -98,7 +105,7 @@ def _active_kind(context: bpy.types.Context | None) -> str | None:
 
 def _method_items(_self: object, context: bpy.types.Context | None) -> list[tuple[str, str, str, int]]:
     kinds = {m["name"]: m.get("scene_kinds") for m in method_catalogue()}
-    fits = methods_for(_active_kind(context))
+    fits = click_methods_for(_active_kind(context))
     _METHOD_ITEMS[:] = [
         (n, n, "Works on " + ", ".join(KIND_WORDS.get(k, k) for k in kinds[n]) if kinds[n] else n, _method_number(n))
         for n in fits

@@ -27,7 +27,7 @@ from .errors import SegAnyError
 from .jobs import JobContext
 from .methods import Method, Parts, Selection, State, get_method, method_names
 from .methods.base import check_everything
-from .methods.queries import MAX_CLICKS, query_keys
+from .methods.queries import MAX_CLICKS, ClickQuery, query_keys
 from .options import Options, parse_options, preset_for
 from .priors import Prior, PriorContext, PriorSpec, get_prior, prior_class, prior_config, prior_names
 from .priors.config import STATE_KEY
@@ -192,6 +192,7 @@ class Engine:
                     "default_prior": m.default_prior,
                     "needs_prepare": m.needs_prepare,  # the add-on lets a click start without Prepare when False
                     "query_keys": query_keys(m.Query),  # the add-on shows the scale slider for a `scale`
+                    "takes_clicks": issubclass(m.Query, ClickQuery),  # sas answers words: not in the click list
                     "segments_everything": m.segments_everything,  # the add-on offers "Segment everything"
                 }
             )

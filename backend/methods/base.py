@@ -97,7 +97,7 @@ class Method(ABC):
     state_format: ClassVar[str | None] = None  # meta["format"] of the states this version writes
     queries_prior: ClassVar[bool] = False  # query() prompts state.prior: the engine rebuilds it for a cached state
     Options: ClassVar[type[Options]] = Options  # its typed options and presets; the engine parses them
-    Query: ClassVar[type[ClickQuery]] = ClickQuery  # its typed query; `query` parses it first (parse_query)
+    Query: ClassVar[type] = ClickQuery  # its typed query (clicks, or sas's words); `query` parses it first
     segments_everything: ClassVar[bool] = False  # implements `everything` (the engine lists it for the add-on)
 
     def check_state(self, scene: Scene, state: State) -> None:

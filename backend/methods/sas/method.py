@@ -75,6 +75,7 @@ class SAS(Method):
     state_format: ClassVar[str | None] = FORMAT
     queries_prior: ClassVar[bool] = True  # the words are embedded by the sources at query time
     Options: ClassVar[type[SASOptions]] = SASOptions
+    Query: ClassVar[type] = LabelQuery  # words, not clicks: the add-on keeps sas out of its click methods
 
     def __init__(self) -> None:
         self._live: PerState[_Live] = PerState(size=4)
