@@ -425,7 +425,7 @@ def batch(
     prior: Annotated[str | None, typer.Option(help="2D prior (default: the method's)")] = None,
     click: Annotated[list[str] | None, typer.Option(help="element index with sign, e.g. 120 or -45; repeat")] = None,
     scale: Annotated[str | None, typer.Option(help='part size in scene units or "auto" (task everything)')] = None,
-    words: Annotated[str | None, typer.Option(help="words separated by ';' (task label)")] = None,
+    words: Annotated[str | None, typer.Option(help="words separated by commas, as segany label (task label)")] = None,
     options: Annotated[str | None, typer.Option(help='method options as JSON, e.g. \'{"preset": "tiny"}\'')] = None,
     workers: Annotated[int, typer.Option(help="processes on this machine (or Ray tasks at once with --ray local)")] = 1,
     ray: Annotated[str | None, typer.Option(help="run on Ray: auto (a `ray start` cluster), local, or ADDRESS")] = None,
@@ -436,7 +436,7 @@ def batch(
 ) -> None:
     """Label many assets with one spec on a process pool or Ray; a rerun skips what is finished."""
     from .batch import collect_assets, load_spec, parse_spec, run_batch
-    from .batch.spec import MAX_WORDS
+    from .label_files import split_words
 
     given = load_spec(spec).to_dict() if spec else {}
     flags = {"task": task, "method": method, "prior": prior, "scale": _scale(scale, "--scale") if scale else None}
@@ -444,7 +444,7 @@ def batch(
     if click:
         given["clicks"] = [_click(c) for c in click]
     if words is not None:
-        given["words"] = [w.strip() for w in words.split(";", MAX_WORDS) if w.strip()]
+        given["words"] = split_words(words)
     if options is not None:
         given["options"] = _json_object(options, "--options")
     job = parse_spec(given)
