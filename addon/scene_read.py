@@ -65,14 +65,16 @@ def _point_names(data: object) -> set[str]:
 
 
 def _colors(data: object, n: int) -> np.ndarray | None:
-    """The active POINT colour attribute as rgb in [0, 1], unless it is our own preview layer. Point clouds
-    have no active colour (Blender 4.2 has the property but it is always None): their first POINT colour
-    attribute that is not ours stands in."""
+    """The active POINT colour attribute as rgb in [0, 1]. Point clouds have no active colour (Blender 4.2 has
+    the property but it is always None), and showing a segment, labels or parts makes our own layer the active
+    one: then the first POINT colour attribute that is not ours stands in, so the object's own colours (and so
+    its scene id and cached work) stay what they were."""
     ca = getattr(data, "color_attributes", None)
     if ca is None:
         return None
     active = getattr(ca, "active_color", None)
-    candidates = [active] if active is not None else list(ca)
+    own = active is not None and active.name.startswith(PREVIEW_PREFIX)
+    candidates = [active] if active is not None and not own else list(ca)
     usable = [a for a in candidates if a is not None and a.domain == "POINT" and not a.name.startswith(PREVIEW_PREFIX)]
     if not usable:
         return None

@@ -153,6 +153,26 @@ def test_meshes_keep_the_colour_attribute_and_get_no_overlay(addon: object, fres
     assert results.PREVIEW_ATTRIBUTE not in ob.data.color_attributes and overlay.active() == []
 
 
+def test_an_object_keeps_its_own_colours_while_our_layer_is_active(addon: object, fresh_scene: object) -> None:
+    """Showing a segment (labels, parts) makes our colour layer the active one; what is read and sent is still the
+    mesh's own colours, so its scene id and cached work do not change."""
+    from bl_ext.user_default.segany import actions, scene_read
+
+    ob = make_object("mesh")
+    n = len(ob.data.vertices)
+    own = ob.data.color_attributes.new("Col", "FLOAT_COLOR", "POINT")
+    rgba = np.random.default_rng(5).random((n, 4)).astype(np.float32)
+    own.data.foreach_set("color", rgba.ravel())
+    ob.data.color_attributes.active_color = own
+    before = scene_read.read_object(ob)
+    session, _preview = actions.start_click(ob, COLOR)
+    session.show(np.linspace(0, 1, n, dtype=np.float32), 0.5)
+    assert ob.data.color_attributes.active_color.name != "Col"  # our preview layer is the active one now
+    after = scene_read.read_object(ob)
+    np.testing.assert_allclose(after.arrays["vertex_colors"], rgba[:, :3], atol=1e-6)
+    np.testing.assert_array_equal(after.arrays["vertex_colors"], before.arrays["vertex_colors"])
+
+
 FAIL_SOFT_SCRIPT = """
 import json, logging
 from pathlib import Path
