@@ -29,13 +29,17 @@ class Answer:
     threshold: float = 0.5
     marks: np.ndarray | None = field(default=None, repr=False)
     palette: np.ndarray | None = None
+    names: list[str] | None = None  # label: the words, named in the picture's legend as `segany label` does
 
     def write(self, scene: Scene, folder: Path) -> None:
         """result.ply and preview.png in `folder` (no timestamps inside: the same answer gives the same bytes)."""
         ply, png = folder / "result.ply", folder / "preview.png"
         if self.scores is None:
             write_parts_ply(ply, scene, self.labels, self.palette)
-            render_parts(scene, self.labels, self.palette, png)
+            if self.names:
+                render_parts(scene, self.labels, self.palette, png, shown=len(self.names), names=self.names)
+            else:
+                render_parts(scene, self.labels, self.palette, png)
             return
         colours = selection_colors(self.scores, self.threshold)
         if isinstance(scene, MeshScene):
@@ -61,7 +65,9 @@ def answer(engine: Any, method: str, sid: str, scene: Scene, work: Work) -> Answ
     from ..methods.saga.everything import cluster_colours
 
     sel = engine.query(method, sid, {"words": list(work.words)}, prior=work.prior)
-    return _parts(sel.extras["labels"], cluster_colours(len(work.words)), list(work.words))
+    labelled = _parts(sel.extras["labels"], cluster_colours(len(work.words)), list(work.words))
+    labelled.names = list(work.words)
+    return labelled
 
 
 def _parts(labels: np.ndarray, palette: np.ndarray, names: list[str]) -> Answer:
