@@ -80,7 +80,8 @@ def test_method_offers_what_fits_the_active_object_and_keeps_the_choice(
 
 
 def test_the_method_list_comes_from_the_backend(rt: object, fresh_scene: object) -> None:
-    """The backend's info reply says which scene kinds each method fits; the panel offers exactly those."""
+    """The backend's info reply says which scene kinds each method fits and whether a click asks it; the panel
+    offers exactly the click methods that fit (sas answers words: its own panel)."""
     import bpy
     from bl_ext.user_default.segany import properties
 
@@ -95,7 +96,9 @@ def test_the_method_list_comes_from_the_backend(rt: object, fresh_scene: object)
     for ob, kind in ((grid_mesh(x=4, y=4), "mesh"), (import_donut(), "splats")):
         _activate(ob)
         offered = [item[0] for item in properties._method_items(settings, bpy.context)]
-        assert offered == [name for name, kinds in details.items() if kind in kinds], kind
+        clicks = {m["name"]: m["takes_clicks"] for m in info["method_details"]}
+        assert offered == [name for name, kinds in details.items() if kind in kinds and clicks[name]], kind
+        assert "sas" in details and "sas" not in offered
 
 
 def test_prepare_on_splats_with_the_default_settings_prepares_sa3d(rt: object, fresh_scene: object) -> None:

@@ -46,9 +46,15 @@ def summary(out: Path) -> list[dict[str, Any]]:
 
 
 def start_cli(*args: str) -> subprocess.Popen:
-    """`segany batch ...` in its own session, so a test can kill the whole batch (driver and workers) at once."""
+    """`segany batch ...` in its own session, so a test can kill the whole batch (driver and workers) at once,
+    with Ctrl-C's signal at its default as in a terminal's foreground job: a test run started in the background
+    (a CI runner, `cmd &`) inherits SIGINT ignored, and the batch would never see the test's Ctrl-C."""
     return subprocess.Popen([*SEGANY, "batch", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
+                            text=True, start_new_session=True, preexec_fn=_default_sigint)  # fmt: skip
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
