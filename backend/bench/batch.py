@@ -82,7 +82,7 @@ def _one_batch(paths: list[Path], out: Path, workers: int, ray: str | None, cach
 def run(out_dir: Path, quick: bool = False) -> dict:
     import ray
 
-    rounds = 1 if quick else 2  # 2 x 3 batches of 24 assets: ~10 minutes on a loaded 2-core machine
+    rounds = 1 if quick else 4  # paired ratios need a few rounds for their spread; 4 x 3 batches of 24 assets
     extra: dict[str, Any] = {"spec": SPEC, "quick": quick, "rounds": rounds, "threads_per_worker": 1,
                              "load_average_1_5_15": list(os.getloadavg())}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="segany-bench-batch-") as tmp:
