@@ -334,7 +334,7 @@ def evaluate(
     clicks: Annotated[int, typer.Option(help="clicks per target")] = 20,
     noise: Annotated[str | None, typer.Option(help="oracle noise: 'default' or none")] = None,
     prior_options: Annotated[
-        str | None, typer.Option(help="prior options as JSON (task label), e.g. '{\"confusion\": 0.5}'")
+        str | None, typer.Option(help="prior options as JSON, e.g. '{\"confusion\": 0.5}' (--noise adds its key)")
     ] = None,
     query: Annotated[
         str | None, typer.Option(help="extra keys for every query, as JSON, e.g. '{\"refine\": false}'")
@@ -346,57 +346,32 @@ def evaluate(
     cache_dir: CacheOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Evaluate a method with simulated clicks against a classical baseline; writes results.json, report.md, PNG."""
+    """Evaluate a method (simulated clicks, all parts, or labels from words); writes results.json, report.md, PNG."""
     from .eval import run_eval
+    from .eval.everything import run_everything_eval
+    from .eval.label import run_label_eval
     from .samples import shared_data_dir
 
-    query_options = _json_object(query, "--query") if query else None
-    method_options = _json_object(options, "--options") if options else None
-    if task == "everything":
-        from .eval.everything import run_everything_eval
-
-        run_everything_eval(
-            method=method,
-            prior=prior,
-            data=data or shared_data_dir() / "psb",
-            ids=ids.split(",") if ids else None,
-            out=out,
-            engine=_engine(cache_dir, device),
-            prior_options={"noise": noise} if noise else None,
-            method_options=method_options,
-            query_options=query_options,
-        )
-        console.print((out / "report.md").read_text())
-        return
-    if task == "label":
-        from .eval.label import run_label_eval
-
-        run_label_eval(
-            method=method,
-            prior=prior,
-            data=data or shared_data_dir() / "psb",
-            ids=ids.split(",") if ids else None,
-            out=out,
-            engine=_engine(cache_dir, device),
-            prior_options=_json_object(prior_options, "--prior-options") if prior_options else None,
-            method_options=method_options,
-        )
-        console.print((out / "report.md").read_text())
-        return
-    if task != "clicks":
+    tasks = {"clicks": run_eval, "everything": run_everything_eval, "label": run_label_eval}
+    if task not in tasks:
         raise SegAnyError("bad_request", f"--task must be clicks, everything or label, got {task!r}")
-    run_eval(
-        method=method,
-        prior=prior,
-        data=data or shared_data_dir() / "psb",
-        ids=ids.split(",") if ids else None,
-        clicks=clicks,
-        out=out,
-        engine=_engine(cache_dir, device),
-        prior_options={"noise": noise} if noise else None,
-        method_options=method_options,
-        query_options=query_options,
-    )
+    popts = _json_object(prior_options, "--prior-options") if prior_options else {}
+    if noise:
+        popts["noise"] = noise
+    given = {
+        "method": method,
+        "prior": prior,
+        "data": data or shared_data_dir() / "psb",
+        "ids": ids.split(",") if ids else None,
+        "out": out,
+        "prior_options": popts or None,
+        "method_options": _json_object(options, "--options") if options else None,
+    }
+    if task != "label":  # labels take words, not query keys
+        given["query_options"] = _json_object(query, "--query") if query else None
+    if task == "clicks":
+        given["clicks"] = clicks
+    tasks[task](engine=_engine(cache_dir, device), **given)
     console.print((out / "report.md").read_text())
 
 
