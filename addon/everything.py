@@ -107,25 +107,6 @@ def part_names(name: str, k: int) -> list[str]:
     return [f"{name}_{i:0{width}d}" for i in range(k)]
 
 
-def write_part_colours(data: bpy.types.ID, labels: np.ndarray, colours: np.ndarray) -> bpy.types.Attribute:
-    """A POINT colour attribute with each element's part colour (grey in no part), the active one on meshes."""
-    rgba = np.empty((len(colours) + 1, 4), np.float32)
-    rgba[:-1, :3], rgba[:-1, 3] = colours, 1.0
-    rgba[-1] = UNSEEN_COLOUR
-    per_element = rgba[np.where(labels >= 0, labels, len(colours))]
-    attr = data.color_attributes.get(PART_COLOUR)
-    if attr is not None and (attr.data_type != "FLOAT_COLOR" or attr.domain != "POINT"):
-        data.color_attributes.remove(attr)
-        attr = None
-    if attr is None:
-        attr = data.color_attributes.new(PART_COLOUR, "FLOAT_COLOR", "POINT")
-    attr.data.foreach_set("color", np.ascontiguousarray(per_element).ravel())
-    if hasattr(data.color_attributes, "active_color"):  # meshes; point clouds have no active colour
-        data.color_attributes.active_color = attr
-    data.update_tag()
-    return attr
-
-
 def write_parts(
     obj: bpy.types.Object,
     labels: np.ndarray,
@@ -145,7 +126,7 @@ def write_parts(
     if output == "part_attribute":
         return [
             results.write_int_attribute(obj.data, PART_ATTRIBUTE, labels),
-            write_part_colours(obj.data, labels, colours),
+            results.write_label_colours(obj.data, PART_COLOUR, labels, colours, UNSEEN_COLOUR),
         ]
     names = part_names(name, len(colours))
     if output == "ply":

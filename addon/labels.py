@@ -106,25 +106,6 @@ def _remove_previous(obj: bpy.types.Object) -> None:
             obj.data.attributes.remove(attr)
 
 
-def _write_colours(data: bpy.types.ID, labels: np.ndarray, colours: np.ndarray) -> bpy.types.Attribute:
-    """A POINT colour attribute with each element's word colour (grey for other), the active one on meshes."""
-    rgba = np.empty((len(colours) + 1, 4), np.float32)
-    rgba[:-1, :3], rgba[:-1, 3] = colours, 1.0
-    rgba[-1] = OTHER_COLOUR
-    per_element = rgba[np.where(labels >= 0, labels, len(colours))]
-    attr = data.color_attributes.get(LABEL_COLOUR)
-    if attr is not None and (attr.data_type != "FLOAT_COLOR" or attr.domain != "POINT"):
-        data.color_attributes.remove(attr)
-        attr = None
-    if attr is None:
-        attr = data.color_attributes.new(LABEL_COLOUR, "FLOAT_COLOR", "POINT")
-    attr.data.foreach_set("color", np.ascontiguousarray(per_element).ravel())
-    if hasattr(data.color_attributes, "active_color"):  # meshes; point clouds have no active colour
-        data.color_attributes.active_color = attr
-    data.update_tag()
-    return attr
-
-
 @dataclass
 class LabelsDone:
     """What a labelling made: per element its word (-1 other), per element and word the relevancy, the colours."""
@@ -152,7 +133,7 @@ def write_labels(obj: bpy.types.Object, words: list[str], sel: Selection) -> Lab
     _remove_previous(obj)
     made: list[Any] = [
         results.write_int_attribute(obj.data, LABEL_ATTRIBUTE, labels),
-        _write_colours(obj.data, labels, colours),
+        results.write_label_colours(obj.data, LABEL_COLOUR, labels, colours, OTHER_COLOUR),
     ]
     as_groups = properties.scene_kind(obj) == "mesh"  # a splat or point mesh (no faces) takes attributes too
     for k, word in enumerate(words):

@@ -237,6 +237,28 @@ def show_preview(data: bpy.types.ID, scores: np.ndarray, threshold: float, color
     data.update_tag()
 
 
+def write_label_colours(
+    data: bpy.types.ID, name: str, labels: np.ndarray, colours: np.ndarray, none: tuple[float, ...]
+) -> bpy.types.Attribute:
+    """A POINT colour attribute `name` with each element's label colour (`none` where the label is -1), the
+    active one on meshes: how parts and word labels show (one function for both, so they look alike)."""
+    rgba = np.empty((len(colours) + 1, 4), np.float32)
+    rgba[:-1, :3], rgba[:-1, 3] = colours, 1.0
+    rgba[-1] = none
+    per_element = rgba[np.where(labels >= 0, labels, len(colours))]
+    attr = data.color_attributes.get(name)
+    if attr is not None and (attr.data_type != "FLOAT_COLOR" or attr.domain != "POINT"):
+        data.color_attributes.remove(attr)
+        attr = None
+    if attr is None:
+        attr = data.color_attributes.new(name, "FLOAT_COLOR", "POINT")
+    attr.data.foreach_set("color", np.ascontiguousarray(per_element).ravel())
+    if hasattr(data.color_attributes, "active_color"):  # meshes; point clouds have no active colour
+        data.color_attributes.active_color = attr
+    data.update_tag()
+    return attr
+
+
 def clear_preview(data: bpy.types.ID) -> None:
     attr = data.color_attributes.get(PREVIEW_ATTRIBUTE)
     if attr is not None:
