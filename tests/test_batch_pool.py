@@ -45,6 +45,12 @@ def test_every_asset_runs_a_bad_one_is_recorded_and_a_rerun_skips_what_is_finish
         assert scene.n_elements == result["scene"]["n_elements"]
         if name != "a00":  # splats and points carry a 0/1 label per element: the selection
             assert int(np.sum(labels)) == result["results"]["selected"] > 0
+            np.testing.assert_array_equal(result["per_element"]["labels"], labels)
+        scores = np.asarray(result["per_element"]["scores"])
+        assert (
+            len(scores) == scene.n_elements
+            and int((scores >= result["results"]["threshold"]).sum()) == (result["results"]["selected"])
+        )
     sheet = (out / "contact.md").read_text()
     assert "a02/preview.png" in sheet and "corrupt_file" in sheet
 

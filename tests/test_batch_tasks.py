@@ -35,6 +35,7 @@ def test_everything_writes_parts_that_split_the_blobs(blobs, tmp_path) -> None:
     result = json.loads((where.out / "blobs" / "result.json").read_text())
     assert result["prepare"] == "prepared" and sum(result["results"]["counts"].values()) == len(truth)
     parts = np.asarray(PlyData.read(str(where.out / "blobs" / "result.ply"))["vertex"]["part"])
+    np.testing.assert_array_equal(result["per_element"]["labels"], parts)  # the same labels, as JSON
     assert rand_index(parts, truth) > 0.8  # the same bound as the engine's own everything test
     assert run_asset(asset, Where(tmp_path / "again", tmp_path / "cache", "cpu", 1))["status"] == "ok"
     assert json.loads((tmp_path / "again" / "blobs" / "result.json").read_text())["prepare"] == "loaded from cache"

@@ -139,7 +139,8 @@ def _answer(engine: Any, sid: str, asset: Asset, tmp: Path, record: dict[str, An
     record.update(method=method, outputs=outputs)
     info = {"path": str(asset.path), "scene": {"kind": scene.kind, "n_elements": scene.n_elements, "id": sid},
             "method": method, "prior": work.prior, "prepare": prepared, "spec": asset.spec.to_dict(),
-            "results": results.summary, "seconds": seconds, "input_blake2b": record["input_blake2b"]}  # fmt: skip
+            "results": results.summary, "seconds": seconds, "input_blake2b": record["input_blake2b"],
+            "per_element": results.per_element()}  # fmt: skip
     (tmp / "result.json").write_text(json.dumps(info, indent=1, default=_plain))
     done = {"spec_key": asset.spec.key(), "input_blake2b": record["input_blake2b"], "outputs": outputs}
     _write_synced(tmp / DONE, json.dumps(done, indent=1).encode())

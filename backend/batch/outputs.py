@@ -31,6 +31,14 @@ class Answer:
     palette: np.ndarray | None = None
     names: list[str] | None = None  # label: the words, named in the picture's legend as `segany label` does
 
+    def per_element(self) -> dict[str, list]:
+        """What result.json holds per element (scripts read it without a PLY reader): the label, and for clicks
+        the score the threshold was applied to."""
+        out: dict[str, list] = {"labels": np.asarray(self.labels).tolist()}
+        if self.scores is not None:
+            out["scores"] = np.asarray(self.scores, np.float32).tolist()
+        return out
+
     def write(self, scene: Scene, folder: Path) -> None:
         """result.ply and preview.png in `folder` (no timestamps inside: the same answer gives the same bytes)."""
         ply, png = folder / "result.ply", folder / "preview.png"
