@@ -98,7 +98,6 @@ class Method(ABC):
     queries_prior: ClassVar[bool] = False  # query() prompts state.prior: the engine rebuilds it for a cached state
     Options: ClassVar[type[Options]] = Options  # its typed options and presets; the engine parses them
     Query: ClassVar[type] = ClickQuery  # its typed query (clicks, or sas's words); `query` parses it first
-    segments_everything: ClassVar[bool] = False  # implements `everything` (the engine lists it for the add-on)
 
     def check_state(self, scene: Scene, state: State) -> None:
         """Refuse (not_prepared, saying to prepare again) a state this version did not write, or wrote for a
@@ -130,18 +129,26 @@ class Method(ABC):
     def query(self, scene: Scene, state: State, query: dict[str, Any]) -> Selection:
         """Stateless: the same query on the same state gives the same selection."""
 
+    @property
+    def segments_everything(self) -> bool:
+        """Whether the method splits a whole scene into parts: it does when it overrides `everything` (the
+        engine lists this for the add-on), so the flag cannot disagree with the code."""
+        return type(self).everything is not Method.everything
+
     def everything(self, scene: Scene, state: State, query: dict[str, Any]) -> Parts:
-        """Split the whole scene into parts (a method with `segments_everything` overrides this)."""
-        check_everything(self)
-        raise NotImplementedError(f"{self.name} sets segments_everything but does not implement everything()")
+        """Split the whole scene into parts; a method that can overrides this."""
+        raise _cannot_segment_everything(self)
 
 
 def check_everything(method: Method) -> None:
     """Refuse a method that cannot segment everything, naming those that can: callers check before any
     prepare or state lookup, so the answer is not "prepare first" for something no prepare would allow."""
-    if method.segments_everything:
-        return
+    if not method.segments_everything:
+        raise _cannot_segment_everything(method)
+
+
+def _cannot_segment_everything(method: Method) -> SegAnyError:
     from . import get_method, method_names  # the registry imports this module
 
     able = [n for n in method_names() if get_method(n).segments_everything]
-    raise SegAnyError("bad_request", f"{method.name} cannot segment everything; methods that can: {able}")
+    return SegAnyError("bad_request", f"{method.name} cannot segment everything; methods that can: {able}")

@@ -43,7 +43,6 @@ class SAGA(Method):
     state_format: ClassVar[str | None] = FORMAT
     Options: ClassVar[type[SAGAOptions]] = SAGAOptions
     Query: ClassVar[type[SAGAQuery]] = SAGAQuery
-    segments_everything: ClassVar[bool] = True
 
     def prepare(self, scene: Scene, prior: Prior, options: SAGAOptions, ctx: JobContext) -> State:
         if scene.n_elements < 2:
