@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SegAnyError
+from ..threads import torch_threads
 from .spec import DEFAULT_METHOD, Asset
 
 DONE = "done.json"  # written last: its presence and hashes are what "finished" means
@@ -74,9 +75,11 @@ def _engine(where: Where) -> Any:
 def run_asset(asset: Asset, where: Where) -> dict[str, Any]:
     """Run one asset; returns its summary record. Errors become a `failed` record with their code, never raise
     (a bug is `internal`, naming where); only KeyboardInterrupt and a killed process end it otherwise."""
-    import torch
+    with torch_threads(where.threads):  # given back after: this may be the caller's own process
+        return _run_asset(asset, where)
 
-    torch.set_num_threads(where.threads)
+
+def _run_asset(asset: Asset, where: Where) -> dict[str, Any]:
     started, cpu = time.perf_counter(), time.process_time()
     record: dict[str, Any] = {"path": str(asset.path), "name": asset.name, "status": "failed", "error": None,
                               "pid": os.getpid(), "seconds": {}}  # fmt: skip

@@ -20,7 +20,6 @@ Each figure and its baseline are timed in turns (`interleaved`), so load drift h
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,16 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..threads import bench_threads, torch_threads
 from .report import Row, timeit, write_report
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("SEGANY_BENCH_THREADS", "1")))
-    try:
+    with torch_threads(bench_threads()):
         return _run(out_dir, quick)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(out_dir: Path, quick: bool) -> dict:
