@@ -220,6 +220,9 @@ def label(
         str | None, typer.Option(help='prior options as JSON, e.g. \'{"clip": {"model_name": "ViT-L-14"}}\'')
     ] = None,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("segany-labels"),
+    calibration: Annotated[
+        Path | None, typer.Option(help="capability table from `segany calibrate` (else estimated on the scene)")
+    ] = None,
     allow_references: Annotated[
         bool, typer.Option(help="read the other files the scene file names (OBJ materials, glTF .bin buffers)")
     ] = False,
@@ -227,10 +230,13 @@ def label(
     device: DeviceOpt = "auto",
 ) -> None:
     """Label a whole file from words: labels.ply (a word index `part` + colour per element), labels.png, labels.json."""
+    from .eval.calibration import load_table
     from .label_files import split_words, write_labels
     from .methods.sas.options import parse_label_query
 
     query = {"words": split_words(words), "other": other}
+    if calibration is not None:
+        query["calibration"] = load_table(calibration)
     parse_label_query(query)  # empty, duplicate or too many words are named now, not after a prepare
     engine = _engine(cache_dir, device)
     sid = engine.load_scene(path, allow_references=allow_references)
@@ -241,6 +247,42 @@ def label(
     paths = write_labels(scene, sel, query["words"], out)
     console.print(f"{scene.n_elements:,} {scene.kind} elements labelled with {len(query['words'])} words ({method}): "
                   f"{paths['ply']}, {paths['png']}, {paths['json']}")  # fmt: skip
+    if calibration is not None:
+        measured = np.asarray(sel.extras["calibrated"], dtype=bool)
+        scene_words = [w for w, m in zip(query["words"], measured, strict=True) if not m]
+        console.print(f"capability from {calibration} for {int(measured.sum())} of {len(measured)} words"
+                      + (f"; estimated on the scene for {scene_words}" if scene_words else ""))  # fmt: skip
+
+
+@app.command()
+def calibrate(
+    data: Annotated[Path, typer.Argument(help="labelled scenes: PSB layout or labelled PLYs, with part_names.json")],
+    out: Annotated[Path, typer.Option(help="the capability table to write (JSON)")] = Path("capability.json"),
+    method: str = "sas",
+    prior: Annotated[
+        str, typer.Option(help="the language source prior the scenes will be labelled with (sas's default)")
+    ] = "clip_crops",
+    ids: Annotated[str | None, typer.Option(help="comma-separated shape ids (default: all)")] = None,
+    options: Annotated[str | None, typer.Option(help="method options for prepare, as JSON")] = None,
+    prior_options: Annotated[str | None, typer.Option(help="prior options as JSON")] = None,
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Each language source's per-word IoU on labelled scenes: the capability `segany label --calibration` uses."""
+    from .eval.label import run_calibrate
+
+    table = run_calibrate(
+        method,
+        prior,
+        data,
+        ids.split(",") if ids else None,
+        out,
+        _engine(cache_dir, device),
+        prior_options=_json_object(prior_options, "--prior-options") if prior_options else None,
+        method_options=_json_object(options, "--options") if options else None,
+    )
+    words = sorted({w for s in table["sources"] for w in s["words"]})
+    console.print(f"{len(table['sources'])} sources × {len(words)} words measured: {out}")
 
 
 def _scale(text: str, flag: str) -> float | str:
@@ -343,6 +385,9 @@ def evaluate(
         str | None, typer.Option(help='method options for prepare, as JSON, e.g. \'{"decoder": "full"}\'')
     ] = None,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("eval-out"),
+    calibration: Annotated[
+        Path | None, typer.Option(help="label task: also fuse by this `segany calibrate` table (fused:calibrated)")
+    ] = None,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -369,6 +414,10 @@ def evaluate(
     }
     if task != "label":  # labels take words, not query keys
         given["query_options"] = _json_object(query, "--query") if query else None
+    if calibration is not None:
+        if task != "label":
+            raise SegAnyError("bad_request", "--calibration is for --task label (capability tables rank word labels)")
+        given["calibration"] = calibration
     if task == "clicks":
         given["clicks"] = clicks
     tasks[task](engine=_engine(cache_dir, device), **given)

@@ -37,21 +37,39 @@ import numpy as np
 
 from ..errors import SegAnyError
 from ..jsonable import jsonable
+from ..methods.sas.calibration import model_id
 from ..provenance import stamp, stamp_line
 from ..scene import MeshScene
+from .calibration import SOURCE, calibration_table, load_table, table_capability
 from .data import Shape, iter_shapes, shape_ids
 from .run import shape_geometry
 
 NAMES_FILE = Path(__file__).with_name("part_names.json")
 RANK_MARGIN = 0.05  # true IoUs closer than this do not rank two sources
+CALIBRATED = "fused:calibrated"  # SAS's fusion with capabilities from a calibration table (--calibration)
 Progress = Callable[[float, str], None]
 
 
-def part_names(category: str, shape_id: str, labels: np.ndarray) -> list[str]:
-    """The name of every label value 0..max (part_names.json, else "part <value>")."""
-    table = json.loads(NAMES_FILE.read_text()).get(category, {}).get(shape_id, [])
+def part_names(category: str, shape_id: str, labels: np.ndarray, data: Path | None = None) -> list[str]:
+    """The name of every label value 0..max: from the data directory's part_names.json (same layout as the
+    packaged one, category → shape id → names) when it names the shape, else the packaged table's (PSB),
+    else "part <value>"."""
+    table = _names_table(Path(data) / NAMES_FILE.name).get(category, {}).get(shape_id) if data else None
+    table = table or json.loads(NAMES_FILE.read_text()).get(category, {}).get(shape_id, [])
     top = int(labels.max()) + 1 if len(labels) else 0
     return [table[v] if v < len(table) else f"part {v}" for v in range(top)]
+
+
+def _names_table(path: Path) -> dict[str, dict[str, list[str]]]:
+    if not path.is_file():
+        return {}
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SegAnyError("corrupt_file", f"{path} is not JSON (category → shape id → part names): {exc}") from exc
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise SegAnyError("corrupt_file", f"{path} must map categories to {{shape id: [part names]}}")
+    return table
 
 
 def predicted_words(shape: Shape, relevancy: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -96,10 +114,22 @@ def ranking(capability: dict[str, dict[str, float]], true: dict[str, dict[str, f
     return agree, cases
 
 
-def label_shape(engine: Any, method: str, prior: str, shape: Shape, method_options: dict, prior_options: dict) -> dict:
-    """Prepare `method` on one shape, run every variant, score it."""
+def label_shape(
+    engine: Any,
+    method: str,
+    prior: str,
+    shape: Shape,
+    method_options: dict,
+    prior_options: dict,
+    *,
+    data: Path | None = None,
+    calibration: dict | None = None,
+    sources_only: bool = False,
+) -> dict:
+    """Prepare `method` on one shape, run every variant (with `calibration`, also fusion by that table;
+    `sources_only`: each source alone, what a calibration measures), score it."""
     geom = shape_geometry(shape)
-    names = part_names(shape.category, shape.id, shape.labels)
+    names = part_names(shape.category, shape.id, shape.labels, data)
     words = sorted(set(np.asarray(names, dtype=object)[np.unique(shape.labels)].tolist()))
     truth = np.searchsorted(words, np.asarray(names, dtype=object)[shape.labels].astype(str))
     sid = engine.add_scene(shape.scene)
@@ -110,13 +140,20 @@ def label_shape(engine: Any, method: str, prior: str, shape: Shape, method_optio
         t0 = time.perf_counter()
         engine.prepare(method, sid, prior=prior, options=method_options, prior_options=popts)
         prepare_seconds = time.perf_counter() - t0
-        sources = list(engine.state(method, sid, prior).meta["sources"])
+        state = engine.state(method, sid, prior)
+        sources = list(state.meta["sources"])
+        models = {name: model_id(source) for name, source in state.prior.text_sources().items()}
         record: dict[str, Any] = {
             "id": shape.id, "category": shape.category, "kind": shape.scene.kind, "words": words,
-            "prepare_seconds": prepare_seconds, "variants": {},
+            "prepare_seconds": prepare_seconds, "variants": {}, "models": models,
         }  # fmt: skip
+        todo = variants(sources)
+        if sources_only:
+            todo = {v: keys for v, keys in todo.items() if "source" in keys}
+        if calibration is not None:
+            todo[CALIBRATED] = {"superpoints": False, "calibration": calibration}
         capability = None
-        for variant, keys in variants(sources).items():
+        for variant, keys in todo.items():
             t1 = time.perf_counter()
             sel = engine.query(method, sid, {"words": words, **keys}, prior=prior)
             seconds = time.perf_counter() - t1
@@ -127,7 +164,8 @@ def label_shape(engine: Any, method: str, prior: str, shape: Shape, method_optio
                 "iou": dict(zip(words, ious.tolist(), strict=True)),
                 "seconds": seconds,
             }
-            capability = sel.extras["capability"]
+            if "calibration" not in keys:  # the scene's own estimate, which the ranking judges
+                capability = sel.extras["capability"]
         record["capability"] = {s: dict(zip(words, capability[i].tolist(), strict=True)) for i, s in enumerate(sources)}
         return record
     finally:
@@ -143,18 +181,46 @@ def _summary(shapes: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def build_label_results(config: dict, shapes: list[dict]) -> dict[str, Any]:
+def _true(shape: dict) -> dict[str, dict[str, float]]:
+    """Per source, its true per-word IoU on the shape (the `source:<name>` variants)."""
+    return {name[len(SOURCE) :]: v["iou"] for name, v in shape["variants"].items() if name.startswith(SOURCE)}
+
+
+def _ranked(pairs: list[tuple[dict, dict]]) -> dict[str, Any]:
+    """Sum of `ranking` over (capability, true) pairs, as results.json keeps it."""
     agree = cases = 0
-    for s in shapes:
-        true = {name[len("source:") :]: v["iou"] for name, v in s["variants"].items() if name.startswith("source:")}
-        a, c = ranking(s["capability"], true)
+    for capability, true in pairs:
+        a, c = ranking(capability, true)
         agree, cases = agree + a, cases + c
+    return {"agree": agree, "cases": cases, "share": agree / cases if cases else None}
+
+
+def leave_one_out(shapes: list[dict]) -> dict[str, Any]:
+    """The ranking when each shape's capability is the table measured on all the other shapes (a calibration
+    set that never saw the shape), plus how many of the shapes' words that table covered."""
+    pairs, covered, words = [], 0, 0
+    for i, s in enumerate(shapes):
+        others = shapes[:i] + shapes[i + 1 :]
+        words += len(s["words"])
+        if not others:
+            continue
+        capability = table_capability(calibration_table(others, ""), s["words"])
+        covered += len(next(iter(capability.values()), {}))
+        pairs.append((capability, _true(s)))
+    return {**_ranked(pairs), "words_covered": covered, "words": words}
+
+
+def build_label_results(config: dict, shapes: list[dict], calibration: dict | None = None) -> dict[str, Any]:
     categories = sorted({s["category"] for s in shapes})
+    rankings = {"leave_one_out": leave_one_out(shapes)}
+    if calibration is not None:
+        rankings["given"] = _ranked([(table_capability(calibration, s["words"]), _true(s)) for s in shapes])
     return {
         "schema": 1,
         "task": "label",
         "summary": _summary(shapes),
-        "capability_ranking": {"agree": agree, "cases": cases, "share": agree / cases if cases else None},
+        "capability_ranking": _ranked([(s["capability"], _true(s)) for s in shapes]),
+        "calibration_ranking": rankings,
         "categories": {c: _summary([s for s in shapes if s["category"] == c]) for c in categories},
         "shapes": shapes,
         "config": {**config, **stamp()},
@@ -175,6 +241,11 @@ def label_markdown(results: dict[str, Any]) -> str:
     rank = results["capability_ranking"]
     share = "n/a" if rank["share"] is None else f"{100 * rank['share']:.0f}%"
     lines += ["", f"Capability ranks the sources like their true per-word IoU in {share} of {rank['cases']} cases."]
+    for key, how in (("leave_one_out", "measured on the other shapes (leave one out)"), ("given", "from the table")):
+        rank = results.get("calibration_ranking", {}).get(key)
+        if rank is not None:
+            share = "n/a" if rank["share"] is None else f"{100 * rank['share']:.0f}%"
+            lines.append(f"Calibrated capability {how} ranks them so in {share} of {rank['cases']} cases.")
     if results["categories"]:
         variants_ = list(results["summary"])
         lines += ["", "| category | " + " | ".join(variants_) + " |", "|---|" + "---:|" * len(variants_)]
@@ -216,25 +287,61 @@ def run_label_eval(
     prior_options: dict[str, Any] | None = None,
     method_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    calibration: Path | None = None,
 ) -> dict[str, Any]:
-    """Label every shape of `data` with `method`; writes results.json, report.md and label_miou.png to `out`."""
+    """Label every shape of `data` with `method`; writes results.json, report.md and label_miou.png to `out`.
+    With a `calibration` file, also fusion by its table (variant fused:calibrated) and its ranking."""
     if prior is None:
         raise SegAnyError("bad_request", "the label task needs a language prior, e.g. --prior oracle_text")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     wanted = [str(i) for i in ids] if ids else shape_ids(Path(data))
+    table = load_table(calibration) if calibration is not None else None
     config = {
         "method": method, "prior": prior, "method_options": method_options or {},
         "prior_options": prior_options or {}, "data": str(Path(data).resolve()), "ids": ids,
+        "calibration": str(calibration) if calibration is not None else None,
     }  # fmt: skip
     shapes = []
     for n, shape in enumerate(iter_shapes(Path(data), wanted)):
         if progress:
             progress(n / len(wanted), f"{shape.id}: labelling")
-        shapes.append(label_shape(engine, method, prior, shape, method_options or {}, prior_options or {}))
-        (out / "results.json").write_text(json.dumps(jsonable(build_label_results(config, shapes)), indent=1))
-    results = build_label_results(config, shapes)
+        record = label_shape(
+            engine, method, prior, shape, method_options or {}, prior_options or {}, data=Path(data), calibration=table
+        )
+        shapes.append(record)
+        (out / "results.json").write_text(json.dumps(jsonable(build_label_results(config, shapes, table)), indent=1))
+    results = build_label_results(config, shapes, table)
     (out / "results.json").write_text(json.dumps(jsonable(results), indent=1))
     (out / "report.md").write_text(label_markdown(results))
     label_plot(results, out / "label_miou.png")
     return results
+
+
+def run_calibrate(
+    method: str,
+    prior: str,
+    data: Path,
+    ids: list[str] | None,
+    out: Path,
+    engine: Any,
+    prior_options: dict[str, Any] | None = None,
+    method_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Measure each language source's per-word IoU on the labelled shapes of `data`; write the table to `out`
+    (the JSON a label query's `calibration` takes) and return it."""
+    wanted = [str(i) for i in ids] if ids else shape_ids(Path(data))
+    shapes = [
+        label_shape(engine, method, prior, shape, method_options or {}, prior_options or {}, data=Path(data),
+                    sources_only=True)
+        for shape in iter_shapes(Path(data), wanted)
+    ]  # fmt: skip
+    made = stamp()
+    note = (
+        f"per-word IoU of each source alone on {len(shapes)} scenes of {Path(data).resolve()} ({', '.join(wanted)}),"
+        f" by `{made['command']}` on {made['date']} at commit {made['commit']}"
+    )
+    table = calibration_table(shapes, note)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(table, indent=1))
+    return table

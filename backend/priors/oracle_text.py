@@ -6,7 +6,9 @@ for `sources` oracles. Each embeds a word as a fixed random unit vector (a hash 
 every source and every run shares one text space), paints each visible part's name embedding on its pixels,
 and errs in two ways:
 
-- confusion: the sorted names are dealt to the sources in turn (name i to source i modulo `sources`), and
+- confusion: the sorted names are dealt to the sources in turn (name i to source i modulo `sources`; with
+  `weakness` "word", by a hash of the name instead, so a name is weak for the same source in every scene, as
+  a real model's weak categories are — what a calibration set measured on other scenes needs), and
   each source is weak on its own share: in each view it mistakes such a part, with probability
   `confusion`, for the next name of its share (cyclically; for the next name overall when its share holds
   one name) — a model weak on a family of categories confuses them with each other, on one image and not
@@ -35,10 +37,13 @@ from .config import PriorContext
 MAX_NAMES = 4096  # label values that carry a name; a PSB mesh has a few dozen segments
 
 
+def _word_hash(word: str) -> int:
+    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+
+
 def word_code(word: str, dim: int) -> np.ndarray:
     """The fixed unit vector of a word in the oracle's text space (the same in every process)."""
-    seed = int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
-    code = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    code = np.random.default_rng(_word_hash(word)).standard_normal(dim).astype(np.float32)
     return code / np.linalg.norm(code)
 
 
@@ -60,6 +65,9 @@ class OracleTextPrior(Prior):
         seed: int = option(0, 0, 2**63 - 1, doc="seeds the confusions and the noise")
         embed_dim: int = option(64, 8, 512, doc="D of the text space")
         cell: int = option(1, 1, 64, doc="pixels per side of one embedding cell (a dense model's patch grid)")
+        weakness: str = option(
+            "order", choices=("order", "word"), doc="deal weak names by their sorted order in the scene or by name"
+        )
         source: int | None = option(None, 0, 7, doc="set on the sources text_sources returns: which one this is")
 
     def __init__(self, config: Config, ctx: PriorContext | None = None) -> None:
@@ -73,9 +81,10 @@ class OracleTextPrior(Prior):
         # per label value: its name's code, and the code of the name a weak source takes it for
         self.part_of = np.searchsorted(values, self.labels)  # per element, its label value's position
         self.truth = np.stack([word_code(n, config.embed_dim) for n in names]) if names else np.zeros((0, 1))
-        partner = [_partner(order, n, config.sources) for n in names]
+        share = {n: (i if config.weakness == "order" else _word_hash(n)) % config.sources for i, n in enumerate(order)}
+        partner = [_partner(order, n, share) for n in names]
         self.mistaken = np.stack([word_code(n, config.embed_dim) for n in partner]) if names else self.truth
-        self.weak_by = np.array([order.index(n) % config.sources for n in names], dtype=np.int64)
+        self.weak_by = np.array([share[n] for n in names], dtype=np.int64)
 
     def text_sources(self) -> dict[str, Prior]:
         """One prior per oracle, `oracle_a`, `oracle_b`, …, each with its own weaknesses."""
@@ -122,10 +131,9 @@ class OracleTextPrior(Prior):
         return out
 
 
-def _partner(order: list[str], name: str, sources: int) -> str:
+def _partner(order: list[str], name: str, share: dict[str, int]) -> str:
     """The name a weak source takes `name` for: the next one of the same share, else the next overall."""
-    i = order.index(name)
-    share = order[i % sources :: sources]
-    if len(share) > 1:
-        return share[(share.index(name) + 1) % len(share)]
-    return order[(i + 1) % len(order)]
+    same = [n for n in order if share[n] == share[name]]
+    if len(same) > 1:
+        return same[(same.index(name) + 1) % len(same)]
+    return order[(order.index(name) + 1) % len(order)]

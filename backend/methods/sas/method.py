@@ -19,6 +19,7 @@ from ...priors import Prior
 from ...render import render
 from ...scene import Scene, element_positions
 from ..base import Method, PerState, Selection, State
+from .calibration import apply_calibration
 from .capability import agreement
 from .fusion import average, fuse
 from .lift import Lifted, RegionVotes, lift_source
@@ -150,6 +151,9 @@ class SAS(Method):
         seen_any = torch.stack([s[sample] for s in live.seen]).any(dim=0)
         consensus = torch.where(seen_any, mean[:, :w].argmax(dim=1), -1).numpy()
         capability = torch.stack([self._capability(state, i, consensus, texts[i], w) for i in range(len(names))])
+        calibrated = torch.zeros(w, dtype=torch.bool)
+        if parsed.calibration is not None:
+            capability, calibrated = apply_calibration(capability, parsed.calibration, live.sources, words)
         if parsed.source is not None:
             fused = scores[names.index(parsed.source)]
         elif parsed.fusion == "average":
@@ -162,7 +166,7 @@ class SAS(Method):
             fused[unseen] = fused[fill].mean(dim=1)
         if parsed.superpoints:
             fused = smooth(fused, state.tensors["superpoint"], state.tensors["coverage"] + 1e-3)
-        return _answer(fused, w, parsed, capability)
+        return _answer(fused, w, parsed, capability, calibrated)
 
     def _texts(self, state: State, live: _Live, names: list[str], words: tuple[str, ...]) -> list[torch.Tensor]:
         """Per source the words and the negatives in its kept components, unit rows (W + 4, d); recent lists
@@ -202,7 +206,9 @@ def _fill(positions: np.ndarray, seen: np.ndarray) -> dict[str, torch.Tensor]:
     return {"unseen": torch.as_tensor(unseen.astype(np.int32)), "fill": torch.as_tensor(shown[idx].astype(np.int32))}
 
 
-def _answer(fused: torch.Tensor, w: int, parsed: LabelQuery, capability: torch.Tensor) -> Selection:
+def _answer(
+    fused: torch.Tensor, w: int, parsed: LabelQuery, capability: torch.Tensor, calibrated: torch.Tensor
+) -> Selection:
     """Labels, LERF relevancy and the per-element score from fused cosine scores (N, W + negatives)."""
     words, negatives = fused[:, :w], fused[:, w:]
     worst = negatives.max(dim=1).values
@@ -219,5 +225,6 @@ def _answer(fused: torch.Tensor, w: int, parsed: LabelQuery, capability: torch.T
             "labels": labels.to(torch.int32).numpy(),
             "relevancy": relevancy.numpy(),
             "capability": capability.numpy(),
+            "calibrated": calibrated.numpy(),
         },
     )

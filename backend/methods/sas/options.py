@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from ...errors import SegAnyError
 from ...options import Options, listed, option, parse_options, shown
 from ...scene import Scene
+from .calibration import Calibration, check_calibration
 
 MAX_WORDS = 64  # one colour and one attribute per word in the add-on; past this a list is a script's mistake
 MAX_WORD = 200  # characters in one word (a short phrase); CLIP reads 77 tokens at most
@@ -51,6 +52,7 @@ class LabelQuery:
     # off unless asked: on the oracle evaluation the smoothing cost points at every superpoint size tried
     # (docs/methods/sas.md); it stays for sources whose per-element errors are local
     superpoints: bool = option(False, doc="smooth the fused scores over geometric superpoints")
+    calibration: Calibration | None = option(None, doc="measured capability (`segany calibrate`'s table)")  # noqa: RUF009
 
 
 def parse_label_query(query: Any) -> LabelQuery:
@@ -74,4 +76,6 @@ def parse_label_query(query: Any) -> LabelQuery:
     twice = sorted({w for w in cleaned if folded.count(w.casefold()) > 1})
     if twice:
         raise SegAnyError("bad_request", f"words {listed(twice)} are given twice; each label needs its own word")
-    return LabelQuery(cleaned, parsed.other, parsed.fusion, parsed.source, parsed.superpoints)
+    if parsed.calibration is not None:
+        check_calibration(parsed.calibration)
+    return LabelQuery(cleaned, parsed.other, parsed.fusion, parsed.source, parsed.superpoints, parsed.calibration)
