@@ -308,12 +308,10 @@ def _everything_rows(scene: Scene, state: State, extra: dict[str, Any]) -> list[
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("SEGANY_BENCH_THREADS", "1")))
-    try:
+    from ..threads import bench_threads, torch_threads
+
+    with torch_threads(bench_threads()):
         return _run(out_dir, quick)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(out_dir: Path, quick: bool) -> dict:
