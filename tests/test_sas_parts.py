@@ -1,4 +1,4 @@
-"""SAS's pieces on hand-made inputs: the fusion rule, the capability estimate, superpoints, the oracle sources."""
+"""SAS's pieces on hand-made inputs: the fusion rule, the capability estimate, the 3D step, the oracle sources."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from segany.cameras import cameras_for_scene
 from segany.methods.sas.capability import agreement
 from segany.methods.sas.fusion import average, fuse
 from segany.methods.sas.lift import RegionVotes, lift_source
-from segany.methods.sas.superpoints import segment_graph, smooth
+from segany.methods.sas.spreading import element_graph, spread, spreading
 from segany.priors import get_prior
 from segany.priors.oracle_text import word_code
 from segany.render import render
@@ -61,17 +61,65 @@ def test_capability_is_iou_of_view_labels_with_consensus() -> None:
     np.testing.assert_allclose(unseen, [0.0, 0.0, 0.0])
 
 
-def test_superpoints_follow_weak_edges_and_smooth_within() -> None:
-    """Two chains of 20 nodes joined by one weak edge split there; smoothing averages within each."""
+def _two_chains() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two chains of 20 elements joined by one weak edge (19, 20), as a concave crease makes it."""
     chain = [(i, i + 1) for i in range(19)]
-    edges = np.array(chain + [(a + 20, b + 20) for a, b in chain] + [(19, 20)])
-    affinity = np.r_[np.ones(38), 1e-3]
-    labels = segment_graph(40, edges, affinity, target=20)
-    assert len(np.unique(labels[:20])) == 1 and len(np.unique(labels[20:])) == 1 and labels[0] != labels[39]
-    scores = torch.arange(40, dtype=torch.float32)[:, None]
-    out = smooth(scores, torch.as_tensor(labels), torch.ones(40))
-    torch.testing.assert_close(out[:20, 0], torch.full((20,), 9.5))
-    torch.testing.assert_close(out[20:, 0], torch.full((20,), 29.5))
+    edges = torch.tensor(chain + [(a + 20, b + 20) for a, b in chain] + [(19, 20)], dtype=torch.int32)
+    return edges, torch.cat([torch.ones(38), torch.tensor([1e-3])])
+
+
+def test_spreading_mends_a_barely_seen_element_and_stops_at_a_weak_edge() -> None:
+    """Word 0 on the first chain, word 1 on the second; element 5, barely seen, says word 1, element 30,
+    seen as well as the rest, says word 1 too (right). Spreading turns 5 to word 0 and leaves every other label,
+    and the chains barely mix across the weak edge."""
+    edges, affinity = _two_chains()
+    scores = torch.zeros(40, 2)
+    scores[:20, 0], scores[20:, 1] = 1.0, 1.0
+    scores[5] = torch.tensor([0.0, 1.0])
+    coverage = torch.ones(40)
+    coverage[5] = 0.05
+    out = spread(scores, spreading(edges, affinity, coverage))
+    want = torch.cat([torch.zeros(20, dtype=torch.long), torch.ones(20, dtype=torch.long)])
+    assert torch.equal(out.argmax(dim=1), want)
+    assert float(out[19, 1]) < 0.01 and float(out[20, 0]) < 0.01
+    # a well-seen element keeps its own word where its neighbours disagree by one
+    coverage[5] = 1.0
+    assert int(spread(scores, spreading(edges, affinity, coverage))[5].argmax()) == 1
+
+
+def test_spreading_fills_the_unseen_and_keeps_the_isolated() -> None:
+    """An element no view saw (coverage 0) takes its neighbours' scores; one without neighbours keeps its own."""
+    edges = torch.tensor([[0, 1], [1, 2]], dtype=torch.int32)
+    scores = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.2, 0.7]])
+    op = spreading(edges, torch.ones(2), torch.tensor([1.0, 0.0, 1.0, 0.5]))
+    out = spread(scores, op)
+    torch.testing.assert_close(out[1], torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(out[3], scores[3])
+    assert int(out[0].argmax()) == 0 and int(out[2].argmax()) == 0
+
+
+def _valley(depth: float) -> MeshScene:
+    """A 9 × 5 grid folded along u = 0 into a V of the given depth, normals up: concave along the fold."""
+    u, y = np.meshgrid(np.linspace(-1, 1, 9), np.linspace(0, 1, 5), indexing="ij")
+    vertices = np.stack([u, y, depth * np.abs(u)], axis=-1).reshape(-1, 3)
+    idx = np.arange(45).reshape(9, 5)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    return MeshScene(vertices, np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)]))
+
+
+def test_element_graph_links_mesh_vertices_weaker_across_a_concave_crease() -> None:
+    """The walk's concave-crease weights carry over to the vertex graph: folded into a valley, the links
+    between the two sides are far weaker than the same links on the flat sheet, and than links within a side."""
+    flat_edges, flat = element_graph(_valley(0.0))
+    edges, folded = element_graph(_valley(1.0))
+    assert edges.dtype == np.int32 and folded.dtype == np.float32 and (edges[:, 0] < edges[:, 1]).all()
+    np.testing.assert_array_equal(edges, flat_edges)
+    side = np.sign(_valley(0.0).vertices[:, 0])
+    across = side[edges[:, 0]] * side[edges[:, 1]] < 0
+    within = (side[edges[:, 0]] == side[edges[:, 1]]) & (np.abs(_valley(0.0).vertices[edges, 0]) > 0.3).all(axis=1)
+    assert across.any() and within.any()
+    assert (folded[across] < 0.5 * flat[across]).all()
+    assert folded[across].max() < 0.5 * np.median(folded[within])
 
 
 def test_oracle_sources_have_complementary_weaknesses(stool: MeshScene) -> None:
