@@ -56,12 +56,11 @@ def test_perfect_sources_label_the_stool(engine: Engine, stool: MeshScene) -> No
     assert np.median(rel[seat_vertices]) > 0.9 and np.median(rel[leg_vertices]) < 0.6
     again = engine.query("sas", sid, {"words": WORDS}, prior="oracle_text")
     np.testing.assert_array_equal(again.extras["labels"], sel.extras["labels"])
-    # the 3D step: every superpoint's elements end with one label
-    smooth = engine.query("sas", sid, {"words": WORDS, "superpoints": True}, prior="oracle_text")
-    superpoint = engine.state("sas", sid, "oracle_text").tensors["superpoint"].numpy()
-    per_superpoint = {tuple(np.unique(smooth.extras["labels"][superpoint == p])) for p in np.unique(superpoint)}
-    assert all(len(labels) == 1 for labels in per_superpoint)
-    assert len(np.unique(superpoint)) > 8 and _stool_miou(stool, smooth) > 0.6
+    # the 3D step is on by default; off, the fused scores are answered as they are, and with exact sources
+    # the step changes few labels
+    plain = engine.query("sas", sid, {"words": WORDS, "superpoints": False}, prior="oracle_text")
+    assert _stool_miou(stool, plain) > 0.9
+    assert 0 < (plain.extras["labels"] != sel.extras["labels"]).mean() < 0.1
 
 
 def test_fusion_beats_each_source_and_the_average(engine: Engine, stool: MeshScene) -> None:
@@ -151,7 +150,8 @@ def test_state_is_compact_and_reloads(stool: MeshScene, tmp_path: Path) -> None:
         sid = _prepare(first_engine, stool, stool.face_parts, STOOL_NAMES)
         state = first_engine.state("sas", sid, "oracle_text")
         dims = state.meta["options"]["dims"]
-        assert state.meta["bytes_per_element"] < 2 * (2 * dims + 16) + 64
+        links = len(state.tensors["graph_edges"]) / stool.n_elements  # the 3D step's graph: 12 bytes a link
+        assert state.meta["bytes_per_element"] < 2 * (2 * dims + 16) + 64 + 12 * links
         first = first_engine.query("sas", sid, {"words": WORDS}, prior="oracle_text")
     finally:
         first_engine.close()

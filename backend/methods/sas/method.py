@@ -24,9 +24,9 @@ from .capability import agreement
 from .fusion import average, fuse
 from .lift import Lifted, RegionVotes, lift_source
 from .options import LabelQuery, SASOptions, parse_label_query
-from .superpoints import element_superpoints, smooth
+from .spreading import Spreading, element_graph, spread, spreading
 
-FORMAT = "sas/1"
+FORMAT = "sas/2"  # 2: the walk graph of the elements instead of superpoint ids
 NEGATIVES = ("object", "things", "stuff", "texture")  # LERF's canonical negatives
 RELEVANCY_SCALE = 10.0  # LERF's relevancy is a softmax over 10 × cosine (its get_relevancy)
 FILL_NEIGHBOURS = 8  # an element no view showed takes the mean scores of this many nearest shown ones
@@ -40,6 +40,7 @@ class _Live:
     features: list[torch.Tensor] = field(default_factory=list)
     seen: list[torch.Tensor] = field(default_factory=list)
     texts: dict[tuple[str, ...], list[torch.Tensor]] = field(default_factory=dict)
+    spreading: Spreading | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)  # queries run on the callers' threads
 
 
@@ -67,7 +68,7 @@ class SAS(Method):
 
     Each language source (see docs/methods/sas.md) is registered onto the elements; a query embeds the words
     in every source's space, estimates each source's capability per word (`capability.py`), fuses by SAS's
-    rule (`fusion.py`) and smooths over geometric superpoints (`superpoints.py`).
+    rule (`fusion.py`) and spreads the fused scores over the walk graph (`spreading.py`).
     """
 
     name: ClassVar[str] = "sas"
@@ -106,14 +107,15 @@ class SAS(Method):
             tensors.update(_pack(i, lifted))
             seen |= lifted.seen
             timings[f"lift {name}"] = time.perf_counter() - t1
-        ctx.progress(0.9, "superpoints")
+        ctx.progress(0.9, "graph")
         t1 = time.perf_counter()
         ids, weights = renders.contrib_ids, renders.contrib_weights
         coverage = np.bincount(ids[ids >= 0], weights=weights[ids >= 0], minlength=n) / max(len(cams), 1)
         tensors["coverage"] = torch.as_tensor(coverage.astype(np.float32))
-        tensors["superpoint"] = torch.as_tensor(element_superpoints(scene, options.superpoints))
+        edges, affinity = element_graph(scene)
+        tensors["graph_edges"], tensors["graph_weights"] = torch.as_tensor(edges), torch.as_tensor(affinity)
         tensors.update(_fill(element_positions(scene), seen))
-        timings["superpoints"] = time.perf_counter() - t1
+        timings["graph"] = time.perf_counter() - t1
         per_element = sum(int(t.numel() * t.element_size()) for t in tensors.values()) / max(n, 1)
         meta = {
             "format": FORMAT,
@@ -142,6 +144,8 @@ class SAS(Method):
                 live.features = [state.tensors[f"source{i}.features"].float() for i in range(len(names))]
                 live.seen = [f.abs().sum(dim=1) > 0 for f in live.features]
                 live.sources = state.prior.text_sources()
+                t = state.tensors
+                live.spreading = spreading(t["graph_edges"], t["graph_weights"], t["coverage"])
         words = parsed.words
         texts = self._texts(state, live, names, words)
         w = len(words)
@@ -165,7 +169,7 @@ class SAS(Method):
         if len(unseen):
             fused[unseen] = fused[fill].mean(dim=1)
         if parsed.superpoints:
-            fused = smooth(fused, state.tensors["superpoint"], state.tensors["coverage"] + 1e-3)
+            fused = spread(fused, live.spreading)
         return _answer(fused, w, parsed, capability, calibrated)
 
     def _texts(self, state: State, live: _Live, names: list[str], words: tuple[str, ...]) -> list[torch.Tensor]:

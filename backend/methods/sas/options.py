@@ -28,7 +28,6 @@ class SASOptions(Options):
     seed: int = option(0, 0, 2**31, doc="seed of the views and of the capability sample")
     dims: int = option(64, 4, 1024, doc="embedding components kept per element and source (2 bytes each)")
     temperature: float = option(0.05, 1e-4, 100.0, doc="softmax temperature over the sources' capability weights")
-    superpoints: int = option(1024, 2, 1_000_000, doc="about how many geometric superpoints the 3D step smooths over")
     sample: int = option(20_000, 100, 10_000_000, doc="elements whose per-view labels estimate each capability")
 
     @classmethod
@@ -36,7 +35,7 @@ class SASOptions(Options):
         """A GPU's larger views; "tiny": a prepare under a second on a few hundred elements (what tests run)."""
         return {
             "cuda": {"views": 32, "resolution": 224},
-            "tiny": {"views": 6, "resolution": 48, "top_k": 4, "superpoints": 16},
+            "tiny": {"views": 6, "resolution": 48, "top_k": 4},
         }
 
 
@@ -49,9 +48,9 @@ class LabelQuery:
     other: bool = option(False, doc="label -1 where a canonical negative beats every word")
     fusion: str = option("capability", choices=("capability", "average"), doc="SAS's rule or a plain mean")
     source: str | None = option(None, doc="one language source alone (evaluation)")
-    # off unless asked: on the oracle evaluation the smoothing cost points at every superpoint size tried
-    # (docs/methods/sas.md); it stays for sources whose per-element errors are local
-    superpoints: bool = option(False, doc="smooth the fused scores over geometric superpoints")
+    # named for SAS's superpoint stage, which it stands in for: on by default since it gained on every scene
+    # kind of the oracle evaluation (docs/methods/sas.md); false gives the fused scores as they are
+    superpoints: bool = option(True, doc="the 3D step: spread the fused scores over the walk graph")
     calibration: Calibration | None = option(None, doc="measured capability (`segany calibrate`'s table)")  # noqa: RUF009
 
 
