@@ -126,3 +126,26 @@ def test_renumbering_by_size_is_the_same_for_dense_and_sparse_labels() -> None:
     expected = [0, 0, 2, 1, 1, 1, 2, 0, 0]  # 3 holds four, 7 three, 0 two
     np.testing.assert_array_equal(_by_size(dense), expected)
     np.testing.assert_array_equal(_by_size(sparse), expected)
+
+
+def test_clusters_a_click_would_join_are_one_part() -> None:
+    """HDBSCAN splits two tight clusters whose directions are 37° apart (cosine 0.8): a click on one at this
+    scale would select the other (THRESHOLD 0.5), so they are one part; a third at 90° stays apart."""
+    rng = np.random.default_rng(8)
+    truth = np.repeat(np.arange(3), 300)
+    centres = np.zeros((3, 16), dtype=np.float32)
+    centres[0, 0], centres[1, :2], centres[2, 2] = 1.0, (0.8, 0.6), 1.0
+    x = centres[truth] + rng.normal(0.0, 0.02, (len(truth), 16)).astype(np.float32)
+    labels, colours = segment_everything(x, sample=900, min_cluster_size=20, seed=0)
+    assert len(colours) == 2 and rand_index(labels, (truth == 2).astype(np.int64)) == 1.0
+
+
+def test_merging_stops_at_the_click_threshold() -> None:
+    """Cosine 0.4 between two tight clusters is below the click threshold: they stay two parts."""
+    from segany.methods.saga.everything import _merge_alike
+
+    a = np.array([1.0, 0.0], dtype=np.float32)
+    b = np.array([0.4, np.sqrt(1 - 0.16)], dtype=np.float32)
+    assert _merge_alike(np.stack([a, b]), np.array([10.0, 10.0])).tolist() == [0, 1]
+    c = np.array([0.6, 0.8], dtype=np.float32)  # 0.6 to a: joins it
+    assert _merge_alike(np.stack([a, c]), np.array([10.0, 10.0])).tolist() == [0, 0]

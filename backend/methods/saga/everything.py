@@ -5,6 +5,12 @@ its cost grows faster than linearly, so it runs on a seeded subsample; every ele
 cluster whose centroid is nearest, so noise points and unsampled elements are labelled too. Features are
 L2-normalised first because SAGA compares them by cosine (its click query is a normalised dot product);
 on the unit sphere the Euclidean distance HDBSCAN uses orders pairs exactly as the cosine does.
+
+HDBSCAN's clusters are then merged while two of them are alike by SAGA's own rule: a click on one part at
+this scale would select the other (centroid cosine above the click query's THRESHOLD). HDBSCAN is
+density-based and scale-free, so it also splits features that differ only slightly — at a scale where
+every feature points the same way it still cut the residual noise into a dozen "parts" (PSB cups at twice
+"auto", journal session 10); the merge makes the clusters answer the same question a click does.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from ...errors import SegAnyError
 from ...options import option, parse_options
 from ..base import UNSEEN, Parts, State
 from .features import gated_features
-from .query import checked_scale
+from .query import THRESHOLD, checked_scale
 from .train import SCALE_MARGIN
 
 GOLDEN = 0.618033988749895  # hue step: consecutive clusters land far apart on the colour wheel
@@ -69,10 +75,11 @@ def _check_options(sample: int, min_cluster_size: int) -> None:
         )
 
 
-def _centroids(points: np.ndarray, min_cluster_size: int) -> np.ndarray:
-    """Unit centroids (K, D) of HDBSCAN's clusters on `points`; one centroid when there is nothing to split."""
+def _centroids(points: np.ndarray, min_cluster_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit centroids (K, D) of HDBSCAN's clusters on `points` and the part (K,) each belongs to after
+    `_merge_alike`; one centroid when there is nothing to split."""
     if len(points) < min_cluster_size or np.abs(points - points[0]).max() < IDENTICAL:
-        return (points.mean(axis=0) / np.linalg.norm(points.mean(axis=0)))[None, :]
+        return (points.mean(axis=0) / np.linalg.norm(points.mean(axis=0)))[None, :], np.zeros(1, dtype=np.int64)
     leading = _leading(points)
     algorithm = "boruvka_kdtree" if leading.shape[1] <= TREE_DIMS else "prims_balltree"
     found = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, algorithm=algorithm).fit_predict(leading)
@@ -81,7 +88,37 @@ def _centroids(points: np.ndarray, min_cluster_size: int) -> np.ndarray:
         ids, found = np.array([0]), np.zeros(len(points), dtype=np.int64)
     sums = np.stack([points[found == i].sum(axis=0) for i in ids])
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    return (sums / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    centroids = (sums / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    return centroids, _merge_alike(centroids, np.array([np.sum(found == i) for i in ids], dtype=np.float64))
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    """Rows scaled to length one (a zero row stays zero: opposite clusters can sum to nothing)."""
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.where(norms > 0, norms, 1.0)
+
+
+def _merge_alike(centroids: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """A group id (K,) per centroid: the two most alike groups are merged (their weighted mean direction)
+    while their cosine exceeds THRESHOLD, so no two groups left would answer a click on the other."""
+    sums = centroids.astype(np.float64) * weights[:, None]
+    group = np.arange(len(centroids))
+    alive = np.ones(len(centroids), dtype=bool)
+    sim = _unit(sums) @ _unit(sums).T
+    np.fill_diagonal(sim, -np.inf)
+    while alive.sum() > 1:
+        i, j = np.unravel_index(np.argmax(sim), sim.shape)
+        if sim[i, j] <= THRESHOLD:
+            break
+        keep, gone = min(i, j), max(i, j)
+        sums[keep] += sums[gone]
+        group[group == gone] = keep
+        alive[gone] = False
+        sim[gone, :] = sim[:, gone] = -np.inf
+        row = _unit(sums) @ _unit(sums[keep : keep + 1])[0]
+        sim[keep, :] = sim[:, keep] = np.where(alive, row, -np.inf)
+        sim[keep, keep] = -np.inf
+    return group
 
 
 def _leading(points: np.ndarray) -> np.ndarray:
@@ -138,9 +175,9 @@ def segment_everything(
     if len(rows) == 0:
         raise SegAnyError("invalid_array", "every feature is zero: no element was seen by a view, nothing to cluster")
     picked = rows if len(rows) <= sample else np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
-    centroids = _centroids(unit[picked], min_cluster_size)
+    centroids, part = _centroids(unit[picked], min_cluster_size)
     shown = unit if len(rows) == len(unit) else unit[rows]  # usually every element is seen: skip the copy
-    labels[rows] = _by_size(_nearest(shown, centroids))
+    labels[rows] = _by_size(part[_nearest(shown, centroids)])
     return labels, cluster_colours(int(labels.max()) + 1)
 
 
