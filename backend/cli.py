@@ -439,6 +439,21 @@ def generate_labelled_cmd(
         console.print(f"{kind}: {len(paths)} files in {out / kind}")
 
 
+@app.command("generate-named-parts")
+def generate_named_parts_cmd(
+    out: Annotated[Path, typer.Option(help="output directory: OUT/meshes, OUT/splats, OUT/points")],
+    per_category: Annotated[int, typer.Option(help="shapes per category (table, chair, lamp, mug, bottle)")] = 4,
+    seed: Annotated[int, typer.Option(help="first seed of the proportions; shape k of a category uses seed + k")] = 0,
+    kinds: Annotated[str, typer.Option(help="comma-separated: splats, points, or none")] = "splats,points",
+) -> None:
+    """Make procedural named-part assets (every face names its part) for `segany eval --task label`."""
+    from .eval.named_parts import generate_named_parts
+
+    chosen = tuple(k for k in kinds.split(",") if k and k != "none")
+    for kind, paths in generate_named_parts(out, per_category, seed, chosen).items():
+        console.print(f"{kind}: {len(paths)} files in {out / kind}")
+
+
 @app.command()
 def batch(
     inputs: Annotated[list[str], typer.Argument(help="scene files, folders, globs or .csv / .jsonl manifests")],

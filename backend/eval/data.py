@@ -28,6 +28,7 @@ PSB_BLOCKS = (
     "plier", "fish", "bird", "spring", "armadillo", "bust", "mech", "bearing", "vase", "fourleg",
 )  # fmt: skip
 CATEGORIES_FILE = "categories.json"
+NAMES_FILE = "part_names.json"  # a data directory's part names: category → shape id → the name of each label
 
 
 @dataclass

@@ -22,7 +22,7 @@ from scipy.spatial.transform import Rotation
 from ..errors import SegAnyError
 from ..formats import write_labelled_ply
 from ..scene import MeshScene, PointScene, SplatScene
-from .data import CATEGORIES_FILE, Shape, iter_shapes
+from .data import CATEGORIES_FILE, NAMES_FILE, Shape, iter_shapes
 
 SH_C0 = 0.28209479177387814
 ALBEDO = 0.7
@@ -124,6 +124,9 @@ def generate_labelled(
         if "points" in kinds:
             scene, labels = points_from_mesh(shape.scene, shape.labels, count, seed)
             written["points"].append(write_labelled_ply(out_dir / "points" / f"{shape.id}.ply", scene, labels))
+    names = Path(source) / NAMES_FILE  # the samples keep their mesh's labels, so its part names too
     for k in kinds:
         (out_dir / k / CATEGORIES_FILE).write_text(json.dumps(categories, indent=1))
+        if names.is_file():
+            (out_dir / k / NAMES_FILE).write_bytes(names.read_bytes())
     return written

@@ -41,10 +41,10 @@ from ..methods.sas.calibration import model_id
 from ..provenance import stamp, stamp_line
 from ..scene import MeshScene
 from .calibration import SOURCE, calibration_table, load_table, table_capability
-from .data import Shape, iter_shapes, shape_ids
+from .data import NAMES_FILE, Shape, iter_shapes, shape_ids
 from .run import shape_geometry
 
-NAMES_FILE = Path(__file__).with_name("part_names.json")
+PACKAGED_NAMES = Path(__file__).with_name(NAMES_FILE)  # the PSB development shapes' part names
 RANK_MARGIN = 0.05  # true IoUs closer than this do not rank two sources
 CALIBRATED = "fused:calibrated"  # SAS's fusion with capabilities from a calibration table (--calibration)
 Progress = Callable[[float, str], None]
@@ -54,8 +54,8 @@ def part_names(category: str, shape_id: str, labels: np.ndarray, data: Path | No
     """The name of every label value 0..max: from the data directory's part_names.json (same layout as the
     packaged one, category → shape id → names) when it names the shape, else the packaged table's (PSB),
     else "part <value>"."""
-    table = _names_table(Path(data) / NAMES_FILE.name).get(category, {}).get(shape_id) if data else None
-    table = table or json.loads(NAMES_FILE.read_text()).get(category, {}).get(shape_id, [])
+    table = _names_table(Path(data) / NAMES_FILE).get(category, {}).get(shape_id) if data else None
+    table = table or json.loads(PACKAGED_NAMES.read_text()).get(category, {}).get(shape_id, [])
     top = int(labels.max()) + 1 if len(labels) else 0
     return [table[v] if v < len(table) else f"part {v}" for v in range(top)]
 
