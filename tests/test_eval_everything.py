@@ -83,6 +83,7 @@ def test_everything_eval_writes_the_rand_index_per_category(psb_stool, tmp_path:
     assert written["summary"]["saga"]["rand_index_error"] == pytest.approx(saga["rand_index_error"])
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Written by" in report and "| saga | 1 |" in report and "Randomized Cuts" in report
+    assert PUBLISHED["protocol"] in report  # the published algorithms were told the part count: said beside them
     assert (tmp_path / "out" / "rand_index.png").stat().st_size > 0
     assert Path(shape["methods"]["saga"]["picture"]).is_file()
 

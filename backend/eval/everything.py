@@ -41,6 +41,7 @@ from ..scene import MeshScene
 from .data import Shape, _face_majority, is_psb, iter_shapes, load_psb_humans, shape_ids
 from .published import PUBLISHED
 from .rand_index import rand_index_error
+from .report import fitted_title
 
 Progress = Callable[[float, str], None]
 HUMAN, ONE_PART = "human", "one part"
@@ -158,6 +159,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", f"Published overall figures, all 19 categories{check}: {pub['source']}.", ""]
     lines += ["| algorithm | Rand Index error |", "|---|---:|"]
     lines += [f"| {name} | {value:.3f} |" for name, value in pub["overall"].items()]
+    lines += ["", pub["protocol"]]  # five of the seven were told how many parts to make: say so beside them
     lines += [
         "",
         "| shape | category | parts | " + " | ".join(summary) + " |",
@@ -192,7 +194,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                    label=f"paper, all 19 categories: {name} ({pub['overall'][name]:.3f})")  # fmt: skip
     ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_ylabel("Rand Index error (lower is better)")
-    ax.set_title(f"segment everything: {results['config']['method']}, prior {results['config']['prior']}", fontsize=10)
+    fitted_title(ax, f"segment everything: {results['config']['method']}, prior {results['config']['prior']}")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -9,6 +9,13 @@ same list); they were written down from memory this session, with no copy of eit
 carry `verified: false` until someone checks them against the paper. Per-category values exist only as bars
 in Figure 8 and were not read off, so none are given: a comparison per category is against our own
 human-to-human figure on the same shapes instead.
+
+Checked in session 10 (still `verified: false`): the benchmark's own release (version 1.0, 26 May 2009; a
+copy is in the public repository cearto/zen under Code/MeshDeformations/Benchmark) ships the human
+segmentations and the evaluation code but not the seven algorithms' segmentations or the tables, and the
+paper and its web site (segeval.cs.princeton.edu) give the figures only as bar charts; no stored copy of a
+later paper's table was readable. What the release does settle is in `PROTOCOL`: how the Rand Index is
+counted, and that five of the seven algorithms were told how many segments to make.
 """
 
 from __future__ import annotations
@@ -33,4 +40,17 @@ PUBLISHED: dict[str, Any] = {
         "K-Means": 0.251,
     },
     "best_automatic": "Randomized Cuts",
+    "protocol": (
+        "From the benchmark's release (util/parameters/algorithmList.py, util/scripts/evaluate/"
+        "collectEvaluation.py, src/apps/include/EvaluationMethods.h): Randomized Cuts, Normalized Cuts, Random "
+        "Walks, Fitting Primitives and K-Means take the number of segments as input and were run with it taken "
+        "from the humans (per segmentation, per model mode, per category mode, or 7 for the whole data set); "
+        "Shape Diameter and Core Extraction choose it themselves, as SAGA's segment everything does. The Rand "
+        "Index counts face pairs unweighted (no areas), as eval/rand_index.py does by default."
+    ),
+    "searched": (
+        "search corpora pages/docs/code for the paper, segeval.cs.princeton.edu, Kalogerakis et al. 2010 and "
+        "Schoeler et al. 2015 (CVPR, 'Constrained Planar Cuts'), which tabulate these figures; only the papers' "
+        "first pages and the site's chart pages are stored"
+    ),
 }

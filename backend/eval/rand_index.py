@@ -3,10 +3,10 @@
 Source: Chen, Golovinskiy and Funkhouser, "A Benchmark for 3D Mesh Segmentation" (SIGGRAPH 2009),
 section 4.4: RI(S1, S2) = C(N, 2)⁻¹ Σ_{i<j} [C_ij P_ij + (1 − C_ij)(1 − P_ij)] over the N faces, where
 C_ij (P_ij) says faces i and j share a segment in S1 (S2); the benchmark reports 1 − RI, averaged over
-every human segmentation of the shape. The printed formula counts face pairs without weights, so that is
-the default here. `weights` (e.g. face areas) gives the area-weighted variant, pair (i, j) counting
-w_i·w_j; we could not check offline whether the benchmark's released code weights by area, so a caller
-that wants it passes areas and says so.
+every human segmentation of the shape. The benchmark's released evaluation code counts face pairs without
+weights too (`EvaluateRandIndex` in src/apps/include/EvaluationMethods.h of its 2009 release: a contingency
+table of face counts, no areas; checked in session 10), so that is the default here. `weights` (e.g. face
+areas) gives an area-weighted variant, pair (i, j) counting w_i·w_j, which the benchmark does not use.
 
 Counted through the contingency table instead of the O(N²) pairs: with weighted cell masses n_kl, row
 masses a_k and column masses b_l, the pairs sharing a segment in S1 weigh (Σ a_k² − Σ w_i²) / 2, and
