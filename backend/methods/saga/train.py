@@ -10,7 +10,10 @@ the many non-corresponding pairs do not drown the few corresponding ones.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +27,8 @@ from .pixels import Pixels
 
 SCALE_MARGIN = 1.5  # scales are sampled a little past the smallest and largest mask, so both ends are trained
 REPORT_EVERY = 25  # steps between progress reports (each may raise `cancelled`)
+# torch says CSR support is beta on first use; the one product used here (CSR @ dense, its gradient) is tested
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
 
 def scale_range(scales: np.ndarray) -> tuple[float, float]:
@@ -40,22 +45,43 @@ def parts_at(mask_ids: torch.Tensor, mask_scales: torch.Tensor, scales: torch.Te
     return torch.where(fits.any(-1), ids, torch.tensor(-1))
 
 
+class _PushSum(torch.autograd.Function):
+    """Σ relu(h_i · h_j) over the pairs `equal` leaves out, per scale: h (S, P, D), equal (S, P, P) bool. The
+    similarities are symmetric, so the gradient is one product 2·M·h instead of autograd's two, and the
+    forward works in place on the one (S, P, P) buffer (the step's largest)."""
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, equal: torch.Tensor) -> torch.Tensor:
+        sim = torch.bmm(h, h.transpose(1, 2))
+        sim.clamp_(min=0).masked_fill_(equal, 0)
+        ctx.save_for_backward(h, sim)
+        return sim.sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        h, sim = ctx.saved_tensors
+        return torch.bmm(sim.sign_(), h).mul_(2 * grad), None
+
+
 def correspondence_loss(features: torch.Tensor, gates: torch.Tensor, parts: torch.Tensor) -> torch.Tensor | None:
     """Pixel features (P, D), gates (S, D), parts (S, P) → the pull / push loss over all pixel pairs; None
-    when no pair has a part to judge by. Masks multiply instead of indexing: boolean indexing of the
-    (S, P, P) similarities took half of a step's time."""
+    when no pair has a part to judge by. Pairs whose parts differ (one may have none) are pushed, pairs in
+    one part (not a pixel with itself) pulled. The pull needs no pair: over a part g with unit features
+    h_i, Σ_{i≠j} h_i·h_j = |Σ h_i|² − Σ |h_i|², so it costs (S, P, D) instead of (S, P, P)."""
     h = torch.nn.functional.normalize(features[None] * gates[:, None], dim=-1)  # (S, P, D)
-    sim = h @ h.transpose(1, 2)  # (S, P, P)
-    a, b = parts[:, :, None], parts[:, None, :]
-    equal = a == b
-    same = equal & (a >= 0)
-    same.diagonal(dim1=1, dim2=2).fill_(False)
-    differ = ~equal & ((a >= 0) | (b >= 0))
-    n_same, n_differ = int(same.sum()), int(differ.sum())
+    s, p = parts.shape
+    key = parts + 1 + torch.arange(s)[:, None] * (int(parts.max()) + 2)  # (scale, part) as one id; -1 → 0
+    _, counts = torch.unique(key, return_counts=True)
+    n_differ = s * p * p - int((counts.to(torch.int64) ** 2).sum())
+    inside = parts >= 0
+    h_in = h[inside]
+    _, group, sizes = torch.unique(key[inside], return_inverse=True, return_counts=True)
+    n_same = int((sizes.to(torch.int64) ** 2).sum()) - len(h_in)
     if n_same + n_differ == 0:
         return None
-    pull = ((1.0 - sim) * same).sum() / max(n_same, 1)
-    push = (torch.relu(sim) * differ).sum() / max(n_differ, 1)
+    sums = torch.zeros(len(sizes), h.shape[-1], dtype=h.dtype).index_add(0, group, h_in)
+    pull = (n_same - ((sums * sums).sum() - (h_in * h_in).sum())) / max(n_same, 1)
+    push = _PushSum.apply(h, parts[:, :, None] == parts[:, None, :]) / max(n_differ, 1)
     return pull + push
 
 
@@ -72,6 +98,64 @@ def smoothed(features: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
     the part around it and lets a hidden element learn from the pixels of its neighbours. Only the gathered
     rows are normalised, not all N features."""
     return torch.nn.functional.normalize(features[near], dim=-1).mean(dim=-2)
+
+
+class PixelBlend:
+    """A step's pixels as one sparse (P × U) matrix over the U distinct elements they read, SAGA's smoothing
+    folded in: pixel = Σ_k w_k · mean_j unit(f[near[id_k, j]]). Only those U rows are read, normalised and
+    updated, so a step costs the same for a thousand elements or a million; the rows are found by marking
+    them in a reused (N,) buffer, not by sorting the step's P·K·H indices."""
+
+    def __init__(self, ids: torch.Tensor, weights: torch.Tensor, near: torch.Tensor) -> None:
+        self.ids, self.weights, self.near = ids, weights, near
+        self.marked = torch.zeros(len(near), dtype=torch.bool)
+        self.slot = torch.zeros(len(near), dtype=torch.int64)
+
+    def __call__(self, pix: torch.Tensor, half: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows (U,) the pixels `pix` read, each contributor smoothed over the neighbours `half` selects,
+        and the (P, U) sparse CSR matrix that blends those rows' unit features into the pixels' features."""
+        reads = self.near[self.ids[pix]][:, :, half]  # (P, K, H)
+        p, k, h = reads.shape
+        self.marked[reads] = True
+        rows = self.marked.nonzero()[:, 0]
+        self.marked[rows] = False
+        self.slot[rows] = torch.arange(len(rows))
+        w = (self.weights[pix] / h)[:, :, None].expand(p, k, h).reshape(-1)
+        crow = torch.arange(0, p * k * h + 1, k * h)
+        cols = self.slot[reads].reshape(-1)
+        return rows, torch.sparse_csr_tensor(crow, cols, w, (p, len(rows)), check_invariants=False)
+
+
+class RowAdam:
+    """Adam on the rows of a table that a step reads ("lazy" Adam, as torch's SparseAdam: an unread row keeps
+    its moments and value). A dense Adam passed over all N × D features every step, most of a million-element
+    step; torch's SparseAdam does this through sparse tensors at several times the cost. Value and moments
+    sit side by side, (N, 3, D), so a step is one gather and one scatter of its rows."""
+
+    def __init__(self, table: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.state = torch.stack([table, torch.zeros_like(table), torch.zeros_like(table)], dim=1)
+        self.lr, self.betas, self.eps, self.t = lr, betas, eps, 0
+
+    @property
+    def table(self) -> torch.Tensor:
+        """(N, D) the present values."""
+        return self.state[:, 0]
+
+    def read(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows' state block (U, 3, D) for `step`, and their values (U, D) as a leaf that takes a gradient."""
+        block = self.state[rows]
+        return block, block[:, 0].clone().requires_grad_()
+
+    def step(self, rows: torch.Tensor, block: torch.Tensor, grad: torch.Tensor) -> None:
+        """Update `rows` (their block from `read`) with their gradient (U, D)."""
+        b1, b2 = self.betas
+        self.t += 1
+        value, m, v = block.unbind(1)
+        m.lerp_(grad, 1 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denom = v.sqrt().div_(math.sqrt(1 - b2**self.t)).add_(self.eps)
+        value.addcdiv_(m, denom, value=-self.lr / (1 - b1**self.t))
+        self.state[rows] = block
 
 
 def smooth_all(features: torch.Tensor, near: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
@@ -96,13 +180,11 @@ def train(
     reference = float(np.median(pixels.scales))
     near = neighbours(positions, options.smooth_k)
     keep = max(1, near.shape[1] // 2)  # SAGA averages a random half of the neighbours each step (a dropout)
-    features = torch.nn.Parameter(torch.randn(n_elements, options.dim, generator=gen) * 0.1)
     torch.manual_seed(options.seed)  # the gate's initial weights
     gate = ScaleGate(options.dim, reference)
-    # fused: one pass over the (N, D) features per step instead of one per Adam op (the step's other half)
-    opt = torch.optim.Adam([features, *gate.parameters()], lr=options.lr, fused=True)
-    ids = torch.from_numpy(pixels.ids)
-    weights = torch.from_numpy(pixels.weights)
+    feature_opt = RowAdam(torch.randn(n_elements, options.dim, generator=gen) * 0.1, options.lr)
+    gate_opt = torch.optim.Adam(gate.parameters(), lr=options.lr)
+    blend = PixelBlend(torch.from_numpy(pixels.ids), torch.from_numpy(pixels.weights), near)
     mask_ids = torch.from_numpy(pixels.mask_ids)
     mask_scales = torch.from_numpy(pixels.mask_scales)
     sizes = np.diff(pixels.starts)
@@ -116,15 +198,17 @@ def train(
         pix = torch.from_numpy(pixels.starts[v] + rng.choice(int(sizes[v]), size=take, replace=False))
         scales = torch.from_numpy(np.exp(rng.uniform(np.log(lo), np.log(hi), options.scales_per_step)))
         half = torch.from_numpy(rng.choice(near.shape[1], size=keep, replace=False))
-        # each touched element smoothed once: neighbouring pixels share most contributors (and padding)
-        touched, where = torch.unique(ids[pix], return_inverse=True)
-        pixel_f = (weights[pix, :, None] * smoothed(features, near[touched][:, half])[where]).sum(1)
+        rows, mix = blend(pix, half)
+        block, read = feature_opt.read(rows)
+        pixel_f = mix @ torch.nn.functional.normalize(read, dim=-1)
         loss = correspondence_loss(pixel_f, gate(scales), parts_at(mask_ids[pix], mask_scales[pix], scales))
         if loss is None:  # no pixel had a part at any of the scales: nothing to learn from this step
             continue
-        opt.zero_grad(set_to_none=True)
+        gate_opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        assert read.grad is not None
+        feature_opt.step(rows, block, read.grad)
+        gate_opt.step()
         losses.append(float(loss.detach()))
     if not losses:
         raise SegAnyError(
@@ -132,7 +216,7 @@ def train(
         )
     tenth = max(1, len(losses) // 10)
     return (
-        smooth_all(features.detach(), near),
+        smooth_all(feature_opt.table, near),
         gate,
         {"loss_first": float(np.mean(losses[:tenth])), "loss_last": float(np.mean(losses[-tenth:]))},
     )
