@@ -283,10 +283,11 @@ def test_a_negative_click_on_a_wrongly_selected_table_top_takes_the_top_away_wit
 
 
 def test_a_refined_later_click_changes_nothing_beyond_its_reach() -> None:
-    """Issue 20 item 1: a later click changes only faces within `REACH` times its distance to the other side
-    of the selection's edge, so a click in a sliver along the edge cannot flood a neighbouring part or take
-    half a good selection away (a geometric-prior IoU fell by up to 49.8 points after a click). Beyond it a
-    negative click only drops islands it cut off from every positive click (`drop_cut_islands`)."""
+    """Issue 20 item 1: a later click off the middle of what it would change (these random clicks) changes
+    only faces within `REACH` times its distance to the other side of the selection's edge, so a click in a
+    sliver along the edge cannot flood a neighbouring part or take half a good selection away (a
+    geometric-prior IoU fell by up to 49.8 points after a click). Beyond it a negative click only drops
+    islands it cut off from every positive click (`drop_cut_islands`)."""
     v, f, _, top, _ = _table()
     refiner = CreaseRefiner(v, f)
     g = refiner.graph
@@ -308,6 +309,31 @@ def test_a_refined_later_click_changes_nothing_beyond_its_reach() -> None:
             assert not np.isin(comp[beyond], comp[(g.seeds(clicks) > 0) & after]).any()
             dropped += int(beyond.sum())
     assert dropped > 0  # the seed draws a click that cuts an island off: the island rule was exercised
+
+
+def test_a_later_click_in_the_middle_of_its_change_takes_all_of_it_and_elsewhere_only_its_reach() -> None:
+    """Issue 20 item 2: a click at the middle of the region a walk would change (the protocol's, and a user's,
+    click on what is wrong) takes that region whole, beyond `REACH` (a wrongly selected table top in one
+    click instead of several); the same region clicked near its edge, or a long thin one, only within reach."""
+    v, f, labels, top, _ = _table()
+    refiner = CreaseRefiner(v, f)
+    g = refiner.graph
+    slab = labels == 0
+    here = g.seeds([(top, 1)]) != 0
+    assert (here <= slab).all()
+    near = here.copy()  # a reach that holds nothing but the click
+    assert np.array_equal(refiner._asked(here, slab, near), slab)
+    centre = v[f].mean(axis=1)
+    off = np.linalg.norm(centre[slab][:, :2] - centre[here].mean(axis=0)[:2], axis=1)
+    rim = int(np.flatnonzero(slab)[np.argmax(off)])
+    at_rim = np.zeros(g.n, dtype=bool)
+    at_rim[rim] = True
+    assert np.array_equal(refiner._asked(at_rim, slab, at_rim), at_rim)
+    middle = centre[slab].mean(axis=0)
+    band = slab & (np.abs(centre[:, 1] - middle[1]) < 1.0) & (centre[:, 2] > middle[2])  # a strip across the top
+    mid = band & (np.linalg.norm(centre[:, :2] - middle[:2], axis=1) < 1.0)
+    taken = refiner._asked(mid, band, mid)
+    assert mid.any() and np.array_equal(taken, mid) and band.sum() > 4 * mid.sum()
 
 
 def test_positive_clicks_only_add_and_negative_clicks_only_take_away() -> None:

@@ -24,8 +24,9 @@ clicks, answers later clicks weakly. This stage walks on the concavity-weighted 
   selection: a random walk seeded by all clicks (positive 1, negative 0) with the previous answer as a
   weak prior, so each click moves the boundary to the creases between it and the other clicks. A
   positive click only adds and a negative one only takes away (with the walk alone, cutting one chair leg
-  off a seat lets the next leg grow back in), and only within `REACH` times the click's distance to the
-  other side of the selection's edge, as on the decoder's path (`_near`);
+  off a seat lets the next leg grow back in), the connected piece of that change under the click: whole
+  when the click is at its middle and it is compact around the click (`_asked`), else only within `REACH`
+  times the click's distance to the other side of the selection's edge, as on the decoder's path (`_near`);
 - a negative click also takes away the part under it — the geometric first answer to a click there, when
   it holds no positive click — except where a walk between the clicks alone, its prior a neutral 0.5,
   leans to the positive clicks (≥ 0.75): a negative click on a handle whose crease the sweep misses must
@@ -70,6 +71,8 @@ FIRST_MAX_SHARE = 0.98  # a first answer may hold all but a small part: the deco
 PART_HOLD = 0.75  # a negative click's part stays where the neutral walk is at least this (PSB dev shapes)
 WEAK_PRIOR_LOSS = 0.2  # "auto" refines when the decoder's final training loss is above this
 REACH = 2.0  # a later decoder click changes faces within this many times its distance to the selection's edge
+CLICK_DEPTH = 0.9  # a later click takes a whole change piece only from its middle: its depth there ≥ this × the deepest
+COMPACT = 4.0  # ... and when no face of the piece lies farther from it than this × that depth (fitted: 4 shapes)
 REFINED_THRESHOLD = 0.5  # refined scores are area shares of selected faces around each vertex
 
 
@@ -220,20 +223,63 @@ class CreaseRefiner:
     def _next(self, previous: np.ndarray, click: Click, seed: np.ndarray) -> np.ndarray:
         """A later click's answer: the follow walk, growing only on a positive click and shrinking only on a
         negative one, which also takes away the part under it where the clicks alone do not hold it; either
-        way only within `REACH` of the click (`_near`), as on the decoder's path: without it a click in a
-        sliver along the edge flooded a neighbouring part or took half a good selection away (a geometric-prior
-        IoU fell by up to 49.8 points after a click)."""
+        way the piece of that change under the click, limited to `REACH` of the click (`_near`) unless the
+        click is at its middle (`_asked`): without a limit a click in a sliver along the edge flooded a
+        neighbouring part or took half a good selection away (a geometric-prior IoU fell by up to 49.8 points
+        after a click)."""
         g = self.graph
         grow = click[1] > 0
-        near = self._near(g.seeds([click]) != 0, ~previous if grow else previous)
+        here = g.seeds([click]) != 0
+        near = self._near(here, ~previous if grow else previous)
         x = g.follow_walk(previous, seed)
         if grow:
-            return previous | (near & (x >= 0.5))
-        chosen = previous & ((x >= 0.5) | ~near)
+            return previous | self._asked(here, ~previous & (x >= 0.5), near)
+        taken = previous & (x < 0.5)
         part = g.first_region(g.seeds([(click[0], 1)]))
         if not (part & (seed > 0)).any():
-            chosen &= ~(part & near & (g.walk(0.5, seed, FOLLOW_PULL) < PART_HOLD))
+            taken |= previous & part & (g.walk(0.5, seed, FOLLOW_PULL) < PART_HOLD)
+        chosen = previous & ~self._asked(here, taken, near)
         return g.drop_cut_islands(chosen, previous, seed)
+
+    def _asked(self, here: np.ndarray, change: np.ndarray, near: np.ndarray) -> np.ndarray:
+        """The part of a later click's proposed `change` the click asked for: the connected piece under the
+        click, whole when the click lies at its middle (its distance to the piece's edge at least
+        `CLICK_DEPTH` of the largest in the piece) and the piece is compact around it (no face farther from
+        the click than `COMPACT` times that distance), else only its faces within `REACH` (`near`). The
+        protocol, and a user fixing an error, clicks the middle of what is wrong, so a piece whose middle lies
+        elsewhere (a flood from a sliver along the edge into a neighbouring part), or a long strip along the
+        edge, is not what the click asked for; a piece centred on the click is, however far it reaches (a
+        wrongly selected part goes in one click, where `REACH` alone took it over several: session 9's
+        slower convergence)."""
+        comp = self.graph.components(change)
+        piece = change & np.isin(comp, comp[here & change])
+        if not piece.any():
+            return piece
+        depth, reach = self._depth(piece, here)
+        at_click = float(depth[here & piece].max())
+        if at_click >= CLICK_DEPTH * float(depth.max()) and reach <= COMPACT * at_click:
+            return piece
+        return piece & near
+
+    def _depth(self, region: np.ndarray, here: np.ndarray) -> tuple[np.ndarray, float]:
+        """Per face of `region` (0 elsewhere) its distance over face centres to the nearest face outside, and
+        the largest distance within the region from the clicked faces."""
+        nodes = np.flatnonzero(region)
+        a, b = self.graph.edges.T
+        edge = region[a] != region[b]
+        rim = np.zeros(self.graph.n, dtype=bool)
+        rim[a[edge]] = True
+        rim[b[edge]] = True
+        inner = self._lengths[nodes][:, nodes]
+        from_click = dijkstra(inner, directed=False, indices=np.flatnonzero(here[nodes]), min_only=True)
+        reach = float(from_click[np.isfinite(from_click)].max())
+        sources = np.flatnonzero(rim[nodes])
+        if len(sources) == 0:  # the region is a whole piece: no edge to measure from, every face is central
+            return np.where(region, np.inf, 0.0), reach
+        depth = np.zeros(self.graph.n)
+        dist = dijkstra(inner, directed=False, indices=sources, min_only=True)
+        depth[nodes] = np.where(np.isfinite(dist), dist, 0.0)
+        return depth, reach
 
     def _first(self, vertex_probs: np.ndarray, first_seed: np.ndarray, seed: np.ndarray) -> np.ndarray:
         """The crease cut from the first positive click nearest the decoder's answer to it: the level sets of
