@@ -24,6 +24,8 @@ import numpy as np
 
 from ..provenance import stamp, stamp_line
 
+WIDE_SPAN = 50  # magnitudes spanning more than this share a panel on a log axis, or linear bars would vanish
+
 
 @dataclass
 class Row:
@@ -147,6 +149,27 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _x_axis(ax: Any, values: list[float]) -> None:
+    """A log axis where the magnitudes span more than WIDE_SPAN; symlog when some value is also negative (a log
+    axis has no place for it: a slower-than-baseline difference, say); else linear with room for the labels,
+    reaching below 0 for a negative value."""
+    sizes = [abs(v) for v in values]
+    wide = bool(sizes) and max(sizes) / min(sizes) > WIDE_SPAN
+    if wide:
+        if min(values) > 0:
+            ax.set_xscale("log")
+        else:
+            ax.set_xscale("symlog", linthresh=min(sizes))
+            ax.axvline(0, color="0.4", lw=0.6)
+        ax.margins(x=0.12)  # room for the labels at the bars' ends, on either side
+    else:
+        low, high = min([0.0, *values]), max([0.0, *values])
+        room = 0.15 * (high - low) or 1.0  # an all-zero panel still reads
+        ax.set_xlim(low - room if low < 0 else 0.0, high + room)
+        if low < 0:
+            ax.axvline(0, color="0.4", lw=0.6)
+
+
 def _plot(name: str, path: Path, rows: list[Row], curves: list[Curve]) -> None:
     """Horizontal bars, ours vs the same-run baseline, one panel per unit (times and rates don't share an
     axis), each bar labelled with its value; one legend above the panels so it never hides a bar; then one
@@ -174,11 +197,7 @@ def _plot(name: str, path: Path, rows: list[Row], curves: list[Curve]) -> None:
         labels = [textwrap.shorten(f"[{r.metric}] {r.case}", 90) for r in sel]
         ax.set_yticks(y, ["\n".join(textwrap.wrap(t, 48)) for t in labels], fontsize=7)
         ax.invert_yaxis()
-        values = [v for r in sel for v in (r.value, r.baseline_value) if v]
-        if values and max(values) / max(min(values), 1e-12) > 50:
-            ax.set_xscale("log")
-        else:
-            ax.set_xlim(0, 1.15 * max(values, default=1.0))  # room for the labels; an all-zero panel still reads
+        _x_axis(ax, [v for r in sel for v in (r.value, r.baseline_value) if v])
         ax.set_xlabel(unit)
     for ax, c in zip(axes[len(units) :, 0], curves, strict=True):
         ax.plot(c.x, c.y, color="C0", lw=1.2)

@@ -198,6 +198,16 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fitted_title(ax: Any, text: str, fontsize: float = 10) -> None:
+    """`ax`'s title wrapped to the figure's width: a run of several methods ("iseg vs sa3d vs walk vs saga@...")
+    would otherwise run past both edges and be cut off in the PNG."""
+    import textwrap
+
+    em = 0.6 * fontsize  # points per character, a little over DejaVu Sans's mean advance, so it errs short
+    chars = max(20, int(0.9 * ax.get_figure().get_figwidth() * 72 / em))  # 0.9: the axes sit off-centre
+    ax.set_title("\n".join(textwrap.wrap(text, chars)), fontsize=fontsize)
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     """Mean IoU after each click, one line per method, overall."""
     import matplotlib
@@ -217,7 +227,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     n = len(results["shapes"])
-    ax.set_title(f"{' vs '.join(results['summary'])}: {n} shape{'s' if n != 1 else ''}, mean over targets", fontsize=10)
+    fitted_title(ax, f"{' vs '.join(results['summary'])}: {n} shape{'s' if n != 1 else ''}, mean over targets")
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
