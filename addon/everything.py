@@ -19,6 +19,7 @@ import numpy as np
 from . import actions, properties, results, runtime, scene_read, splat_layout
 from . import scale as slider
 from .client import Parts
+from .pending import Pending
 
 PART_ATTRIBUTE = "segany_part"  # the part number per element; -1 where the method knows nothing (no view saw it)
 PART_COLOUR = "segany_part_colour"
@@ -204,29 +205,9 @@ def segment_everything(
     return finish(obj, parts, output, name, directory)
 
 
-class Pending:
-    """An everything request running in the background for the button: its answer or error arrives through
-    the bridge on the main thread, where the operator writes it."""
-
-    def __init__(self) -> None:
-        self.parts: Parts | None = None
-        self.error: BaseException | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.parts is not None or self.error is not None
-
-
 def start(obj: bpy.types.Object, scale: float | str) -> Pending:
-    """Ask for the parts without blocking Blender: the answer lands in the returned Pending at a later drain."""
+    """Ask for the parts without blocking Blender: they land in the returned Pending's answer at a later drain."""
     work = request(obj, scale)
     pending = Pending()
-
-    def done(parts: Parts) -> None:
-        pending.parts = parts
-
-    def failed(exc: BaseException) -> None:
-        pending.error = exc
-
-    runtime.current().bridge.run(work, done, failed)
+    runtime.current().bridge.run(work, pending.answered, pending.failed)
     return pending

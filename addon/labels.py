@@ -19,6 +19,7 @@ import bpy
 import numpy as np
 
 from . import actions, properties, results, runtime, scene_read
+from . import pending as background
 from .client import Selection
 
 METHOD = "sas"
@@ -187,19 +188,13 @@ def prepared_for_labels(obj: bpy.types.Object) -> runtime.ObjectState | None:
     return None if st.geometry_problem(scene_read.element_count(obj)) else st
 
 
-class Pending:
-    """A labelling running in the background for the button: prepare if needed, then the query; the answer or
-    the error arrives through the bridge on the main thread, where the operator writes it."""
+class Pending(background.Pending):
+    """A labelling running in the background for the button: prepare if needed, then the query (a Selection)."""
 
     def __init__(self, key: int, words: list[str], other: bool, prior: str | None) -> None:
+        super().__init__()
         self.key, self.words, self.other, self.prior = key, words, other, prior
         self.asked = False
-        self.sel: Selection | None = None
-        self.error: BaseException | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.sel is not None or self.error is not None
 
     def step(self) -> None:
         """Called on the main thread while waiting: once the prepare has ended, ask (once) or take its error."""
@@ -213,13 +208,7 @@ class Pending:
             return
         self.asked = True
         ask = _asker(st, _query(self.words, self.other), self.prior)
-        runtime.current().bridge.run(ask, self._answered, self._failed)
-
-    def _answered(self, sel: Selection) -> None:
-        self.sel = sel
-
-    def _failed(self, exc: BaseException) -> None:
-        self.error = exc
+        runtime.current().bridge.run(ask, self.answered, self.failed)
 
 
 def _asker(st: runtime.ObjectState, query: dict[str, Any], prior: str | None) -> Callable[[], Selection]:

@@ -9,6 +9,7 @@ from bpy_extras.io_utils import ExportHelper
 
 from . import actions, everything, labels, preferences, properties, results, runtime
 from .client import BackendUnavailable, RemoteError
+from .pending import Pending
 
 _ERRORS = (ValueError, RuntimeError, RemoteError, BackendUnavailable, json.JSONDecodeError)
 WATCH_INTERVAL = 0.25  # seconds between looks at a background prepare; its end is reported within this
@@ -38,6 +39,42 @@ def segments_problem(obj: bpy.types.Object | None) -> str:
     if not problem and len(obj.segany_segments) == 0:
         problem = "The object has no segments yet: make one with the Click Tool"
     return problem
+
+
+class _Watching:
+    """An operator that watches background work with a timer while Blender stays live (prepare, everything,
+    label): `_watch` starts the timer and the modal handler, `cancel` (Blender calls it too) stops the timer."""
+
+    def _watch(self, context: bpy.types.Context) -> set[str]:
+        wm = context.window_manager
+        self.timer = wm.event_timer_add(WATCH_INTERVAL, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        context.window_manager.event_timer_remove(self.timer)
+
+
+class _AwaitsAnswer(_Watching):
+    """A button whose answer arrives in the background (a Pending): the operator's `_write(obj, answer)` runs,
+    one undo step, when it does; an error, or the object gone meanwhile, is reported instead."""
+
+    def _await(self, context: bpy.types.Context, obj: bpy.types.Object, pending: Pending) -> set[str]:
+        self.pending, self.obj_name = pending, obj.name
+        return self._watch(context)
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        self.pending.step()
+        if not self.pending.done:
+            return {"PASS_THROUGH"}
+        self.cancel(context)
+        obj = bpy.data.objects.get(self.obj_name)
+        if self.pending.error is not None or obj is None:
+            self.report({"ERROR"}, runtime.error_text(self.pending.error or ValueError(f"{self.obj_name!r} is gone")))
+            return {"CANCELLED"}
+        return self._write(obj, self.pending.answer)
 
 
 class SEGANY_OT_backend_start(bpy.types.Operator):
@@ -85,7 +122,7 @@ class SEGANY_OT_backend_stop(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class SEGANY_OT_prepare(bpy.types.Operator):
+class SEGANY_OT_prepare(_Watching, bpy.types.Operator):
     """Send the active object to the backend and prepare the method on it (training runs in the background)"""
 
     bl_idname = "segany.prepare"
@@ -110,10 +147,7 @@ class SEGANY_OT_prepare(bpy.types.Operator):
         started = self.execute(context)
         if started != {"FINISHED"} or context.window is None:
             return started
-        wm = context.window_manager
-        self.timer = wm.event_timer_add(WATCH_INTERVAL, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+        return self._watch(context)
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         if event.type != "TIMER":
@@ -125,9 +159,6 @@ class SEGANY_OT_prepare(bpy.types.Operator):
         level, text = outcome
         self.report({level}, text)
         return {"FINISHED"} if level == "INFO" else {"CANCELLED"}
-
-    def cancel(self, context: bpy.types.Context) -> None:
-        context.window_manager.event_timer_remove(self.timer)
 
 
 class SEGANY_OT_cancel(bpy.types.Operator):
@@ -291,7 +322,7 @@ class SEGANY_OT_export_ply(bpy.types.Operator, ExportHelper):
         return {"FINISHED"}
 
 
-class SEGANY_OT_everything(bpy.types.Operator):
+class SEGANY_OT_everything(_AwaitsAnswer, bpy.types.Operator):
     """Split the active object into parts at the Scale (or Auto) from its prepared features, and write each
     part as chosen: a vertex group, attribute, object or 3DGS PLY each, or one part attribute with colours"""
 
@@ -355,31 +386,14 @@ class SEGANY_OT_everything(bpy.types.Operator):
             problem = everything.output_problem(obj, self.output)
             if problem:
                 raise ValueError(problem)
-            self.pending = everything.start(obj, self._scale(context))
+            pending = everything.start(obj, self._scale(context))
         except _ERRORS as exc:
             self.report({"ERROR"}, runtime.error_text(exc))
             return {"CANCELLED"}
-        self.obj_name = obj.name
-        wm = context.window_manager
-        self.timer = wm.event_timer_add(WATCH_INTERVAL, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if event.type != "TIMER" or not self.pending.done:
-            return {"PASS_THROUGH"}
-        self.cancel(context)
-        obj = bpy.data.objects.get(self.obj_name)
-        if self.pending.error is not None or obj is None:
-            self.report({"ERROR"}, runtime.error_text(self.pending.error or ValueError(f"{self.obj_name!r} is gone")))
-            return {"CANCELLED"}
-        return self._write(obj, self.pending.parts)
-
-    def cancel(self, context: bpy.types.Context) -> None:
-        context.window_manager.event_timer_remove(self.timer)
+        return self._await(context, obj, pending)
 
 
-class SEGANY_OT_label(bpy.types.Operator):
+class SEGANY_OT_label(_AwaitsAnswer, bpy.types.Operator):
     """Label the active object from words (open vocabulary, SAS): an integer attribute with a colour per word,
     and per word a vertex group (meshes) or a float attribute (splats, points)"""
 
@@ -429,31 +443,11 @@ class SEGANY_OT_label(bpy.types.Operator):
         obj = _active(context)
         try:
             prior, options = labels.chosen(settings)
-            self.pending = labels.start(obj, labels.split_words(self.words), self.other, prior, options)
+            pending = labels.start(obj, labels.split_words(self.words), self.other, prior, options)
         except _ERRORS as exc:
             self.report({"ERROR"}, runtime.error_text(exc))
             return {"CANCELLED"}
-        self.obj_name = obj.name
-        wm = context.window_manager
-        self.timer = wm.event_timer_add(WATCH_INTERVAL, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        self.pending.step()
-        if not self.pending.done:
-            return {"PASS_THROUGH"}
-        self.cancel(context)
-        obj = bpy.data.objects.get(self.obj_name)
-        if self.pending.error is not None or obj is None:
-            self.report({"ERROR"}, runtime.error_text(self.pending.error or ValueError(f"{self.obj_name!r} is gone")))
-            return {"CANCELLED"}
-        return self._write(obj, self.pending.sel)
-
-    def cancel(self, context: bpy.types.Context) -> None:
-        context.window_manager.event_timer_remove(self.timer)
+        return self._await(context, obj, pending)
 
 
 CLASSES = (

@@ -46,6 +46,23 @@ class _Sidebar:
     bl_category = "SegAny"
 
 
+class _ObjectPanel(_Sidebar):
+    """A sub-panel of the main one, shown while the active object is one SegAny can work on."""
+
+    bl_parent_id = "SEGANY_PT_main"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not actions.object_problem(context.active_object)
+
+
+def _big_button(layout: bpy.types.UILayout, operator: str, icon: str) -> None:
+    """The panel's main action, drawn taller than the settings around it."""
+    row = layout.row()
+    row.scale_y = 1.4
+    row.operator(operator, icon=icon)
+
+
 class SEGANY_UL_segments(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
         row = layout.row(align=True)
@@ -96,9 +113,7 @@ class SEGANY_PT_main(_Sidebar, bpy.types.Panel):
             col.operator("segany.prepare", icon="PLAY")
         else:  # the click tool sends the object itself; Prepare only does the first click's work ahead
             col.operator("segany.prepare", text="Prepare (optional)", icon="PLAY")
-        tool = col.row()
-        tool.scale_y = 1.4
-        tool.operator("segany.click_tool", icon="RESTRICT_SELECT_OFF")
+        _big_button(col, "segany.click_tool", "RESTRICT_SELECT_OFF")
         if properties.takes_scale(properties.resolve_method(settings.method_choice, properties.scene_kind(obj))):
             draw_scale(col, context.scene, obj)
         col.separator()
@@ -122,13 +137,8 @@ def draw_scale(col: bpy.types.UILayout, scene: bpy.types.Scene, obj: bpy.types.O
         col.label(text=f"Auto chose {slider.length_text(scene, chosen)}")
 
 
-class SEGANY_PT_segments(_Sidebar, bpy.types.Panel):
+class SEGANY_PT_segments(_ObjectPanel, bpy.types.Panel):
     bl_label = "Segments"
-    bl_parent_id = "SEGANY_PT_main"
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return not actions.object_problem(context.active_object)
 
     def draw(self, context: bpy.types.Context) -> None:
         obj = context.active_object
@@ -143,19 +153,17 @@ class SEGANY_PT_segments(_Sidebar, bpy.types.Panel):
             buttons.operator("segany.export_ply", icon="EXPORT", text="Export PLY")
 
 
-class SEGANY_PT_parts(_Sidebar, bpy.types.Panel):
+class SEGANY_PT_parts(_ObjectPanel, bpy.types.Panel):
     """Segment everything: the whole object split into parts at the scale, for methods that can (saga)."""
 
     bl_label = "Segment Everything"
-    bl_parent_id = "SEGANY_PT_main"
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        obj = context.active_object
-        if actions.object_problem(obj):
+        if not super().poll(context):
             return False
-        chosen = context.scene.segany.method_choice
-        return properties.segments_everything(properties.resolve_method(chosen, properties.scene_kind(obj)))
+        chosen, kind = context.scene.segany.method_choice, properties.scene_kind(context.active_object)
+        return properties.segments_everything(properties.resolve_method(chosen, kind))
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -167,21 +175,14 @@ class SEGANY_PT_parts(_Sidebar, bpy.types.Panel):
         col.prop(settings, "parts_name")
         if settings.parts_output == "ply":
             col.prop(settings, "parts_directory")
-        button = col.row()
-        button.scale_y = 1.4
-        button.operator("segany.everything", icon="MOD_EXPLODE")
+        _big_button(col, "segany.everything", "MOD_EXPLODE")
 
 
-class SEGANY_PT_labels(_Sidebar, bpy.types.Panel):
+class SEGANY_PT_labels(_ObjectPanel, bpy.types.Panel):
     """Label from words (SAS): the words, Other, the button; where the CLIP weights come from; the legend."""
 
     bl_label = "Label From Words"
-    bl_parent_id = "SEGANY_PT_main"
     bl_options = {"DEFAULT_CLOSED"}  # noqa: RUF012 (Blender reads a set)
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return not actions.object_problem(context.active_object)
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -189,9 +190,7 @@ class SEGANY_PT_labels(_Sidebar, bpy.types.Panel):
         col = layout.column()
         col.prop(settings, "label_words", text="")
         col.prop(settings, "label_other")
-        button = col.row()
-        button.scale_y = 1.4
-        button.operator("segany.label", icon="SORTALPHA")
+        _big_button(col, "segany.label", "SORTALPHA")
         if not preferences.get().clip_checkpoint:
             for i, line in enumerate(labels.CLIP_HINT):
                 col.label(text=line, icon="INFO" if i == 0 else "BLANK1")
@@ -204,16 +203,11 @@ class SEGANY_PT_labels(_Sidebar, bpy.types.Panel):
                 box.label(text=f"{k}  {word}", icon="GROUP_VERTEX" if kind == "mesh" else "DOT")
 
 
-class SEGANY_PT_advanced(_Sidebar, bpy.types.Panel):
+class SEGANY_PT_advanced(_ObjectPanel, bpy.types.Panel):
     """What most uses leave alone: the 2D prior, method options, weights, threshold and pick radius."""
 
     bl_label = "Advanced"
-    bl_parent_id = "SEGANY_PT_main"
     bl_options = {"DEFAULT_CLOSED"}  # noqa: RUF012 (Blender reads a set)
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return not actions.object_problem(context.active_object)
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout

@@ -102,7 +102,8 @@ def drain_until(pred: Callable[[], bool], timeout: float = 60.0) -> None:
 
 @pytest.fixture
 def fresh_scene() -> object:
-    """An empty scene (the add-on stays enabled)."""
+    """An empty scene with the SegAny settings a new scene has (the add-on stays enabled): a test that chose a
+    method must not choose it for the tests after it."""
     import bpy
 
     for ob in list(bpy.data.objects):
@@ -110,6 +111,10 @@ def fresh_scene() -> object:
     for coll in (bpy.data.meshes, bpy.data.pointclouds, bpy.data.materials):
         for item in list(coll):
             coll.remove(item)
+    settings = bpy.context.scene.segany
+    for name in settings.bl_rna.properties.keys():  # noqa: SIM118 (an RNA collection, not a dict)
+        if name != "rna_type":
+            settings.property_unset(name)
     return bpy.context.scene
 
 
