@@ -86,9 +86,7 @@ def _centroids(points: np.ndarray, min_cluster_size: int) -> tuple[np.ndarray, n
     ids = np.unique(found[found >= 0])
     if len(ids) == 0:  # all noise: the features show no structure at this size, so it is one part
         ids, found = np.array([0]), np.zeros(len(points), dtype=np.int64)
-    sums = np.stack([points[found == i].sum(axis=0) for i in ids])
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    centroids = (sums / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    centroids = _unit(np.stack([points[found == i].sum(axis=0) for i in ids])).astype(np.float32)
     return centroids, _merge_alike(centroids, np.array([np.sum(found == i) for i in ids], dtype=np.float64))
 
 
@@ -104,7 +102,8 @@ def _merge_alike(centroids: np.ndarray, weights: np.ndarray) -> np.ndarray:
     sums = centroids.astype(np.float64) * weights[:, None]
     group = np.arange(len(centroids))
     alive = np.ones(len(centroids), dtype=bool)
-    sim = _unit(sums) @ _unit(sums).T
+    unit = _unit(sums)
+    sim = unit @ unit.T
     np.fill_diagonal(sim, -np.inf)
     while alive.sum() > 1:
         i, j = np.unravel_index(np.argmax(sim), sim.shape)
