@@ -56,6 +56,13 @@ class _ObjectPanel(_Sidebar):
         return not actions.object_problem(context.active_object)
 
 
+def _settings_column(layout: bpy.types.UILayout) -> bpy.types.UILayout:
+    """A column of settings as Blender's own panels draw them: labels left of the fields, no keyframe dots."""
+    layout.use_property_split = True
+    layout.use_property_decorate = False
+    return layout.column()
+
+
 def _big_button(layout: bpy.types.UILayout, operator: str, icon: str) -> None:
     """The panel's main action, drawn taller than the settings around it."""
     row = layout.row()
@@ -166,11 +173,8 @@ class SEGANY_PT_parts(_ObjectPanel, bpy.types.Panel):
         return properties.segments_everything(properties.resolve_method(chosen, kind))
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
         settings = context.scene.segany
-        col = layout.column()
+        col = _settings_column(self.layout)
         col.prop(settings, "parts_output")
         col.prop(settings, "parts_name")
         if settings.parts_output == "ply":
@@ -210,11 +214,8 @@ class SEGANY_PT_advanced(_ObjectPanel, bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}  # noqa: RUF012 (Blender reads a set)
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
         settings = context.scene.segany
-        col = layout.column()
+        col = _settings_column(self.layout)
         col.prop(settings, "prior")
         col.prop(settings, "options")
         col.prop(settings, "binary")
