@@ -44,6 +44,16 @@ CacheOpt = Annotated[
     Path | None, typer.Option("--cache-dir", help="cache directory (default $SEGANY_CACHE or ~/.cache/segany)")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
+# the options segment, everything and label share, declared once so their help reads the same everywhere
+SceneArg = Annotated[Path, typer.Argument(help="mesh / splat / point file")]
+PriorOpt = Annotated[str | None, typer.Option(help="2D prior (default: the method's)")]
+OptionsOpt = Annotated[
+    str | None, typer.Option(help='method options for prepare, as JSON, e.g. \'{"preset": "tiny"}\'')
+]
+OutOpt = Annotated[Path, typer.Option(help="output directory")]
+ReferencesOpt = Annotated[
+    bool, typer.Option(help="read the other files the scene file names (OBJ materials, glTF .bin buffers)")
+]
 
 
 def _engine(cache_dir: Path | None = None, device: str = "auto"):
@@ -110,7 +120,7 @@ def serve(ctx: typer.Context) -> None:
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="output directory")] = Path("segany-demo"),
+    out: OutOpt = Path("segany-demo"),
     cache_dir: CacheOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -124,20 +134,16 @@ def demo(
 
 @app.command()
 def segment(
-    path: Annotated[Path, typer.Argument(help="mesh / splat / point file")],
+    path: SceneArg,
     click: Annotated[list[str], typer.Option(help="element index with sign, e.g. 120 or -45 (negative click); repeat")],
     method: str = "iseg",
-    prior: Annotated[str | None, typer.Option(help="2D prior (default: the method's)")] = None,
-    out: Annotated[Path, typer.Option(help="output directory")] = Path("segany-out"),
-    allow_references: Annotated[
-        bool, typer.Option(help="read the other files the scene file names (OBJ materials, glTF .bin buffers)")
-    ] = False,
+    prior: PriorOpt = None,
+    out: OutOpt = Path("segany-out"),
+    allow_references: ReferencesOpt = False,
     scale: Annotated[
         str | None, typer.Option(help='part size in scene units, or "auto" (methods with a scale: saga)')
     ] = None,
-    options: Annotated[
-        str | None, typer.Option(help='method options for prepare, as JSON, e.g. \'{"preset": "tiny"}\'')
-    ] = None,
+    options: OptionsOpt = None,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -162,7 +168,7 @@ def segment(
 
 @app.command()
 def everything(
-    path: Annotated[Path, typer.Argument(help="mesh / splat / point file")],
+    path: SceneArg,
     scale: Annotated[
         str,
         typer.Option(
@@ -171,16 +177,12 @@ def everything(
         ),
     ] = "auto",
     method: str = "saga",
-    prior: Annotated[str | None, typer.Option(help="2D prior (default: the method's)")] = None,
+    prior: PriorOpt = None,
     min_cluster_size: Annotated[int | None, typer.Option(help="fewest sampled elements a part holds")] = None,
     sample: Annotated[int | None, typer.Option(help="elements clustered; the rest join the nearest part")] = None,
-    options: Annotated[
-        str | None, typer.Option(help='method options for prepare, as JSON, e.g. \'{"preset": "tiny"}\'')
-    ] = None,
-    out: Annotated[Path, typer.Option(help="output directory")] = Path("segany-parts"),
-    allow_references: Annotated[
-        bool, typer.Option(help="read the other files the scene file names (OBJ materials, glTF .bin buffers)")
-    ] = False,
+    options: OptionsOpt = None,
+    out: OutOpt = Path("segany-parts"),
+    allow_references: ReferencesOpt = False,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -206,26 +208,22 @@ def everything(
 
 @app.command()
 def label(
-    path: Annotated[Path, typer.Argument(help="mesh / splat / point file")],
+    path: SceneArg,
     words: Annotated[str, typer.Option(help='the labels, separated by commas, e.g. "seat, leg, back"')],
     other: Annotated[
         bool, typer.Option(help='label -1 (other) what is closer to "object", "stuff"… than to every word')
     ] = False,
     method: str = "sas",
     prior: Annotated[str | None, typer.Option(help="language source prior (default: the method's)")] = None,
-    options: Annotated[
-        str | None, typer.Option(help='method options for prepare, as JSON, e.g. \'{"preset": "tiny"}\'')
-    ] = None,
+    options: OptionsOpt = None,
     prior_options: Annotated[
         str | None, typer.Option(help='prior options as JSON, e.g. \'{"clip": {"model_name": "ViT-L-14"}}\'')
     ] = None,
-    out: Annotated[Path, typer.Option(help="output directory")] = Path("segany-labels"),
+    out: OutOpt = Path("segany-labels"),
     calibration: Annotated[
         Path | None, typer.Option(help="capability table from `segany calibrate` (else estimated on the scene)")
     ] = None,
-    allow_references: Annotated[
-        bool, typer.Option(help="read the other files the scene file names (OBJ materials, glTF .bin buffers)")
-    ] = False,
+    allow_references: ReferencesOpt = False,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -384,7 +382,7 @@ def evaluate(
     options: Annotated[
         str | None, typer.Option(help='method options for prepare, as JSON, e.g. \'{"decoder": "full"}\'')
     ] = None,
-    out: Annotated[Path, typer.Option(help="output directory")] = Path("eval-out"),
+    out: OutOpt = Path("eval-out"),
     calibration: Annotated[
         Path | None, typer.Option(help="label task: also fuse by this `segany calibrate` table (fused:calibrated)")
     ] = None,
@@ -461,7 +459,7 @@ def batch(
     spec: Annotated[Path | None, typer.Option(help="job spec JSON (docs/batch.md); flags override it")] = None,
     task: Annotated[str | None, typer.Option(help="clicks | everything | label")] = None,
     method: Annotated[str | None, typer.Option(help="method (default: the first that fits, saga, sas)")] = None,
-    prior: Annotated[str | None, typer.Option(help="2D prior (default: the method's)")] = None,
+    prior: PriorOpt = None,
     click: Annotated[list[str] | None, typer.Option(help="element index with sign, e.g. 120 or -45; repeat")] = None,
     scale: Annotated[str | None, typer.Option(help='part size in scene units or "auto" (task everything)')] = None,
     words: Annotated[str | None, typer.Option(help="words separated by commas, as segany label (task label)")] = None,
