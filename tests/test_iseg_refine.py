@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from eval_shapes import PSB, table_with_legs, tower_on_slab
+from scipy.sparse.csgraph import dijkstra
 from scipy.sparse.linalg import spsolve
 from test_iseg_method import TRAINED
 
@@ -17,7 +18,7 @@ from segany.graphwalk import CreaseGraph, is_convex
 from segany.jobs import JobContext
 from segany.methods import get_method
 from segany.methods.base import State
-from segany.methods.iseg.refine import CreaseRefiner
+from segany.methods.iseg.refine import REACH, CreaseRefiner
 from segany.priors import get_prior
 from segany.scene import MeshScene
 
@@ -309,6 +310,27 @@ def test_a_refined_later_click_changes_nothing_beyond_its_reach() -> None:
             assert not np.isin(comp[beyond], comp[(g.seeds(clicks) > 0) & after]).any()
             dropped += int(beyond.sum())
     assert dropped > 0  # the seed draws a click that cuts an island off: the island rule was exercised
+
+
+def test_the_bounded_reach_search_matches_a_search_over_the_whole_mesh() -> None:
+    """`_near` searches only as far as the reach (the whole-mesh search was a later click's largest cost):
+    the faces it returns are those of the unbounded distances, for sides near and far from the click and for a
+    side the click's piece never reaches."""
+    v, f, _, _, _ = _table()
+    refiner = CreaseRefiner(v, f)
+    g = refiner.graph
+    rng = np.random.default_rng(2)
+    centre = v[f].mean(axis=1)
+    for _ in range(12):
+        click = int(rng.integers(len(v)))
+        here = g.seeds([(click, 1)]) != 0
+        radius = rng.uniform(0.5, 12.0)
+        side = np.linalg.norm(centre - centre[here].mean(axis=0), axis=1) < radius
+        dist = dijkstra(refiner._lengths, directed=False, indices=np.flatnonzero(here), min_only=True)
+        other = ~side & np.isfinite(dist)
+        expected = dist <= REACH * dist[other].min() if other.any() else np.ones(g.n, dtype=bool)
+        assert np.array_equal(refiner._near(here, side), expected)
+    assert refiner._near(here, np.ones(g.n, dtype=bool)).all()
 
 
 def test_a_later_click_in_the_middle_of_its_change_takes_all_of_it_and_elsewhere_only_its_reach() -> None:
