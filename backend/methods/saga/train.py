@@ -114,15 +114,18 @@ class PixelBlend:
     def __call__(self, pix: torch.Tensor, half: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows (U,) the pixels `pix` read, each contributor smoothed over the neighbours `half` selects,
         and the (P, U) sparse CSR matrix that blends those rows' unit features into the pixels' features."""
-        reads = self.near[self.ids[pix]][:, :, half]  # (P, K, H)
-        p, k, h = reads.shape
-        self.marked[reads] = True
+        # index_select / index_fill_ / index_copy_: several times faster on the CPU than [] indexing of the same
+        contrib = self.ids.index_select(0, pix)
+        p, k = contrib.shape
+        reads = self.near.index_select(0, contrib.reshape(-1)).index_select(1, half).reshape(-1)  # (P·K·H,)
+        h = len(half)
+        self.marked.index_fill_(0, reads, True)
         rows = self.marked.nonzero()[:, 0]
-        self.marked[rows] = False
-        self.slot[rows] = torch.arange(len(rows))
-        w = (self.weights[pix] / h)[:, :, None].expand(p, k, h).reshape(-1)
+        self.marked.index_fill_(0, rows, False)
+        self.slot.index_copy_(0, rows, torch.arange(len(rows)))
+        w = (self.weights.index_select(0, pix) / h)[:, :, None].expand(p, k, h).reshape(-1)
         crow = torch.arange(0, p * k * h + 1, k * h)
-        cols = self.slot[reads].reshape(-1)
+        cols = self.slot.index_select(0, reads)
         return rows, torch.sparse_csr_tensor(crow, cols, w, (p, len(rows)), check_invariants=False)
 
 
@@ -143,7 +146,7 @@ class RowAdam:
 
     def read(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows' state block (U, 3, D) for `step`, and their values (U, D) as a leaf that takes a gradient."""
-        block = self.state[rows]
+        block = self.state.index_select(0, rows)
         return block, block[:, 0].clone().requires_grad_()
 
     def step(self, rows: torch.Tensor, block: torch.Tensor, grad: torch.Tensor) -> None:
@@ -155,7 +158,7 @@ class RowAdam:
         v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         denom = v.sqrt().div_(math.sqrt(1 - b2**self.t)).add_(self.eps)
         value.addcdiv_(m, denom, value=-self.lr / (1 - b1**self.t))
-        self.state[rows] = block
+        self.state.index_copy_(0, rows, block)
 
 
 def smooth_all(features: torch.Tensor, near: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
