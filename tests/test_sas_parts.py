@@ -82,8 +82,8 @@ def test_spreading_mends_a_barely_seen_element_and_stops_at_a_weak_edge() -> Non
     want = torch.cat([torch.zeros(20, dtype=torch.long), torch.ones(20, dtype=torch.long)])
     assert torch.equal(out.argmax(dim=1), want)
     assert float(out[19, 1]) < 0.01 and float(out[20, 0]) < 0.01
-    # a well-seen element keeps its own word where its neighbours disagree by one
-    coverage[5] = 1.0
+    # an element seen twice as well as the others keeps its own word where its neighbours disagree
+    coverage[5] = 2.0
     assert int(spread(scores, spreading(edges, affinity, coverage))[5].argmax()) == 1
 
 
