@@ -147,7 +147,8 @@ def write_labels(obj: bpy.types.Object, words: list[str], sel: Selection) -> Lab
 
 
 def _query(words: list[str], other: bool) -> dict[str, Any]:
-    return {"words": list(words), "other": bool(other)}
+    # every word's relevancy: a splat's or point's per-word attribute, and LabelsDone.relevancy for scripts
+    return {"words": list(words), "other": bool(other), "relevancy": True}
 
 
 def label(

@@ -42,7 +42,7 @@ def _stool_miou(scene: MeshScene, sel) -> float:
 
 def test_perfect_sources_label_the_stool(engine: Engine, stool: MeshScene) -> None:
     sid = _prepare(engine, stool, stool.face_parts, STOOL_NAMES, confusion=0.0, noise=0.0)
-    sel = engine.query("sas", sid, {"words": WORDS}, prior="oracle_text")
+    sel = engine.query("sas", sid, {"words": WORDS, "relevancy": True}, prior="oracle_text")
     n, w = stool.n_elements, len(WORDS)
     assert sel.extras["labels"].shape == (n,) and sel.extras["labels"].dtype == np.int32
     assert sel.extras["relevancy"].shape == (n, w) and sel.extras["relevancy"].dtype == np.float32
@@ -56,9 +56,11 @@ def test_perfect_sources_label_the_stool(engine: Engine, stool: MeshScene) -> No
     assert np.median(rel[seat_vertices]) > 0.9 and np.median(rel[leg_vertices]) < 0.6
     again = engine.query("sas", sid, {"words": WORDS}, prior="oracle_text")
     np.testing.assert_array_equal(again.extras["labels"], sel.extras["labels"])
+    np.testing.assert_allclose(again.scores, sel.scores)
+    assert "relevancy" not in again.extras  # (N, W) floats only when asked
     # the 3D step is on by default; off, the fused scores are answered as they are, and with exact sources
     # the step changes few labels
-    plain = engine.query("sas", sid, {"words": WORDS, "superpoints": False}, prior="oracle_text")
+    plain = engine.query("sas", sid, {"words": WORDS, "superpoints": False, "relevancy": True}, prior="oracle_text")
     assert _stool_miou(stool, plain) > 0.9
     assert 0 < (plain.extras["labels"] != sel.extras["labels"]).mean() < 0.1
 
@@ -74,7 +76,8 @@ def test_fusion_beats_each_source_and_the_average(engine: Engine, stool: MeshSce
         "average": {"fusion": "average"},
         "fused": {},
     }.items():
-        sel = engine.query("sas", sid, {"words": WORDS, "superpoints": False, **keys}, prior="oracle_text")
+        query = {"words": WORDS, "superpoints": False, "relevancy": True, **keys}
+        sel = engine.query("sas", sid, query, prior="oracle_text")
         got[name] = _stool_miou(stool, sel)
     assert got["fused"] > max(got["a"], got["b"], got["average"]) + 0.05, got
     cap = sel.extras["capability"]

@@ -1,4 +1,5 @@
-"""SAS's pieces on hand-made inputs: the fusion rule, the capability estimate, the 3D step, the oracle sources."""
+"""SAS's pieces on hand-made inputs: the capability estimate, the 3D step, the oracle sources (the fusion rule:
+test_sas_query.py)."""
 
 from __future__ import annotations
 
@@ -8,40 +9,12 @@ import torch
 
 from segany.cameras import cameras_for_scene
 from segany.methods.sas.capability import agreement
-from segany.methods.sas.fusion import average, fuse
 from segany.methods.sas.lift import RegionVotes, lift_source
 from segany.methods.sas.spreading import element_graph, spread, spreading
 from segany.priors import get_prior
 from segany.priors.oracle_text import word_code
 from segany.render import render
 from segany.scene import MeshScene
-
-
-def test_fusion_follows_sas_rule() -> None:
-    """Two sources, two words: A says word 1, B says word 0 at the element. A's weight is its capability
-    for both candidates (0.2 + 0.1), B's (0.9 + 0.8); normalised and sharpened at T = 0.05, B dominates."""
-    a = torch.tensor([[0.2, 0.9]])
-    b = torch.tensor([[0.8, 0.3]])
-    cap = torch.tensor([[0.1, 0.2], [0.9, 0.8]])
-    seen = [torch.tensor([True]), torch.tensor([True])]
-    fused = fuse([a, b], seen, cap, n_words=2, temperature=0.05)
-    wa, wb = 0.3 / 2.0, 1.7 / 2.0
-    soft = torch.softmax(torch.tensor([wa, wb]) / 0.05, dim=0)
-    torch.testing.assert_close(fused, soft[0] * a + soft[1] * b)
-    assert fused.argmax().item() == 0
-    # a high temperature is the plain average
-    torch.testing.assert_close(fuse([a, b], seen, cap, 2, 1e6), average([a, b], seen))
-
-
-def test_fusion_skips_a_source_that_did_not_see_the_element() -> None:
-    a, b = torch.tensor([[0.9, 0.1], [0.0, 0.0]]), torch.tensor([[0.1, 0.9], [0.2, 0.7]])
-    cap = torch.tensor([[0.1, 0.1], [1.0, 1.0]])  # B is better everywhere
-    seen = [torch.tensor([True, False]), torch.tensor([True, True])]
-    fused = fuse([a, b], seen, cap, 2, 0.05)
-    torch.testing.assert_close(fused[1], b[1])  # only B saw element 1
-    nobody = fuse([a, b], [torch.tensor([False, False])] * 2, cap, 2, 0.05)
-    assert torch.equal(nobody, torch.zeros_like(nobody))
-    torch.testing.assert_close(average([a, b], seen)[1], b[1])
 
 
 def test_capability_is_iou_of_view_labels_with_consensus() -> None:

@@ -155,7 +155,8 @@ def label_shape(
         capability = None
         for variant, keys in todo.items():
             t1 = time.perf_counter()
-            sel = engine.query(method, sid, {"words": words, **keys}, prior=prior)
+            # a face takes the word its vertices are most relevant to: the per-word relevancy is asked for
+            sel = engine.query(method, sid, {"words": words, "relevancy": True, **keys}, prior=prior)
             seconds = time.perf_counter() - t1
             pred = predicted_words(shape, sel.extras["relevancy"], sel.extras["labels"])
             ious = word_ious(truth, pred, geom.weights, len(words))

@@ -1,4 +1,4 @@
-"""SAS's capability-guided fusion of several sources' scores per element.
+"""SAS's capability-guided fusion of several sources' scores per element, laid out for one read of the features.
 
 feat_fusion/fusion_scannet.py of SAS: each source predicts a class; a source's weight is its capability for
 both candidate classes (its own prediction's and the other source's), the weights are normalised to sum 1,
@@ -6,36 +6,90 @@ then sharpened by a softmax with temperature 0.05, and the fused feature is the 
 sources' features. With more than two sources a source's weight sums its capability over every source's
 prediction. Cosine scores are linear in the feature, so fusing each source's scores against the words is
 fusing the features, and the sources need not share one embedding space.
+
+The rule runs in `segany.kernels.labels`, which forms every source's scores, fuses and answers block by
+block in one read of the features (figures: docs/methods/sas.md, Speed). This module keeps a state's
+features in the layout it reads — every source's fp16 components side by side per element, a source's
+"seen" as a bit — built once per state (half the bytes of unpacking them to float32).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
-
-def fuse(
-    scores: list[torch.Tensor], seen: list[torch.Tensor], capability: torch.Tensor, n_words: int, temperature: float
-) -> torch.Tensor:
-    """Fused scores (N, C) from per-source scores (N, C) (the first `n_words` columns are the words, the rest
-    the canonical negatives), per-source seen masks (N,) and capability (S, n_words). A source that never saw
-    an element gets no weight there; an element no source saw keeps zero scores."""
-    seen_all = torch.stack(seen)  # (S, N)
-    preds = torch.stack([s[:, :n_words].argmax(dim=1) for s in scores])  # (S, N)
-    # weight[s, n] = Σ over sources t that saw n of capability[s, prediction of t at n]
-    gathered = capability[:, preds]  # (S, S, N): capability of s for t's prediction
-    weight = (gathered * seen_all[None].to(gathered.dtype)).sum(dim=1)
-    total = weight.sum(dim=0, keepdim=True)
-    weight = torch.where(total > 0, weight / total.clamp_min(1e-30), torch.full_like(weight, 1.0 / len(scores)))
-    logits = torch.where(seen_all, weight / temperature, torch.full_like(weight, -torch.inf))
-    soft = torch.softmax(logits, dim=0).nan_to_num(0.0)  # all -inf (nobody saw it): zero weights
-    fused = scores[0] * soft[0, :, None]
-    for s in range(1, len(scores)):
-        fused.addcmul_(scores[s], soft[s, :, None])
-    return fused
+from segany.kernels.labels import Labelled, fused_scores, label_elements, label_scores
 
 
-def average(scores: list[torch.Tensor], seen: list[torch.Tensor]) -> torch.Tensor:
-    """The plain mean over the sources that saw each element (SAS's "average" baseline)."""
-    stacked = torch.stack(scores)
-    seen_all = torch.stack(seen).to(stacked.dtype)
-    return (stacked * seen_all[:, :, None]).sum(dim=0) / seen_all.sum(dim=0).clamp_min(1.0)[:, None]
+@dataclass(frozen=True)
+class Packed:
+    """A state's features as the label kernel reads them."""
+
+    rows: np.ndarray  # (N, S·C) int16: the fp16 bits of every source's components, zero-padded to C
+    seen: np.ndarray  # (N,) uint8: bit s set where source s saw the element (a non-zero feature)
+    unseen: np.ndarray  # (U,) int64, sorted: the elements no view showed
+    fill: np.ndarray  # (U, k) int64: the shown elements each of them takes its scores from
+    sample_rows: np.ndarray  # (M, S·C) int16: `rows` of the capability sample
+    sample_seen: np.ndarray  # (M,) uint8
+    channels: int  # C
+
+
+def pack(tensors: dict[str, torch.Tensor], n_sources: int) -> Packed:
+    """The state's `source{i}.features` (N, C_i) float16, `unseen`, `fill` and `sample` as `Packed`."""
+    features = [tensors[f"source{i}.features"] for i in range(n_sources)]
+    n = len(features[0])
+    c = max(f.shape[1] for f in features)
+    rows = np.zeros((n, n_sources * c), np.int16)
+    seen = np.zeros(n, np.uint8)
+    for i, f in enumerate(features):
+        bits = f.contiguous().view(torch.int16).numpy()
+        rows[:, i * c : i * c + f.shape[1]] = bits
+        seen |= ((bits & 0x7FFF) != 0).any(axis=1).astype(np.uint8) << i  # ±0 is no opinion
+    unseen = tensors["unseen"].numpy().astype(np.int64)
+    order = np.argsort(unseen, kind="stable")
+    fill = tensors["fill"].numpy().astype(np.int64)[order]
+    sample = tensors["sample"].numpy().astype(np.int64)
+    return Packed(rows, seen, unseen[order], fill, np.ascontiguousarray(rows[sample]), seen[sample], c)
+
+
+def text_table(texts: list[torch.Tensor], channels: int) -> np.ndarray:
+    """Per source its (K, C_i) text rows as one (S, K, C) float32 array, zero-padded like `Packed.rows`."""
+    out = np.zeros((len(texts), len(texts[0]), channels), np.float32)
+    for i, t in enumerate(texts):
+        out[i, :, : t.shape[1]] = t.numpy()
+    return out
+
+
+def consensus(packed: Packed, texts: np.ndarray, n_words: int) -> np.ndarray:
+    """Per sampled element the nearest word of the mean score of the sources that saw it, -1 where none did:
+    what the capability estimate compares each source's views with (`capability.py`)."""
+    done = label_elements(packed.sample_rows, packed.sample_seen, texts, n_words, mode="average")
+    return np.where(packed.sample_seen > 0, done.labels, -1)
+
+
+def label(
+    packed: Packed,
+    texts: np.ndarray,
+    n_words: int,
+    *,
+    mode: str,
+    source: int,
+    capability: np.ndarray,
+    temperature: float,
+    other: bool,
+    relevancy: bool,
+    spread: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Labelled:
+    """Every element's label (and score, and with `relevancy` every word's relevancy) by SAS's rule
+    (`mode` "capability"), the sources' mean ("average") or one source ("source"); an element no view showed
+    takes the mean fused scores of its `fill` elements. `spread`, the 3D step, works on the fused scores of
+    the whole scene, so with it the fused scores are formed first and answered after."""
+    keys = {"mode": mode, "source": source, "capability": capability, "temperature": temperature}
+    keys |= {"unseen": packed.unseen, "fill": packed.fill}
+    if spread is None:
+        return label_elements(packed.rows, packed.seen, texts, n_words, **keys, other=other, relevancy=relevancy)
+    fused = spread(torch.from_numpy(fused_scores(packed.rows, packed.seen, texts, n_words, **keys)))
+    return label_scores(fused.numpy(), n_words, other=other, relevancy=relevancy)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -10,6 +11,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
+
+from segany.kernels.labels import Labelled
 
 from ...cameras import cameras_for_scene
 from ...errors import SegAnyError
@@ -21,14 +24,13 @@ from ...scene import Scene, element_positions
 from ..base import Method, PerState, Selection, State
 from .calibration import apply_calibration
 from .capability import agreement
-from .fusion import average, fuse
+from .fusion import Packed, consensus, label, pack, text_table
 from .lift import Lifted, RegionVotes, lift_source
 from .options import LabelQuery, SASOptions, parse_label_query
 from .spreading import Spreading, element_graph, spread, spreading
 
 FORMAT = "sas/2"  # 2: the walk graph of the elements instead of superpoint ids
 NEGATIVES = ("object", "things", "stuff", "texture")  # LERF's canonical negatives
-RELEVANCY_SCALE = 10.0  # LERF's relevancy is a softmax over 10 × cosine (its get_relevancy)
 FILL_NEIGHBOURS = 8  # an element no view showed takes the mean scores of this many nearest shown ones
 
 
@@ -37,8 +39,7 @@ class _Live:
     """Per live State: the unpacked tensors and the text embeddings of recent word lists."""
 
     sources: dict[str, Prior] | None = None
-    features: list[torch.Tensor] = field(default_factory=list)
-    seen: list[torch.Tensor] = field(default_factory=list)
+    packed: Packed | None = None
     texts: dict[tuple[str, ...], list[torch.Tensor]] = field(default_factory=dict)
     spreading: Spreading | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)  # queries run on the callers' threads
@@ -140,37 +141,33 @@ class SAS(Method):
         live = self._live.get(state, _Live)
         with live.lock:
             if live.sources is None:
-                # unpacked once per state: half floats are compact on disk but slow to multiply on a CPU
-                live.features = [state.tensors[f"source{i}.features"].float() for i in range(len(names))]
-                live.seen = [f.abs().sum(dim=1) > 0 for f in live.features]
+                live.packed = pack(state.tensors, len(names))  # laid out once per state for the label kernel
                 live.sources = state.prior.text_sources()
                 t = state.tensors
                 live.spreading = spreading(t["graph_edges"], t["graph_weights"], t["coverage"])
         words = parsed.words
         texts = self._texts(state, live, names, words)
         w = len(words)
-        scores = [live.features[i] @ texts[i].T for i in range(len(names))]
-        sample = state.tensors["sample"].long()
-        mean = average([s[sample] for s in scores], [s[sample] for s in live.seen])
-        seen_any = torch.stack([s[sample] for s in live.seen]).any(dim=0)
-        consensus = torch.where(seen_any, mean[:, :w].argmax(dim=1), -1).numpy()
-        capability = torch.stack([self._capability(state, i, consensus, texts[i], w) for i in range(len(names))])
+        table = text_table(texts, live.packed.channels)
+        agreed = consensus(live.packed, table, w)
+        capability = torch.stack([self._capability(state, i, agreed, texts[i], w) for i in range(len(names))])
         calibrated = torch.zeros(w, dtype=torch.bool)
         if parsed.calibration is not None:
             capability, calibrated = apply_calibration(capability, parsed.calibration, live.sources, words)
-        if parsed.source is not None:
-            fused = scores[names.index(parsed.source)]
-        elif parsed.fusion == "average":
-            fused = average(scores, live.seen)
-        else:
-            temperature = parse_options(self.Options, state.meta["options"]).temperature
-            fused = fuse(scores, live.seen, capability, w, temperature)
-        unseen, fill = state.tensors["unseen"].long(), state.tensors["fill"].long()
-        if len(unseen):
-            fused[unseen] = fused[fill].mean(dim=1)
-        if parsed.superpoints:
-            fused = spread(fused, live.spreading)
-        return _answer(fused, w, parsed, capability, calibrated)
+        mode = "source" if parsed.source is not None else parsed.fusion
+        done = label(
+            live.packed,
+            table,
+            w,
+            mode=mode,
+            source=names.index(parsed.source) if parsed.source is not None else 0,
+            capability=capability.numpy(),
+            temperature=parse_options(self.Options, state.meta["options"]).temperature,
+            other=parsed.other,
+            relevancy=parsed.relevancy,
+            spread=functools.partial(spread, op=live.spreading) if parsed.superpoints else None,
+        )
+        return _answer(done, capability, calibrated)
 
     def _texts(self, state: State, live: _Live, names: list[str], words: tuple[str, ...]) -> list[torch.Tensor]:
         """Per source the words and the negatives in its kept components, unit rows (W + 4, d); recent lists
@@ -210,25 +207,10 @@ def _fill(positions: np.ndarray, seen: np.ndarray) -> dict[str, torch.Tensor]:
     return {"unseen": torch.as_tensor(unseen.astype(np.int32)), "fill": torch.as_tensor(shown[idx].astype(np.int32))}
 
 
-def _answer(
-    fused: torch.Tensor, w: int, parsed: LabelQuery, capability: torch.Tensor, calibrated: torch.Tensor
-) -> Selection:
-    """Labels, LERF relevancy and the per-element score from fused cosine scores (N, W + negatives)."""
-    words, negatives = fused[:, :w], fused[:, w:]
-    worst = negatives.max(dim=1).values
-    # min over negatives of exp(k s) / (exp(k s) + exp(k s_neg)): the pairwise softmax, against the closest negative
-    relevancy = torch.sigmoid(RELEVANCY_SCALE * (words - worst[:, None]))
-    best, labels = words.max(dim=1)
-    if parsed.other:
-        labels = torch.where(worst > best, -1, labels)
-    score = torch.where(labels >= 0, relevancy.gather(1, labels.clamp_min(0)[:, None])[:, 0], 0.0)
-    return Selection(
-        scores=score.numpy(),
-        threshold=0.5,
-        extras={
-            "labels": labels.to(torch.int32).numpy(),
-            "relevancy": relevancy.numpy(),
-            "capability": capability.numpy(),
-            "calibrated": calibrated.numpy(),
-        },
-    )
+def _answer(done: Labelled, capability: torch.Tensor, calibrated: torch.Tensor) -> Selection:
+    """The Selection of a label query: per element its word's relevancy as the score (0 for other), the labels,
+    every word's relevancy when asked, and the capability used."""
+    extras = {"labels": done.labels, "capability": capability.numpy(), "calibrated": calibrated.numpy()}
+    if done.relevancy is not None:
+        extras["relevancy"] = done.relevancy
+    return Selection(scores=done.scores, threshold=0.5, extras=extras)

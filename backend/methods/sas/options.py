@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from ...errors import SegAnyError
@@ -51,6 +51,8 @@ class LabelQuery:
     # named for SAS's superpoint stage, which it stands in for: on by default since it gained on every scene
     # kind of the oracle evaluation (docs/methods/sas.md); false gives the fused scores as they are
     superpoints: bool = option(True, doc="the 3D step: spread the fused scores over the walk graph")
+    # off unless asked: (N, W) float32 is 80 MB at a million elements and 20 words, and only highlighting reads it
+    relevancy: bool = option(False, doc="also answer every word's relevancy per element (extras.relevancy)")
     calibration: Calibration | None = option(None, doc="measured capability (`segany calibrate`'s table)")  # noqa: RUF009
 
 
@@ -77,4 +79,4 @@ def parse_label_query(query: Any) -> LabelQuery:
         raise SegAnyError("bad_request", f"words {listed(twice)} are given twice; each label needs its own word")
     if parsed.calibration is not None:
         check_calibration(parsed.calibration)
-    return LabelQuery(cleaned, parsed.other, parsed.fusion, parsed.source, parsed.superpoints, parsed.calibration)
+    return replace(parsed, words=cleaned)

@@ -1,0 +1,344 @@
+"""The numba loops of SAS's label query (`segany.kernels.labels` is the interface; its docstring says why they
+are built this way). Module-level and cached on disk (`cache=True`): compiling them takes about a minute of
+CPU, so a process that finds them in the cache starts its first query at once. Every size is read from the
+arrays at run time, so one compiled set serves every source count, width and word count.
+
+Imported on first use: numba loads in a fraction of a second, which a process that never labels need not pay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.core.extending import intrinsic
+
+from segany.kernels.similarity import _LANES, _scalar_widen, _Vectors
+
+BLOCK_ROWS = 256  # rows widened per block: 2 sources × 64 fp32 = 128 KiB of buffer, inside L2
+GROUP = 3  # 8-float column vectors one tile accumulates: 8 rows × 3 = 24 registers of the 32
+RELEVANCY_SCALE = 10.0  # LERF's relevancy is a softmax over 10 × cosine (its get_relevancy)
+FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}  # no "nnan" / "ninf": -inf marks unseen sources
+JIT = {"nogil": True, "boundscheck": False, "error_model": "numpy", "cache": True}  # numpy's: no zero-division branch
+
+_widen = _scalar_widen("float16")
+
+
+@intrinsic
+def _pow2(typingctx, n):  # type: ignore[no-untyped-def]
+    """2**n as a float32 for an int32 n in -126..127, by placing n in the exponent bits."""
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        i32 = ir.IntType(32)
+        bits = builder.shl(builder.add(args[0], ir.Constant(i32, 127)), ir.Constant(i32, 23))
+        return builder.bitcast(bits, ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@njit(fastmath=FAST, inline="always", **JIT)
+def fexp(x):  # type: ignore[no-untyped-def]
+    """exp for float32 that LLVM can vectorise (numba's exp is a scalar libm call without SVML): Cephes'
+    expf, a degree-6 polynomial after taking out the power of two, within 2 ulp."""
+    f32 = np.float32
+    x = min(max(x, f32(-87.0)), f32(88.0))
+    n = np.floor(x * f32(1.44269504089) + f32(0.5))
+    f = x - n * f32(0.693359375) + n * f32(2.12194440e-4)
+    p = f32(1.9875691500e-4) * f + f32(1.3981999507e-3)
+    p = p * f + f32(8.3334519073e-3)
+    p = p * f + f32(4.1665795894e-2)
+    p = p * f + f32(1.6666665459e-1)
+    p = p * f + f32(5.0000001201e-1)
+    return (p * f * f + f + f32(1.0)) * _pow2(np.int32(n))
+
+
+def _gemm_tile(size: int) -> Any:
+    """out[r0 + r, c0 : c0 + 8·size] = buf[r0 + r, off : off + channels] @ tt[:, c0 : c0 + 8·size] for r < 8, as
+    LLVM vector IR: the 8 × size accumulators live in registers for the whole row, each feature value is
+    broadcast from the (cached) block and multiplied into them, so a multiply-add per vector is all the work
+    (LLVM folds the broadcast into the multiply-add's memory operand)."""
+
+    @intrinsic
+    def tile(typingctx, buf, tt, out, off, r0, c0):  # type: ignore[no-untyped-def]
+        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+            arrays = [context.make_array(t)(context, builder, a) for t, a in zip(sig.args[:3], args[:3], strict=True)]
+            data, weights, dest = (a.data for a in arrays)
+            width = cgutils.unpack_tuple(builder, arrays[0].shape, 2)[1]  # buf (B, S·C)
+            channels, kp = cgutils.unpack_tuple(builder, arrays[1].shape, 2)  # tt (C, Kp)
+            rows = cgutils.unpack_tuple(builder, arrays[2].shape, 2)[1]  # out (Kp, B)
+            v = _Vectors(builder)
+            fmuladd = v.fn("fmuladd", 3)
+            i64 = v.i64
+            at, first_row, col = args[3], args[4], args[5]
+            zero_mask = ir.Constant(ir.VectorType(v.i32, _LANES), [0] * _LANES)
+            undef = ir.Constant(v.f8, ir.Undefined)
+            # the sums live in allocas that LLVM promotes to registers around a real loop over the channels:
+            # fully unrolled, its scheduler hoisted the weight loads and spilled the sums
+            slots = [[cgutils.alloca_once_value(builder, v.const(0.0)) for _ in range(size)] for _ in range(_LANES)]
+            bases = [
+                builder.add(builder.mul(builder.add(first_row, ir.Constant(i64, r)), width), at) for r in range(_LANES)
+            ]
+            with cgutils.for_range(builder, channels) as loop:
+                j = loop.index
+                row_w = builder.add(builder.mul(j, kp), col)
+                ws = [v.load(weights, builder.add(row_w, ir.Constant(i64, _LANES * q))) for q in range(size)]
+                for r in range(_LANES):
+                    x = builder.load(builder.gep(data, [builder.add(bases[r], j)]))
+                    xs = builder.shuffle_vector(
+                        builder.insert_element(undef, x, ir.Constant(v.i32, 0)), undef, zero_mask
+                    )
+                    for q in range(size):
+                        builder.store(builder.call(fmuladd, [xs, ws[q], builder.load(slots[r][q])]), slots[r][q])
+            acc = [[builder.load(slot) for slot in row] for row in slots]
+            for q in range(size):
+                columns = _transpose8(builder, [acc[r][q] for r in range(_LANES)])
+                for lane, vec in enumerate(columns):
+                    c = builder.add(col, ir.Constant(i64, _LANES * q + lane))
+                    v.store(vec, dest, builder.add(builder.mul(c, rows), first_row))
+            return context.get_dummy_value()
+
+        return types.void(buf, tt, out, off, r0, c0), codegen
+
+    return tile
+
+
+def _transpose8(builder: Any, vectors: list[Any]) -> list[Any]:
+    """Eight 8-float vectors (rows) → eight vectors of their columns: three rounds of swapping the
+    off-diagonal blocks of size 4, 2, 1 (24 shuffles)."""
+    i32 = ir.IntType(32)
+    vs = list(vectors)
+    for b in (4, 2, 1):
+        low = ir.Constant(
+            ir.VectorType(i32, _LANES), [lane if lane & b == 0 else _LANES + lane - b for lane in range(_LANES)]
+        )
+        high = ir.Constant(
+            ir.VectorType(i32, _LANES), [lane + b if lane & b == 0 else _LANES + lane for lane in range(_LANES)]
+        )
+        for i in range(_LANES):
+            if i & b == 0:
+                vs[i], vs[i + b] = (
+                    builder.shuffle_vector(vs[i], vs[i + b], low),
+                    builder.shuffle_vector(vs[i], vs[i + b], high),
+                )
+    return vs
+
+
+_tile1, _tile2, _tile3 = _gemm_tile(1), _gemm_tile(2), _gemm_tile(3)
+
+
+@njit(**JIT)
+def products(buf, tt, out, m, mode, source):  # type: ignore[no-untyped-def]
+    """out[s, c, r] = buf[r, s-th C] · tt[s, :, c] for the block's rows, 8 at a time, up to 24 columns a tile."""
+    sources, channels, kp = tt.shape
+    vectors = kp // _LANES
+    for s in range(sources):
+        if mode == 2 and s != source:
+            continue
+        for r0 in range(0, m, _LANES):
+            for g in range(0, vectors, GROUP):
+                size = min(GROUP, vectors - g)
+                if size == 3:
+                    _tile3(buf, tt[s], out[s], s * channels, r0, g * _LANES)
+                elif size == 2:
+                    _tile2(buf, tt[s], out[s], s * channels, r0, g * _LANES)
+                else:
+                    _tile1(buf, tt[s], out[s], s * channels, r0, g * _LANES)
+
+
+@njit(fastmath=FAST, **JIT)
+def fuse_block(sc, m, bits, n_words, n_cols, mode, source, cap, temperature, fused, soft, preds, best):  # type: ignore[no-untyped-def]
+    """SAS's fusion (methods/sas/fusion.py) of the block's per-source scores sc (S, Kp, B) into fused (Kp, B)."""
+    sources = sc.shape[0]
+    if mode == 2:
+        for j in range(n_cols):
+            for r in range(m):
+                fused[j, r] = sc[source, j, r]
+        return
+    if mode == 1:
+        for r in range(m):
+            count = np.float32(0.0)
+            for s in range(sources):
+                count += np.float32((bits[r] >> s) & 1)
+            for s in range(sources):
+                soft[s, r] = np.float32((bits[r] >> s) & 1) / max(count, np.float32(1.0))
+    else:
+        for s in range(sources):
+            for r in range(m):
+                best[r] = sc[s, 0, r]
+                preds[s, r] = 0
+            for j in range(1, n_words):
+                for r in range(m):
+                    v = sc[s, j, r]
+                    above = v > best[r]
+                    best[r] = v if above else best[r]
+                    preds[s, r] = j if above else preds[s, r]
+        for s in range(sources):
+            for r in range(m):
+                w = np.float32(0.0)
+                for t in range(sources):
+                    if (bits[r] >> t) & 1:
+                        w += cap[s, preds[t, r]]
+                soft[s, r] = w
+        for r in range(m):
+            total = np.float32(0.0)
+            for s in range(sources):
+                total += soft[s, r]
+            top = np.float32(-np.inf)
+            for s in range(sources):
+                logit = (soft[s, r] / total if total > 0 else np.float32(1.0) / np.float32(sources)) / temperature
+                soft[s, r] = logit
+                if (bits[r] >> s) & 1:
+                    top = max(top, logit)
+            norm = np.float32(0.0)
+            for s in range(sources):
+                e = fexp(soft[s, r] - top) if (bits[r] >> s) & 1 else np.float32(0.0)
+                soft[s, r] = e
+                norm += e
+            for s in range(sources):
+                soft[s, r] = soft[s, r] / norm if norm > 0 else np.float32(0.0)
+    for j in range(n_cols):
+        for r in range(m):
+            acc = sc[0, j, r] * soft[0, r]
+            for s in range(1, sources):
+                acc += sc[s, j, r] * soft[s, r]
+            fused[j, r] = acc
+
+
+@njit(fastmath=FAST, **JIT)
+def answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, at0, best, worst, which):  # type: ignore[no-untyped-def]
+    """Labels, scores and (when rel has rows) relevancy of the block's rows at0.. from fused (Kp, B)."""
+    for r in range(m):
+        worst[r] = fused[n_words, r]
+        best[r] = fused[0, r]
+        which[r] = 0
+    for j in range(n_words + 1, n_cols):
+        for r in range(m):
+            worst[r] = max(worst[r], fused[j, r])
+    for j in range(1, n_words):
+        for r in range(m):
+            v = fused[j, r]
+            above = v > best[r]
+            best[r] = v if above else best[r]
+            which[r] = j if above else which[r]
+    scale = np.float32(RELEVANCY_SCALE)
+    for r in range(m):
+        out = other and worst[r] > best[r]
+        labels[at0 + r] = -1 if out else which[r]
+        sigmoid = np.float32(1.0) / (np.float32(1.0) + fexp(-scale * (best[r] - worst[r])))
+        scores[at0 + r] = np.float32(0.0) if out else sigmoid
+    if rel.shape[0] > 0:  # asked for
+        for r in range(m):
+            for j in range(n_words):
+                rel[at0 + r, j] = np.float32(1.0) / (np.float32(1.0) + fexp(-scale * (fused[j, r] - worst[r])))
+
+
+@njit(**JIT)
+def widen_rows(packed, ids, buf):  # type: ignore[no-untyped-def]
+    for r in range(len(ids)):
+        for j in range(packed.shape[1]):
+            buf[r, j] = _widen(packed[ids[r], j])
+
+
+@njit(**JIT)
+def widen_range(packed, start, m, buf):  # type: ignore[no-untyped-def]
+    for r in range(m):
+        for j in range(packed.shape[1]):
+            buf[r, j] = _widen(packed[start + r, j])
+
+
+@njit(**JIT)
+def scratch(sources, width, kp):  # type: ignore[no-untyped-def]
+    return (
+        np.zeros((BLOCK_ROWS, width), np.float32),
+        np.empty((sources, kp, BLOCK_ROWS), np.float32),
+        np.empty((kp, BLOCK_ROWS), np.float32),
+        np.empty((sources, BLOCK_ROWS), np.float32),
+        np.empty((sources, BLOCK_ROWS), np.int32),
+        np.empty(BLOCK_ROWS, np.float32),
+    )
+
+
+@njit(**JIT)
+def fill(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, fill_ids, filled):  # type: ignore[no-untyped-def]
+    """filled[u] = the mean of the fused scores of the rows fill_ids[u]."""
+    kp = tt.shape[2]
+    buf, sc, fused, soft, preds, best = scratch(tt.shape[0], packed.shape[1], kp)
+    k = fill_ids.shape[1]
+    bits = np.empty(k, np.uint8)
+    for u in range(fill_ids.shape[0]):
+        widen_rows(packed, fill_ids[u], buf)
+        for r in range(k):
+            bits[r] = seen[fill_ids[u, r]]
+        products(buf, tt, sc, k, mode, source)
+        fuse_block(sc, k, bits, n_words, n_cols, mode, source, cap, temperature, fused, soft, preds, best)
+        for j in range(kp):
+            total = np.float32(0.0)
+            for r in range(k):
+                total += fused[j, r]
+            filled[u, j] = total / k
+
+
+@njit(**JIT)
+def fused_range(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, unseen, filled, start, m, work):  # type: ignore[no-untyped-def]
+    """Fused scores (Kp, B) of rows start..start+m, the unseen ones from `filled`."""
+    buf, sc, fused, soft, preds, best = work
+    widen_range(packed, start, m, buf)
+    products(buf, tt, sc, m, mode, source)
+    fuse_block(sc, m, seen[start:], n_words, n_cols, mode, source, cap, temperature, fused, soft, preds, best)
+    u = np.searchsorted(unseen, start)
+    while u < len(unseen) and unseen[u] < start + m:
+        for j in range(tt.shape[2]):
+            fused[j, unseen[u] - start] = filled[u, j]
+        u += 1
+    return fused
+
+
+@njit(parallel=True, **JIT)
+def answer(
+    packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, unseen, filled, other, labels, scores, rel
+):  # type: ignore[no-untyped-def]
+    n = packed.shape[0]
+    for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
+        start = b * BLOCK_ROWS
+        m = min(BLOCK_ROWS, n - start)
+        work = scratch(tt.shape[0], packed.shape[1], tt.shape[2])
+        fused = fused_range(
+            packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, unseen, filled, start, m, work
+        )
+        best, worst, which = work[5], np.empty(BLOCK_ROWS, np.float32), np.empty(BLOCK_ROWS, np.int32)
+        answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, start, best, worst, which)
+
+
+@njit(parallel=True, **JIT)
+def fused_all(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, unseen, filled, out):  # type: ignore[no-untyped-def]
+    n = packed.shape[0]
+    for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
+        start = b * BLOCK_ROWS
+        m = min(BLOCK_ROWS, n - start)
+        work = scratch(tt.shape[0], packed.shape[1], tt.shape[2])
+        fused = fused_range(
+            packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, unseen, filled, start, m, work
+        )
+        for r in range(m):
+            for j in range(n_cols):
+                out[start + r, j] = fused[j, r]
+
+
+@njit(parallel=True, **JIT)
+def words(scores_in, n_words, n_cols, other, labels, scores, rel):  # type: ignore[no-untyped-def]
+    """The answer of every row of scores_in (N, K)."""
+    n = scores_in.shape[0]
+    kp = (n_cols + _LANES - 1) // _LANES * _LANES
+    for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
+        start = b * BLOCK_ROWS
+        m = min(BLOCK_ROWS, n - start)
+        fused = np.zeros((kp, BLOCK_ROWS), np.float32)
+        best, worst = np.empty(BLOCK_ROWS, np.float32), np.empty(BLOCK_ROWS, np.float32)
+        which = np.empty(BLOCK_ROWS, np.int32)
+        for r in range(m):
+            for j in range(n_cols):
+                fused[j, r] = scores_in[start + r, j]
+        answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, start, best, worst, which)
