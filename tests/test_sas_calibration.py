@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from eval_shapes import table_with_legs, write_psb
+from typer.testing import CliRunner
 
+from segany.cli import app
 from segany.engine import Engine
 from segany.errors import SegAnyError
 from segany.eval.calibration import calibration_table, load_table, table_capability
@@ -255,3 +257,8 @@ def test_cli_calibrate_and_label(stool: MeshScene, table_data: Path, tmp_path: P
     assert res.returncode == 0, res.stderr
     said = " ".join(res.stdout.split())  # rich wraps long lines
     assert "for 1 of 2 words" in said and "estimated on the scene for ['seat']" in said, said
+
+
+def test_cli_eval_takes_a_table_for_labels_only(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["eval", "--task", "clicks", "--calibration", str(tmp_path / "cap.json")])
+    assert res.exit_code != 0 and "--task label" in f"{res.output}{res.exception}"
