@@ -262,3 +262,12 @@ def test_cli_calibrate_and_label(stool: MeshScene, table_data: Path, tmp_path: P
 def test_cli_eval_takes_a_table_for_labels_only(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["eval", "--task", "clicks", "--calibration", str(tmp_path / "cap.json")])
     assert res.exit_code != 0 and "--task label" in f"{res.output}{res.exception}"
+
+
+def test_calibrating_on_unnamed_parts_is_refused(engine: Engine, tmp_path: Path) -> None:
+    shape = table_with_legs()
+    data = write_psb(tmp_path / "psb", [Shape("900", "synthetic", shape.scene, shape.labels, "generated")])
+    with pytest.raises(SegAnyError) as err:
+        run_calibrate("sas", "oracle_text", data, None, tmp_path / "cap.json", engine, method_options=TINY)
+    assert err.value.code == "bad_request" and "part_names.json" in err.value.message
+    assert not (tmp_path / "cap.json").exists()

@@ -54,10 +54,15 @@ def part_names(category: str, shape_id: str, labels: np.ndarray, data: Path | No
     """The name of every label value 0..max: from the data directory's part_names.json (same layout as the
     packaged one, category → shape id → names) when it names the shape, else the packaged table's (PSB),
     else "part <value>"."""
-    table = _names_table(Path(data) / NAMES_FILE).get(category, {}).get(shape_id) if data else None
-    table = table or json.loads(PACKAGED_NAMES.read_text()).get(category, {}).get(shape_id, [])
+    table = given_names(category, shape_id, data)
     top = int(labels.max()) + 1 if len(labels) else 0
     return [table[v] if v < len(table) else f"part {v}" for v in range(top)]
+
+
+def given_names(category: str, shape_id: str, data: Path | None = None) -> list[str]:
+    """The names a table gives the shape's label values (the data directory's, else the packaged); [] if none."""
+    table = _names_table(Path(data) / NAMES_FILE).get(category, {}).get(shape_id) if data else None
+    return table or json.loads(PACKAGED_NAMES.read_text()).get(category, {}).get(shape_id, [])
 
 
 def _names_table(path: Path) -> dict[str, dict[str, list[str]]]:
@@ -332,11 +337,16 @@ def run_calibrate(
     """Measure each language source's per-word IoU on the labelled shapes of `data`; write the table to `out`
     (the JSON a label query's `calibration` takes) and return it."""
     wanted = [str(i) for i in ids] if ids else shape_ids(Path(data))
-    shapes = [
-        label_shape(engine, method, prior, shape, method_options or {}, prior_options or {}, data=Path(data),
-                    sources_only=True)
-        for shape in iter_shapes(Path(data), wanted)
-    ]  # fmt: skip
+    shapes = []
+    for shape in iter_shapes(Path(data), wanted):
+        if not given_names(shape.category, shape.id, data):
+            raise SegAnyError(
+                "bad_request",
+                f"shape {shape.id} ({shape.category}) has no part names, and a calibration measures words: name its "
+                f"labels in {Path(data) / NAMES_FILE} (category → shape id → the name of each label value)",
+            )
+        opts = (method_options or {}, prior_options or {})
+        shapes.append(label_shape(engine, method, prior, shape, *opts, data=Path(data), sources_only=True))
     made = stamp()
     note = (
         f"per-word IoU of each source alone on {len(shapes)} scenes of {Path(data).resolve()} ({', '.join(wanted)}),"
