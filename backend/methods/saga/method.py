@@ -12,12 +12,13 @@ from ...errors import SegAnyError
 from ...jobs import JobContext
 from ...priors import Prior
 from ...scene import Scene, element_positions
-from ..base import Method, Parts, Selection, State
+from ..base import Method, Parts, PerState, Selection, State
 from ..queries import parse_query
 from .everything import everything_parts
 from .options import SAGAOptions, SAGAQuery
 from .pixels import capture_pixels
-from .query import THRESHOLD, checked_scale, click_scores, reference_scale
+from .query import THRESHOLD, checked_scale, click_scale, click_scores, reference_scale, similarity
+from .refine import CreaseRefiner
 from .train import element_scales, fill_hidden, scale_range, seen_elements, train
 
 FORMAT = "saga/2"  # 2: element_scales, KNN-smoothed features
@@ -43,6 +44,9 @@ class SAGA(Method):
     state_format: ClassVar[str | None] = FORMAT
     Options: ClassVar[type[SAGAOptions]] = SAGAOptions
     Query: ClassVar[type[SAGAQuery]] = SAGAQuery
+
+    def __init__(self) -> None:
+        self._refiners: PerState[CreaseRefiner] = PerState(size=8)  # a scene's walk graph, built on its first click
 
     def prepare(self, scene: Scene, prior: Prior, options: SAGAOptions, ctx: JobContext) -> State:
         if scene.n_elements < 2:
@@ -88,7 +92,15 @@ class SAGA(Method):
         raw = query.get("scale", "auto") if isinstance(query, dict) else "auto"
         scale = reference_scale(state) if raw == "reference" else checked_scale(raw)
         parsed = parse_query(self.Query, query, scene)
-        used, scores = click_scores(state, parsed.elements.numpy(), parsed.positive.numpy(), scale)
+        elements, positive = parsed.elements.numpy(), parsed.positive.numpy()
+        used = click_scale(state, elements, positive, scale)
+        first = np.flatnonzero(positive)[:1]
+        if len(first) and (scale is None or first[0] < len(positive) - 1):  # snapped to the creases: refine.py
+            refiner = self._refiners.get(state, lambda: CreaseRefiner(scene))
+            clicks = list(zip(elements.tolist(), np.where(positive, 1, -1).tolist(), strict=True))
+            scores = refiner.scores(clicks, used, lambda some: similarity(state, some, used), cut_first=scale is None)
+        else:  # a size asked for (the scale slider): the similarity at that size alone
+            scores = click_scores(state, elements, positive, used)
         extras = {"scale": np.array([used], np.float32), "scale_range": trained_range(state)}  # the slider's span
         return Selection(scores.astype(np.float32), THRESHOLD, extras=extras)
 

@@ -48,6 +48,12 @@ def scores_at(state: State, elements: np.ndarray, positive: np.ndarray, scale: f
     return click_similarity(features, queries, torch.from_numpy(np.asarray(positive, bool)), gate).numpy()
 
 
+def similarity(state: State, clicks: list[tuple[int, int]], scale: float) -> np.ndarray:
+    """`scores_at` for (element, ±1) clicks: the similarity answer the crease refinement is guided by."""
+    elements = np.array([e for e, _ in clicks], np.int64)
+    return scores_at(state, elements, np.array([s > 0 for _, s in clicks]), scale)
+
+
 def prior_scale(state: State, elements: np.ndarray) -> float:
     """The size the prior saw the parts around these elements as: the geometric mean, over the elements and
     the prior's granularity levels, of the scales of the masks that held them (`element_scales`); the
@@ -59,23 +65,18 @@ def prior_scale(state: State, elements: np.ndarray) -> float:
     return float(np.exp(np.log(scales[known]).mean()))
 
 
-def auto_scale(state: State, elements: np.ndarray, positive: np.ndarray) -> tuple[float, np.ndarray]:
-    """The scale for "auto", and its scores: the prior's scale around the first positive click
-    (`prior_scale`), kept for every later click.
+def auto_scale(state: State, elements: np.ndarray, positive: np.ndarray) -> float:
+    """The scale for "auto": the prior's scale around the first positive click (`prior_scale`), kept for
+    every later click; the state's reference before any positive click.
 
     The median of all masks (the state's reference) is one size for the whole scene; the masks around the
     click say how large a part is there (a leg's masks are smaller than a seat's). Later clicks keep that
-    scale: a positive one adds what was missed at the size already chosen, a negative one removes what is
-    like it (the removal rule). Moving the scale with later clicks changes the whole answer and undid what
-    earlier clicks had fixed (re-deriving it from every positive click, or shrinking it until the positive
-    clicks alone left out every negative one, both lowered mIoU@5: docs/journal.md, session 9). With only
-    negative clicks nothing is selected.
+    scale: moving it with later clicks changes the whole answer and undid what earlier clicks had fixed
+    (re-deriving it from every positive click, or shrinking it until the positive clicks alone left out
+    every negative one, both lowered mIoU@5: docs/journal.md, session 9).
     """
     pos = elements[positive]
-    if len(pos) == 0:
-        return reference_scale(state), np.zeros(state.tensors["features"].shape[0], dtype=np.float32)
-    wanted = prior_scale(state, pos[:1])
-    return wanted, scores_at(state, elements, positive, wanted)
+    return prior_scale(state, pos[:1]) if len(pos) else reference_scale(state)
 
 
 def reference_scale(state: State) -> float:
@@ -84,12 +85,16 @@ def reference_scale(state: State) -> float:
     return float(state.meta["scale_reference"])
 
 
-def click_scores(
-    state: State, elements: np.ndarray, positive: np.ndarray, scale: float | None
-) -> tuple[float, np.ndarray]:
-    """The scale used and the scores. A click on an element no view showed answers like a click on its
-    nearest shown element, whose feature it carries (`fill_hidden`): scripts click by index, and a picker
-    may hit a Gaussian hidden inside a part; the part around it is the likely intent."""
-    if scale is None:
-        return auto_scale(state, elements, positive)
-    return scale, scores_at(state, elements, positive, scale)
+def click_scale(state: State, elements: np.ndarray, positive: np.ndarray, scale: float | None) -> float:
+    """The scale a query uses: its own, or "auto"'s (None)."""
+    return auto_scale(state, elements, positive) if scale is None else scale
+
+
+def click_scores(state: State, elements: np.ndarray, positive: np.ndarray, scale: float) -> np.ndarray:
+    """The similarity answer alone (the rule in the module docstring); nothing without a positive click. A
+    click on an element no view showed answers like a click on its nearest shown element, whose feature it
+    carries (`fill_hidden`): scripts click by index, and a picker may hit a Gaussian hidden inside a part;
+    the part around it is the likely intent."""
+    if not positive.any():
+        return np.zeros(state.tensors["features"].shape[0], dtype=np.float32)
+    return scores_at(state, elements, positive, scale)
