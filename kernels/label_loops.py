@@ -149,7 +149,7 @@ def products(buf, tt, out, m, mode, source):  # type: ignore[no-untyped-def]
 
 
 @njit(fastmath=FAST, **JIT)
-def fuse_block(sc, m, bits, n_words, n_cols, mode, source, cap, temperature, fused, soft, preds, best):  # type: ignore[no-untyped-def]
+def fuse_block(sc, m, bits, n_words, n_cols, mode, source, cap, temperature, fused, soft, picked, rows):  # type: ignore[no-untyped-def]
     """SAS's fusion (methods/sas/fusion.py) of the block's per-source scores sc (S, Kp, B) into fused (Kp, B)."""
     sources = sc.shape[0]
     if mode == 2:
@@ -157,54 +157,68 @@ def fuse_block(sc, m, bits, n_words, n_cols, mode, source, cap, temperature, fus
             for r in range(m):
                 fused[j, r] = sc[source, j, r]
         return
+    # every loop has the block's rows innermost, so that LLVM runs it 8 or 16 rows per vector instruction
+    best, top, norm = rows[0], rows[1], rows[2]
     if mode == 1:
         for r in range(m):
-            count = np.float32(0.0)
-            for s in range(sources):
-                count += np.float32((bits[r] >> s) & 1)
-            for s in range(sources):
-                soft[s, r] = np.float32((bits[r] >> s) & 1) / max(count, np.float32(1.0))
-    else:
+            norm[r] = np.float32(0.0)
         for s in range(sources):
             for r in range(m):
-                best[r] = sc[s, 0, r]
-                preds[s, r] = 0
+                norm[r] += np.float32((bits[r] >> s) & 1)
+        for s in range(sources):
+            for r in range(m):
+                soft[s, r] = np.float32((bits[r] >> s) & 1) / max(norm[r], np.float32(1.0))
+    else:
+        # a source's weight sums its capability for every seeing source's prediction; each prediction's
+        # capabilities are picked up while its argmax runs (a select per word, where a table lookup per row
+        # would be a gather LLVM does not vectorise)
+        for s in range(sources):
+            for r in range(m):
+                soft[s, r] = np.float32(0.0)
+        for t in range(sources):
+            for r in range(m):
+                best[r] = sc[t, 0, r]
+            for s in range(sources):
+                for r in range(m):
+                    picked[s, r] = cap[s, 0]
             for j in range(1, n_words):
                 for r in range(m):
-                    v = sc[s, j, r]
+                    v = sc[t, j, r]
                     above = v > best[r]
                     best[r] = v if above else best[r]
-                    preds[s, r] = j if above else preds[s, r]
+                    for s in range(sources):
+                        picked[s, r] = cap[s, j] if above else picked[s, r]
+            for s in range(sources):
+                for r in range(m):
+                    soft[s, r] += picked[s, r] if (bits[r] >> t) & 1 else np.float32(0.0)
+        for r in range(m):
+            norm[r] = np.float32(0.0)  # the total weight, first
+            top[r] = np.float32(-np.inf)
         for s in range(sources):
             for r in range(m):
-                w = np.float32(0.0)
-                for t in range(sources):
-                    if (bits[r] >> t) & 1:
-                        w += cap[s, preds[t, r]]
-                soft[s, r] = w
+                norm[r] += soft[s, r]
+        for s in range(sources):
+            for r in range(m):
+                share = soft[s, r] / norm[r] if norm[r] > 0 else np.float32(1.0) / np.float32(sources)
+                soft[s, r] = share / temperature
+                top[r] = max(top[r], soft[s, r]) if (bits[r] >> s) & 1 else top[r]
         for r in range(m):
-            total = np.float32(0.0)
-            for s in range(sources):
-                total += soft[s, r]
-            top = np.float32(-np.inf)
-            for s in range(sources):
-                logit = (soft[s, r] / total if total > 0 else np.float32(1.0) / np.float32(sources)) / temperature
-                soft[s, r] = logit
-                if (bits[r] >> s) & 1:
-                    top = max(top, logit)
-            norm = np.float32(0.0)
-            for s in range(sources):
-                e = fexp(soft[s, r] - top) if (bits[r] >> s) & 1 else np.float32(0.0)
+            norm[r] = np.float32(0.0)  # now the softmax's sum
+        for s in range(sources):
+            for r in range(m):
+                e = fexp(soft[s, r] - top[r]) if (bits[r] >> s) & 1 else np.float32(0.0)
                 soft[s, r] = e
-                norm += e
-            for s in range(sources):
-                soft[s, r] = soft[s, r] / norm if norm > 0 else np.float32(0.0)
+                norm[r] += e
+        for s in range(sources):
+            for r in range(m):
+                soft[s, r] = soft[s, r] / norm[r] if norm[r] > 0 else np.float32(0.0)
     for j in range(n_cols):
         for r in range(m):
-            acc = sc[0, j, r] * soft[0, r]
-            for s in range(1, sources):
-                acc += sc[s, j, r] * soft[s, r]
-            fused[j, r] = acc
+            fused[j, r] = sc[0, j, r] * soft[0, r]
+    for s in range(1, sources):
+        for j in range(n_cols):
+            for r in range(m):
+                fused[j, r] += sc[s, j, r] * soft[s, r]
 
 
 @njit(fastmath=FAST, **JIT)
@@ -256,75 +270,86 @@ def scratch(sources, width, kp):  # type: ignore[no-untyped-def]
         np.empty((sources, kp, BLOCK_ROWS), np.float32),
         np.empty((kp, BLOCK_ROWS), np.float32),
         np.empty((sources, BLOCK_ROWS), np.float32),
-        np.empty((sources, BLOCK_ROWS), np.int32),
-        np.empty(BLOCK_ROWS, np.float32),
+        np.empty((sources, BLOCK_ROWS), np.float32),
+        np.empty((3, BLOCK_ROWS), np.float32),
     )
 
 
 @njit(**JIT)
-def fill(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, fill_ids, filled):  # type: ignore[no-untyped-def]
-    """filled[u] = the mean of the fused scores of the rows fill_ids[u]."""
-    kp = tt.shape[2]
-    buf, sc, fused, soft, preds, best = scratch(tt.shape[0], packed.shape[1], kp)
-    k = fill_ids.shape[1]
-    bits = np.empty(k, np.uint8)
-    for u in range(fill_ids.shape[0]):
-        widen_rows(packed, fill_ids[u], buf)
-        for r in range(k):
-            bits[r] = seen[fill_ids[u, r]]
-        products(buf, tt, sc, k, mode, source)
-        fuse_block(sc, k, bits, n_words, n_cols, mode, source, cap, temperature, fused, soft, preds, best)
-        for j in range(kp):
-            total = np.float32(0.0)
-            for r in range(k):
-                total += fused[j, r]
-            filled[u, j] = total / k
-
-
-@njit(**JIT)
-def fused_range(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, unseen, filled, start, m, work):  # type: ignore[no-untyped-def]
-    """Fused scores (Kp, B) of rows start..start+m, the unseen ones from `filled`."""
-    buf, sc, fused, soft, preds, best = work
+def fused_range(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, start, m, work):  # type: ignore[no-untyped-def]
+    """Fused scores (Kp, B) of rows start..start+m."""
+    buf, sc, fused, soft, picked, rows = work
     widen_range(packed, start, m, buf)
     products(buf, tt, sc, m, mode, source)
-    fuse_block(sc, m, seen[start:], n_words, n_cols, mode, source, cap, temperature, fused, soft, preds, best)
-    u = np.searchsorted(unseen, start)
-    while u < len(unseen) and unseen[u] < start + m:
-        for j in range(tt.shape[2]):
-            fused[j, unseen[u] - start] = filled[u, j]
-        u += 1
+    fuse_block(sc, m, seen[start:], n_words, n_cols, mode, source, cap, temperature, fused, soft, picked, rows)
     return fused
 
 
 @njit(parallel=True, **JIT)
-def answer(
-    packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, unseen, filled, other, labels, scores, rel
-):  # type: ignore[no-untyped-def]
+def answer(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, slot, kept, other, labels, scores, rel):  # type: ignore[no-untyped-def]
+    """Every row answered from its fused scores; the rows with a `slot` also keep them in `kept` (the scores
+    the unseen elements average, see `answer_unseen`)."""
     n = packed.shape[0]
     for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
         start = b * BLOCK_ROWS
         m = min(BLOCK_ROWS, n - start)
         work = scratch(tt.shape[0], packed.shape[1], tt.shape[2])
-        fused = fused_range(
-            packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, unseen, filled, start, m, work
-        )
-        best, worst, which = work[5], np.empty(BLOCK_ROWS, np.float32), np.empty(BLOCK_ROWS, np.int32)
+        fused = fused_range(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, start, m, work)
+        for r in range(m):
+            at = slot[start + r]
+            if at >= 0:
+                for j in range(n_cols):
+                    kept[at, j] = fused[j, r]
+        best, worst, which = work[5][0], work[5][1], np.empty(BLOCK_ROWS, np.int32)
         answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, start, best, worst, which)
 
 
+@njit(**JIT)
+def answer_unseen(kept, unseen, slots, n_words, n_cols, other, labels, scores, rel):  # type: ignore[no-untyped-def]
+    """The elements no view showed answered again, from the mean kept scores of their fill elements."""
+    k = slots.shape[1]
+    kp = (n_cols + _LANES - 1) // _LANES * _LANES
+    fused = np.zeros((kp, BLOCK_ROWS), np.float32)
+    best, worst = np.empty(BLOCK_ROWS, np.float32), np.empty(BLOCK_ROWS, np.float32)
+    which = np.empty(BLOCK_ROWS, np.int32)
+    got_labels, got_scores = np.empty(BLOCK_ROWS, np.int32), np.empty(BLOCK_ROWS, np.float32)
+    got_rel = np.empty((BLOCK_ROWS if rel.shape[0] > 0 else 0, rel.shape[1]), np.float32)
+    for start in range(0, len(unseen), BLOCK_ROWS):
+        m = min(BLOCK_ROWS, len(unseen) - start)
+        for r in range(m):
+            for j in range(n_cols):
+                total = np.float32(0.0)
+                for i in range(k):
+                    total += kept[slots[start + r, i], j]
+                fused[j, r] = total / np.float32(k)
+        answer_block(fused, m, n_words, n_cols, other, got_labels, got_scores, got_rel, 0, best, worst, which)
+        for r in range(m):
+            e = unseen[start + r]
+            labels[e] = got_labels[r]
+            scores[e] = got_scores[r]
+            if got_rel.shape[0] > 0:
+                for j in range(rel.shape[1]):
+                    rel[e, j] = got_rel[r, j]
+
+
 @njit(parallel=True, **JIT)
-def fused_all(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, unseen, filled, out):  # type: ignore[no-untyped-def]
+def fused_all(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, unseen, fill, out):  # type: ignore[no-untyped-def]
+    """Every row's fused scores into out (N, K); an unseen element's are the mean of its fill elements'."""
     n = packed.shape[0]
     for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
         start = b * BLOCK_ROWS
         m = min(BLOCK_ROWS, n - start)
         work = scratch(tt.shape[0], packed.shape[1], tt.shape[2])
-        fused = fused_range(
-            packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, unseen, filled, start, m, work
-        )
+        fused = fused_range(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, start, m, work)
         for r in range(m):
             for j in range(n_cols):
                 out[start + r, j] = fused[j, r]
+    for u in prange(len(unseen)):  # after the pass above: fill elements are shown, so theirs are final
+        for j in range(n_cols):
+            total = np.float32(0.0)
+            for i in range(fill.shape[1]):
+                total += out[fill[u, i], j]
+            out[unseen[u], j] = total / np.float32(fill.shape[1])
 
 
 @njit(parallel=True, **JIT)

@@ -37,6 +37,29 @@ class Labelled:
     relevancy: np.ndarray | None  # (N, W) float32
 
 
+@dataclass(frozen=True)
+class Filling:
+    """Elements no view showed (`unseen` (U,)) take the mean fused scores of `fill` (U, k) shown elements.
+    `slot` (N,) numbers the distinct fill elements (-1 for the rest), so that the one pass over the features
+    keeps their fused scores, and `slots` (U, k) is each fill entry's number: nothing is formed twice."""
+
+    unseen: np.ndarray  # (U,) int64
+    fill: np.ndarray  # (U, k) int64
+    slot: np.ndarray  # (N,) int32
+    slots: np.ndarray  # (U, k) int32
+    kept: int  # distinct fill elements
+
+
+def filling(unseen: np.ndarray, fill: np.ndarray, n: int) -> Filling:
+    """The `Filling` of a scene of n elements (built once per state: it sorts the fill entries)."""
+    unseen = np.asarray(unseen, np.int64)
+    fill = np.asarray(fill, np.int64).reshape(len(unseen), -1) if len(unseen) else np.zeros((0, 1), np.int64)
+    distinct, inverse = np.unique(fill, return_inverse=True)
+    slot = np.full(n, -1, np.int32)
+    slot[distinct] = np.arange(len(distinct), dtype=np.int32)
+    return Filling(unseen, fill, slot, inverse.reshape(fill.shape).astype(np.int32), len(distinct))
+
+
 def label_elements(
     packed: np.ndarray,
     seen: np.ndarray,
@@ -47,8 +70,7 @@ def label_elements(
     source: int = 0,
     capability: np.ndarray | None = None,
     temperature: float = 0.05,
-    unseen: np.ndarray | None = None,
-    fill: np.ndarray | None = None,
+    fill: Filling | None = None,
     other: bool = False,
     relevancy: bool = False,
 ) -> Labelled:
@@ -57,14 +79,18 @@ def label_elements(
     negatives). `seen` (N,) uint8 has bit s set where source s saw the element.
 
     `mode`: "capability" (SAS's rule with `capability` (S, n_words) and `temperature`), "average" (the mean of
-    the sources that saw the element) or "source" (source `source` alone). Elements in `unseen` (U,), sorted,
-    take the mean fused scores of their `fill` (U, k) rows. `other`: label -1 where a negative beats every
-    word; `relevancy`: also return every word's relevancy (N, W)."""
-    q = _Query.of(packed, seen, texts, n_words, mode, source, capability, temperature, unseen, fill)
-    n = packed.shape[0]
+    the sources that saw the element) or "source" (source `source` alone). `fill`: the elements no view
+    showed and whose scores they take. `other`: label -1 where a negative beats every word; `relevancy`:
+    also return every word's relevancy (N, W)."""
+    args = _args(packed, seen, texts, n_words, mode, source, capability, temperature)
+    n, k = packed.shape[0], texts.shape[1]
+    fill = fill or filling(np.zeros(0), np.zeros((0, 1)), n)
     labels, scores = np.empty(n, np.int32), np.empty(n, np.float32)
     rel = np.empty((n, n_words) if relevancy else (0, n_words), np.float32)
-    _loops().answer(*q.args, q.unseen, q.filled(), bool(other), labels, scores, rel)
+    kept = np.empty((fill.kept, k), np.float32)
+    loops = _loops()
+    loops.answer(*args, fill.slot, kept, bool(other), labels, scores, rel)
+    loops.answer_unseen(kept, fill.unseen, fill.slots, n_words, k, bool(other), labels, scores, rel)
     return Labelled(labels, scores, rel if relevancy else None)
 
 
@@ -78,14 +104,14 @@ def fused_scores(
     source: int = 0,
     capability: np.ndarray | None = None,
     temperature: float = 0.05,
-    unseen: np.ndarray | None = None,
-    fill: np.ndarray | None = None,
+    fill: Filling | None = None,
 ) -> np.ndarray:
     """The fused scores (N, K) float32 that `label_elements` answers from (same inputs), for a step that
     works on the scores of the whole scene before the answer (the 3D step) — then `label_scores`."""
-    q = _Query.of(packed, seen, texts, n_words, mode, source, capability, temperature, unseen, fill)
+    args = _args(packed, seen, texts, n_words, mode, source, capability, temperature)
+    fill = fill or filling(np.zeros(0), np.zeros((0, 1)), packed.shape[0])
     out = np.empty((packed.shape[0], texts.shape[1]), np.float32)
-    _loops().fused_all(*q.args, q.unseen, q.filled(), out)
+    _loops().fused_all(*args, fill.unseen, fill.fill, out)
     return out
 
 
@@ -100,42 +126,19 @@ def label_scores(fused: np.ndarray, n_words: int, *, other: bool = False, releva
     return Labelled(labels, scores, rel if relevancy else None)
 
 
-@dataclass(frozen=True)
-class _Query:
-    """A query's inputs checked and laid out for the kernels."""
-
-    args: tuple
-    kp: int
-    unseen: np.ndarray
-    fill: np.ndarray
-
-    @classmethod
-    def of(cls, packed, seen, texts, n_words, mode, source, capability, temperature, unseen, fill) -> _Query:  # type: ignore[no-untyped-def]
-        n = packed.shape[0]
-        s_count, k, c = texts.shape
-        if packed.dtype != np.int16 or packed.shape != (n, s_count * c) or not packed.flags.c_contiguous:
-            raise SegAnyError(
-                "invalid_array", f"packed must be C-contiguous int16 (N, {s_count * c}), got {packed.shape}"
-            )
-        if not 0 < n_words < k or seen.shape != (n,) or mode not in MODES or not 0 <= source < s_count:
-            raise SegAnyError("invalid_array", "label query: words, seen, mode or source do not fit the features")
-        kp = -(-k // LANES) * LANES
-        # per source the texts transposed (C, Kp), zero columns past K: the tile reads whole vectors
-        tt = np.zeros((s_count, c, kp), dtype=np.float32)
-        tt[:, :, :k] = np.transpose(texts, (0, 2, 1))
-        cap = np.zeros((s_count, n_words), np.float32) if capability is None else capability.astype(np.float32)
-        unseen = np.zeros(0, np.int64) if unseen is None else unseen.astype(np.int64)
-        fill = np.zeros((0, 1), np.int64) if fill is None else fill.astype(np.int64)
-        if len(unseen) > 1 and np.any(np.diff(unseen) <= 0):
-            raise SegAnyError("invalid_array", "unseen must be sorted and distinct")
-        args = (packed, seen.astype(np.uint8), tt, n_words, k, MODES[mode], source, cap, np.float32(temperature))
-        return cls(args, kp, unseen, fill)
-
-    def filled(self) -> np.ndarray:
-        """Per unseen element the mean fused scores of its fill rows (U, Kp)."""
-        out = np.empty((len(self.unseen), self.kp), np.float32)
-        _loops().fill(*self.args, self.fill, out)
-        return out
+def _args(packed, seen, texts, n_words, mode, source, capability, temperature) -> tuple:  # type: ignore[no-untyped-def]
+    """The loops' common arguments, checked; the texts transposed per source (C, Kp), zero columns past K,
+    since a tile reads whole vectors of columns."""
+    n = packed.shape[0]
+    s_count, k, c = texts.shape
+    if packed.dtype != np.int16 or packed.shape != (n, s_count * c) or not packed.flags.c_contiguous:
+        raise SegAnyError("invalid_array", f"packed must be C-contiguous int16 (N, {s_count * c}), got {packed.shape}")
+    if not 0 < n_words < k or seen.shape != (n,) or mode not in MODES or not 0 <= source < s_count:
+        raise SegAnyError("invalid_array", "label query: words, seen, mode or source do not fit the features")
+    tt = np.zeros((s_count, c, -(-k // LANES) * LANES), dtype=np.float32)
+    tt[:, :, :k] = np.transpose(texts, (0, 2, 1))
+    cap = np.zeros((s_count, n_words), np.float32) if capability is None else capability.astype(np.float32)
+    return (packed, seen.astype(np.uint8), tt, n_words, k, MODES[mode], source, cap, np.float32(temperature))
 
 
 def _loops() -> ModuleType:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from segany.kernels.labels import Labelled, fused_scores, label_elements, label_scores
+from segany.kernels.labels import Filling, Labelled, filling, fused_scores, label_elements, label_scores
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,7 @@ class Packed:
 
     rows: np.ndarray  # (N, S·C) int16: the fp16 bits of every source's components, zero-padded to C
     seen: np.ndarray  # (N,) uint8: bit s set where source s saw the element (a non-zero feature)
-    unseen: np.ndarray  # (U,) int64, sorted: the elements no view showed
-    fill: np.ndarray  # (U, k) int64: the shown elements each of them takes its scores from
+    fill: Filling  # the elements no view showed and the shown ones each takes its scores from
     sample_rows: np.ndarray  # (M, S·C) int16: `rows` of the capability sample
     sample_seen: np.ndarray  # (M,) uint8
     channels: int  # C
@@ -48,11 +47,9 @@ def pack(tensors: dict[str, torch.Tensor], n_sources: int) -> Packed:
         bits = f.contiguous().view(torch.int16).numpy()
         rows[:, i * c : i * c + f.shape[1]] = bits
         seen |= ((bits & 0x7FFF) != 0).any(axis=1).astype(np.uint8) << i  # ±0 is no opinion
-    unseen = tensors["unseen"].numpy().astype(np.int64)
-    order = np.argsort(unseen, kind="stable")
-    fill = tensors["fill"].numpy().astype(np.int64)[order]
+    fill = filling(tensors["unseen"].numpy(), tensors["fill"].numpy(), n)
     sample = tensors["sample"].numpy().astype(np.int64)
-    return Packed(rows, seen, unseen[order], fill, np.ascontiguousarray(rows[sample]), seen[sample], c)
+    return Packed(rows, seen, fill, np.ascontiguousarray(rows[sample]), seen[sample], c)
 
 
 def text_table(texts: list[torch.Tensor], channels: int) -> np.ndarray:
@@ -88,7 +85,7 @@ def label(
     takes the mean fused scores of its `fill` elements. `spread`, the 3D step, works on the fused scores of
     the whole scene, so with it the fused scores are formed first and answered after."""
     keys = {"mode": mode, "source": source, "capability": capability, "temperature": temperature}
-    keys |= {"unseen": packed.unseen, "fill": packed.fill}
+    keys["fill"] = packed.fill
     if spread is None:
         return label_elements(packed.rows, packed.seen, texts, n_words, **keys, other=other, relevancy=relevancy)
     fused = spread(torch.from_numpy(fused_scores(packed.rows, packed.seen, texts, n_words, **keys)))
