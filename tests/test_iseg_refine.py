@@ -336,7 +336,8 @@ def test_the_bounded_reach_search_matches_a_search_over_the_whole_mesh() -> None
 def test_a_later_click_in_the_middle_of_its_change_takes_all_of_it_and_elsewhere_only_its_reach() -> None:
     """Issue 20 item 2: a click at the middle of the region a walk would change (the protocol's, and a user's,
     click on what is wrong) takes that region whole, beyond `REACH` (a wrongly selected table top in one
-    click instead of several); the same region clicked near its edge, or a long thin one, only within reach."""
+    click instead of several); the same region clicked near its edge, or a long thin one, only within reach
+    (a negative click's geometric part: not at all)."""
     v, f, labels, top, _ = _table()
     refiner = CreaseRefiner(v, f)
     g = refiner.graph
@@ -351,6 +352,9 @@ def test_a_later_click_in_the_middle_of_its_change_takes_all_of_it_and_elsewhere
     at_rim = np.zeros(g.n, dtype=bool)
     at_rim[rim] = True
     assert np.array_equal(refiner._asked(at_rim, slab, at_rim), at_rim)
+    # a negative click's part goes only whole (no reach): a share of a part that straddles the target's edge
+    # took target faces along
+    assert np.array_equal(refiner._asked(here, slab, None), slab) and not refiner._asked(at_rim, slab, None).any()
     middle = centre[slab].mean(axis=0)
     band = slab & (np.abs(centre[:, 1] - middle[1]) < 1.0) & (centre[:, 2] > middle[2])  # a strip across the top
     mid = band & (np.linalg.norm(centre[:, :2] - middle[:2], axis=1) < 1.0)
