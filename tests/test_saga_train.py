@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from segany.methods.saga.train import PixelBlend, RowAdam, correspondence_loss, smoothed
+from segany.methods.saga.train import PixelBlend, RowAdam, blended, correspondence_loss, smoothed
 
 
 def pairwise_loss(features: torch.Tensor, gates: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
@@ -57,6 +57,11 @@ def test_the_blend_is_the_weighted_sum_of_smoothed_contributors() -> None:
         got = mix @ torch.nn.functional.normalize(features[rows], dim=-1)
         want = (weights[pix, :, None] * smoothed(features, near[ids[pix]][:, :, half])).sum(1)
         torch.testing.assert_close(got, want)
+        unit = torch.randn(len(rows), 4, generator=gen, requires_grad=True)
+        out = torch.randn(p, 4, generator=gen)
+        (grad,) = torch.autograd.grad((blended(mix, unit) * out).sum(), unit)
+        (torch_grad,) = torch.autograd.grad((mix @ unit * out).sum(), unit)  # torch's own CSR gradient
+        torch.testing.assert_close(grad, torch_grad)
 
 
 def test_row_adam_is_adam_on_the_rows_it_reads_and_leaves_the_others() -> None:

@@ -129,6 +129,34 @@ class PixelBlend:
         return rows, torch.sparse_csr_tensor(crow, cols, w, (p, len(rows)), check_invariants=False)
 
 
+class _CSRProduct(torch.autograd.Function):
+    """A CSR matrix (P, U) with equally long rows times dense (U, D). torch's own gradient converts the matrix
+    to a transposed CSR through COO (twice this step's cost); with equally long rows the transpose is one
+    stable sort of the column indices."""
+
+    @staticmethod
+    def forward(ctx: Any, mix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        ctx.mix = mix
+        return mix @ dense
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        mix = ctx.mix
+        p, u = mix.shape
+        per_row = int(mix.crow_indices()[1])
+        cols, vals = mix.col_indices(), mix.values()
+        order = torch.sort(cols, stable=True)[1]
+        crow = torch.zeros(u + 1, dtype=torch.int64)
+        torch.cumsum(torch.bincount(cols, minlength=u), 0, out=crow[1:])
+        mix_t = torch.sparse_csr_tensor(crow, order // per_row, vals[order], (u, p), check_invariants=False)
+        return None, mix_t @ grad
+
+
+def blended(mix: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+    """(P, D) pixel features: `PixelBlend`'s matrix times the rows' unit features, with a cheap gradient."""
+    return _CSRProduct.apply(mix, unit)
+
+
 class RowAdam:
     """Adam on the rows of a table that a step reads ("lazy" Adam, as torch's SparseAdam: an unread row keeps
     its moments and value). A dense Adam passed over all N × D features every step, most of a million-element
@@ -203,7 +231,7 @@ def train(
         half = torch.from_numpy(rng.choice(near.shape[1], size=keep, replace=False))
         rows, mix = blend(pix, half)
         block, read = feature_opt.read(rows)
-        pixel_f = mix @ torch.nn.functional.normalize(read, dim=-1)
+        pixel_f = blended(mix, torch.nn.functional.normalize(read, dim=-1))
         loss = correspondence_loss(pixel_f, gate(scales), parts_at(mask_ids[pix], mask_scales[pix], scales))
         if loss is None:  # no pixel had a part at any of the scales: nothing to learn from this step
             continue
