@@ -1,6 +1,6 @@
 """The numba loops of SAS's label query (`segany.kernels.labels` is the interface; its docstring says why they
-are built this way). Module-level and cached on disk (`cache=True`): compiling them takes about a minute of
-CPU, so a process that finds them in the cache starts its first query at once. Every size is read from the
+are built this way). Module-level and cached on disk (`cache=True`): compiling them takes ~25 s of CPU,
+loading them from the cache ~2 s. Every size is read from the
 arrays at run time, so one compiled set serves every source count, width and word count.
 
 Imported on first use: numba loads in a fraction of a second, which a process that never labels need not pay.

@@ -8,7 +8,7 @@ about 3 GFMA, tens of milliseconds at the peak of one core's vector units, while
 LLVM vector IR (`_gemm_tile`: the tile's 8 × up to 24 sums stay in registers, each feature value is
 broadcast from the cached block and multiplied into them), on blocks of rows widened fp16 → fp32 into a
 cache-sized buffer once; fusion, argmax and the score follow on the block while it is still in cache. Torch
-or a BLAS takes 5–10× longer on these skinny products (figures: docs/journal.md).
+and OpenBLAS were 2–5× slower on these skinny products (figures: docs/journal.md).
 
 Blocks go over numba's threads (`prange`). A step that needs the fused scores of the whole scene first (SAS's
 3D step) takes them from `fused_scores` and answers with `label_scores`.
