@@ -3,10 +3,11 @@
 Each shape's segments carry names (part_names.json, per category and shape: a chair's seat, back and legs;
 segments of one kind share a name, so the four legs are one label). The method labels the shape from the
 distinct names through the Engine, once per variant: each language source alone (`source:<name>`), their
-plain average (`average`), SAS's capability-guided fusion (`fused`) and fusion smoothed over superpoints
-(`fused+superpoints`). The score is the mean over names of the IoU of the elements labelled with a name
-and the elements carrying it, weighted by face area on meshes (a face takes the word its three vertices
-are most relevant to on average) and by count on splats and points.
+plain average (`average`), SAS's capability-guided fusion (`fused`) and fusion with the 3D step, named for
+SAS's superpoint stage (`fused+superpoints`: the fused scores spread over the walk graph). The score is the
+mean over names of the IoU of the elements labelled with a name and the elements carrying it, weighted by
+face area on meshes (a face takes the word its three vertices are most relevant to on average) and by
+count on splats and points.
 
 A language source that knows the truth (`oracle_text`) is given the labels and names; no other prior is.
 The report also says whether the capability a method estimates ranks the sources the way their true

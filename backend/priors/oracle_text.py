@@ -1,7 +1,7 @@
 """Ground-truth language sources, for evaluation only: each paints the name of the part under a pixel.
 
 Real language models need weights this machine cannot download, so SAS's mechanism (registration,
-capability, fusion, superpoints) is measured with stand-ins whose mistakes are known. The prior stands
+capability, fusion, the 3D step) is measured with stand-ins whose mistakes are known. The prior stands
 for `sources` oracles. Each embeds a word as a fixed random unit vector (a hash of the word seeds it, so
 every source and every run shares one text space), paints each visible part's name embedding on its pixels,
 and errs in two ways:
