@@ -182,12 +182,11 @@ def fuse_block(sc, m, bits, n_words, n_cols, mode, source, cap, temperature, fus
                 for r in range(m):
                     picked[s, r] = cap[s, 0]
             for j in range(1, n_words):
+                for s in range(sources):  # against the best so far: strict, so the first maximum stays
+                    for r in range(m):
+                        picked[s, r] = cap[s, j] if sc[t, j, r] > best[r] else picked[s, r]
                 for r in range(m):
-                    v = sc[t, j, r]
-                    above = v > best[r]
-                    best[r] = v if above else best[r]
-                    for s in range(sources):
-                        picked[s, r] = cap[s, j] if above else picked[s, r]
+                    best[r] = max(best[r], sc[t, j, r])
             for s in range(sources):
                 for r in range(m):
                     soft[s, r] += picked[s, r] if (bits[r] >> t) & 1 else np.float32(0.0)
