@@ -71,14 +71,15 @@ def segment(
 
 def label(obj: bpy.types.Object, words: list[str], method: str = "sas", prior: str | None = None,
           options: dict | None = None, timeout: float | None = None, other: bool = False,
-          prior_options: dict | None = None) -> LabelsDone:  # fmt: skip
+          prior_options: dict | None = None, calibration: str | dict | None = None) -> LabelsDone:  # fmt: skip
     """Label obj from words (open vocabulary): the INT attribute `segany_label` (the word's index per element,
     -1 other) with the colour attribute `segany_label_colour`, and per word `label_<word>`: a vertex group of
     its vertices (meshes) or a float attribute of its relevancy (splats, points). `other`: elements that match
     no word better than "object" or "stuff" get -1. Needs CLIP weights (`segany models fetch clip_vit_b_16`)
     unless `prior` names another language source (`prior_options` its options, e.g. {"clip": {"model_name":
-    "ViT-L-14"}}). Returns words, labels, relevancy (N, W) and colours."""
-    return labels.label(obj, words, other, method, prior, options, timeout, prior_options)
+    "ViT-L-14"}}). `calibration`: a `segany calibrate` table (its file or its JSON) whose measured per-word IoUs
+    replace the capability SAS estimates on the scene. Returns words, labels, relevancy (N, W) and colours."""
+    return labels.label(obj, words, other, method, prior, options, timeout, prior_options, calibration)
 
 
 def everything(

@@ -13,6 +13,7 @@ import colorsys
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import bpy
@@ -146,9 +147,26 @@ def write_labels(obj: bpy.types.Object, words: list[str], sel: Selection) -> Lab
     return LabelsDone(words, labels, relevancy, colours, made)
 
 
-def _query(words: list[str], other: bool) -> dict[str, Any]:
+def _query(words: list[str], other: bool, calibration: dict | None = None) -> dict[str, Any]:
     # every word's relevancy: a splat's or point's per-word attribute, and LabelsDone.relevancy for scripts
-    return {"words": list(words), "other": bool(other), "relevancy": True}
+    query = {"words": list(words), "other": bool(other), "relevancy": True}
+    if calibration is not None:
+        query["calibration"] = calibration
+    return query
+
+
+def read_calibration(table: str | dict | None) -> dict | None:
+    """A `segany calibrate` table, given as its file (a Blender path: "//" is the .blend's folder) or its JSON;
+    the backend checks what is inside (its sources, models, IoUs)."""
+    if table is None or isinstance(table, dict):
+        return table
+    path = Path(bpy.path.abspath(str(table)))
+    if not path.is_file():
+        raise ValueError(f"calibration file {path} does not exist (write one with `segany calibrate`)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"calibration file {path} is not JSON: {exc}") from exc
 
 
 def label(
@@ -160,24 +178,29 @@ def label(
     options: dict[str, Any] | None = None,
     timeout: float | None = None,
     prior_options: dict[str, Any] | None = None,
+    calibration: str | dict | None = None,
 ) -> LabelsDone:
     """Blocking, for scripts: prepare obj for `method` (or load it from the cache), label it and write it."""
     words = [w.strip() for w in words]
     check_words(words)
+    query = _query(words, other, read_calibration(calibration))  # a bad file is named before any prepare
     prior = prior or default_prior(method)
     st = actions.prepare_blocking(obj, method, prior, options, timeout, prior_options)
-    sel = runtime.current().backend.ensure().query(method, st.scene_id, _query(words, other), prior=prior)
+    sel = runtime.current().backend.ensure().query(method, st.scene_id, query, prior=prior)
     return write_labels(obj, words, sel)
 
 
-def relabel(obj: bpy.types.Object, words: list[str], other: bool = False) -> LabelsDone:
+def relabel(
+    obj: bpy.types.Object, words: list[str], other: bool = False, calibration: str | dict | None = None
+) -> LabelsDone:
     """Blocking: label an object already prepared for labels with other words (no prepare, one query)."""
     words = [w.strip() for w in words]
     check_words(words)
+    query = _query(words, other, read_calibration(calibration))
     st = prepared_for_labels(obj)
     if st is None:
         raise ValueError(f"{obj.name!r} is not prepared for labels (or changed since): label it from the panel")
-    return write_labels(obj, words, _asker(st, _query(words, other), st.prior or None)())
+    return write_labels(obj, words, _asker(st, query, st.prior or None)())
 
 
 def prepared_for_labels(obj: bpy.types.Object) -> runtime.ObjectState | None:
