@@ -8,6 +8,8 @@
 - scatter: sum / mean / max / min reductions by index (torch-scatter when installed).
 - fps: farthest-point sampling.
 - similarity: SAGA's scale-gated cosine similarity of per-Gaussian features to a query, in one pass.
+- labels: SAS's label query (every source's scores, capability fusion, argmax, LERF score) in one read of
+  the fp16 features (CPU; its numba loops in label_loops).
 
 Functions that have several engines take `backend=`; "auto" picks by the inputs' device
 (`resolve_backend`, the one place that rule lives). `tune_cpu_allocator` is for the backend process to
