@@ -71,6 +71,28 @@ def test_spreading_fills_the_unseen_and_keeps_the_isolated() -> None:
     assert int(out[0].argmax()) == 0 and int(out[2].argmax()) == 0
 
 
+def test_spreading_is_the_mix_with_the_neighbours_mean() -> None:
+    """The compiled step against its formula written densely, on a random graph with unseen and isolated
+    elements: S = a S0 + (1 - a) P S0, P the row-normalised affinities, a = c / (c + mean c of the seen)."""
+    rng = np.random.default_rng(1)
+    n = 60
+    pairs = rng.integers(0, n - 5, (150, 2))  # the last 5 elements have no link
+    pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
+    weights = rng.uniform(0.01, 1.0, len(pairs))
+    coverage = np.where(rng.random(n) < 0.2, 0.0, rng.uniform(0.1, 2.0, n))
+    scores = rng.normal(size=(n, 7))
+    affinity = np.zeros((n, n))
+    affinity[pairs[:, 0], pairs[:, 1]] = affinity[pairs[:, 1], pairs[:, 0]] = weights
+    degree = affinity.sum(axis=1)
+    own = np.where(degree > 0, coverage / (coverage + coverage[coverage > 0].mean()), 1.0)[:, None]
+    want = own * scores + (1 - own) * (affinity / np.maximum(degree, 1e-30)[:, None]) @ scores
+    op = spreading(torch.as_tensor(pairs.astype(np.int32)), torch.as_tensor(weights.astype(np.float32)),
+                   torch.as_tensor(coverage.astype(np.float32)))  # fmt: skip
+    got = spread(torch.as_tensor(scores.astype(np.float32)), op).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got[-5:], scores[-5:].astype(np.float32))
+
+
 def _valley(depth: float) -> MeshScene:
     """A 9 × 5 grid folded along u = 0 into a V of the given depth, normals up: concave along the fold."""
     u, y = np.meshgrid(np.linspace(-1, 1, 9), np.linspace(0, 1, 5), indexing="ij")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import torch
+from numba import njit, prange
 
 from ...graphwalk import CreaseGraph
 from ...scene import MeshScene, Scene
@@ -56,7 +57,7 @@ class Spreading:
     """What a query needs: the row-normalised affinities and each element's own share `a`."""
 
     neighbours: sp.csr_matrix  # (N, N) float32, rows summing to 1 (an isolated element's row is empty)
-    own: torch.Tensor  # (N, 1) float32 in [0, 1]; 1 where an element has no neighbour
+    own: np.ndarray  # (N,) float32 in [0, 1]; 1 where an element has no neighbour
 
 
 def spreading(edges: torch.Tensor, weights: torch.Tensor, coverage: torch.Tensor) -> Spreading:
@@ -70,9 +71,30 @@ def spreading(edges: torch.Tensor, weights: torch.Tensor, coverage: torch.Tensor
     c = coverage.numpy().astype(np.float64)
     typical = float(c[c > 0].mean()) if (c > 0).any() else 1.0
     own = np.where(degree > 0, c / (c + typical), 1.0)
-    return Spreading(neighbours, torch.as_tensor(own.astype(np.float32))[:, None])
+    return Spreading(neighbours, own.astype(np.float32))
+
+
+@njit(parallel=True, cache=True)
+def _mix(
+    indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, own: np.ndarray, scores: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """out = own ⊙ scores + (1 − own) ⊙ P scores, row by row over the cores; a row's C sums stay in one small
+    buffer (scipy's product runs on one core: 4.6× the CPU time at 1M × 24)."""
+    n, c = scores.shape
+    for i in prange(n):
+        acc = np.zeros(c, dtype=np.float32)
+        for p in range(indptr[i], indptr[i + 1]):
+            j, w = indices[p], weights[p]
+            for k in range(c):
+                acc[k] += w * scores[j, k]
+        for k in range(c):
+            out[i, k] = own[i] * scores[i, k] + (1.0 - own[i]) * acc[k]
 
 
 def spread(scores: torch.Tensor, op: Spreading) -> torch.Tensor:
     """Per-element scores (N, C) mixed with their neighbours' (see the module docstring)."""
-    return op.own * scores + (1.0 - op.own) * torch.as_tensor(op.neighbours @ scores.numpy())
+    s = np.ascontiguousarray(scores.numpy(), dtype=np.float32)
+    out = np.empty_like(s)
+    p = op.neighbours
+    _mix(p.indptr, p.indices, p.data.astype(np.float32, copy=False), op.own, s, out)
+    return torch.from_numpy(out)
