@@ -16,6 +16,7 @@ Blocks go over numba's threads (`prange`). A step that needs the fused scores of
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -25,6 +26,9 @@ from segany.errors import SegAnyError
 
 LANES = 8  # float32 lanes of the tiles' vectors: the text columns are padded to a multiple
 MODES = {"capability": 0, "average": 1, "source": 2}
+# one query at a time in the loops: each already uses every core, and numba's fallback threading layer
+# (workqueue, where neither OpenMP nor TBB is found) aborts when two threads enter parallel code at once
+_RUNNING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -89,8 +93,9 @@ def label_elements(
     rel = np.empty((n, n_words) if relevancy else (0, n_words), np.float32)
     kept = np.empty((fill.kept, k), np.float32)
     loops = _loops()
-    loops.answer(*args, fill.slot, kept, bool(other), labels, scores, rel)
-    loops.answer_unseen(kept, fill.unseen, fill.slots, n_words, k, bool(other), labels, scores, rel)
+    with _RUNNING:
+        loops.answer(*args, fill.slot, kept, bool(other), labels, scores, rel)
+        loops.answer_unseen(kept, fill.unseen, fill.slots, n_words, k, bool(other), labels, scores, rel)
     return Labelled(labels, scores, rel if relevancy else None)
 
 
@@ -111,7 +116,8 @@ def fused_scores(
     args = _args(packed, seen, texts, n_words, mode, source, capability, temperature)
     fill = fill or filling(np.zeros(0), np.zeros((0, 1)), packed.shape[0])
     out = np.empty((packed.shape[0], texts.shape[1]), np.float32)
-    _loops().fused_all(*args, fill.unseen, fill.fill, out)
+    with _RUNNING:
+        _loops().fused_all(*args, fill.unseen, fill.fill, out)
     return out
 
 
@@ -122,7 +128,9 @@ def label_scores(fused: np.ndarray, n_words: int, *, other: bool = False, releva
         raise SegAnyError("invalid_array", f"fused scores need the {n_words} words and a negative, got {k} columns")
     labels, scores = np.empty(n, np.int32), np.empty(n, np.float32)
     rel = np.empty((n, n_words) if relevancy else (0, n_words), np.float32)
-    _loops().words(np.ascontiguousarray(fused, np.float32), n_words, k, bool(other), labels, scores, rel)
+    fused = np.ascontiguousarray(fused, np.float32)
+    with _RUNNING:
+        _loops().words(fused, n_words, k, bool(other), labels, scores, rel)
     return Labelled(labels, scores, rel if relevancy else None)
 
 

@@ -175,3 +175,21 @@ def test_fusion_skips_a_source_that_did_not_see_the_element() -> None:
     np.testing.assert_allclose(fused_scores(rows, seen, eye, 2, mode="average")[1], b[1], rtol=1e-6)
     nobody = fused_scores(rows, np.zeros(2, np.uint8), eye, 2, capability=cap)
     assert (nobody == 0).all()
+
+
+def test_queries_from_several_threads_answer_alike() -> None:
+    """Queries run on their callers' threads (the server's): concurrent calls give the serial answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tensors, texts = _state(5000, [64, 64], 24, seed=5)
+    packed = pack(tensors, 2)
+    table = text_table(texts, packed.channels)
+    capability = np.random.default_rng(2).random((2, 20)).astype(np.float32)
+
+    def ask(_: int) -> np.ndarray:
+        return label_elements(packed.rows, packed.seen, table, 20, capability=capability, fill=packed.fill).labels
+
+    serial = ask(0)
+    with ThreadPoolExecutor(4) as pool:
+        for got in pool.map(ask, range(8)):
+            np.testing.assert_array_equal(got, serial)
