@@ -95,11 +95,12 @@ class SAGA(Method):
         elements, positive = parsed.elements.numpy(), parsed.positive.numpy()
         used = click_scale(state, elements, positive, scale)
         first = np.flatnonzero(positive)[:1]
-        if len(first) and (scale is None or first[0] < len(positive) - 1):  # snapped to the creases: refine.py
+        cut = scale is None and scene.kind == "mesh"  # a mesh's creases are exact; kNN normals are estimated
+        if len(first) and (cut or first[0] < len(positive) - 1):  # snapped to the creases: refine.py
             refiner = self._refiners.get(state, lambda: CreaseRefiner(scene))
             clicks = list(zip(elements.tolist(), np.where(positive, 1, -1).tolist(), strict=True))
-            scores = refiner.scores(clicks, used, lambda some: similarity(state, some, used), cut_first=scale is None)
-        else:  # a size asked for (the scale slider): the similarity at that size alone
+            scores = refiner.scores(clicks, used, lambda some: similarity(state, some, used), cut_first=cut)
+        else:  # a first click (at a number: the scale slider's size) is the similarity alone
             scores = click_scores(state, elements, positive, used)
         extras = {"scale": np.array([used], np.float32), "scale_range": trained_range(state)}  # the slider's span
         return Selection(scores.astype(np.float32), THRESHOLD, extras=extras)

@@ -1,4 +1,5 @@
-"""A SAGA click query: gated cosine similarity of every element to the clicked ones at one scale.
+"""A SAGA click query's similarity answer: gated cosine similarity of every element to the clicked ones at one
+scale (what a click at a number answers; refine.py snaps it to the scene's creases for "auto" and later clicks).
 
 Positive clicks combine by their maximum (an element belongs when it is like any clicked element, as in
 SAGA); an element at least as like a negative click as like every positive one is removed (a tie goes to

@@ -8,7 +8,8 @@ knows nothing of the features, reached 78.5. Here the walk graph of the scene (`
 concave creases and colour edges cheap to cut; a mesh's face graph) carries the clicks, and SAGA's answer
 guides it — the way iSeg's refinement guides a walk with its decoder (`segany.methods.iseg.refine`):
 
-- the first positive click takes, among the level sets of a walk from it, the one whose conductance plus
+- the first positive click (with `cut_first`: `SAGA.query` asks for it with "auto" on a mesh, whose creases
+  are exact) takes, among the level sets of a walk from it, the one whose conductance plus
   `AGREEMENT` × (1 − its IoU with SAGA's confident answer, ≥ `CONFIDENT`) is lowest: the crease-bounded
   region nearest the features' answer. On a separate piece of the scene, which no walk from the click
   reaches, SAGA's answer stands (where the click itself is in it);
