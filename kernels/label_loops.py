@@ -182,11 +182,13 @@ def fuse_block(sc, m, bits, n_words, n_cols, mode, source, cap, temperature, fus
                 for r in range(m):
                     picked[s, r] = cap[s, 0]
             for j in range(1, n_words):
+                row = sc[t, j]
                 for s in range(sources):  # against the best so far: strict, so the first maximum stays
+                    c, got = cap[s, j], picked[s]
                     for r in range(m):
-                        picked[s, r] = cap[s, j] if sc[t, j, r] > best[r] else picked[s, r]
+                        got[r] = c if row[r] > best[r] else got[r]
                 for r in range(m):
-                    best[r] = max(best[r], sc[t, j, r])
+                    best[r] = max(best[r], row[r])
             for s in range(sources):
                 for r in range(m):
                     soft[s, r] += picked[s, r] if (bits[r] >> t) & 1 else np.float32(0.0)
@@ -212,12 +214,14 @@ def fuse_block(sc, m, bits, n_words, n_cols, mode, source, cap, temperature, fus
             for r in range(m):
                 soft[s, r] = soft[s, r] / norm[r] if norm[r] > 0 else np.float32(0.0)
     for j in range(n_cols):
+        out, row, w = fused[j], sc[0, j], soft[0]
         for r in range(m):
-            fused[j, r] = sc[0, j, r] * soft[0, r]
+            out[r] = row[r] * w[r]
     for s in range(1, sources):
         for j in range(n_cols):
+            out, row, w = fused[j], sc[s, j], soft[s]
             for r in range(m):
-                fused[j, r] += sc[s, j, r] * soft[s, r]
+                out[r] += row[r] * w[r]
 
 
 @njit(fastmath=FAST, **JIT)
@@ -228,13 +232,14 @@ def answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, at0, bes
         best[r] = fused[0, r]
         which[r] = 0
     for j in range(n_words + 1, n_cols):
+        row = fused[j]
         for r in range(m):
-            worst[r] = max(worst[r], fused[j, r])
+            worst[r] = max(worst[r], row[r])
     for j in range(1, n_words):
+        row = fused[j]  # 1-D views: LLVM vectorised these loops only without the 2-D index arithmetic
         for r in range(m):
-            v = fused[j, r]
-            above = v > best[r]
-            best[r] = v if above else best[r]
+            above = row[r] > best[r]
+            best[r] = row[r] if above else best[r]
             which[r] = j if above else which[r]
     scale = np.float32(RELEVANCY_SCALE)
     for r in range(m):
