@@ -247,10 +247,13 @@ def answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, at0, bes
         labels[at0 + r] = -1 if out else which[r]
         sigmoid = np.float32(1.0) / (np.float32(1.0) + fexp(-scale * (best[r] - worst[r])))
         scores[at0 + r] = np.float32(0.0) if out else sigmoid
-    if rel.shape[0] > 0:  # asked for
-        for r in range(m):
-            for j in range(n_words):
-                rel[at0 + r, j] = np.float32(1.0) / (np.float32(1.0) + fexp(-scale * (fused[j, r] - worst[r])))
+    if rel.shape[0] > 0:  # asked for; word by word over the rows (vectorised), then stored row by row
+        for j in range(n_words):
+            row = fused[j]
+            for r in range(m):
+                best[r] = np.float32(1.0) / (np.float32(1.0) + fexp(-scale * (row[r] - worst[r])))
+            for r in range(m):
+                rel[at0 + r, j] = best[r]
 
 
 @njit(**JIT)
