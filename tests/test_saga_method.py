@@ -17,6 +17,7 @@ import pytest
 import torch
 from budgets import TINY, tiny
 from sa3d_scenes import centre_element, point_blobs, splat_blobs
+from waiting import wait_until
 
 from segany.engine import Engine
 from segany.errors import SegAnyError
@@ -155,6 +156,23 @@ def test_an_answer_is_a_function_of_its_clicks_alone(blobs):
     fresh = get_method("saga").query(scene, state, {"clicks": [[a, 1], [b, 1], [near, -1]]})
     np.testing.assert_array_equal(after.scores, fresh.scores)
     assert after.mask[a] and after.mask[b] and not after.mask[near]
+
+
+def test_a_first_auto_click_starts_the_walk_graph_that_a_later_click_uses(blobs):
+    """The first "auto" click on splats is the similarity alone and starts building the walk graph on a
+    thread, so the next click does not pay for it (11 s on 1M elements); the later click uses that very
+    graph. A click at a number (the scale slider's drag) starts nothing."""
+    scene, labels, _, state = blobs
+    method = get_method("saga")  # a fresh instance: no graph yet
+    click = centre_element(scene.means, labels, 0)
+    method.query(scene, state, {"clicks": [[click, 1]], "scale": BLOB_SCALE})
+    assert method._refiners._items == {}
+    method.query(scene, state, {"clicks": [[click, 1]]})
+    building = method._refiner(scene, state)
+    wait_until(building.done, what="the walk graph built after the first click")
+    other = int(np.flatnonzero(labels == 1)[0])
+    method.query(scene, state, {"clicks": [[click, 1], [other, 1]]})
+    assert method._refiner(scene, state) is building and building.result().graph.n == scene.n_elements
 
 
 def test_reference_asks_for_the_median_mask_scale(blobs):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,6 +23,7 @@ from .refine import CreaseRefiner
 from .train import element_scales, fill_hidden, scale_range, seen_elements, train
 
 FORMAT = "saga/2"  # 2: element_scales, KNN-smoothed features
+BUILDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saga-graph")  # walk graphs, one at a time
 
 
 def trained_range(state: State) -> np.ndarray:
@@ -46,7 +48,8 @@ class SAGA(Method):
     Query: ClassVar[type[SAGAQuery]] = SAGAQuery
 
     def __init__(self) -> None:
-        self._refiners: PerState[CreaseRefiner] = PerState(size=8)  # a scene's walk graph, built on its first click
+        # a scene's walk graph, started on its first click so a later click finds it built (11 s on 1M elements)
+        self._refiners: PerState[Future[CreaseRefiner]] = PerState(size=8)
 
     def prepare(self, scene: Scene, prior: Prior, options: SAGAOptions, ctx: JobContext) -> State:
         if scene.n_elements < 2:
@@ -97,13 +100,19 @@ class SAGA(Method):
         first = np.flatnonzero(positive)[:1]
         cut = scale is None and scene.kind == "mesh"  # a mesh's creases are exact; kNN normals are estimated
         if len(first) and (cut or first[0] < len(positive) - 1):  # snapped to the creases: refine.py
-            refiner = self._refiners.get(state, lambda: CreaseRefiner(scene))
+            refiner = self._refiner(scene, state).result()
             clicks = list(zip(elements.tolist(), np.where(positive, 1, -1).tolist(), strict=True))
             scores = refiner.scores(clicks, used, lambda some: similarity(state, some, used), cut_first=cut)
         else:  # a first click (at a number: the scale slider's size) is the similarity alone
             scores = click_scores(state, elements, positive, used)
+            if len(first) and scale is None:  # a click tool's first click: a later one will want the graph
+                self._refiner(scene, state)  # built while the user looks at the answer (not for a slider's drag)
         extras = {"scale": np.array([used], np.float32), "scale_range": trained_range(state)}  # the slider's span
         return Selection(scores.astype(np.float32), THRESHOLD, extras=extras)
+
+    def _refiner(self, scene: Scene, state: State) -> Future[CreaseRefiner]:
+        """The state's crease refiner, its build started on the first call and kept with the state."""
+        return self._refiners.get(state, lambda: BUILDER.submit(CreaseRefiner, scene))
 
     def everything(self, scene: Scene, state: State, query: dict[str, Any]) -> Parts:
         """HDBSCAN on the gated features at the query's scale (or scales: a hierarchy); see everything.py."""
