@@ -59,16 +59,13 @@ import numpy as np
 from scipy.sparse.csgraph import dijkstra
 
 from ... import deadline
-from ...graphwalk import FIRST_PULL, FOLLOW_PULL, adjacency
+from ...graphwalk import AGREEMENT, CONFIDENT, FIRST_MAX_SHARE, FIRST_PULL, FOLLOW_PULL, adjacency
 from ..walk.solve import SeededCreaseGraph
 
 Click = tuple[int, int]
 Decode = Callable[..., np.ndarray]  # (clicks, rows=None) → the decoder's probability per vertex (of rows)
 
-CONFIDENT = 0.75  # first click: the decoder's faces at or above this guide the cut (PSB dev shapes)
-AGREEMENT = 0.1  # first click: weight of disagreeing with the decoder against a cut's conductance (PSB dev shapes)
 MEMO_SIZE = 256
-FIRST_MAX_SHARE = 0.98  # a first answer may hold all but a small part: the decoder, not a cap, says how large
 PART_HOLD = 0.75  # a negative click's part stays where the neutral walk is at least this (PSB dev shapes)
 WEAK_PRIOR_LOSS = 0.2  # "auto" refines when the decoder's final training loss is above this
 REACH = 2.0  # a later decoder click changes faces within this many times its distance to the selection's edge

@@ -34,9 +34,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ... import deadline
-from ...graphwalk import FIRST_PULL
+from ...graphwalk import AGREEMENT, CONFIDENT, FIRST_MAX_SHARE, FIRST_PULL
 from ...scene import MeshScene, Scene
-from ..iseg.refine import AGREEMENT, CONFIDENT, FIRST_MAX_SHARE
 from ..walk.graph import element_attributes, point_graph
 from ..walk.solve import SeededCreaseGraph
 
