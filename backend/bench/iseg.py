@@ -36,7 +36,7 @@ from ..options import parse_options
 from ..priors import get_prior
 from ..samples import sample_mesh, shared_data_dir
 from ..scene import MeshScene, scene_id
-from .report import Row, write_report
+from .report import Row, click_rows, write_report
 
 EDGE_15K = 0.054  # subdivision edge length that gives the stool 14,924 vertices
 PSB_LARGEST = ("102", "21")  # the development meshes with the most vertices (15,724 and 15,198)
@@ -99,20 +99,7 @@ def _race(method: ISeg, scene: MeshScene, state: State, lists: list[list[list[in
 
 
 def _rows(case: str, times: dict[str, list[list[float]]], extra: dict[str, Any]) -> list[Row]:
-    base_name = "eval baseline (random walk)"
-    rows = []
-    for k, label in enumerate(LABELS):
-        ours_w, base_w = np.array(times["ours_wall"][k]), np.array(times["base_wall"][k])
-        ours_c, base_c = np.array(times["ours_cpu"][k]), np.array(times["base_cpu"][k])
-        q1, med, q3 = np.percentile(ours_w / base_w, [25, 50, 75])
-        extra.setdefault("paired_wall_ratio", {})[f"{case}: {label}"] = {"median": med, "q25": q1, "q75": q3}
-        extra.setdefault("max_cpu_ms", {})[f"{case}: {label}"] = 1e3 * float(ours_c.max())
-        rows.append(Row(case, f"wall time, {label}", 1e3 * float(np.median(ours_w)), "ms", base_name,
-                        1e3 * float(np.median(base_w)), TARGET))  # fmt: skip
-        rows.append(Row(case, f"CPU time, {label}", 1e3 * float(np.median(ours_c)), "ms", base_name,
-                        1e3 * float(np.median(base_c)), TARGET))  # fmt: skip
-        rows.append(Row(case, f"paired wall ratio, {label}", float(med), "x"))
-    return rows
+    return click_rows(case, LABELS, times, "eval baseline (random walk)", TARGET, extra)
 
 
 def _scenes(quick: bool) -> list[tuple[str, MeshScene]]:

@@ -44,6 +44,29 @@ class Row:
         return self.value / self.baseline_value
 
 
+def click_rows(
+    case: str, labels: tuple[str, ...], times: dict[str, list[list[float]]], base_name: str, target: str,
+    extra: dict[str, Any],
+) -> list[Row]:  # fmt: skip
+    """Rows for click timings raced A B A B against a baseline: per click (`labels`), the median wall and CPU
+    times beside the baseline's and the median of the paired wall ratios; `times` holds `ours_wall`,
+    `base_wall`, `ours_cpu`, `base_cpu`, a list of seconds per click. Quartiles and the slowest CPU time go
+    to `extra`."""
+    rows = []
+    for k, label in enumerate(labels):
+        ours_w, base_w = np.array(times["ours_wall"][k]), np.array(times["base_wall"][k])
+        ours_c, base_c = np.array(times["ours_cpu"][k]), np.array(times["base_cpu"][k])
+        q1, med, q3 = np.percentile(ours_w / base_w, [25, 50, 75])
+        extra.setdefault("paired_wall_ratio", {})[f"{case}: {label}"] = {"median": med, "q25": q1, "q75": q3}
+        extra.setdefault("max_cpu_ms", {})[f"{case}: {label}"] = 1e3 * float(ours_c.max())
+        rows.append(Row(case, f"wall time, {label}", 1e3 * float(np.median(ours_w)), "ms", base_name,
+                        1e3 * float(np.median(base_w)), target))  # fmt: skip
+        rows.append(Row(case, f"CPU time, {label}", 1e3 * float(np.median(ours_c)), "ms", base_name,
+                        1e3 * float(np.median(base_c)), target))  # fmt: skip
+        rows.append(Row(case, f"paired wall ratio, {label}", float(med), "x"))
+    return rows
+
+
 def timeit(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> float:
     """Median wall seconds of `fn` over `repeat` runs after `warmup` runs."""
     for _ in range(warmup):

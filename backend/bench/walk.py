@@ -32,7 +32,7 @@ from ..methods.walk.walker import ClickWalker
 from ..options import parse_options
 from ..samples import sample_mesh, shared_data_dir
 from ..scene import Scene
-from .report import Row, write_report
+from .report import Row, click_rows, write_report
 
 DONUT = shared_data_dir() / "splats" / "donut.ply"
 BIG = 1_000_000
@@ -99,22 +99,8 @@ def _race(ours: ClickWalker, base: ClickWalker, lists: list[list[tuple[int, int]
 
 
 def _rows(case: str, race: dict[str, Any], extra: dict[str, Any]) -> list[Row]:
-    base_name = "CreaseGraph solve"
-    rows = []
     labels = ("first click", "second click (negative)", "third click (positive)")
-    t = race["times"]
-    for k, label in enumerate(labels):
-        ours_w, base_w = np.array(t["ours_wall"][k]), np.array(t["base_wall"][k])
-        ours_c, base_c = np.array(t["ours_cpu"][k]), np.array(t["base_cpu"][k])
-        ratio = ours_w / base_w
-        q1, med, q3 = np.percentile(ratio, [25, 50, 75])
-        extra.setdefault("paired_wall_ratio", {})[f"{case}: {label}"] = {"median": med, "q25": q1, "q75": q3}
-        rows.append(Row(case, f"wall time, {label}", 1e3 * float(np.median(ours_w)), "ms", base_name,
-                        1e3 * float(np.median(base_w)), TARGET))  # fmt: skip
-        rows.append(Row(case, f"CPU time, {label}", 1e3 * float(np.median(ours_c)), "ms", base_name,
-                        1e3 * float(np.median(base_c)), TARGET))  # fmt: skip
-        rows.append(Row(case, f"paired wall ratio, {label}", float(med), "x"))
-    return rows
+    return click_rows(case, labels, race["times"], "CreaseGraph solve", TARGET, extra)
 
 
 def _scene_rows(name: str, scene: Scene, opts: WalkOptions, sets: int, extra: dict[str, Any]) -> list[Row]:
