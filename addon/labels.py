@@ -117,9 +117,19 @@ class LabelsDone:
     relevancy: np.ndarray  # (N, W) float32
     colours: np.ndarray  # (W, 3) float32
     made: list[Any]  # the int attribute, the colour attribute, then per word its group or attribute
+    calibrated: list[str]  # the words whose capability came from a calibration table (the rest: the scene's)
 
     def count(self, word: str) -> int:
         return int((self.labels == self.words.index(word)).sum())
+
+    def summary(self) -> str:
+        """The operator's report: the count per word and, with a table, which words it measured (a table for
+        other words falls back to the scene's estimate without an error, so the user must be told)."""
+        counts = ", ".join(f"{w} {self.count(w):,}" for w in self.words)
+        if not self.calibrated:
+            return f"labelled {counts}"
+        measured = f"{len(self.calibrated)} of {len(self.words)} words"
+        return f"labelled {counts}; capability from the calibration for {measured}"
 
 
 def write_labels(obj: bpy.types.Object, words: list[str], sel: Selection) -> LabelsDone:
@@ -144,7 +154,9 @@ def write_labels(obj: bpy.types.Object, words: list[str], sel: Selection) -> Lab
         else:
             made.append(results.write_float_attribute(obj.data, word_output(word), relevancy[:, k]))
     obj[LEGEND] = json.dumps({"words": words, "colours": np.round(colours, 4).tolist()}, ensure_ascii=False)
-    return LabelsDone(words, labels, relevancy, colours, made)
+    calibrated = np.asarray(sel.extras.get("calibrated", np.zeros(len(words), bool)), bool)
+    measured = [w for w, c in zip(words, calibrated, strict=True) if c]
+    return LabelsDone(words, labels, relevancy, colours, made, measured)
 
 
 def _query(words: list[str], other: bool, calibration: dict | None = None) -> dict[str, Any]:
@@ -155,14 +167,24 @@ def _query(words: list[str], other: bool, calibration: dict | None = None) -> di
     return query
 
 
+def calibration_problem(table: str) -> str:
+    """Why a calibration file cannot be read ('' when it can or none is given): the panel shows it under the
+    field, before the button is pressed."""
+    path = Path(bpy.path.abspath(table)) if table else None
+    if path is None or path.is_file():
+        return ""
+    return f"calibration file {path} does not exist (write one with `segany calibrate`)"
+
+
 def read_calibration(table: str | dict | None) -> dict | None:
     """A `segany calibrate` table, given as its file (a Blender path: "//" is the .blend's folder) or its JSON;
-    the backend checks what is inside (its sources, models, IoUs)."""
-    if table is None or isinstance(table, dict):
-        return table
+    None or "" (the panel's empty field): none. The backend checks what is inside (its sources, models, IoUs)."""
+    if not table or isinstance(table, dict):
+        return table or None
+    problem = calibration_problem(str(table))
+    if problem:
+        raise ValueError(problem)
     path = Path(bpy.path.abspath(str(table)))
-    if not path.is_file():
-        raise ValueError(f"calibration file {path} does not exist (write one with `segany calibrate`)")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -215,9 +237,9 @@ def prepared_for_labels(obj: bpy.types.Object) -> runtime.ObjectState | None:
 class Pending(background.Pending):
     """A labelling running in the background for the button: prepare if needed, then the query (a Selection)."""
 
-    def __init__(self, key: int, words: list[str], other: bool, prior: str | None) -> None:
+    def __init__(self, key: int, query: dict[str, Any], prior: str | None) -> None:
         super().__init__()
-        self.key, self.words, self.other, self.prior = key, words, other, prior
+        self.key, self.query, self.prior = key, query, prior
         self.asked = False
 
     def step(self) -> None:
@@ -231,7 +253,7 @@ class Pending(background.Pending):
             self.error = ValueError(st.message or f"prepare {METHOD} {st.status}")
             return
         self.asked = True
-        ask = _asker(st, _query(self.words, self.other), self.prior)
+        ask = _asker(st, self.query, self.prior)
         runtime.current().bridge.run(ask, self.answered, self.failed)
 
 
@@ -241,7 +263,12 @@ def _asker(st: runtime.ObjectState, query: dict[str, Any], prior: str | None) ->
 
 
 def start(
-    obj: bpy.types.Object, words: list[str], other: bool, prior: str | None, options: dict[str, Any] | None
+    obj: bpy.types.Object,
+    words: list[str],
+    other: bool,
+    prior: str | None,
+    options: dict[str, Any] | None,
+    calibration: str | dict | None = None,
 ) -> Pending:
     """Label without blocking Blender: prepare in the background unless obj is prepared for it, then ask."""
     words = [w.strip() for w in words]
@@ -249,10 +276,11 @@ def start(
     problem = label_problem(obj)
     if problem:
         raise ValueError(problem)
+    query = _query(words, other, read_calibration(calibration))  # a bad file is named before any prepare
     st = prepared_for_labels(obj)
     if st is not None:
-        return Pending(actions.object_key(obj), words, other, st.prior or None)
+        return Pending(actions.object_key(obj), query, st.prior or None)
     prior = prior or default_prior(METHOD)
-    pending = Pending(actions.object_key(obj), words, other, prior)
+    pending = Pending(actions.object_key(obj), query, prior)
     runtime.current().prepare(pending.key, scene_read.read_object(obj), METHOD, prior, options)
     return pending

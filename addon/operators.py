@@ -10,15 +10,10 @@ from bpy_extras.io_utils import ExportHelper
 from . import actions, everything, labels, preferences, properties, results, runtime
 from .client import BackendUnavailable, RemoteError
 from .pending import Pending
+from .properties import BLEND_RELATIVE
 
 _ERRORS = (ValueError, RuntimeError, RemoteError, BackendUnavailable, json.JSONDecodeError)
 WATCH_INTERVAL = 0.25  # seconds between looks at a background prepare; its end is reported within this
-# Blender 4.5+ warns about `//` paths unless the property says it takes them; 4.2 has no such option.
-BLEND_RELATIVE = (
-    {"PATH_SUPPORTS_BLEND_RELATIVE"}
-    if "is_path_supports_blend_relative" in bpy.types.Property.bl_rna.properties
-    else set()
-)
 
 
 def _active(context: bpy.types.Context) -> bpy.types.Object | None:
@@ -403,6 +398,12 @@ class SEGANY_OT_label(_AwaitsAnswer, bpy.types.Operator):
 
     words: bpy.props.StringProperty(name="Words", description='Separated by commas, e.g. "seat, leg, back"')
     other: bpy.props.BoolProperty(name="Other", description="Leave what matches no word unlabelled (-1)")
+    calibration: bpy.props.StringProperty(
+        name="Calibration",
+        subtype="FILE_PATH",
+        options=BLEND_RELATIVE,
+        description="A capability table from `segany calibrate` (optional)",
+    )
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -414,8 +415,7 @@ class SEGANY_OT_label(_AwaitsAnswer, bpy.types.Operator):
         except _ERRORS as exc:
             self.report({"ERROR"}, runtime.error_text(exc))
             return {"CANCELLED"}
-        counts = ", ".join(f"{w} {done.count(w):,}" for w in done.words)
-        self.report({"INFO"}, f"{obj.name}: labelled {counts}")
+        self.report({"INFO"}, f"{obj.name}: {done.summary()}")
         return {"FINISHED"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
@@ -424,13 +424,14 @@ class SEGANY_OT_label(_AwaitsAnswer, bpy.types.Operator):
         try:
             words = labels.split_words(self.words)
             if labels.prepared_for_labels(obj) is not None:
-                labels.relabel(obj, words, self.other)
+                done = labels.relabel(obj, words, self.other, self.calibration)
             else:
                 prior, options = labels.chosen(context.scene.segany)
-                labels.label(obj, words, self.other, prior=prior, options=options)
+                done = labels.label(obj, words, self.other, prior=prior, options=options, calibration=self.calibration)
         except _ERRORS as exc:
             self.report({"ERROR"}, runtime.error_text(exc))
             return {"CANCELLED"}
+        self.report({"INFO"}, f"{obj.name}: {done.summary()}")
         return {"FINISHED"}
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
@@ -438,12 +439,14 @@ class SEGANY_OT_label(_AwaitsAnswer, bpy.types.Operator):
         Blender stays live, and the labels are written (one undo step) when they arrive."""
         settings = context.scene.segany
         self.words, self.other = settings.label_words, settings.label_other
+        self.calibration = settings.label_calibration
         if context.window is None:
             return self.execute(context)
         obj = _active(context)
         try:
             prior, options = labels.chosen(settings)
-            pending = labels.start(obj, labels.split_words(self.words), self.other, prior, options)
+            words = labels.split_words(self.words)
+            pending = labels.start(obj, words, self.other, prior, options, self.calibration)
         except _ERRORS as exc:
             self.report({"ERROR"}, runtime.error_text(exc))
             return {"CANCELLED"}

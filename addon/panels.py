@@ -183,7 +183,8 @@ class SEGANY_PT_parts(_ObjectPanel, bpy.types.Panel):
 
 
 class SEGANY_PT_labels(_ObjectPanel, bpy.types.Panel):
-    """Label from words (SAS): the words, Other, the button; where the CLIP weights come from; the legend."""
+    """Label from words (SAS): the words, Other, an optional calibration table, the button; where the CLIP weights
+    come from; the legend."""
 
     bl_label = "Label From Words"
     bl_options = {"DEFAULT_CLOSED"}  # noqa: RUF012 (Blender reads a set)
@@ -194,6 +195,11 @@ class SEGANY_PT_labels(_ObjectPanel, bpy.types.Panel):
         col = layout.column()
         col.prop(settings, "label_words", text="")
         col.prop(settings, "label_other")
+        measured = _settings_column(layout)
+        measured.prop(settings, "label_calibration")
+        if labels.calibration_problem(settings.label_calibration):
+            measured.label(text="Calibration file not found", icon="ERROR")
+        col = layout.column()
         _big_button(col, "segany.label", "SORTALPHA")
         if not preferences.get().clip_checkpoint:
             for i, line in enumerate(labels.CLIP_HINT):

@@ -40,6 +40,12 @@ FALLBACK_METHODS = (
     {"name": "sa3d", "scene_kinds": ["splats", "points"]},
 )
 KIND_WORDS = {"mesh": "meshes", "splats": "Gaussian splats", "points": "point clouds"}
+# Blender 4.5+ warns about `//` paths unless the property says it takes them; 4.2 has no such option.
+BLEND_RELATIVE = (
+    {"PATH_SUPPORTS_BLEND_RELATIVE"}
+    if "is_path_supports_blend_relative" in bpy.types.Property.bl_rna.properties
+    else set()
+)
 _METHOD_ITEMS: list[tuple[str, str, str, int]] = []  # Blender reads dynamic enum strings after the callback returns
 
 
@@ -186,6 +192,14 @@ class SegAnySettings(bpy.types.PropertyGroup):
     )
     label_other: bpy.props.BoolProperty(
         name="Other", default=False, description="Leave what matches no word unlabelled (-1) instead of the nearest"
+    )
+    label_calibration: bpy.props.StringProperty(
+        name="Calibration",
+        default="",
+        subtype="FILE_PATH",
+        options=BLEND_RELATIVE,
+        description="Optional: a capability table from `segany calibrate` (each source's IoU per word, measured on "
+        "labelled scenes); its words take their capability from it instead of this scene's estimate",
     )
 
 
