@@ -149,7 +149,7 @@ def products(buf, tt, out, m, mode, source):  # type: ignore[no-untyped-def]
 
 
 @njit(fastmath=FAST, **JIT)
-def fuse_block(sc, m, bits, n_words, n_cols, mode, source, cap, temperature, fused, soft, picked, rows):  # type: ignore[no-untyped-def]
+def fuse_block(sc, m, bits, n_words, n_cols, mode, source, cap, temperature, fused, soft, which, rows):  # type: ignore[no-untyped-def]
     """SAS's fusion (methods/sas/fusion.py) of the block's per-source scores sc (S, Kp, B) into fused (Kp, B)."""
     sources = sc.shape[0]
     if mode == 2:
@@ -157,62 +157,65 @@ def fuse_block(sc, m, bits, n_words, n_cols, mode, source, cap, temperature, fus
             for r in range(m):
                 fused[j, r] = sc[source, j, r]
         return
-    # every loop has the block's rows innermost, so that LLVM runs it 8 or 16 rows per vector instruction
+    # every loop has the block's rows innermost and indexes 1-D views, so that LLVM runs it 8 or 16 rows per
+    # vector instruction (it left the loops with 2-D indices scalar: 44 ms of 1M rows' 170 ms, journal)
     best, top, norm = rows[0], rows[1], rows[2]
-    if mode == 1:
+    for r in range(m):
+        norm[r] = np.float32(0.0)
+    for s in range(sources):
+        ws = soft[s]
         for r in range(m):
-            norm[r] = np.float32(0.0)
+            ws[r] = np.float32(0.0)
+    if mode == 1:
         for s in range(sources):
             for r in range(m):
                 norm[r] += np.float32((bits[r] >> s) & 1)
         for s in range(sources):
+            ws = soft[s]
             for r in range(m):
-                soft[s, r] = np.float32((bits[r] >> s) & 1) / max(norm[r], np.float32(1.0))
+                ws[r] = np.float32((bits[r] >> s) & 1) / max(norm[r], np.float32(1.0))
     else:
-        # a source's weight sums its capability for every seeing source's prediction; each prediction's
-        # capabilities are picked up while its argmax runs (a select per word, where a table lookup per row
-        # would be a gather LLVM does not vectorise)
-        for s in range(sources):
-            for r in range(m):
-                soft[s, r] = np.float32(0.0)
+        # a source's weight sums its capability for every seeing source's prediction: each prediction's
+        # argmax vectorised over the rows, then a table lookup per row and source
         for t in range(sources):
+            row = sc[t, 0]
             for r in range(m):
-                best[r] = sc[t, 0, r]
-            for s in range(sources):
-                for r in range(m):
-                    picked[s, r] = cap[s, 0]
+                best[r] = row[r]
+                which[r] = 0
             for j in range(1, n_words):
                 row = sc[t, j]
-                for s in range(sources):  # against the best so far: strict, so the first maximum stays
-                    c, got = cap[s, j], picked[s]
-                    for r in range(m):
-                        got[r] = c if row[r] > best[r] else got[r]
-                for r in range(m):
-                    best[r] = max(best[r], row[r])
-            for s in range(sources):
-                for r in range(m):
-                    soft[s, r] += picked[s, r] if (bits[r] >> t) & 1 else np.float32(0.0)
+                for r in range(m):  # strict, so that the first maximum stays
+                    above = row[r] > best[r]
+                    best[r] = row[r] if above else best[r]
+                    which[r] = j if above else which[r]
+            for r in range(m):
+                if (bits[r] >> t) & 1:
+                    for s in range(sources):
+                        soft[s, r] += cap[s, which[r]]
         for r in range(m):
-            norm[r] = np.float32(0.0)  # the total weight, first
             top[r] = np.float32(-np.inf)
         for s in range(sources):
+            ws = soft[s]
             for r in range(m):
-                norm[r] += soft[s, r]
+                norm[r] += ws[r]  # the total weight, first
         for s in range(sources):
+            ws = soft[s]
             for r in range(m):
-                share = soft[s, r] / norm[r] if norm[r] > 0 else np.float32(1.0) / np.float32(sources)
-                soft[s, r] = share / temperature
-                top[r] = max(top[r], soft[s, r]) if (bits[r] >> s) & 1 else top[r]
+                share = ws[r] / norm[r] if norm[r] > 0 else np.float32(1.0) / np.float32(sources)
+                ws[r] = share / temperature
+                top[r] = max(top[r], ws[r]) if (bits[r] >> s) & 1 else top[r]
         for r in range(m):
             norm[r] = np.float32(0.0)  # now the softmax's sum
         for s in range(sources):
+            ws = soft[s]
             for r in range(m):
-                e = fexp(soft[s, r] - top[r]) if (bits[r] >> s) & 1 else np.float32(0.0)
-                soft[s, r] = e
+                e = fexp(ws[r] - top[r]) if (bits[r] >> s) & 1 else np.float32(0.0)
+                ws[r] = e
                 norm[r] += e
         for s in range(sources):
+            ws = soft[s]
             for r in range(m):
-                soft[s, r] = soft[s, r] / norm[r] if norm[r] > 0 else np.float32(0.0)
+                ws[r] = ws[r] / norm[r] if norm[r] > 0 else np.float32(0.0)
     for j in range(n_cols):
         out, row, w = fused[j], sc[0, j], soft[0]
         for r in range(m):
@@ -225,8 +228,10 @@ def fuse_block(sc, m, bits, n_words, n_cols, mode, source, cap, temperature, fus
 
 
 @njit(fastmath=FAST, **JIT)
-def answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, at0, best, worst, which):  # type: ignore[no-untyped-def]
-    """Labels, scores and (when rel has rows) relevancy of the block's rows at0.. from fused (Kp, B)."""
+def answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, keys, at0, best, worst, which):  # type: ignore[no-untyped-def]
+    """Labels, scores and (when rel has rows) relevancy of the block's rows at0.. from fused (Kp, B); when keys
+    has rows, also each row's key for the 3D step's frontier test (`spread_frontier`): its word's number,
+    or with `other` the number of its largest column of all (a negative's: n_words + its number)."""
     for r in range(m):
         worst[r] = fused[n_words, r]
         best[r] = fused[0, r]
@@ -247,6 +252,15 @@ def answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, at0, bes
         labels[at0 + r] = -1 if out else which[r]
         sigmoid = np.float32(1.0) / (np.float32(1.0) + fexp(-scale * (best[r] - worst[r])))
         scores[at0 + r] = np.float32(0.0) if out else sigmoid
+    if keys.shape[0] > 0:
+        for r in range(m):
+            key = which[r]
+            if other and worst[r] > best[r]:
+                for j in range(n_words, n_cols):  # the first of the largest negatives
+                    if fused[j, r] == worst[r]:
+                        key = j
+                        break
+            keys[at0 + r] = key
     if rel.shape[0] > 0:  # asked for; word by word over the rows (vectorised), then stored row by row
         for j in range(n_words):
             row = fused[j]
@@ -254,13 +268,6 @@ def answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, at0, bes
                 best[r] = np.float32(1.0) / (np.float32(1.0) + fexp(-scale * (row[r] - worst[r])))
             for r in range(m):
                 rel[at0 + r, j] = best[r]
-
-
-@njit(**JIT)
-def widen_rows(packed, ids, buf):  # type: ignore[no-untyped-def]
-    for r in range(len(ids)):
-        for j in range(packed.shape[1]):
-            buf[r, j] = _widen(packed[ids[r], j])
 
 
 @njit(**JIT)
@@ -277,7 +284,7 @@ def scratch(sources, width, kp):  # type: ignore[no-untyped-def]
         np.empty((sources, kp, BLOCK_ROWS), np.float32),
         np.empty((kp, BLOCK_ROWS), np.float32),
         np.empty((sources, BLOCK_ROWS), np.float32),
-        np.empty((sources, BLOCK_ROWS), np.float32),
+        np.empty(BLOCK_ROWS, np.int32),
         np.empty((3, BLOCK_ROWS), np.float32),
     )
 
@@ -285,17 +292,36 @@ def scratch(sources, width, kp):  # type: ignore[no-untyped-def]
 @njit(**JIT)
 def fused_range(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, start, m, work):  # type: ignore[no-untyped-def]
     """Fused scores (Kp, B) of rows start..start+m."""
-    buf, sc, fused, soft, picked, rows = work
+    buf, sc, fused, soft, which, rows = work
     widen_range(packed, start, m, buf)
     products(buf, tt, sc, m, mode, source)
-    fuse_block(sc, m, seen[start:], n_words, n_cols, mode, source, cap, temperature, fused, soft, picked, rows)
+    fuse_block(sc, m, seen[start:], n_words, n_cols, mode, source, cap, temperature, fused, soft, which, rows)
     return fused
 
 
 @njit(parallel=True, **JIT)
-def answer(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, slot, kept, other, labels, scores, rel):  # type: ignore[no-untyped-def]
+def answer(  # type: ignore[no-untyped-def]
+    packed,
+    seen,
+    tt,
+    n_words,
+    n_cols,
+    mode,
+    source,
+    cap,
+    temperature,
+    slot,
+    kept,
+    other,
+    labels,
+    scores,
+    rel,
+    keys,
+    whole,
+):
     """Every row answered from its fused scores; the rows with a `slot` also keep them in `kept` (the scores
-    the unseen elements average, see `answer_unseen`)."""
+    the unseen elements average, see `answer_unseen`). When `whole` has rows, every row's fused scores go
+    there too, and its key into `keys` (the 3D step's inputs)."""
     n = packed.shape[0]
     for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
         start = b * BLOCK_ROWS
@@ -307,13 +333,18 @@ def answer(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, sl
             if at >= 0:
                 for j in range(n_cols):
                     kept[at, j] = fused[j, r]
-        best, worst, which = work[5][0], work[5][1], np.empty(BLOCK_ROWS, np.int32)
-        answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, start, best, worst, which)
+        if whole.shape[0] > 0:
+            for r in range(m):
+                for j in range(n_cols):
+                    whole[start + r, j] = fused[j, r]
+        best, worst, which = work[5][0], work[5][1], work[4]
+        answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, keys, start, best, worst, which)
 
 
 @njit(**JIT)
-def answer_unseen(kept, unseen, slots, n_words, n_cols, other, labels, scores, rel):  # type: ignore[no-untyped-def]
-    """The elements no view showed answered again, from the mean kept scores of their fill elements."""
+def answer_unseen(kept, unseen, slots, n_words, n_cols, other, labels, scores, rel, keys, whole):  # type: ignore[no-untyped-def]
+    """The elements no view showed answered again, from the mean kept scores of their fill elements (and
+    those scores, with their keys, into `whole` and `keys` when they have rows)."""
     k = slots.shape[1]
     kp = (n_cols + _LANES - 1) // _LANES * _LANES
     fused = np.zeros((kp, BLOCK_ROWS), np.float32)
@@ -321,6 +352,7 @@ def answer_unseen(kept, unseen, slots, n_words, n_cols, other, labels, scores, r
     which = np.empty(BLOCK_ROWS, np.int32)
     got_labels, got_scores = np.empty(BLOCK_ROWS, np.int32), np.empty(BLOCK_ROWS, np.float32)
     got_rel = np.empty((BLOCK_ROWS if rel.shape[0] > 0 else 0, rel.shape[1]), np.float32)
+    got_keys = np.empty(BLOCK_ROWS if keys.shape[0] > 0 else 0, np.int32)
     for start in range(0, len(unseen), BLOCK_ROWS):
         m = min(BLOCK_ROWS, len(unseen) - start)
         for r in range(m):
@@ -329,7 +361,7 @@ def answer_unseen(kept, unseen, slots, n_words, n_cols, other, labels, scores, r
                 for i in range(k):
                     total += kept[slots[start + r, i], j]
                 fused[j, r] = total / np.float32(k)
-        answer_block(fused, m, n_words, n_cols, other, got_labels, got_scores, got_rel, 0, best, worst, which)
+        answer_block(fused, m, n_words, n_cols, other, got_labels, got_scores, got_rel, got_keys, 0, best, worst, which)
         for r in range(m):
             e = unseen[start + r]
             labels[e] = got_labels[r]
@@ -337,40 +369,60 @@ def answer_unseen(kept, unseen, slots, n_words, n_cols, other, labels, scores, r
             if got_rel.shape[0] > 0:
                 for j in range(rel.shape[1]):
                     rel[e, j] = got_rel[r, j]
+            if got_keys.shape[0] > 0:
+                keys[e] = got_keys[r]
+                for j in range(n_cols):
+                    whole[e, j] = fused[j, r]
+
+
+@njit(**JIT)
+def mix_row(indptr, indices, weights, own, whole, i, acc, out, col):  # type: ignore[no-untyped-def]
+    """out[:, col] = own_i · whole[i] + (1 − own_i) · Σ_j P_ij whole[j] (spreading.py's step), summed in the
+    neighbours' order in float32 without fast-math, so that it is the same number wherever it is formed."""
+    n_cols = whole.shape[1]
+    for k in range(n_cols):
+        acc[k] = np.float32(0.0)
+    for p in range(indptr[i], indptr[i + 1]):
+        j, w = indices[p], weights[p]
+        for k in range(n_cols):
+            acc[k] += w * whole[j, k]
+    for k in range(n_cols):
+        out[k, col] = own[i] * whole[i, k] + (np.float32(1.0) - own[i]) * acc[k]
 
 
 @njit(parallel=True, **JIT)
-def fused_all(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, unseen, fill, out):  # type: ignore[no-untyped-def]
-    """Every row's fused scores into out (N, K); an unseen element's are the mean of its fill elements'."""
-    n = packed.shape[0]
-    for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
-        start = b * BLOCK_ROWS
-        m = min(BLOCK_ROWS, n - start)
-        work = scratch(tt.shape[0], packed.shape[1], tt.shape[2])
-        fused = fused_range(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, start, m, work)
-        for r in range(m):
-            for j in range(n_cols):
-                out[start + r, j] = fused[j, r]
-    for u in prange(len(unseen)):  # after the pass above: fill elements are shown, so theirs are final
-        for j in range(n_cols):
-            total = np.float32(0.0)
-            for i in range(fill.shape[1]):
-                total += out[fill[u, i], j]
-            out[unseen[u], j] = total / np.float32(fill.shape[1])
-
-
-@njit(parallel=True, **JIT)
-def words(scores_in, n_words, n_cols, other, labels, scores, rel):  # type: ignore[no-untyped-def]
-    """The answer of every row of scores_in (N, K)."""
-    n = scores_in.shape[0]
+def spread_frontier(indptr, indices, weights, own, keys, whole, n_words, other, labels, scores, rel):  # type: ignore[no-untyped-def]
+    """The 3D step where it can change a label: the rows with a neighbour of another key are answered again
+    from their spread scores; a row whose neighbours all share its key keeps its answer, since a convex
+    combination of score rows that share their largest column has that largest column too."""
+    n, n_cols = whole.shape
     kp = (n_cols + _LANES - 1) // _LANES * _LANES
     for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
         start = b * BLOCK_ROWS
-        m = min(BLOCK_ROWS, n - start)
         fused = np.zeros((kp, BLOCK_ROWS), np.float32)
+        acc = np.empty(n_cols, np.float32)
+        ids = np.empty(BLOCK_ROWS, np.int64)
+        m = 0
+        for i in range(start, min(start + BLOCK_ROWS, n)):
+            key = keys[i]
+            for p in range(indptr[i], indptr[i + 1]):
+                if keys[indices[p]] != key:
+                    ids[m] = i
+                    mix_row(indptr, indices, weights, own, whole, i, acc, fused, m)
+                    m += 1
+                    break
+        if m == 0:
+            continue
         best, worst = np.empty(BLOCK_ROWS, np.float32), np.empty(BLOCK_ROWS, np.float32)
         which = np.empty(BLOCK_ROWS, np.int32)
+        got_labels, got_scores = np.empty(BLOCK_ROWS, np.int32), np.empty(BLOCK_ROWS, np.float32)
+        got_rel = np.empty((BLOCK_ROWS if rel.shape[0] > 0 else 0, rel.shape[1]), np.float32)
+        no_keys = np.empty(0, np.int32)
+        answer_block(fused, m, n_words, n_cols, other, got_labels, got_scores, got_rel, no_keys, 0, best, worst, which)
         for r in range(m):
-            for j in range(n_cols):
-                fused[j, r] = scores_in[start + r, j]
-        answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, start, best, worst, which)
+            e = ids[r]
+            labels[e] = got_labels[r]
+            scores[e] = got_scores[r]
+            if got_rel.shape[0] > 0:
+                for j in range(rel.shape[1]):
+                    rel[e, j] = got_rel[r, j]

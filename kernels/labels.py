@@ -10,8 +10,13 @@ broadcast from the cached block and multiplied into them), on blocks of rows wid
 cache-sized buffer once; fusion, argmax and the score follow on the block while it is still in cache. Torch
 and OpenBLAS were 2–5× slower on these skinny products (figures: docs/journal.md).
 
-Blocks go over numba's threads (`prange`). A step that needs the fused scores of the whole scene first (SAS's
-3D step) takes them from `fused_scores` and answers with `label_scores`.
+Blocks go over numba's threads (`prange`). SAS's 3D step (`spread`: one label-spreading step of the fused
+scores over the element graph, methods/sas/spreading.py) needs the fused scores of the whole scene, so with it
+the pass also writes them and each element's key (its word, or with `other` its largest column), and a second
+pass answers again only the elements with a neighbour of another key: where an element and all its neighbours
+share their largest column, every convex combination of their score rows has that largest column too (in
+floating point as well: rounding is monotone), so the step cannot change its label. Such an element keeps
+its own score and relevancy (docs/methods/sas.md); a frontier element answers from its spread scores.
 """
 
 from __future__ import annotations
@@ -39,6 +44,17 @@ class Labelled:
     labels: np.ndarray  # (N,) int32
     scores: np.ndarray  # (N,) float32
     relevancy: np.ndarray | None  # (N, W) float32
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The 3D step's operator: per element its share of its own scores `own` (N,) and the row-normalised
+    affinities to its neighbours as CSR rows (`indptr` (N + 1,), `indices`, `weights` float32)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray
+    own: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,7 @@ def label_elements(
     fill: Filling | None = None,
     other: bool = False,
     relevancy: bool = False,
+    spread: Neighbours | None = None,
 ) -> Labelled:
     """Label every element of `packed` (N, S·C) int16 — S sources' C fp16 components per row, side by side,
     as raw bits — by `texts` (S, K, C) float32 unit rows (the first `n_words` of K the words, the rest the
@@ -85,17 +102,19 @@ def label_elements(
     `mode`: "capability" (SAS's rule with `capability` (S, n_words) and `temperature`), "average" (the mean of
     the sources that saw the element) or "source" (source `source` alone). `fill`: the elements no view
     showed and whose scores they take. `other`: label -1 where a negative beats every word; `relevancy`:
-    also return every word's relevancy (N, W)."""
+    also return every word's relevancy (N, W); `spread`: the 3D step over these neighbours (module docstring)."""
     args = _args(packed, seen, texts, n_words, mode, source, capability, temperature)
-    n, k = packed.shape[0], texts.shape[1]
+    n = packed.shape[0]
     fill = fill or filling(np.zeros(0), np.zeros((0, 1)), n)
     labels, scores = np.empty(n, np.int32), np.empty(n, np.float32)
     rel = np.empty((n, n_words) if relevancy else (0, n_words), np.float32)
-    kept = np.empty((fill.kept, k), np.float32)
-    loops = _loops()
-    with _RUNNING:
-        loops.answer(*args, fill.slot, kept, bool(other), labels, scores, rel)
-        loops.answer_unseen(kept, fill.unseen, fill.slots, n_words, k, bool(other), labels, scores, rel)
+    if spread is not None and (len(spread.own) != n or len(spread.indptr) != n + 1):
+        raise SegAnyError("invalid_array", f"the 3D step's graph has {len(spread.own)} elements, the features {n}")
+    keys, whole = _passes(args, fill, other, labels, scores, rel, n if spread is not None else 0)
+    if spread is not None:
+        graph = (spread.indptr, spread.indices, spread.weights, spread.own)
+        with _RUNNING:
+            _loops().spread_frontier(*graph, keys, whole, n_words, bool(other), labels, scores, rel)
     return Labelled(labels, scores, rel if relevancy else None)
 
 
@@ -111,27 +130,26 @@ def fused_scores(
     temperature: float = 0.05,
     fill: Filling | None = None,
 ) -> np.ndarray:
-    """The fused scores (N, K) float32 that `label_elements` answers from (same inputs), for a step that
-    works on the scores of the whole scene before the answer (the 3D step) — then `label_scores`."""
+    """The fused scores (N, K) float32 that `label_elements` answers from (same inputs): the rule's values
+    themselves, for checking them (the tests' hand-made cases)."""
     args = _args(packed, seen, texts, n_words, mode, source, capability, temperature)
-    fill = fill or filling(np.zeros(0), np.zeros((0, 1)), packed.shape[0])
-    out = np.empty((packed.shape[0], texts.shape[1]), np.float32)
-    with _RUNNING:
-        _loops().fused_all(*args, fill.unseen, fill.fill, out)
-    return out
+    n = packed.shape[0]
+    fill = fill or filling(np.zeros(0), np.zeros((0, 1)), n)
+    labels, scores, rel = np.empty(n, np.int32), np.empty(n, np.float32), np.empty((0, n_words), np.float32)
+    return _passes(args, fill, False, labels, scores, rel, n)[1]
 
 
-def label_scores(fused: np.ndarray, n_words: int, *, other: bool = False, relevancy: bool = False) -> Labelled:
-    """`label_elements`' answer from fused scores (N, K) float32 (the words, then the negatives)."""
-    n, k = fused.shape
-    if not 0 < n_words < k:
-        raise SegAnyError("invalid_array", f"fused scores need the {n_words} words and a negative, got {k} columns")
-    labels, scores = np.empty(n, np.int32), np.empty(n, np.float32)
-    rel = np.empty((n, n_words) if relevancy else (0, n_words), np.float32)
-    fused = np.ascontiguousarray(fused, np.float32)
+def _passes(args: tuple, fill: Filling, other: bool, labels, scores, rel, rows: int) -> tuple:  # type: ignore[no-untyped-def]
+    """The pass over the features and the unseen elements' answers; with `rows` (N), also every element's key
+    and fused scores (N, K), the 3D step's inputs."""
+    k = args[4]
+    kept = np.empty((fill.kept, k), np.float32)
+    keys, whole = np.empty(rows, np.int32), np.empty((rows, k), np.float32)
+    loops = _loops()
     with _RUNNING:
-        _loops().words(fused, n_words, k, bool(other), labels, scores, rel)
-    return Labelled(labels, scores, rel if relevancy else None)
+        loops.answer(*args, fill.slot, kept, bool(other), labels, scores, rel, keys, whole)
+        loops.answer_unseen(kept, fill.unseen, fill.slots, args[3], k, bool(other), labels, scores, rel, keys, whole)
+    return keys, whole
 
 
 def _args(packed, seen, texts, n_words, mode, source, capability, temperature) -> tuple:  # type: ignore[no-untyped-def]

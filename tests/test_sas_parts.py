@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from segany.cameras import cameras_for_scene
+from segany.kernels.labels import Neighbours, label_elements
 from segany.methods.sas.capability import agreement
 from segany.methods.sas.lift import RegionVotes, lift_source
-from segany.methods.sas.spreading import element_graph, spread, spreading
+from segany.methods.sas.spreading import element_graph, spreading
 from segany.priors import get_prior
 from segany.priors.oracle_text import word_code
 from segany.render import render
@@ -41,56 +42,65 @@ def _two_chains() -> tuple[torch.Tensor, torch.Tensor]:
     return edges, torch.cat([torch.ones(38), torch.tensor([1e-3])])
 
 
+def _step_labels(scores: np.ndarray, op: Neighbours) -> np.ndarray:
+    """The label query with the 3D step on hand-made scores (N, 2) of two words: features that are the scores
+    (exact in fp16) against identity texts, a third column, the negative, at -1."""
+    rows = np.concatenate([scores, -np.ones((len(scores), 1))], axis=1).astype(np.float16).view(np.int16)
+    eye = np.eye(3, dtype=np.float32)[None]
+    return label_elements(
+        np.ascontiguousarray(rows), np.ones(len(rows), np.uint8), eye, 2, mode="source", spread=op
+    ).labels
+
+
 def test_spreading_mends_a_barely_seen_element_and_stops_at_a_weak_edge() -> None:
     """Word 0 on the first chain, word 1 on the second; element 5, barely seen, says word 1, element 30,
     seen as well as the rest, says word 1 too (right). Spreading turns 5 to word 0 and leaves every other label,
     and the chains barely mix across the weak edge."""
     edges, affinity = _two_chains()
-    scores = torch.zeros(40, 2)
+    scores = np.zeros((40, 2))
     scores[:20, 0], scores[20:, 1] = 1.0, 1.0
-    scores[5] = torch.tensor([0.0, 1.0])
+    scores[5] = [0.0, 1.0]
     coverage = torch.ones(40)
     coverage[5] = 0.05
-    out = spread(scores, spreading(edges, affinity, coverage))
-    want = torch.cat([torch.zeros(20, dtype=torch.long), torch.ones(20, dtype=torch.long)])
-    assert torch.equal(out.argmax(dim=1), want)
-    assert float(out[19, 1]) < 0.01 and float(out[20, 0]) < 0.01
+    op = spreading(edges, affinity, coverage)
+    np.testing.assert_array_equal(_step_labels(scores, op), np.repeat([0, 1], 20))
+    row = slice(op.indptr[19], op.indptr[20])
+    p = dict(zip(op.indices[row].tolist(), op.weights[row], strict=True))
+    assert p[20] < 1e-3 < p[18]
     # an element seen twice as well as the others keeps its own word where its neighbours disagree
     coverage[5] = 2.0
-    assert int(spread(scores, spreading(edges, affinity, coverage))[5].argmax()) == 1
+    assert _step_labels(scores, spreading(edges, affinity, coverage))[5] == 1
 
 
 def test_spreading_fills_the_unseen_and_keeps_the_isolated() -> None:
-    """An element no view saw (coverage 0) takes its neighbours' scores; one without neighbours keeps its own."""
+    """An element no view saw (coverage 0) takes its neighbours' word; one without neighbours keeps its own."""
     edges = torch.tensor([[0, 1], [1, 2]], dtype=torch.int32)
-    scores = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.2, 0.7]])
+    scores = np.array([[1.0, 0.0], [0.0, 0.25], [1.0, 0.0], [0.25, 0.75]])
     op = spreading(edges, torch.ones(2), torch.tensor([1.0, 0.0, 1.0, 0.5]))
-    out = spread(scores, op)
-    torch.testing.assert_close(out[1], torch.tensor([1.0, 0.0]))
-    torch.testing.assert_close(out[3], scores[3])
-    assert int(out[0].argmax()) == 0 and int(out[2].argmax()) == 0
+    np.testing.assert_allclose(op.own, [1 / (1 + 2.5 / 3), 0.0, 1 / (1 + 2.5 / 3), 1.0], rtol=1e-6)  # mean seen 2.5/3
+    np.testing.assert_array_equal(_step_labels(scores, op), [0, 0, 0, 1])
 
 
-def test_spreading_is_the_mix_with_the_neighbours_mean() -> None:
-    """The compiled step against its formula written densely, on a random graph with unseen and isolated
-    elements: S = a S0 + (1 - a) P S0, P the row-normalised affinities, a = c / (c + mean c of the seen)."""
+def test_spreading_operator_is_the_row_normalised_affinity_and_the_own_share() -> None:
+    """The operator against its formula written densely, on a random graph with unseen and isolated elements:
+    S = a S0 + (1 - a) P S0, P the row-normalised affinities, a = c / (c + mean c of the seen); 1 where isolated."""
     rng = np.random.default_rng(1)
     n = 60
     pairs = rng.integers(0, n - 5, (150, 2))  # the last 5 elements have no link
     pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
     weights = rng.uniform(0.01, 1.0, len(pairs))
     coverage = np.where(rng.random(n) < 0.2, 0.0, rng.uniform(0.1, 2.0, n))
-    scores = rng.normal(size=(n, 7))
     affinity = np.zeros((n, n))
     affinity[pairs[:, 0], pairs[:, 1]] = affinity[pairs[:, 1], pairs[:, 0]] = weights
     degree = affinity.sum(axis=1)
-    own = np.where(degree > 0, coverage / (coverage + coverage[coverage > 0].mean()), 1.0)[:, None]
-    want = own * scores + (1 - own) * (affinity / np.maximum(degree, 1e-30)[:, None]) @ scores
+    own = np.where(degree > 0, coverage / (coverage + coverage[coverage > 0].mean()), 1.0)
     op = spreading(torch.as_tensor(pairs.astype(np.int32)), torch.as_tensor(weights.astype(np.float32)),
                    torch.as_tensor(coverage.astype(np.float32)))  # fmt: skip
-    got = spread(torch.as_tensor(scores.astype(np.float32)), op).numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(got[-5:], scores[-5:].astype(np.float32))
+    p = np.zeros((n, n))
+    p[np.repeat(np.arange(n), np.diff(op.indptr)), op.indices] = op.weights
+    np.testing.assert_allclose(p, affinity / np.maximum(degree, 1e-30)[:, None], rtol=1e-6)
+    np.testing.assert_allclose(op.own, own, rtol=1e-6)
+    assert (op.own[-5:] == 1.0).all()
 
 
 def _valley(depth: float) -> MeshScene:

@@ -1,6 +1,6 @@
 """SAS's label query kernel (`segany.kernels.labels`) against the torch rule it replaced, kept here as the
 reference: random features with unseen elements, `other`, one source, two and three sources, sources of
-different widths, relevancy on and off, the 3D step's path (fused scores, then the answer)."""
+different widths, relevancy on and off; and the 3D step on the frontier only against the step everywhere."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from segany.kernels.labels import fused_scores, label_elements, label_scores
+from segany.kernels.labels import Neighbours, fused_scores, label_elements
 from segany.methods.sas.fusion import consensus, pack, text_table
 
 RELEVANCY_SCALE = 10.0
@@ -120,12 +120,73 @@ def test_kernel_answers_as_the_torch_rule(mode: str, widths: list[int], n_words:
     quiet = label_elements(packed.rows, packed.seen, table, n_words, **keys, other=other)
     assert quiet.relevancy is None
     np.testing.assert_array_equal(quiet.labels, got.labels)
-    # the 3D step's path: the whole scene's fused scores, then the same answer from them
     whole = fused_scores(packed.rows, packed.seen, table, n_words, **keys)
     np.testing.assert_allclose(whole, fused.numpy(), atol=2e-5)
-    again = label_scores(whole, n_words, other=other, relevancy=True)
-    np.testing.assert_array_equal(again.labels, got.labels)
-    np.testing.assert_allclose(again.relevancy, got.relevancy, atol=1e-6)
+
+
+def _graph(key: np.ndarray, seed: int) -> tuple[Neighbours, np.ndarray, np.ndarray]:
+    """A random graph as spreading.py builds it, with its dense P and own shares: each element linked to 3
+    random elements of its own key (regions, as parts make them) and half of them to any element, so that
+    some elements have neighbours of other keys and some not; the last 20 elements have no link."""
+    from segany.methods.sas.spreading import spreading
+
+    rng = np.random.default_rng(seed)
+    n = len(key)
+    order = np.argsort(key[: n - 20], kind="stable")
+    sorted_key = key[order]
+    start = np.searchsorted(sorted_key, sorted_key, side="left")
+    size = np.searchsorted(sorted_key, sorted_key, side="right") - start
+    same = order[start[:, None] + (rng.random((n - 20, 3)) * size[:, None]).astype(np.int64)]
+    pairs = np.concatenate(
+        [np.stack([np.repeat(order, 3), same.ravel()], axis=1), rng.integers(0, n - 20, (n // 2, 2))]
+    )
+    pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
+    weights = rng.uniform(0.01, 1.0, len(pairs)).astype(np.float32)
+    coverage = np.where(rng.random(n) < 0.2, 0.0, rng.uniform(0.1, 2.0, n)).astype(np.float32)
+    op = spreading(torch.as_tensor(pairs.astype(np.int32)), torch.as_tensor(weights), torch.as_tensor(coverage))
+    p = np.zeros((n, n))
+    p[np.repeat(np.arange(n), np.diff(op.indptr)), op.indices] = op.weights
+    return op, p, op.own.astype(np.float64)[:, None]
+
+
+@pytest.mark.parametrize(("mode", "widths", "n_words", "other"), CASES)
+def test_3d_step_on_the_frontier_labels_as_the_step_everywhere(
+    mode: str, widths: list[int], n_words: int, other: bool
+) -> None:
+    """The step on the elements with a neighbour of another key against the step on every element (dense, in
+    float64, from the reference's fused scores): the same labels but at near-ties; a frontier element's score
+    is its spread score's, an element whose neighbours all agree keeps its own score."""
+    n, k = 1501, n_words + 4
+    tensors, texts = _state(n, widths, k, seed=len(widths) * 10 + n_words)
+    capability = np.random.default_rng(3).random((len(widths), n_words)).astype(np.float32)
+    fused, (own_labels, own_score, own_rel) = _reference(
+        tensors, texts, n_words, mode, len(widths) - 1, capability, 0.05, other
+    )
+    key = np.where(own_labels >= 0, own_labels, n_words + fused[:, n_words:].argmax(dim=1).numpy())
+    if not other:
+        key = fused[:, :n_words].argmax(dim=1).numpy()
+    op, p, own = _graph(key, seed=n_words)
+    spread = own * fused.double().numpy() + (1 - own) * p @ fused.double().numpy()
+    labels, score, relevancy = reference_answer(torch.from_numpy(spread), n_words, other)
+    packed = pack(tensors, len(widths))
+    keys = {"mode": mode, "source": len(widths) - 1, "capability": capability, "temperature": 0.05}
+    table = text_table(texts, packed.channels)
+    got = label_elements(packed.rows, packed.seen, table, n_words, **keys, fill=packed.fill, other=other,
+                         relevancy=True, spread=op)  # fmt: skip
+    top2 = np.sort(spread[:, :n_words], axis=1)[:, -2:]
+    near_tie = (top2[:, 1] - top2[:, 0] < 1e-4) | (np.abs(spread[:, n_words:].max(axis=1) - top2[:, 1]) < 1e-4)
+    assert (labels != own_labels).sum() >= 10  # the step changes labels here
+    assert (got.labels == labels)[~near_tie].all()
+    # the frontier: an element with a neighbour of another key
+    rows = np.repeat(np.arange(n), np.diff(op.indptr))
+    frontier = np.zeros(n, bool)
+    frontier[rows[key[rows] != key[op.indices]]] = True
+    assert 0.05 < frontier.mean() < 0.95
+    np.testing.assert_allclose(got.scores[frontier], score[frontier], atol=1e-4)
+    np.testing.assert_allclose(got.relevancy[frontier], relevancy[frontier], atol=1e-4)
+    np.testing.assert_allclose(got.scores[~frontier], own_score[~frontier], atol=2e-5)
+    np.testing.assert_allclose(got.relevancy[~frontier], own_rel[~frontier], atol=2e-5)
+    assert (got.labels[~frontier] == own_labels[~frontier]).mean() > 0.999
 
 
 def test_consensus_is_the_sources_mean_argmax_on_the_sample() -> None:

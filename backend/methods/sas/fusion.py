@@ -15,13 +15,12 @@ features in the layout it reads — every source's fp16 components side by side 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from segany.kernels.labels import Filling, Labelled, filling, fused_scores, label_elements, label_scores
+from segany.kernels.labels import Filling, Labelled, Neighbours, filling, label_elements
 
 
 @dataclass(frozen=True)
@@ -78,15 +77,20 @@ def label(
     temperature: float,
     other: bool,
     relevancy: bool,
-    spread: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    spread: Neighbours | None = None,
 ) -> Labelled:
     """Every element's label (and score, and with `relevancy` every word's relevancy) by SAS's rule
     (`mode` "capability"), the sources' mean ("average") or one source ("source"); an element no view showed
-    takes the mean fused scores of its `fill` elements. `spread`, the 3D step, works on the fused scores of
-    the whole scene, so with it the fused scores are formed first and answered after."""
+    takes the mean fused scores of its `fill` elements. `spread`: the 3D step's operator (spreading.py)."""
     keys = {"mode": mode, "source": source, "capability": capability, "temperature": temperature}
-    keys["fill"] = packed.fill
-    if spread is None:
-        return label_elements(packed.rows, packed.seen, texts, n_words, **keys, other=other, relevancy=relevancy)
-    fused = spread(torch.from_numpy(fused_scores(packed.rows, packed.seen, texts, n_words, **keys)))
-    return label_scores(fused.numpy(), n_words, other=other, relevancy=relevancy)
+    return label_elements(
+        packed.rows,
+        packed.seen,
+        texts,
+        n_words,
+        **keys,
+        fill=packed.fill,
+        other=other,
+        relevancy=relevancy,
+        spread=spread,
+    )
