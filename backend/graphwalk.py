@@ -25,7 +25,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
+from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.sparse.linalg import splu
 from scipy.spatial import ConvexHull, QhullError
 
@@ -42,6 +42,11 @@ FOLLOW_PULL = 1e-4  # later clicks: pull of the previous answer, relative to the
 MAX_CACHED_COLUMNS = 512  # per γ: solves for seeded nodes kept for later clicks
 CONVEX_TOLERANCE = 1e-4  # a point this far inside the hull, relative to the piece's extent, is a dent, not rounding
 HULL_CHUNK = 4_000_000  # point × hull-facet distances computed at a time
+# A later click changes only what it asked for (`CreaseGraph.asked`; iSeg's and SAGA's refiners).
+REACH = 2.0  # a later click changes nodes within this many times its distance to the selection's edge
+CLICK_DEPTH = 0.9  # a later click takes a whole change piece only from its middle: its depth there ≥ this × the deepest
+COMPACT = 4.0  # ... and when no node of the piece lies farther from it than this × that depth (fitted: 4 shapes)
+SEARCH_START = 16.0  # `near` first searches this many mean node steps from the click
 
 
 def adjacency(n: int, edges: np.ndarray, weights: np.ndarray | None = None) -> sp.csr_matrix:
@@ -164,6 +169,7 @@ class CreaseGraph:
         self.positions = positions  # per click element, for telling convex pieces; None: never claimed convex
         self._convex: dict[int, bool] = {}
         self._factors: dict[float, _Factor] = {}
+        self._steps: tuple[sp.csr_matrix, float] | None = None  # `steps`, built on first use
         self._lock = threading.Lock()
 
     @classmethod
@@ -246,6 +252,12 @@ class CreaseGraph:
     def sweep(
         self, x: np.ndarray, seed: np.ndarray, max_share: float, guide: np.ndarray | None = None, agreement: float = 0.0
     ) -> np.ndarray:
+        """`sweep_scored`'s level set alone."""
+        return self.sweep_scored(x, seed, max_share, guide, agreement)[0]
+
+    def sweep_scored(
+        self, x: np.ndarray, seed: np.ndarray, max_share: float, guide: np.ndarray | None = None, agreement: float = 0.0
+    ) -> tuple[np.ndarray, float]:
         """The level set of x with the lowest conductance that keeps every positive and no negative seed and
         holds at most `max_share` of the graph volume — the sweep cut of local graph partitioning (Andersen,
         Chung, Lang 2006). Nodes with x < 0 never join it. With a `guide` (a soft answer's nodes), a level set
@@ -268,10 +280,11 @@ class CreaseGraph:
         first_neg = int(rank[seed < 0].min()) if (seed < 0).any() else self.n
         score[(k < last_pos) | (k >= first_neg) | (vol / total > max_share) | (k >= int((x >= 0).sum()))] = np.inf
         if not np.isfinite(score).any():
-            return x >= 0.5
+            return x >= 0.5, np.inf
+        best = int(np.argmin(score))
         chosen = np.zeros(self.n, dtype=bool)
-        chosen[order[: int(np.argmin(score)) + 1]] = True
-        return chosen
+        chosen[order[: best + 1]] = True
+        return chosen, float(score[best])
 
     def convex_piece(self, seed: np.ndarray) -> np.ndarray | None:
         """The nodes of the pieces the positive seeds lie on, when each of them is convex and together they
@@ -340,3 +353,90 @@ class CreaseGraph:
         loose = selected & ~held
         outside = np.bincount(comp[loose & ~was_held], minlength=self.n)
         return selected & ~(loose & (outside[comp] == 0))
+
+    def steps(self) -> tuple[sp.csr_matrix, float]:
+        """The graph's edges weighted by the distance between their nodes' centres (a face's centre on a mesh,
+        the mean of the elements a node seeds when nodes group elements; one per edge without positions), and
+        the mean step: what `near` and `asked` measure how far a click reaches with. Built on first use."""
+        with self._lock:
+            built = self._steps
+        if built is None:
+            a, b = self.edges.T
+            if self.positions is None:
+                lengths = np.ones(len(a))
+            else:
+                centres = np.asarray(self.positions, dtype=np.float64)
+                if self.to_elements is not None:
+                    counts = np.maximum(np.asarray(self.seed_of.sum(axis=0)).ravel(), 1e-30)
+                    centres = (self.seed_of.T @ centres) / counts[:, None]
+                lengths = np.linalg.norm(centres[a] - centres[b], axis=1) + 1e-12
+            built = (adjacency(self.n, self.edges, lengths), float(lengths.mean()) if len(lengths) else 1.0)
+            with self._lock:
+                self._steps = built
+        return built
+
+    def near(self, here: np.ndarray, side: np.ndarray) -> np.ndarray:
+        """The nodes a later click may change: those within `REACH` times the click's distance to the other
+        side of the selection's edge (`steps`). The protocol, and a user fixing an error, clicks the point
+        deepest in the wrong region, so that distance says how large the region is: a click in a thin sliver
+        along the edge must not swing a whole neighbouring part across.
+
+        The search is bounded (`limit`, doubled until the other side is found, then set to the reach): a
+        search over the whole graph was the largest cost of a later click on a 30K-face mesh, and the answer
+        only needs the nodes within reach."""
+        lengths, step = self.steps()
+        sources = np.flatnonzero(here)
+        limit = SEARCH_START * step
+        found = -1
+        while True:
+            dist = dijkstra(lengths, directed=False, indices=sources, min_only=True, limit=limit)
+            reached = np.isfinite(dist)
+            other = ~side & reached
+            if other.any():
+                bound = REACH * float(dist[other].min())
+                if bound <= limit:
+                    return dist <= bound
+                limit = bound
+            elif int(reached.sum()) == found:  # the click's whole piece is searched: nothing on the other side
+                return np.ones(len(dist), dtype=bool)
+            else:
+                found, limit = int(reached.sum()), 2.0 * limit
+
+    def asked(self, here: np.ndarray, change: np.ndarray, near: np.ndarray | None) -> np.ndarray:
+        """The part of a later click's proposed `change` the click asked for: the connected piece under the
+        click, whole when the click lies at its middle (its distance to the piece's edge at least
+        `CLICK_DEPTH` of the largest in the piece) and the piece is compact around it (no node farther from
+        the click than `COMPACT` times that distance), else only its nodes within `REACH` (`near`; None:
+        nothing). The protocol, and a user fixing an error, clicks the middle of what is wrong, so a piece
+        whose middle lies elsewhere (a flood from a sliver along the edge into a neighbouring part), or a long
+        strip along the edge, is not what the click asked for; a piece centred on the click is, however far
+        it reaches (a wrongly selected part goes in one click, where `REACH` alone took it over several)."""
+        comp = self.components(change)
+        piece = change & np.isin(comp, comp[here & change])
+        if not piece.any():
+            return piece
+        depth, reach = self._depth(piece, here)
+        at_click = float(depth[here & piece].max())
+        if at_click >= CLICK_DEPTH * float(depth.max()) and reach <= COMPACT * at_click:
+            return piece
+        return piece & near if near is not None else np.zeros_like(piece)
+
+    def _depth(self, region: np.ndarray, here: np.ndarray) -> tuple[np.ndarray, float]:
+        """Per node of `region` (0 elsewhere) its distance (`steps`) to the nearest node outside, and the
+        largest distance within the region from the clicked nodes."""
+        nodes = np.flatnonzero(region)
+        a, b = self.edges.T
+        edge = region[a] != region[b]
+        rim = np.zeros(self.n, dtype=bool)
+        rim[a[edge]] = True
+        rim[b[edge]] = True
+        inner = self.steps()[0][nodes][:, nodes]
+        from_click = dijkstra(inner, directed=False, indices=np.flatnonzero(here[nodes]), min_only=True)
+        reach = float(from_click[np.isfinite(from_click)].max())
+        sources = np.flatnonzero(rim[nodes])
+        if len(sources) == 0:  # the region is a whole piece: no edge to measure from, every node is central
+            return np.where(region, np.inf, 0.0), reach
+        depth = np.zeros(self.n)
+        dist = dijkstra(inner, directed=False, indices=sources, min_only=True)
+        depth[nodes] = np.where(np.isfinite(dist), dist, 0.0)
+        return depth, reach
