@@ -61,7 +61,8 @@ def test_auto_is_half_the_largest_mask(prepared):
 
 def test_several_scales_give_nested_levels_coarse_first(prepared):
     engine, sid, scene, _ = prepared
-    parts = engine.everything("saga", sid, {"scales": [PATCH_SCALE, BLOB_SCALE], "min_cluster_size": 5})
+    query = {"scales": [PATCH_SCALE, BLOB_SCALE], "min_cluster_size": 5, "creases": False}  # a blob has no crease
+    parts = engine.everything("saga", sid, query)
     levels = parts.extras["levels"]
     assert levels.shape == (2, scene.n_elements) and levels.dtype == np.int32
     assert parts.extras["scales"].tolist() == pytest.approx([BLOB_SCALE, PATCH_SCALE])

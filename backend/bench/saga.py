@@ -299,7 +299,7 @@ def _query_rows(scene: Scene, state: State, turns: int, extra: dict[str, Any]) -
 
 def _everything_rows(scene: Scene, state: State, extra: dict[str, Any]) -> list[Row]:
     wall, cpu = time.perf_counter(), time.process_time()
-    parts = everything_parts(state, {})
+    parts = everything_parts(scene, state, {})
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     n = f"{scene.n_elements / 1e6:g}M" if scene.n_elements >= 1e6 else f"{scene.n_elements:,}"
     case = f"segment everything, {n} G, default sample, reference scale"

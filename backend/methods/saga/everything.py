@@ -11,6 +11,10 @@ this scale would select the other (centroid cosine above the click query's THRES
 density-based and scale-free, so it also splits features that differ only slightly — at a scale where
 every feature points the same way it still cut the residual noise into a dozen "parts" (PSB cups at twice
 "auto", journal session 10); the merge makes the clusters answer the same question a click does.
+
+Last, adjacent parts whose shared boundary is not a concave crease are merged (`boundaries.py`): the
+features keep a smooth body's patches apart, the geometry says they are one part. Given a part count, the
+same order merges until that many are left (the benchmark's protocol for the algorithms told the count).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import numpy as np
 from ... import deadline
 from ...errors import SegAnyError
 from ...options import option, parse_options
+from ...scene import Scene
 from ..base import UNSEEN, Parts, State
+from .boundaries import Creases, merge_smooth, scene_creases
 from .features import gated_features
 from .query import THRESHOLD, checked_scale
 from .train import SCALE_MARGIN
@@ -159,9 +165,18 @@ def _by_size(labels: np.ndarray) -> np.ndarray:
 
 
 def segment_everything(
-    features: np.ndarray, *, sample: int, min_cluster_size: int, seed: int
+    features: np.ndarray,
+    *,
+    sample: int,
+    min_cluster_size: int,
+    seed: int,
+    creases: Creases | None = None,
+    parts: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Part labels (N,) int64 in 0..K-1 and a colour per part (K, 3) float32.
+
+    With the scene's `creases`, adjacent parts are merged across boundaries that are no crease, or until
+    `parts` are left when that is > 0 (`boundaries.merge_smooth`).
 
     Elements whose feature is all zero (never seen by a view) get `UNSEEN` (-1) instead of a part. Too
     few seen elements to form a cluster, identical features, or a sample HDBSCAN calls all noise give
@@ -177,11 +192,19 @@ def segment_everything(
     centroids, part = _centroids(unit[picked], min_cluster_size)
     shown = unit if len(rows) == len(unit) else unit[rows]  # usually every element is seen: skip the copy
     labels[rows] = _by_size(part[_nearest(shown, centroids)])
+    if creases is not None:
+        labels[rows] = _by_size(merge_smooth(labels, creases, parts)[rows])
     return labels, cluster_colours(int(labels.max()) + 1)
 
 
 def hierarchy(
-    features_by_scale: Iterable[np.ndarray], *, sample: int, min_cluster_size: int, seed: int
+    features_by_scale: Iterable[np.ndarray],
+    *,
+    sample: int,
+    min_cluster_size: int,
+    seed: int,
+    creases: Creases | None = None,
+    parts: int = 0,
 ) -> list[np.ndarray]:
     """Labels per scale, coarse first, each level nested in the one before it.
 
@@ -191,7 +214,9 @@ def hierarchy(
     """
     levels: list[np.ndarray] = []
     for features in features_by_scale:
-        labels, _ = segment_everything(features, sample=sample, min_cluster_size=min_cluster_size, seed=seed)
+        labels, _ = segment_everything(
+            features, sample=sample, min_cluster_size=min_cluster_size, seed=seed, creases=creases, parts=parts
+        )
         if levels:
             parent = levels[-1]
             seen = labels != UNSEEN
@@ -224,6 +249,10 @@ class EverythingQuery:
     min_cluster_size: int = option(20, 2, MAX_SAMPLE, doc="fewest sampled elements HDBSCAN calls a part")
     sample: int = option(DEFAULT_SAMPLE, 2, MAX_SAMPLE, doc="elements HDBSCAN clusters; the rest join the nearest part")
     seed: int = option(0, 0, 2**31, doc="seed of the subsample")
+    creases: bool = option(True, doc="merge adjacent parts whose shared boundary is no concave crease")
+    parts: int = option(
+        0, 0, MAX_SAMPLE, doc="merge adjacent parts, least creased boundary first, to this many (0: automatic)"
+    )
 
 
 def auto_scale(state: State) -> float:
@@ -249,6 +278,8 @@ def parse_everything(query: Any, state: State) -> tuple[EverythingQuery, list[fl
             f"min_cluster_size ({parsed.min_cluster_size}) must not exceed sample ({parsed.sample}): "
             "no part could form",
         )
+    if parsed.parts and parsed.scales:
+        raise SegAnyError("bad_request", "saga everything query key 'parts' takes one scale, not several 'scales'")
     if parsed.scales:
         scales = sorted({float(s) for s in parsed.scales}, reverse=True)
     else:
@@ -257,7 +288,7 @@ def parse_everything(query: Any, state: State) -> tuple[EverythingQuery, list[fl
     return parsed, scales
 
 
-def everything_parts(state: State, query: Any) -> Parts:
+def everything_parts(scene: Scene, state: State, query: Any) -> Parts:
     """Parts of every element at the query's scale; with several scales the finest level's parts, and
     extras["levels"] (L, N) int32 nested coarse → fine. extras["scales"] holds the scales used."""
     parsed, scales = parse_everything(query, state)
@@ -267,7 +298,14 @@ def everything_parts(state: State, query: Any) -> Parts:
             deadline.check()  # between levels: one HDBSCAN cannot be interrupted, a hierarchy can
             yield gated_features(state, scale)
 
-    labels = hierarchy(gated(), sample=parsed.sample, min_cluster_size=parsed.min_cluster_size, seed=parsed.seed)
+    labels = hierarchy(
+        gated(),
+        sample=parsed.sample,
+        min_cluster_size=parsed.min_cluster_size,
+        seed=parsed.seed,
+        creases=scene_creases(scene) if parsed.creases or parsed.parts else None,
+        parts=parsed.parts,
+    )
     finest = labels[-1].astype(np.int32)
     extras = {"scales": np.asarray(scales, dtype=np.float32)}
     if len(scales) > 1:

@@ -117,6 +117,6 @@ class SAGA(Method):
     def everything(self, scene: Scene, state: State, query: dict[str, Any]) -> Parts:
         """HDBSCAN on the gated features at the query's scale (or scales: a hierarchy); see everything.py."""
         self.check_state(scene, state)
-        parts = everything_parts(state, query)
+        parts = everything_parts(scene, state, query)
         parts.extras["scale_range"] = trained_range(state)
         return parts

@@ -1,0 +1,116 @@
+"""Segment everything's merge across boundaries that are no concave crease (`saga/boundaries.py`).
+
+The surfaces are hand-made height fields: a flat sheet that folds into a valley (a concave crease, normals
+up) along x = 0. Three feature clusters cover it: two patches of the flat side (split at x = −0.5, where
+nothing bends) and the other side of the valley. The rule must join the flat patches and keep the valley.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segany.errors import SegAnyError
+from segany.eval.everything import humans_count
+from segany.methods.saga.boundaries import Creases, merge_smooth, scene_creases
+from segany.methods.saga.everything import parse_everything, segment_everything
+from segany.scene import MeshScene, PointScene
+
+STEPS = 41  # grid vertices per side over [-1, 1]²
+
+
+def valley_height(x: np.ndarray, fold: float) -> np.ndarray:
+    """Flat for x < 0, rising at slope `fold` for x > 0: a concave crease along x = 0 seen from above (+z);
+    a negative fold makes it a convex ridge."""
+    return np.where(x > 0, fold * x, 0.0)
+
+
+def valley_mesh(fold: float = 1.0) -> MeshScene:
+    """The valley as a triangulated grid (normals up)."""
+    g = np.linspace(-1.0, 1.0, STEPS)
+    x, y = np.meshgrid(g, g, indexing="ij")
+    vertices = np.stack([x.ravel(), y.ravel(), valley_height(x.ravel(), fold)], axis=1)
+    i, j = np.meshgrid(np.arange(STEPS - 1), np.arange(STEPS - 1), indexing="ij")
+    a = (i * STEPS + j).ravel()
+    b, c, d = a + STEPS, a + 1, a + STEPS + 1
+    faces = np.concatenate([np.stack([a, b, c], 1), np.stack([c, b, d], 1)])  # counter-clockwise from above
+    return MeshScene(vertices=vertices.astype(np.float32), faces=faces.astype(np.int32))
+
+
+def valley_points(fold: float = 1.0, n: int = 4000, normals: bool = True) -> PointScene:
+    """The valley as a scanned point cloud: uniform samples and their true (upward) normals."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(-1.0, 1.0, (n, 2))
+    z = valley_height(xy[:, 0], fold)
+    up = np.where(xy[:, :1] > 0, np.array([[-fold, 0.0, 1.0]]), np.array([[0.0, 0.0, 1.0]]))
+    up /= np.linalg.norm(up, axis=1, keepdims=True)
+    xyz = np.column_stack([xy, z]).astype(np.float32)
+    return PointScene(xyz=xyz, normals=up.astype(np.float32) if normals else None)
+
+
+def regions(x: np.ndarray) -> np.ndarray:
+    """0: the flat side's far patch, 1: its near patch, 2: the other side of the valley."""
+    return np.where(x > 0, 2, np.where(x < -0.5, 0, 1))
+
+
+def part_count(labels: np.ndarray) -> int:
+    return len(np.unique(labels))
+
+
+@pytest.mark.parametrize("scene", [valley_mesh(), valley_points()], ids=["mesh", "points"])
+def test_a_flat_boundary_merges_and_a_valley_does_not(scene: MeshScene | PointScene) -> None:
+    x = scene.vertices[:, 0] if isinstance(scene, MeshScene) else scene.xyz[:, 0]
+    truth = regions(x)
+    merged = merge_smooth(truth, scene_creases(scene))
+    assert part_count(merged) == 2
+    assert merged[truth == 0][0] == merged[truth == 1][0] != merged[truth == 2][0]
+
+
+@pytest.mark.parametrize("scene", [valley_mesh(), valley_points()], ids=["mesh", "points"])
+def test_a_part_count_merges_the_least_creased_boundary_first(scene: MeshScene | PointScene) -> None:
+    x = scene.vertices[:, 0] if isinstance(scene, MeshScene) else scene.xyz[:, 0]
+    truth = regions(x)
+    creases = scene_creases(scene)
+    assert part_count(merge_smooth(truth, creases, parts=3)) == 3  # already that many: nothing merges
+    two = merge_smooth(truth, creases, parts=2)
+    assert two[truth == 0][0] == two[truth == 1][0] != two[truth == 2][0]
+    assert part_count(merge_smooth(truth, creases, parts=1)) == 1  # a count is met whatever the creases
+
+
+def test_parts_on_two_loose_pieces_stop_where_no_boundary_is_left() -> None:
+    mesh = valley_mesh(fold=0.0)  # flat
+    labels = regions(mesh.vertices[:, 0])
+    creases = scene_creases(mesh)
+    loose = Creases(creases.nodes, creases.edges[:0], creases.crease[:0])
+    assert part_count(merge_smooth(labels, loose, parts=1)) == 3  # no edge between them: nothing to merge
+    assert part_count(merge_smooth(labels, creases)) == 1  # the flat sheet is one part
+
+
+def test_points_without_normals_have_no_creases() -> None:
+    assert scene_creases(valley_points(normals=False)) is None
+
+
+def test_segment_everything_merges_the_flat_patches_of_the_features_clusters() -> None:
+    mesh = valley_mesh()
+    truth = regions(mesh.vertices[:, 0])
+    rng = np.random.default_rng(1)
+    features = np.eye(8, dtype=np.float32)[truth] + rng.normal(0, 0.05, (len(truth), 8)).astype(np.float32)
+    alone, _ = segment_everything(features, sample=2000, min_cluster_size=20, seed=0)
+    assert part_count(alone) == 3  # the features keep the flat patches apart (orthogonal)
+    labels, colours = segment_everything(
+        features, sample=2000, min_cluster_size=20, seed=0, creases=scene_creases(mesh)
+    )
+    assert sorted(np.unique(labels).tolist()) == [0, 1] and colours.shape == (2, 3)
+    assert labels[truth == 2][0] == 1  # renumbered largest first: the flat side (60%) is part 0
+
+
+def test_a_part_count_with_several_scales_is_refused() -> None:
+    with pytest.raises(SegAnyError) as err:
+        parse_everything({"scales": [0.1, 0.2], "parts": 3}, state=None)
+    assert err.value.code == "bad_request" and "parts" in str(err.value)
+
+
+def test_the_humans_count_is_the_most_common_count_of_their_segmentations() -> None:
+    three, four = np.array([0, 1, 2, 2]), np.array([0, 1, 2, 3])
+    assert humans_count([three, four, np.array([5, 9, 7, 7])]) == 3  # labels need not be 0..k-1
+    assert humans_count([four, three]) == 3  # a tie: the smaller count
