@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -78,8 +80,13 @@ def test_first_answer_is_the_crease_cut_nearest_the_decoder_not_the_lowest_cut()
     answer = np.full(len(v), 0.05)
     answer[np.unique(f[leg])] = 0.9
     foot = int(np.argmin(np.linalg.norm(v - np.asarray([2.5, 2.5, 1.0]), axis=1)))
-    picked = CreaseRefiner(v, f)([(foot, 1)], lambda clicks: answer)[f].mean(axis=1) >= 0.5
+    picked = CreaseRefiner(v, f)([(foot, 1)], fixed(answer))[f].mean(axis=1) >= 0.5
     assert (picked & leg).sum() / (picked | leg).sum() > 0.8
+
+
+def fixed(answer: np.ndarray) -> Callable[..., np.ndarray]:
+    """A decoder stub that answers every click list with `answer` (of the rows asked for)."""
+    return lambda clicks, rows=None: answer if rows is None else answer[rows]
 
 
 def _strip(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
@@ -140,12 +147,20 @@ def test_first_answer_snaps_a_leaky_decoder_answer_to_the_concave_crease() -> No
 
     top = int(np.argmax(v[:, 2] - 0.01 * axis))
     asked: list[list[tuple[int, int]]] = []
-    refined = refiner([(top, 1)], lambda clicks: asked.append(clicks) or leaky)
+
+    def decode(clicks: list[tuple[int, int]], rows: np.ndarray | None = None) -> np.ndarray:
+        asked.append(clicks)
+        return leaky if rows is None else leaky[rows]
+
+    refined = refiner([(top, 1)], decode)
     assert iou(leaky) < 0.7 and iou(refined) > 0.9
     slab = int(np.argmin(v[:, 2] + 0.01 * np.abs(axis - 5.0)))
-    both = refiner([(top, 1), (slab, -1)], lambda clicks: asked.append(clicks) or leaky)
+    both = refiner([(top, 1), (slab, -1)], decode)
     assert both[top] >= 0.5 and both[slab] < 0.5 and iou(both) > 0.9
-    assert asked == [[(top, 1)]]  # the decoder answers the first click; the prefix answer is memoised
+    # the decoder answers the first click and, for the negative one, the lone click there (the part under it)
+    assert asked[0] == [(top, 1)] and all(a == [(slab, 1)] for a in asked[1:])
+    asked.clear()
+    assert np.array_equal(refiner([(top, 1), (slab, -1)], decode), both) and not asked  # memoised
 
 
 def test_refined_queries_keep_every_click_and_stay_stateless(prepared, stool: MeshScene) -> None:
@@ -201,7 +216,7 @@ def test_a_decoder_answer_that_leaves_the_click_out_is_ignored() -> None:
     axis = np.hypot(v[:, 0] - 5.75, v[:, 1] - 5.75)
     top = int(np.argmax(v[:, 2] - 0.01 * axis))
     slab_only = np.where(v[:, 2] > 4.0, 0.0, 0.9)
-    refined = CreaseRefiner(v, f)([(top, 1)], lambda clicks: slab_only)
+    refined = CreaseRefiner(v, f)([(top, 1)], fixed(slab_only))
     geometric = RandomWalkBaseline(mesh_geometry(v, f)).query([(top, 1)]).scores
     np.testing.assert_allclose(refined, geometric, atol=1e-6)
     pred = refined[f].mean(axis=1) >= 0.5
@@ -223,7 +238,7 @@ def test_a_silent_decoder_lets_the_first_cut_take_more_than_half_the_surface() -
         pred = scores[f].mean(axis=1) >= 0.5
         return float(area[pred & slab].sum() / area[pred | slab].sum())
 
-    refined = CreaseRefiner(v, f)([(below, 1)], lambda clicks: np.zeros(len(v)))
+    refined = CreaseRefiner(v, f)([(below, 1)], fixed(np.zeros(len(v))))
     assert slab_iou(refined) > 0.95
     assert slab_iou(RandomWalkBaseline(mesh_geometry(v, f)).query([(below, 1)]).scores) < 0.5
 
@@ -248,10 +263,10 @@ def test_negative_clicks_take_their_legs_away_and_other_legs_barely_grow_in() ->
     answer = np.where(v[:, 2] > 7.0, 0.9, 0.05)  # the decoder's first answer: the top
     refiner = CreaseRefiner(v, f)
     clicks = [(top, 1), (legs[0], 1), (legs[1], 1)]
-    before = refiner(clicks, lambda c: answer)[f].mean(axis=1) >= 0.5
+    before = refiner(clicks, fixed(answer))[f].mean(axis=1) >= 0.5
     assert before[labels == 0].mean() > 0.8
     assert all(before[labels == k].mean() > 0.3 for k in (1, 2))
-    picked = refiner([*clicks, (legs[0], -1), (legs[1], -1)], lambda c: answer)[f].mean(axis=1) >= 0.5
+    picked = refiner([*clicks, (legs[0], -1), (legs[1], -1)], fixed(answer))[f].mean(axis=1) >= 0.5
     assert np.array_equal(picked[labels == 0], before[labels == 0])
     assert all(picked[labels == k].mean() < 0.12 for k in range(1, 5))
 
@@ -272,7 +287,7 @@ def test_a_negative_click_on_a_wrongly_selected_table_top_takes_the_top_away_wit
     top, crossbar = labels == 0, labels == 5
 
     def picked(clicks: list[tuple[int, int]]) -> np.ndarray:
-        return refiner(clicks, lambda c: answer)[f].mean(axis=1) >= 0.5
+        return refiner(clicks, fixed(answer))[f].mean(axis=1) >= 0.5
 
     first, cut = picked([(7999, 1)]), picked([(7999, 1), (5449, -1)])
     assert area[first & top].sum() > 0.4 * area[top].sum()
@@ -297,9 +312,9 @@ def test_a_refined_later_click_changes_nothing_beyond_its_reach() -> None:
     clicks = [(top, 1)]
     dropped = 0
     for _ in range(12):
-        before = refiner._answer(tuple(clicks), lambda c, rows=None: answer, True) >= 0.5
+        before = refiner._answer(tuple(clicks), fixed(answer), True) >= 0.5
         clicks.append((int(rng.integers(len(v))), 1 if rng.random() < 0.5 else -1))
-        after = refiner._answer(tuple(clicks), lambda c, rows=None: answer, True) >= 0.5
+        after = refiner._answer(tuple(clicks), fixed(answer), True) >= 0.5
         grow = clicks[-1][1] > 0
         reach = refiner._near(g.seeds(clicks[-1:]) != 0, ~before if grow else before)
         beyond = (after != before) & ~reach
@@ -369,10 +384,10 @@ def test_positive_clicks_only_add_and_negative_clicks_only_take_away() -> None:
     rng = np.random.default_rng(0)
     for _ in range(4):
         clicks = [(top, 1)]
-        before = refiner(clicks, lambda c: answer) >= 0.5
+        before = refiner(clicks, fixed(answer)) >= 0.5
         for _ in range(6):
             clicks.append((int(rng.integers(len(v))), 1 if rng.random() < 0.5 else -1))
-            after = refiner(clicks, lambda c: answer) >= 0.5
+            after = refiner(clicks, fixed(answer)) >= 0.5
             assert (after >= before).all() if clicks[-1][1] > 0 else (after <= before).all()
             before = after
 
@@ -384,7 +399,7 @@ def test_separate_pieces_follow_the_decoder(stool: MeshScene) -> None:
     for part, p in ((2, 0.9), (0, 0.8), (1, 0.1)):
         on[np.unique(stool.faces[stool.face_parts == part])] = p
     leg = _part_centre(stool, 2)
-    scores = refiner([(leg, 1)], lambda clicks: on)
+    scores = refiner([(leg, 1)], fixed(on))
     picked = scores[stool.faces].mean(axis=1) >= 0.5
     assert picked[stool.face_parts == 2].all() and picked[stool.face_parts == 0].all()
     assert not picked[stool.face_parts == 1].any()
@@ -408,7 +423,7 @@ def test_a_loose_convex_piece_is_one_part(stool: MeshScene) -> None:
     near_half[idx[outward[idx] > 0]] = 0.9
     click = int(idx[np.argmax(outward[idx] - np.abs(v[idx, 2] - axis[2]))])
     for answer in (near_half, np.zeros(len(v))):  # a decoder answer, and a silent decoder
-        picked = CreaseRefiner(v, f)([(click, 1)], lambda clicks, a=answer: a)[f].mean(axis=1) >= 0.5
+        picked = CreaseRefiner(v, f)([(click, 1)], fixed(answer))[f].mean(axis=1) >= 0.5
         assert np.array_equal(picked, leg)
 
 
@@ -496,7 +511,7 @@ def test_thousands_of_clicks_are_answered_without_recursion(creases: bool, n: in
     answer = np.where(v[:, 0] <= 5.0, 0.9, 0.05)
     clicks = [(int(i % len(v)), 1 if i % 3 else -1) for i in range(n)]
     clicks[0] = (0, 1)
-    scores = CreaseRefiner(v, f)(clicks, lambda c, rows=None: answer if rows is None else answer[rows], creases=creases)
+    scores = CreaseRefiner(v, f)(clicks, fixed(answer), creases=creases)
     assert scores.shape == (len(v),) and np.isfinite(scores).all()
 
 
@@ -563,7 +578,7 @@ def test_a_warm_refiner_factors_nothing_at_a_click(creases: bool, monkeypatch: p
     refiner.warm(creases)
     built = _count_factorisations(monkeypatch)
     for clicks in ([(0, 1)], [(0, 1), (len(v) - 1, -1)], [(0, 1), (len(v) - 1, -1), (5, 1)]):
-        refiner(clicks, lambda c, rows=None: answer if rows is None else answer[rows], creases=creases)
+        refiner(clicks, fixed(answer), creases=creases)
     assert built == []
 
 
@@ -579,3 +594,49 @@ def test_a_prepared_state_answers_its_clicks_without_factoring(stool: MeshScene,
     for clicks in ([[top, 1]], [[top, 1], [0, -1]], [[top, 1], [0, -1], [5, 1]]):
         method.query(stool, state, {"clicks": clicks})
     assert built == []
+
+
+@pytest.mark.parametrize("refine", [False, True])
+@pytest.mark.parametrize("scene_name", ["stool", "table"])
+def test_oracle_trained_clicks_only_add_or_take_away_and_keep_the_clicked_vertex(
+    stool: MeshScene, scene_name: str, refine: bool
+) -> None:
+    """A real oracle-trained state (tiny preset) and random click sequences: on every click a positive one
+    only adds to the answer before it and a negative one only takes away (every vertex's score, so every face
+    the evaluation reads), and the clicked vertex ends on the clicked side, whatever the decoder says."""
+    from budgets import tiny
+
+    scene = stool if scene_name == "stool" else table_with_legs().scene
+    labels = stool.face_parts if scene_name == "stool" else table_with_legs().labels
+    method = get_method("iseg")
+    state = method.prepare(scene, get_prior("oracle", labels=labels), tiny("iseg", scene), JobContext())
+    used = np.unique(np.asarray(scene.faces))
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        clicks = [[int(rng.choice(used)), 1]]
+        before = method.query(scene, state, {"clicks": clicks, "refine": refine}).scores
+        for _ in range(7):
+            clicks.append([int(rng.choice(used)), 1 if rng.random() < 0.5 else -1])
+            after = method.query(scene, state, {"clicks": clicks, "refine": refine}).scores
+            vertex, sign = clicks[-1]
+            if sign > 0:
+                assert (after >= before - 1e-12).all() and after[vertex] >= 0.5
+            else:
+                assert (after <= before + 1e-12).all() and after[vertex] < 0.5
+            before = after
+
+
+def test_a_ragged_decoder_edge_is_smoothed_along_the_surface() -> None:
+    """With a strong prior the first answer is the decoder's, its ragged edge smoothed: two vertices the
+    decoder leaves out in the middle of the part open a hole the raw threshold keeps and the smoothed answer
+    fills, while the part's edge stays where the decoder put it."""
+    v, f = _strip(40)
+    part = np.where(v[:, 0] <= 20.0, 0.9, 0.05)
+    ragged = part.copy()
+    ragged[[10, 10 + 41]] = 0.05  # both rows at x = 10: every face touching them averages below 0.5
+    inside = part[f].mean(axis=1) >= 0.5
+    raw = ragged[f].mean(axis=1) >= 0.5
+    assert not raw[inside].all()
+    answer = CreaseRefiner(v, f)([(5, 1)], fixed(ragged), creases=False)
+    smoothed = answer[f].mean(axis=1) >= 0.5
+    assert np.array_equal(smoothed, inside)
