@@ -52,7 +52,7 @@ def test_crops_painted_on_their_pixels(checkpoint: Path, views, monkeypatch) -> 
 
     masks = prior.view_masks(views, 0)
     areas = masks.reshape(len(masks), -1).sum(axis=1)
-    assert len(masks) >= 2 and (areas >= prior.config.min_pixels).all()
+    assert len(masks) >= 2 and (areas >= prior.min_pixels).all()
     assert len(np.unique(masks.reshape(len(masks), -1), axis=0)) == len(masks)  # every crop once
 
     emb = prior.embed(views)
@@ -129,3 +129,32 @@ def test_a_view_without_masks_has_no_opinion(checkpoint: Path, views) -> None:
     prior = get_prior("clip_crops", clip={"checkpoint": str(checkpoint), "model_name": TINY_NAME}, min_pixels=10**6)
     assert prior.view_masks(views, 0).shape == (0, 60, 80)
     assert not prior.embed(views).any()
+
+
+def test_masks_smaller_than_the_encoders_grid_are_not_cropped(checkpoint: Path, views) -> None:
+    """By default a mask needs a pixel per cell of the encoder's grid (the tiny ViT: 64 px input, 16 px patches,
+    16 cells); a number given is kept."""
+    clip = {"checkpoint": str(checkpoint), "model_name": TINY_NAME}
+    prior = get_prior("clip_crops", clip=clip)
+    assert prior.config.min_pixels is None and prior.min_pixels == prior.clip.cells == 16
+    areas = prior.view_masks(views, 0).reshape(-1, 60 * 80).sum(axis=1)
+    assert areas.min() >= 16
+    fewer = get_prior("clip_crops", clip=clip, min_pixels=int(np.median(areas)) + 1)
+    assert 0 < len(fewer.view_masks(views, 0)) < len(areas)
+
+
+def test_crop_embeddings_under_the_cpus_precision_match_float32(checkpoint: Path, views) -> None:
+    """Where the CPU has bfloat16 units the image encoder runs under bfloat16 autocast; its crop embeddings
+    stay the float32 model's directions (elsewhere they are float32's exactly)."""
+    import torch
+
+    from segany.priors.clip import masked_crop
+
+    prior = get_prior("clip_crops", clip={"checkpoint": str(checkpoint), "model_name": TINY_NAME})
+    masks = prior.view_masks(views, 0)
+    got = prior.embed_crops(views, 0, masks)
+    clip = prior.clip
+    with torch.no_grad():
+        batch = torch.stack([clip.preprocess(masked_crop(views.rgb[0], m)) for m in masks])
+        want = torch.nn.functional.normalize(clip.model.encode_image(batch).float(), dim=-1).numpy()
+    assert (got * want).sum(axis=1).min() > 0.999

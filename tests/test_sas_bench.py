@@ -43,3 +43,25 @@ def test_replicated_state_answers_each_copy_alike(tmp_path: Path) -> None:
         one = SAS().query(scene, state, query).extras["labels"]
         three = SAS().query(big, copies, query).extras["labels"]
         np.testing.assert_array_equal(three, np.tile(one, 3))
+
+
+def test_clip_prepare_rows_time_each_stage_against_the_oracle_prepare(tmp_path: Path) -> None:
+    """The CLIP prepare rows (left out of --quick), on a tiny ViT and a small splat scene: every stage of the
+    CLIP prepare beside the same stage of the oracle prepare, the total against the issue's 5 minutes."""
+    from segany.bench.sas import _clip_rows
+    from tests.clip_tiny import TINY_NAME, tiny_checkpoint
+
+    tiny_checkpoint(tmp_path)  # registers the tiny architecture with open_clip
+    mesh = sample_mesh()
+    scene, _ = splats_from_mesh(mesh, mesh.face_parts, 600, seed=0)
+    extra: dict = {}
+    rows = _clip_rows(scene, "stool", TINY_NAME, parse_options(SASOptions, {"preset": "tiny"}), extra)
+    total = next(r for r in rows if r.metric == "wall time, total")
+    assert total.target == "≤ 300 s" and total.value > 0 and total.baseline_value > 0
+    stages = ["render", "lift clip", "lift clip_crops", "graph"]
+    assert list(extra["clip_prepare"]["timings"]) == stages
+    for stage, base in zip(stages, ["render", "lift oracle_a", "lift oracle_b", "graph"], strict=True):
+        wall = next(r for r in rows if r.metric == f"wall time, {stage}")
+        cpu = next(r for r in rows if r.metric == f"CPU time, {stage}")
+        assert wall.baseline == cpu.baseline == f"oracle prepare: {base}" and cpu.baseline_value >= 0
+    assert extra["clip_prepare"]["prior"]["clip"]["model_name"] == TINY_NAME
