@@ -19,6 +19,8 @@ from numba.core.extending import intrinsic
 from segany.kernels.similarity import _LANES, _scalar_widen, _Vectors
 
 BLOCK_ROWS = 256  # rows widened per block: 2 sources × 64 fp32 = 128 KiB of buffer, inside L2
+RUN_BLOCKS = 16  # blocks a thread takes at a time, allocating their scratch once (zeroing the 128 KiB buffer
+# per block was 512 MB of writes at a million rows); 4,096 rows, so threads still share the work evenly
 GROUP = 3  # 8-float column vectors one tile accumulates: 8 rows × 3 = 24 registers of the 32
 RELEVANCY_SCALE = 10.0  # LERF's relevancy is a softmax over 10 × cosine (its get_relevancy)
 FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}  # no "nnan" / "ninf": -inf marks unseen sources
@@ -323,22 +325,24 @@ def answer(  # type: ignore[no-untyped-def]
     the unseen elements average, see `answer_unseen`). When `whole` has rows, every row's fused scores go
     there too, and its key into `keys` (the 3D step's inputs)."""
     n = packed.shape[0]
-    for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
-        start = b * BLOCK_ROWS
-        m = min(BLOCK_ROWS, n - start)
-        work = scratch(tt.shape[0], packed.shape[1], tt.shape[2])
-        fused = fused_range(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, start, m, work)
-        for r in range(m):
-            at = slot[start + r]
-            if at >= 0:
-                for j in range(n_cols):
-                    kept[at, j] = fused[j, r]
-        if whole.shape[0] > 0:
+    blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
+    for run in prange((blocks + RUN_BLOCKS - 1) // RUN_BLOCKS):
+        work = scratch(tt.shape[0], packed.shape[1], tt.shape[2])  # once per run of blocks, not per block
+        for b in range(run * RUN_BLOCKS, min((run + 1) * RUN_BLOCKS, blocks)):
+            start = b * BLOCK_ROWS
+            m = min(BLOCK_ROWS, n - start)
+            fused = fused_range(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, start, m, work)
             for r in range(m):
-                for j in range(n_cols):
-                    whole[start + r, j] = fused[j, r]
-        best, worst, which = work[5][0], work[5][1], work[4]
-        answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, keys, start, best, worst, which)
+                at = slot[start + r]
+                if at >= 0:
+                    for j in range(n_cols):
+                        kept[at, j] = fused[j, r]
+            if whole.shape[0] > 0:
+                for r in range(m):
+                    for j in range(n_cols):
+                        whole[start + r, j] = fused[j, r]
+            best, worst, which = work[5][0], work[5][1], work[4]
+            answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, keys, start, best, worst, which)
 
 
 @njit(**JIT)
@@ -375,19 +379,20 @@ def answer_unseen(kept, unseen, slots, n_words, n_cols, other, labels, scores, r
                     whole[e, j] = fused[j, r]
 
 
-@njit(**JIT)
+@njit(fastmath=FAST, **JIT)
 def mix_row(indptr, indices, weights, own, whole, i, acc, out, col):  # type: ignore[no-untyped-def]
-    """out[:, col] = own_i · whole[i] + (1 − own_i) · Σ_j P_ij whole[j] (spreading.py's step), summed in the
-    neighbours' order in float32 without fast-math, so that it is the same number wherever it is formed."""
+    """out[:, col] = own_i · whole[i] + (1 − own_i) · Σ_j P_ij whole[j] (spreading.py's step), the neighbours
+    summed in their order, each over the columns in vectors."""
     n_cols = whole.shape[1]
     for k in range(n_cols):
         acc[k] = np.float32(0.0)
     for p in range(indptr[i], indptr[i + 1]):
-        j, w = indices[p], weights[p]
+        w, row = weights[p], whole[indices[p]]
         for k in range(n_cols):
-            acc[k] += w * whole[j, k]
+            acc[k] += w * row[k]
+    mine, share = whole[i], own[i]
     for k in range(n_cols):
-        out[k, col] = own[i] * whole[i, k] + (np.float32(1.0) - own[i]) * acc[k]
+        out[k, col] = share * mine[k] + (np.float32(1.0) - share) * acc[k]
 
 
 @njit(parallel=True, **JIT)
@@ -399,8 +404,6 @@ def spread_frontier(indptr, indices, weights, own, keys, whole, n_words, other, 
     kp = (n_cols + _LANES - 1) // _LANES * _LANES
     for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
         start = b * BLOCK_ROWS
-        fused = np.zeros((kp, BLOCK_ROWS), np.float32)
-        acc = np.empty(n_cols, np.float32)
         ids = np.empty(BLOCK_ROWS, np.int64)
         m = 0
         for i in range(start, min(start + BLOCK_ROWS, n)):
@@ -408,11 +411,14 @@ def spread_frontier(indptr, indices, weights, own, keys, whole, n_words, other, 
             for p in range(indptr[i], indptr[i + 1]):
                 if keys[indices[p]] != key:
                     ids[m] = i
-                    mix_row(indptr, indices, weights, own, whole, i, acc, fused, m)
                     m += 1
                     break
         if m == 0:
             continue
+        fused = np.empty((kp, BLOCK_ROWS), np.float32)  # the answer reads the first n_cols rows, m columns
+        acc = np.empty(n_cols, np.float32)
+        for r in range(m):
+            mix_row(indptr, indices, weights, own, whole, ids[r], acc, fused, r)
         best, worst = np.empty(BLOCK_ROWS, np.float32), np.empty(BLOCK_ROWS, np.float32)
         which = np.empty(BLOCK_ROWS, np.int32)
         got_labels, got_scores = np.empty(BLOCK_ROWS, np.int32), np.empty(BLOCK_ROWS, np.float32)

@@ -65,4 +65,4 @@ def spreading(edges: torch.Tensor, weights: torch.Tensor, coverage: torch.Tensor
     c = coverage.numpy().astype(np.float64)
     typical = float(c[c > 0].mean()) if (c > 0).any() else 1.0
     own = np.where(degree > 0, c / (c + typical), 1.0)  # 1 where an element has no neighbour
-    return Neighbours(p.indptr.astype(np.int64), p.indices.astype(np.int64), p.data, own.astype(np.float32))
+    return Neighbours(p.indptr.astype(np.int64), p.indices.astype(np.int32), p.data, own.astype(np.float32))
