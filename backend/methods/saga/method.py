@@ -18,7 +18,7 @@ from ..queries import parse_query
 from .everything import everything_parts
 from .options import SAGAOptions, SAGAQuery
 from .pixels import capture_pixels
-from .query import THRESHOLD, checked_scale, click_scale, click_scores, reference_scale, similarity
+from .query import THRESHOLD, checked_scale, click_scale, click_scores, coarser_scales, reference_scale, similarity
 from .refine import CreaseRefiner
 from .train import element_scales, fill_hidden, scale_range, seen_elements, train
 
@@ -102,7 +102,8 @@ class SAGA(Method):
         if len(first) and (cut or first[0] < len(positive) - 1):  # snapped to the creases: refine.py
             refiner = self._refiner(scene, state).result()
             clicks = list(zip(elements.tolist(), np.where(positive, 1, -1).tolist(), strict=True))
-            scores = refiner.scores(clicks, used, lambda some: similarity(state, some, used), cut_first=cut)
+            scales = [used, *coarser_scales(state, elements[first[0]], used)] if cut else [used]
+            scores, used = refiner.scores(clicks, scales, lambda some, at: similarity(state, some, at), cut_first=cut)
         else:  # a first click (at a number: the scale slider's size) is the similarity alone
             scores = click_scores(state, elements, positive, used)
             if len(first) and scale is None:  # a click tool's first click: a later one will want the graph

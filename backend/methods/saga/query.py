@@ -80,6 +80,14 @@ def auto_scale(state: State, elements: np.ndarray, positive: np.ndarray) -> floa
     return prior_scale(state, pos[:1]) if len(pos) else reference_scale(state)
 
 
+def coarser_scales(state: State, element: int, scale: float) -> list[float]:
+    """The scales above `scale` that the prior saw a part around `element` at (one per granularity level,
+    `element_scales`), smallest first: where a first "auto" click on a mesh may climb to when the features'
+    answer at `scale` follows no crease (refine.py)."""
+    scales = state.tensors["element_scales"][int(element)].numpy().astype(np.float64)
+    return sorted(float(s) for s in scales[np.isfinite(scales) & (scales > scale)])
+
+
 def reference_scale(state: State) -> float:
     """The state's scale reference, the median scale of every mask of the prepare: one size for the whole
     scene (`"scale": "reference"`, the fixed default `"auto"` is measured against)."""
