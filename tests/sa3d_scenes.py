@@ -50,6 +50,17 @@ def point_blobs(tmp: Path) -> tuple[PointScene, np.ndarray]:
     return loaded, labels
 
 
+def one_gaussian() -> SplatScene:
+    """A scene of one Gaussian, visible by its own extent: too few elements for SAGA to contrast."""
+    return SplatScene(
+        means=np.zeros((1, 3), np.float32),
+        quats=np.array([[1, 0, 0, 0]], np.float32),
+        log_scales=np.full((1, 3), -2.0, np.float32),
+        logit_opacities=np.full(1, 3.0, np.float32),
+        sh=np.zeros((1, 1, 3), np.float32),
+    )
+
+
 def centre_element(positions: np.ndarray, labels: np.ndarray, label: int) -> int:
     """The element of a blob nearest the blob's outer side (visible from most views around it)."""
     idx = np.flatnonzero(labels == label)

@@ -8,17 +8,16 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 import server_harness
 from budgets import TINY
-from sa3d_scenes import splat_blobs
+from sa3d_scenes import one_gaussian, splat_blobs
 
 from segany.addon.client import RemoteError
 from segany.cache import LAYOUT
 from segany.engine import Engine
 from segany.errors import SegAnyError
-from segany.scene import SplatScene, scene_arrays
+from segany.scene import scene_arrays
 
 LONG = {**TINY, "steps": 1_000_000}  # training that cannot end before the cancel arrives
 
@@ -66,13 +65,7 @@ def test_a_prepare_cancelled_mid_training_leaves_nothing_cached_and_prepares_aga
 def test_a_scene_of_one_gaussian_is_refused_and_nothing_is_cached(tmp_path: Path) -> None:
     """One Gaussian arrives (its own extent makes it visible), but SAGA needs two elements to contrast: the job
     fails with bad_request naming why, and no state is written."""
-    one = SplatScene(
-        means=np.zeros((1, 3), np.float32),
-        quats=np.array([[1, 0, 0, 0]], np.float32),
-        log_scales=np.full((1, 3), -2.0, np.float32),
-        logit_opacities=np.full(1, 3.0, np.float32),
-        sh=np.zeros((1, 1, 3), np.float32),
-    )
+    one = one_gaussian()
     engine = Engine(cache_dir=tmp_path, device="cpu")
     try:
         sid = engine.add_scene(one)

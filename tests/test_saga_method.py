@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from budgets import TINY, tiny
-from sa3d_scenes import centre_element, point_blobs, splat_blobs
+from sa3d_scenes import centre_element, one_gaussian, point_blobs, splat_blobs
 from waiting import wait_until
 
 from segany.engine import Engine
@@ -29,7 +29,6 @@ from segany.methods.saga.query import prior_scale
 from segany.methods.saga.refine import CreaseRefiner
 from segany.methods.saga.train import neighbours, smoothed, train
 from segany.priors import get_prior
-from segany.scene import SplatScene
 
 BLOB_SCALE = 1.0
 PATCH_SCALE = 0.05
@@ -282,13 +281,7 @@ def test_training_skips_a_step_whose_pixels_have_no_part():
 
 
 def test_a_scene_of_one_gaussian_is_refused():
-    one = SplatScene(
-        means=np.zeros((1, 3), np.float32),
-        quats=np.array([[1, 0, 0, 0]], np.float32),
-        log_scales=np.full((1, 3), -2.0, np.float32),
-        logit_opacities=np.full(1, 3.0, np.float32),
-        sh=np.zeros((1, 1, 3), np.float32),
-    )
+    one = one_gaussian()
     with pytest.raises(SegAnyError, match="at least 2 elements") as err:
         get_method("saga").prepare(one, get_prior("geometric"), tiny("saga"), JobContext())
     assert err.value.code == "bad_request"
