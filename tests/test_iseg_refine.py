@@ -16,11 +16,11 @@ from segany.errors import SegAnyError
 from segany.eval.baseline import RandomWalkBaseline
 from segany.eval.data import load_psb_shape
 from segany.eval.geometry import mesh_geometry
-from segany.graphwalk import CreaseGraph, is_convex
+from segany.graphwalk import REACH, CreaseGraph, is_convex
 from segany.jobs import JobContext
 from segany.methods import get_method
 from segany.methods.base import State
-from segany.methods.iseg.refine import REACH, CreaseRefiner
+from segany.methods.iseg.refine import CreaseRefiner
 from segany.priors import get_prior
 from segany.scene import MeshScene
 
@@ -292,7 +292,7 @@ def test_a_negative_click_on_a_wrongly_selected_table_top_takes_the_top_away_wit
     first, cut = picked([(7999, 1)]), picked([(7999, 1), (5449, -1)])
     assert area[first & top].sum() > 0.4 * area[top].sum()
     taken = first & ~cut
-    reach = refiner._near(refiner.graph.seeds([(5449, -1)]) != 0, first)
+    reach = refiner.graph.near(refiner.graph.seeds([(5449, -1)]) != 0, first)
     assert taken.any() and (taken <= reach).all() and (~first | cut)[~reach].all()
     assert area[cut & top].sum() < 0.6 * area[first & top].sum()
     assert area[cut & crossbar].sum() > 0.95 * area[crossbar].sum()
@@ -316,7 +316,7 @@ def test_a_refined_later_click_changes_nothing_beyond_its_reach() -> None:
         clicks.append((int(rng.integers(len(v))), 1 if rng.random() < 0.5 else -1))
         after = refiner._answer(tuple(clicks), fixed(answer), True) >= 0.5
         grow = clicks[-1][1] > 0
-        reach = refiner._near(g.seeds(clicks[-1:]) != 0, ~before if grow else before)
+        reach = refiner.graph.near(g.seeds(clicks[-1:]) != 0, ~before if grow else before)
         beyond = (after != before) & ~reach
         if grow:
             assert not beyond.any()
@@ -328,7 +328,7 @@ def test_a_refined_later_click_changes_nothing_beyond_its_reach() -> None:
 
 
 def test_the_bounded_reach_search_matches_a_search_over_the_whole_mesh() -> None:
-    """`_near` searches only as far as the reach (the whole-mesh search was a later click's largest cost):
+    """`CreaseGraph.near` searches only as far as the reach (the whole-mesh search was a later click's largest cost):
     the faces it returns are those of the unbounded distances, for sides near and far from the click and for a
     side the click's piece never reaches."""
     v, f, _, _, _ = _table()
@@ -341,11 +341,11 @@ def test_the_bounded_reach_search_matches_a_search_over_the_whole_mesh() -> None
         here = g.seeds([(click, 1)]) != 0
         radius = rng.uniform(0.5, 12.0)
         side = np.linalg.norm(centre - centre[here].mean(axis=0), axis=1) < radius
-        dist = dijkstra(refiner._lengths, directed=False, indices=np.flatnonzero(here), min_only=True)
+        dist = dijkstra(refiner.graph.steps()[0], directed=False, indices=np.flatnonzero(here), min_only=True)
         other = ~side & np.isfinite(dist)
         expected = dist <= REACH * dist[other].min() if other.any() else np.ones(g.n, dtype=bool)
-        assert np.array_equal(refiner._near(here, side), expected)
-    assert refiner._near(here, np.ones(g.n, dtype=bool)).all()
+        assert np.array_equal(refiner.graph.near(here, side), expected)
+    assert refiner.graph.near(here, np.ones(g.n, dtype=bool)).all()
 
 
 def test_a_later_click_in_the_middle_of_its_change_takes_all_of_it_and_elsewhere_only_its_reach() -> None:
@@ -360,20 +360,23 @@ def test_a_later_click_in_the_middle_of_its_change_takes_all_of_it_and_elsewhere
     here = g.seeds([(top, 1)]) != 0
     assert (here <= slab).all()
     near = here.copy()  # a reach that holds nothing but the click
-    assert np.array_equal(refiner._asked(here, slab, near), slab)
+    assert np.array_equal(refiner.graph.asked(here, slab, near), slab)
     centre = v[f].mean(axis=1)
     off = np.linalg.norm(centre[slab][:, :2] - centre[here].mean(axis=0)[:2], axis=1)
     rim = int(np.flatnonzero(slab)[np.argmax(off)])
     at_rim = np.zeros(g.n, dtype=bool)
     at_rim[rim] = True
-    assert np.array_equal(refiner._asked(at_rim, slab, at_rim), at_rim)
+    assert np.array_equal(refiner.graph.asked(at_rim, slab, at_rim), at_rim)
     # a negative click's part goes only whole (no reach): a share of a part that straddles the target's edge
     # took target faces along
-    assert np.array_equal(refiner._asked(here, slab, None), slab) and not refiner._asked(at_rim, slab, None).any()
+    assert (
+        np.array_equal(refiner.graph.asked(here, slab, None), slab)
+        and not refiner.graph.asked(at_rim, slab, None).any()
+    )
     middle = centre[slab].mean(axis=0)
     band = slab & (np.abs(centre[:, 1] - middle[1]) < 1.0) & (centre[:, 2] > middle[2])  # a strip across the top
     mid = band & (np.linalg.norm(centre[:, :2] - middle[:2], axis=1) < 1.0)
-    taken = refiner._asked(mid, band, mid)
+    taken = refiner.graph.asked(mid, band, mid)
     assert mid.any() and np.array_equal(taken, mid) and band.sum() > 4 * mid.sum()
 
 

@@ -25,11 +25,11 @@ clicks, answers later clicks weakly. This stage walks on the concavity-weighted 
   weak prior, so each click moves the boundary to the creases between it and the other clicks. A
   positive click only adds and a negative one only takes away (with the walk alone, cutting one chair leg
   off a seat lets the next leg grow back in), the connected piece of that change under the click: whole
-  when the click is at its middle and it is compact around the click (`_asked`), else only within `REACH`
-  times the click's distance to the other side of the selection's edge, as on the decoder's path (`_near`);
+  when the click is at its middle and it is compact around the click (`CreaseGraph.asked`), else only within `REACH`
+  times the click's distance to the other side of the selection's edge, as on the decoder's path (`CreaseGraph.near`);
 - a negative click also takes away the part under it — the geometric first answer to a click there, when
   it holds no positive click, only the faces the decoder's answer to that point holds too
-  (`_decoder_part`), and only when the click is at its middle (`_asked`), whole — except where a
+  (`_decoder_part`), and only when the click is at its middle (`CreaseGraph.asked`), whole — except where a
   walk between the clicks alone, its prior a neutral 0.5, leans to the positive clicks (≥ 0.75): a negative
   click on a handle whose crease the sweep misses must not cut the cup body it runs into. The follow walk
   is not used for this: its pull towards the previous answer keeps much of a wrongly selected large part
@@ -58,10 +58,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
-from scipy.sparse.csgraph import dijkstra
 
 from ... import deadline
-from ...graphwalk import AGREEMENT, CONFIDENT, FIRST_MAX_SHARE, FIRST_PULL, FOLLOW_PULL, adjacency
+from ...graphwalk import AGREEMENT, CONFIDENT, FIRST_MAX_SHARE, FIRST_PULL, FOLLOW_PULL
 from ..walk.solve import SeededCreaseGraph
 
 Click = tuple[int, int]
@@ -70,10 +69,6 @@ Decode = Callable[..., np.ndarray]  # (clicks, rows=None) → the decoder's prob
 MEMO_SIZE = 256
 PART_HOLD = 0.75  # a negative click's part stays where the neutral walk is at least this (PSB dev shapes)
 WEAK_PRIOR_LOSS = 0.2  # "auto" refines when the decoder's final training loss is above this
-REACH = 2.0  # a later decoder click changes faces within this many times its distance to the selection's edge
-CLICK_DEPTH = 0.9  # a later click takes a whole change piece only from its middle: its depth there ≥ this × the deepest
-COMPACT = 4.0  # ... and when no face of the piece lies farther from it than this × that depth (fitted: 4 shapes)
-SEARCH_START = 16.0  # `_near` first searches this many mean face steps from the click
 REFINED_THRESHOLD = 0.5  # refined scores are area shares of selected faces around each vertex
 SMOOTH_PULL = 0.1  # the decoder's answer smoothed over about 1/√0.1 ≈ 3 face steps (fitted: PSB 1, 2, 21)
 
@@ -92,11 +87,6 @@ class CreaseRefiner:
         self.threshold = threshold  # a face is in the decoder's answer when its corners' mean probability is this
         self.n_vertices = len(vertices)
         self.graph = SeededCreaseGraph.for_mesh(vertices, self.faces)  # a click: triangular passes, no full solves
-        centre = np.asarray(vertices, dtype=np.float64)[self.faces].mean(axis=1)
-        a, b = self.graph.edges.T
-        lengths = np.linalg.norm(centre[a] - centre[b], axis=1) + 1e-12
-        self._lengths = adjacency(self.graph.n, self.graph.edges, lengths)
-        self._face_step = float(lengths.mean()) if len(lengths) else 1.0
         self._memo: OrderedDict[tuple[bool, tuple[Click, ...]], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -205,7 +195,7 @@ class CreaseRefiner:
         grow = clicks[-1][1] > 0
         hold = g.walk(0.5, seed, FOLLOW_PULL)
         held = hold > 1.0 - PART_HOLD if grow else hold < PART_HOLD
-        allowed = held & self._near(here, ~previous if grow else previous)
+        allowed = held & g.near(here, ~previous if grow else previous)
         rows = np.unique(self.faces[allowed])  # the decoder answers only where the click may change something
         probs = np.zeros(self.n_vertices)
 
@@ -228,36 +218,10 @@ class CreaseRefiner:
             region = here & (~previous if grow else previous)
         return previous | region if grow else previous & ~region
 
-    def _near(self, here: np.ndarray, side: np.ndarray) -> np.ndarray:
-        """The faces a later click may change: those within `REACH` times the click's distance to the other
-        side of the selection's edge (over face centres). The protocol, and a user fixing an error, clicks
-        the point deepest in the wrong region, so that distance says how large the region is: a click in a
-        thin sliver along the edge must not swing a whole neighbouring part across.
-
-        The search is bounded (`limit`, doubled until the other side is found, then set to the reach): a
-        search over the whole mesh was the largest cost of a later click on a 30K-face mesh, and the answer
-        only needs the faces within reach."""
-        sources = np.flatnonzero(here)
-        limit = SEARCH_START * self._face_step
-        found = -1
-        while True:
-            dist = dijkstra(self._lengths, directed=False, indices=sources, min_only=True, limit=limit)
-            reached = np.isfinite(dist)
-            other = ~side & reached
-            if other.any():
-                bound = REACH * float(dist[other].min())
-                if bound <= limit:
-                    return dist <= bound
-                limit = bound
-            elif int(reached.sum()) == found:  # the click's whole piece is searched: nothing on the other side
-                return np.ones(len(dist), dtype=bool)
-            else:
-                found, limit = int(reached.sum()), 2.0 * limit
-
     def _next(self, previous: np.ndarray, click: Click, seed: np.ndarray, decode: Decode) -> np.ndarray:
         """A later click's answer: the follow walk, growing only on a positive click and shrinking only on a
-        negative one, the piece of that change under the click, limited to `REACH` of the click (`_near`)
-        unless the click is at its middle (`_asked`): without a limit a click in a sliver along the edge
+        negative one, the piece of that change under the click, limited to `REACH` of the click (`CreaseGraph.near`)
+        unless the click is at its middle (`CreaseGraph.asked`): without a limit a click in a sliver along the edge
         flooded a neighbouring part or took half a good selection away (a geometric-prior IoU fell by up to
         49.8 points after a click). A negative click also takes away the part under it where the clicks alone
         do not hold it, but only whole, when the click is at that part's middle: a reach-limited share of a
@@ -267,15 +231,15 @@ class CreaseRefiner:
         g = self.graph
         grow = click[1] > 0
         here = g.seeds([click]) != 0
-        near = self._near(here, ~previous if grow else previous)
+        near = g.near(here, ~previous if grow else previous)
         x = g.follow_walk(previous, seed)
         if grow:
-            return previous | self._asked(here, ~previous & (x >= 0.5), near)
-        taken = self._asked(here, previous & (x < 0.5), near)
+            return previous | g.asked(here, ~previous & (x >= 0.5), near)
+        taken = g.asked(here, previous & (x < 0.5), near)
         part = g.first_region(g.seeds([(click[0], 1)]))
         if not (part & (seed > 0)).any():  # the part under the click: whole when the click is at its middle, else none
             part &= self._decoder_part(click[0], part, decode)  # and only where the decoder puts it with the click
-            taken |= self._asked(here, previous & part & (g.walk(0.5, seed, FOLLOW_PULL) < PART_HOLD), None)
+            taken |= g.asked(here, previous & part & (g.walk(0.5, seed, FOLLOW_PULL) < PART_HOLD), None)
         return g.drop_cut_islands(previous & ~taken, previous, seed)
 
     def _decoder_part(self, vertex: int, faces: np.ndarray, decode: Decode) -> np.ndarray:
@@ -288,47 +252,6 @@ class CreaseRefiner:
         if len(rows):
             probs[rows] = decode([(vertex, 1)], rows)
         return self._face_probs(probs) >= self.threshold
-
-    def _asked(self, here: np.ndarray, change: np.ndarray, near: np.ndarray | None) -> np.ndarray:
-        """The part of a later click's proposed `change` the click asked for: the connected piece under the
-        click, whole when the click lies at its middle (its distance to the piece's edge at least
-        `CLICK_DEPTH` of the largest in the piece) and the piece is compact around it (no face farther from
-        the click than `COMPACT` times that distance), else only its faces within `REACH` (`near`; None:
-        nothing). The
-        protocol, and a user fixing an error, clicks the middle of what is wrong, so a piece whose middle lies
-        elsewhere (a flood from a sliver along the edge into a neighbouring part), or a long strip along the
-        edge, is not what the click asked for; a piece centred on the click is, however far it reaches (a
-        wrongly selected part goes in one click, where `REACH` alone took it over several: session 9's
-        slower convergence)."""
-        comp = self.graph.components(change)
-        piece = change & np.isin(comp, comp[here & change])
-        if not piece.any():
-            return piece
-        depth, reach = self._depth(piece, here)
-        at_click = float(depth[here & piece].max())
-        if at_click >= CLICK_DEPTH * float(depth.max()) and reach <= COMPACT * at_click:
-            return piece
-        return piece & near if near is not None else np.zeros_like(piece)
-
-    def _depth(self, region: np.ndarray, here: np.ndarray) -> tuple[np.ndarray, float]:
-        """Per face of `region` (0 elsewhere) its distance over face centres to the nearest face outside, and
-        the largest distance within the region from the clicked faces."""
-        nodes = np.flatnonzero(region)
-        a, b = self.graph.edges.T
-        edge = region[a] != region[b]
-        rim = np.zeros(self.graph.n, dtype=bool)
-        rim[a[edge]] = True
-        rim[b[edge]] = True
-        inner = self._lengths[nodes][:, nodes]
-        from_click = dijkstra(inner, directed=False, indices=np.flatnonzero(here[nodes]), min_only=True)
-        reach = float(from_click[np.isfinite(from_click)].max())
-        sources = np.flatnonzero(rim[nodes])
-        if len(sources) == 0:  # the region is a whole piece: no edge to measure from, every face is central
-            return np.where(region, np.inf, 0.0), reach
-        depth = np.zeros(self.graph.n)
-        dist = dijkstra(inner, directed=False, indices=sources, min_only=True)
-        depth[nodes] = np.where(np.isfinite(dist), dist, 0.0)
-        return depth, reach
 
     def _first(self, vertex_probs: np.ndarray, first_seed: np.ndarray, seed: np.ndarray) -> np.ndarray:
         """The crease cut from the first positive click nearest the decoder's answer to it: the level sets of
