@@ -7,13 +7,19 @@ nothing bends) and the other side of the valley. The rule must join the flat pat
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import trimesh
+from budgets import TINY
 
+from segany.engine import Engine
 from segany.errors import SegAnyError
-from segany.eval.everything import humans_count
+from segany.eval.everything import humans_count, run_everything_eval
 from segany.methods.saga.boundaries import Creases, merge_smooth, scene_creases
 from segany.methods.saga.everything import parse_everything, segment_everything
+from segany.samples import sample_mesh
 from segany.scene import MeshScene, PointScene
 
 STEPS = 41  # grid vertices per side over [-1, 1]²
@@ -114,3 +120,26 @@ def test_the_humans_count_is_the_most_common_count_of_their_segmentations() -> N
     three, four = np.array([0, 1, 2, 2]), np.array([0, 1, 2, 3])
     assert humans_count([three, four, np.array([5, 9, 7, 7])]) == 3  # labels need not be 0..k-1
     assert humans_count([four, three]) == 3  # a tie: the smaller count
+
+
+def test_the_eval_gives_each_shape_the_humans_count_and_says_so(tmp_path: Path) -> None:
+    """The built-in stool in the PSB layout with three human segmentations: its primitives once and its legs
+    merged twice, so the humans' count is the merged one's; SAGA (tiny preset) must make at most that many."""
+    mesh = sample_mesh()
+    data = tmp_path / "psb"
+    (data / "off").mkdir(parents=True)
+    (data / "seg" / "1").mkdir(parents=True)
+    trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).export(data / "off" / "1.off")
+    merged = np.minimum(mesh.face_parts, 2).astype(np.int64)
+    for k, h in enumerate([mesh.face_parts.astype(np.int64), merged, merged]):
+        np.savetxt(data / "seg" / "1" / f"1_{k}.seg", h, fmt="%d")
+    engine = Engine(cache_dir=tmp_path / "cache", device="cpu")
+    try:
+        results = run_everything_eval(
+            "saga", None, data, None, tmp_path / "out", engine, method_options=TINY, query_options={"parts": "humans"}
+        )
+    finally:
+        engine.close()
+    saga = results["shapes"][0]["methods"]["saga"]
+    assert saga["given_parts"] == 3 and 1 <= saga["parts"] <= 3
+    assert "Given the humans' part count" in (tmp_path / "out" / "report.md").read_text()
