@@ -643,3 +643,21 @@ def test_a_ragged_decoder_edge_is_smoothed_along_the_surface() -> None:
     answer = CreaseRefiner(v, f)([(5, 1)], fixed(ragged), creases=False)
     smoothed = answer[f].mean(axis=1) >= 0.5
     assert np.array_equal(smoothed, inside)
+
+
+def test_a_negative_clicks_part_is_only_what_the_decoder_holds_with_the_click() -> None:
+    """The geometric part under a negative click is cut down to the faces the decoder's answer to that point,
+    as a lone positive click, holds; the decoder is asked only about that part's vertices."""
+    v, f = _strip(20)
+    refiner = CreaseRefiner(v, f)
+    part = v[f][:, :, 0].mean(axis=1) < 12.0  # what the sweep drew: runs past the decoder's edge at x = 8
+    held = np.where(v[:, 0] <= 8.0, 0.9, 0.05)
+    asked: list[tuple[list[tuple[int, int]], np.ndarray]] = []
+
+    def decode(clicks: list[tuple[int, int]], rows: np.ndarray | None = None) -> np.ndarray:
+        asked.append((clicks, rows))
+        return held if rows is None else held[rows]
+
+    kept = refiner._decoder_part(3, part, decode)
+    assert np.array_equal(kept, part & (held[f].mean(axis=1) >= 0.5)) and kept.any() and (part & ~kept).any()
+    assert len(asked) == 1 and asked[0][0] == [(3, 1)] and np.array_equal(asked[0][1], np.unique(f[part]))
