@@ -13,6 +13,8 @@ import numpy as np
 import trimesh
 
 from segany.graphwalk import CreaseGraph
+from segany.methods.base import State
+from segany.methods.saga.query import FIT_LOSS, fits_its_prior
 from segany.methods.saga.refine import CreaseRefiner
 from segany.scene import MeshScene
 
@@ -63,9 +65,9 @@ def test_a_first_cut_that_follows_no_crease_climbs_to_the_coarser_scale_whose_cu
         return (cap if scale < 0.5 else sphere).astype(np.float32)
 
     refiner = CreaseRefiner(scene)
-    scores, scale = refiner.scores([(click, 1)], [0.1, 1.0], similarity, cut_first=True)
+    scores, scale = refiner.scores([(click, 1)], [0.1, 1.0], similarity, cut_first=True, asked=True)
     assert scale == 1.0 and asked == [0.1, 1.0] and iou(scores >= 0.5, sphere) > 0.95
-    fine, scale = CreaseRefiner(scene).scores([(click, 1)], [0.1], similarity, cut_first=True)
+    fine, scale = CreaseRefiner(scene).scores([(click, 1)], [0.1], similarity, cut_first=True, asked=True)
     assert scale == 0.1 and iou(fine >= 0.5, sphere) < 0.6
 
 
@@ -80,7 +82,7 @@ def test_a_first_cut_that_follows_a_crease_keeps_the_querys_scale() -> None:
         asked.append(scale)
         return sphere.astype(np.float32)
 
-    scores, scale = CreaseRefiner(scene).scores([(0, 1)], [0.1, 1.0], similarity, cut_first=True)
+    scores, scale = CreaseRefiner(scene).scores([(0, 1)], [0.1, 1.0], similarity, cut_first=True, asked=True)
     assert scale == 0.1 and asked == [0.1] and iou(scores >= 0.5, sphere) > 0.95
 
 
@@ -106,3 +108,10 @@ def test_a_negative_click_on_a_wrong_island_takes_the_island_not_the_selection_n
     assert not (after & cap).any() and np.array_equal(after, upper)
     loose = refiner._then(upper | cap, clicks, nothing, asked=False)
     assert not (loose & cap).any() and iou(loose, upper) < 0.9  # the upper half's side near the click went too
+
+
+def test_only_features_that_fitted_their_prior_make_later_clicks_take_only_what_they_asked_for() -> None:
+    """The gate on splats and points (`fits_its_prior`): training's final loss at most `FIT_LOSS`."""
+    low = State(tensors={}, meta={"losses": {"loss_first": 1.0, "loss_last": 0.9 * FIT_LOSS}})
+    high = State(tensors={}, meta={"losses": {"loss_first": 1.0, "loss_last": 1.1 * FIT_LOSS}})
+    assert fits_its_prior(low) and not fits_its_prior(high)

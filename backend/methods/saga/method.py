@@ -18,7 +18,16 @@ from ..queries import parse_query
 from .everything import everything_parts
 from .options import SAGAOptions, SAGAQuery
 from .pixels import capture_pixels
-from .query import THRESHOLD, checked_scale, click_scale, click_scores, coarser_scales, reference_scale, similarity
+from .query import (
+    THRESHOLD,
+    checked_scale,
+    click_scale,
+    click_scores,
+    coarser_scales,
+    fits_its_prior,
+    reference_scale,
+    similarity,
+)
 from .refine import CreaseRefiner
 from .train import element_scales, fill_hidden, scale_range, seen_elements, train
 
@@ -103,7 +112,10 @@ class SAGA(Method):
             refiner = self._refiner(scene, state).result()
             clicks = list(zip(elements.tolist(), np.where(positive, 1, -1).tolist(), strict=True))
             scales = [used, *coarser_scales(state, elements[first[0]], used)] if cut else [used]
-            scores, used = refiner.scores(clicks, scales, lambda some, at: similarity(state, some, at), cut_first=cut)
+            asked = cut or fits_its_prior(state)  # a later click changes only what it asked for: refine.py
+            scores, used = refiner.scores(
+                clicks, scales, lambda some, at: similarity(state, some, at), cut_first=cut, asked=asked
+            )
         else:  # a first click (at a number: the scale slider's size) is the similarity alone
             scores = click_scores(state, elements, positive, used)
             if len(first) and scale is None:  # a click tool's first click: a later one will want the graph
