@@ -105,7 +105,8 @@ class ClipPrior(Prior):
         """bfloat16 autocast for the image encoder on a CPU with bfloat16 units (AVX512-BF16, AMX): its
         matrix products take half the CPU time, the embeddings stay within 1e-4 cosine of float32's (measured,
         ViT-B-16); elsewhere float32 as it is."""
-        if str(self.device) == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        if str(self.device) == "cpu" and bf16:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
