@@ -599,20 +599,23 @@ def test_a_prepared_state_answers_its_clicks_without_factoring(stool: MeshScene,
     assert built == []
 
 
+@pytest.fixture(scope="module", params=["stool", "table"])
+def tiny_oracle(request: pytest.FixtureRequest, stool: MeshScene):
+    """An oracle-trained iSeg state at the tiny preset on a small mesh."""
+    from budgets import tiny
+
+    table = table_with_legs()
+    scene, labels = (stool, stool.face_parts) if request.param == "stool" else (table.scene, table.labels)
+    method = get_method("iseg")
+    return method, scene, method.prepare(scene, get_prior("oracle", labels=labels), tiny("iseg", scene), JobContext())
+
+
 @pytest.mark.parametrize("refine", [False, True])
-@pytest.mark.parametrize("scene_name", ["stool", "table"])
-def test_oracle_trained_clicks_only_add_or_take_away_and_keep_the_clicked_vertex(
-    stool: MeshScene, scene_name: str, refine: bool
-) -> None:
+def test_oracle_trained_clicks_only_add_or_take_away_and_keep_the_clicked_vertex(tiny_oracle, refine: bool) -> None:
     """A real oracle-trained state (tiny preset) and random click sequences: on every click a positive one
     only adds to the answer before it and a negative one only takes away (every vertex's score, so every face
     the evaluation reads), and the clicked vertex ends on the clicked side, whatever the decoder says."""
-    from budgets import tiny
-
-    scene = stool if scene_name == "stool" else table_with_legs().scene
-    labels = stool.face_parts if scene_name == "stool" else table_with_legs().labels
-    method = get_method("iseg")
-    state = method.prepare(scene, get_prior("oracle", labels=labels), tiny("iseg", scene), JobContext())
+    method, scene, state = tiny_oracle
     used = np.unique(np.asarray(scene.faces))
     rng = np.random.default_rng(7)
     for _ in range(3):
