@@ -83,6 +83,31 @@ def test_a_part_count_merges_the_least_creased_boundary_first(scene: MeshScene |
     assert part_count(merge_smooth(truth, creases, parts=1)) == 1  # a count is met whatever the creases
 
 
+def test_a_part_count_merges_a_small_patch_before_two_halves_that_meet_along_a_long_boundary() -> None:
+    """A flat sheet (no crease anywhere): two halves and a small corner patch of the right half. Every
+    boundary's share of creased pairs is zero, so only the normalized cut tells them apart: separating the
+    patch from its half costs its whole small perimeter against its small area, the halves' long boundary
+    much less against theirs. The patch is label 2 and the halves 0 and 1, so a tie would merge the halves."""
+    mesh = valley_mesh(fold=0.0)
+    x, y = mesh.vertices[:, 0], mesh.vertices[:, 1]
+    labels = np.where(x < 0, 0, np.where((x > 0.6) & (y > 0.6), 2, 1))
+    two = merge_smooth(labels, scene_creases(mesh), parts=2)
+    assert part_count(two) == 2
+    assert two[labels == 2][0] == two[labels == 1][0] != two[labels == 0][0]
+
+
+def test_a_part_count_keeps_a_short_valley_and_merges_a_long_flat_boundary() -> None:
+    """The valley's other side is cut into a long flat strip and the rest; the flat side is one part. Asked
+    for two parts, the strip's flat boundary merges and the valley, as long, stays: its pairs' affinity
+    exp(−crease) is nearly nil."""
+    mesh = valley_mesh()
+    x = mesh.vertices[:, 0]
+    labels = np.where(x <= 0, 0, np.where(x < 0.5, 1, 2))
+    two = merge_smooth(labels, scene_creases(mesh), parts=2)
+    assert part_count(two) == 2
+    assert two[labels == 1][0] == two[labels == 2][0] != two[labels == 0][0]
+
+
 def test_parts_on_two_loose_pieces_stop_where_no_boundary_is_left() -> None:
     mesh = valley_mesh(fold=0.0)  # flat
     labels = regions(mesh.vertices[:, 0])
