@@ -17,7 +17,8 @@ from budgets import TINY
 from segany.engine import Engine
 from segany.errors import SegAnyError
 from segany.eval.everything import humans_count, run_everything_eval
-from segany.methods.saga.boundaries import Creases, merge_smooth, scene_creases
+from segany.methods.base import UNSEEN
+from segany.methods.saga.boundaries import Creases, merge_smooth, scene_creases, snap_to_creases
 from segany.methods.saga.everything import parse_everything, segment_everything
 from segany.samples import sample_mesh
 from segany.scene import MeshScene, PointScene
@@ -106,6 +107,24 @@ def test_a_part_count_keeps_a_short_valley_and_merges_a_long_flat_boundary() -> 
     two = merge_smooth(labels, scene_creases(mesh), parts=2)
     assert part_count(two) == 2
     assert two[labels == 1][0] == two[labels == 2][0] != two[labels == 0][0]
+
+
+@pytest.mark.parametrize("fold", [1.0, 0.0], ids=["valley", "flat"])
+def test_snapping_moves_a_boundary_onto_the_crease_beside_it_and_leaves_a_flat_one(fold: float) -> None:
+    """Clusters split three grid columns right of the valley (x = 0.15): snapped, the boundary runs along
+    the crease (x = 0). On the flat sheet nothing holds it, and the larger cluster's diffusion pushes it a
+    few columns into the smaller one (1 to 3 here, by the rows' triangulation), but not across the sheet."""
+    mesh = valley_mesh(fold)
+    x = mesh.vertices[:, 0]
+    labels = (x > 0.15).astype(np.int64)
+    labels[0] = UNSEEN  # an unseen corner stays unseen and pulls no cluster
+    snapped = snap_to_creases(labels, scene_creases(mesh, snap=True).walk)
+    assert snapped[0] == UNSEEN
+    rest = np.arange(len(x)) > 0
+    if fold:
+        assert np.all(snapped[rest & (x < -0.01)] == 0) and np.all(snapped[rest & (x > 0.01)] == 1)
+    else:
+        assert np.all(snapped[rest & (x < 0.0)] == 0) and np.all(snapped[rest & (x > 0.35)] == 1)
 
 
 def test_parts_on_two_loose_pieces_stop_where_no_boundary_is_left() -> None:

@@ -32,7 +32,7 @@ from ...errors import SegAnyError
 from ...options import option, parse_options
 from ...scene import Scene
 from ..base import UNSEEN, Parts, State
-from .boundaries import Creases, merge_smooth, scene_creases
+from .boundaries import Creases, merge_smooth, scene_creases, snap_to_creases
 from .features import gated_features
 from .query import THRESHOLD, checked_scale
 from .train import SCALE_MARGIN
@@ -176,7 +176,8 @@ def segment_everything(
     """Part labels (N,) int64 in 0..K-1 and a colour per part (K, 3) float32.
 
     With the scene's `creases`, adjacent parts are merged across boundaries that are no crease, or until
-    `parts` are left when that is > 0 (`boundaries.merge_smooth`).
+    `parts` are left when that is > 0 (`boundaries.merge_smooth`); given a count on a mesh (`creases` with its
+    walk graph) the clusters are snapped to the creases first (`boundaries.snap_to_creases`).
 
     Elements whose feature is all zero (never seen by a view) get `UNSEEN` (-1) instead of a part. Too
     few seen elements to form a cluster, identical features, or a sample HDBSCAN calls all noise give
@@ -193,6 +194,8 @@ def segment_everything(
     shown = unit if len(rows) == len(unit) else unit[rows]  # usually every element is seen: skip the copy
     labels[rows] = _by_size(part[_nearest(shown, centroids)])
     if creases is not None:
+        if parts and creases.walk is not None:
+            labels = snap_to_creases(labels, creases.walk)
         labels[rows] = _by_size(merge_smooth(labels, creases, parts)[rows])
     return labels, cluster_colours(int(labels.max()) + 1)
 
@@ -303,7 +306,7 @@ def everything_parts(scene: Scene, state: State, query: Any) -> Parts:
         sample=parsed.sample,
         min_cluster_size=parsed.min_cluster_size,
         seed=parsed.seed,
-        creases=scene_creases(scene) if parsed.creases or parsed.parts else None,
+        creases=scene_creases(scene, snap=parsed.parts > 0) if parsed.creases or parsed.parts else None,
         parts=parsed.parts,
     )
     finest = labels[-1].astype(np.int32)
