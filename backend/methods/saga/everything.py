@@ -13,8 +13,9 @@ every feature points the same way it still cut the residual noise into a dozen "
 "auto", journal session 10); the merge makes the clusters answer the same question a click does.
 
 Last, adjacent parts whose shared boundary is not a concave crease are merged (`boundaries.py`): the
-features keep a smooth body's patches apart, the geometry says they are one part. Given a part count, the
-same order merges until that many are left (the benchmark's protocol for the algorithms told the count).
+features keep a smooth body's patches apart, the geometry says they are one part. Given a part count (the
+benchmark's protocol for the algorithms told the count), parts merge in a normalized cut's order until that
+many are left, on a mesh after snapping the clusters to the creases beside their boundaries.
 """
 
 from __future__ import annotations
@@ -254,7 +255,10 @@ class EverythingQuery:
     seed: int = option(0, 0, 2**31, doc="seed of the subsample")
     creases: bool = option(True, doc="merge adjacent parts whose shared boundary is no concave crease")
     parts: int = option(
-        0, 0, MAX_SAMPLE, doc="merge adjacent parts, least creased boundary first, to this many (0: automatic)"
+        0,
+        0,
+        MAX_SAMPLE,
+        doc="merge adjacent parts to this many, costliest to keep apart first (normalized cut); 0: automatic",
     )
 
 
