@@ -18,6 +18,7 @@ from segany.engine import Engine
 from segany.errors import SegAnyError
 from segany.eval.everything import humans_count, run_everything_eval
 from segany.methods.base import UNSEEN
+from segany.methods.saga import boundaries
 from segany.methods.saga.boundaries import Creases, merge_smooth, scene_creases, snap_to_creases
 from segany.methods.saga.everything import parse_everything, segment_everything
 from segany.samples import sample_mesh
@@ -110,21 +111,32 @@ def test_a_part_count_keeps_a_short_valley_and_merges_a_long_flat_boundary() -> 
 
 
 @pytest.mark.parametrize("fold", [1.0, 0.0], ids=["valley", "flat"])
-def test_snapping_moves_a_boundary_onto_the_crease_beside_it_and_leaves_a_flat_one(fold: float) -> None:
-    """Clusters split three grid columns right of the valley (x = 0.15): snapped, the boundary runs along
-    the crease (x = 0). On the flat sheet nothing holds it, and the larger cluster's diffusion pushes it a
-    few columns into the smaller one (1 to 3 here, by the rows' triangulation), but not across the sheet."""
-    mesh = valley_mesh(fold)
-    x = mesh.vertices[:, 0]
+@pytest.mark.parametrize("kind", ["mesh", "points"])
+def test_snapping_moves_a_boundary_onto_the_crease_beside_it_and_leaves_a_flat_one(kind: str, fold: float) -> None:
+    """Clusters split 0.15 right of the valley (three grid columns): snapped, the boundary runs along the
+    crease (x = 0), give or take one spacing on the points. On the flat sheet nothing holds it, and the larger
+    cluster's diffusion pushes it a little into the smaller one (1 to 3 columns on the grid), but not across."""
+    scene = valley_mesh(fold) if kind == "mesh" else valley_points(fold)
+    x = scene.vertices[:, 0] if kind == "mesh" else scene.xyz[:, 0]
     labels = (x > 0.15).astype(np.int64)
-    labels[0] = UNSEEN  # an unseen corner stays unseen and pulls no cluster
-    snapped = snap_to_creases(labels, scene_creases(mesh, snap=True).walk)
+    labels[0] = UNSEEN  # an unseen element stays unseen and pulls no cluster
+    snapped = snap_to_creases(labels, scene_creases(scene, snap=True).walk)
     assert snapped[0] == UNSEEN
     rest = np.arange(len(x)) > 0
+    near = 0.01 if kind == "mesh" else 0.05  # the points' spacing is about 0.03
     if fold:
-        assert np.all(snapped[rest & (x < -0.01)] == 0) and np.all(snapped[rest & (x > 0.01)] == 1)
+        assert np.all(snapped[rest & (x < -near)] == 0) and np.all(snapped[rest & (x > near)] == 1)
     else:
         assert np.all(snapped[rest & (x < 0.0)] == 0) and np.all(snapped[rest & (x > 0.35)] == 1)
+
+
+def test_a_sampled_point_scene_carries_no_walk_graph_to_snap_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_NODES the crease graph holds a sample; a walk on it would snap only the sample, so none is
+    built (a smaller cap stands in for 50,000 so the scene stays small)."""
+    monkeypatch.setattr(boundaries, "MAX_NODES", 1000)
+    creases = scene_creases(valley_points(), snap=True)
+    assert len(creases.nodes) == 1000 and creases.walk is None
+    assert scene_creases(valley_points(n=900), snap=True).walk is not None
 
 
 def test_parts_on_two_loose_pieces_stop_where_no_boundary_is_left() -> None:

@@ -29,13 +29,15 @@ the share of creased pairs alone ties every smooth boundary, however long, with 
 automatic stop the same order was worse on splats (0.232 → 0.260), so the automatic mode keeps the share's
 order (journal, session 11). No constant is fitted.
 
-On a mesh, given a count, the clusters are first snapped to the creases (`snap_to_creases`): a feature
-boundary may run a few faces off the crease beside it, and the merge can only join what the clusters split.
-Each cluster's share of a face's corners is diffused on the walk method's dual graph with the pull of a first
-click (`graphwalk.FIRST_PULL`), and each vertex takes the cluster that holds most of it there: the diffusion
-stops at creases, so a boundary moves onto the crease next to it. PSB count-given 0.159 → 0.152 (8 of 12
-shapes better); the automatic mode is not snapped (0.236 → 0.240 with it). Splats and points are not snapped:
-their walk graph costs 11 s on a million Gaussians, more than the whole split (journal, session 11).
+Given a count, the clusters are first snapped to the creases (`snap_to_creases`): a feature boundary may
+run a few elements off the crease beside it, and the merge can only join what the clusters split. Each
+cluster's share of a node's elements (a face's corners, a point's neighbourhood) is diffused on the walk
+method's graph with the pull of a first click (`graphwalk.FIRST_PULL`), and each element takes the cluster
+that holds most of it there: the diffusion stops at creases, so a boundary moves onto the crease next to it.
+Count-given PSB 0.159 → 0.152, splats 0.220 → 0.183, points 0.232 → 0.208 (offline, same clusters); the
+automatic mode is not snapped (PSB 0.236 → 0.240 with it). A point or splat scene past MAX_NODES elements is
+not snapped: its kNN graph is a sample, and the whole walk graph costs 11 s on a million Gaussians, more than
+the whole split (journal, session 11).
 
 Graphs: a mesh's edges between vertices, creases from its faces' normals; a point or splat scene's kNN
 graph with the walk method's normals (a Gaussian's shortest axis, oriented), on at most MAX_NODES elements
@@ -67,12 +69,13 @@ class Creases:
     nodes: np.ndarray  # (M,) the elements the graph holds (all of them, or a seeded sample)
     edges: np.ndarray  # (E, 2) pairs of rows of `nodes`
     crease: np.ndarray  # (E,) the larger crease at the pair's two ends, 1 on the scene's average pair
-    walk: CreaseGraph | None = None  # a mesh's dual walk graph, to snap clusters to creases (`snap_to_creases`)
+    walk: CreaseGraph | None = None  # the walk graph, to snap clusters to the creases (`snap_to_creases`)
 
 
 def scene_creases(scene: Scene, snap: bool = False) -> Creases | None:
     """The scene's boundary graph, or None when it has no normals to tell a crease by (bare points); with
-    `snap`, a mesh's also carries its dual walk graph."""
+    `snap`, it also carries the walk graph (a mesh's dual graph; a point or splat scene's kNN graph when it
+    holds every element, at most MAX_NODES)."""
     if isinstance(scene, MeshScene):
         v = np.asarray(scene.vertices, dtype=np.float64)
         f = np.asarray(scene.faces, dtype=np.int64)
@@ -94,9 +97,11 @@ def scene_creases(scene: Scene, snap: bool = False) -> Creases | None:
     if n > MAX_NODES:
         nodes = np.sort(np.random.default_rng(SAMPLE_SEED).choice(n, MAX_NODES, replace=False))
     p = np.asarray(positions, dtype=np.float64)[nodes]
-    edges, _ = knn_edges(p)
+    edges, lengths = knn_edges(p)
     bend = -np.log(np.maximum(normal_weights(p, np.asarray(normals)[nodes], edges), TINY))
-    return Creases(nodes, edges, _at_ends(len(nodes), edges, bend, edges))
+    # the walk graph only when the kNN graph holds every element: a sample's walk would snap only the sample
+    walk = CreaseGraph.for_points(p, edges, lengths, np.asarray(normals)[nodes]) if snap and n == len(nodes) else None
+    return Creases(nodes, edges, _at_ends(len(nodes), edges, bend, edges), walk)
 
 
 def _at_ends(n: int, bent: np.ndarray, bend: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -161,16 +166,17 @@ def merge_smooth(labels: np.ndarray, creases: Creases, parts: int = 0) -> np.nda
 
 
 def snap_to_creases(labels: np.ndarray, graph: CreaseGraph) -> np.ndarray:
-    """The vertex labels (N,) moved onto the creases beside their boundaries: each cluster's share of a face's
-    corners, diffused on the dual graph (no seeds, the first click's pull), and each seen vertex to the
-    cluster that holds most of its faces there. UNSEEN vertices stay UNSEEN and pull no cluster."""
+    """The element labels (N,) moved onto the creases beside their boundaries: each cluster's share of a
+    node's elements (`seed_of`: a face's corners, a point and its neighbours), diffused on the walk graph (no
+    seeds, the first click's pull), and each seen element to the cluster that holds most of it there. UNSEEN
+    elements stay UNSEEN and pull no cluster."""
     seen = labels != UNSEEN
     k = int(labels[seen].max()) + 1 if seen.any() else 0
     if k < 2:
         return labels
     members = np.zeros((len(labels), k))
     members[np.flatnonzero(seen), labels[seen]] = 1.0
-    corners = np.asarray(graph.seed_of.T @ members)  # (faces, k): corners of each cluster per face
+    corners = np.asarray(graph.seed_of.T @ members)  # (nodes, k): each cluster's elements per node
     corners /= np.maximum(corners.sum(axis=1, keepdims=True), 1.0)
     none = np.zeros(graph.n, dtype=np.int64)
     held = np.stack([graph.element_scores(graph.walk(corners[:, c], none, FIRST_PULL)) for c in range(k)], axis=1)

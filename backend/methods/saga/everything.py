@@ -15,7 +15,7 @@ every feature points the same way it still cut the residual noise into a dozen "
 Last, adjacent parts whose shared boundary is not a concave crease are merged (`boundaries.py`): the
 features keep a smooth body's patches apart, the geometry says they are one part. Given a part count (the
 benchmark's protocol for the algorithms told the count), parts merge in a normalized cut's order until that
-many are left, on a mesh after snapping the clusters to the creases beside their boundaries.
+many are left, after snapping the clusters to the creases beside their boundaries.
 """
 
 from __future__ import annotations
@@ -177,8 +177,8 @@ def segment_everything(
     """Part labels (N,) int64 in 0..K-1 and a colour per part (K, 3) float32.
 
     With the scene's `creases`, adjacent parts are merged across boundaries that are no crease, or until
-    `parts` are left when that is > 0 (`boundaries.merge_smooth`); given a count on a mesh (`creases` with its
-    walk graph) the clusters are snapped to the creases first (`boundaries.snap_to_creases`).
+    `parts` are left when that is > 0 (`boundaries.merge_smooth`); given a count (`creases` with its walk
+    graph) the clusters are snapped to the creases first (`boundaries.snap_to_creases`).
 
     Elements whose feature is all zero (never seen by a view) get `UNSEEN` (-1) instead of a part. Too
     few seen elements to form a cluster, identical features, or a sample HDBSCAN calls all noise give
