@@ -172,7 +172,7 @@ def everything(
     scale: Annotated[
         str,
         typer.Option(
-            help='part size in scene units, "auto" (the prepare\'s median mask size), or several sizes '
+            help='part size in scene units, "auto" (half the prepare\'s largest mask), or several sizes '
             "separated by commas for a hierarchy (the finest is written)"
         ),
     ] = "auto",
@@ -180,6 +180,10 @@ def everything(
     prior: PriorOpt = None,
     min_cluster_size: Annotated[int | None, typer.Option(help="fewest sampled elements a part holds")] = None,
     sample: Annotated[int | None, typer.Option(help="elements clustered; the rest join the nearest part")] = None,
+    parts: Annotated[
+        int | None,
+        typer.Option(help="merge touching parts down to this many, costliest to keep apart first; default: automatic"),
+    ] = None,
     options: OptionsOpt = None,
     out: OutOpt = Path("segany-parts"),
     allow_references: ReferencesOpt = False,
@@ -192,7 +196,8 @@ def everything(
 
     sizes = [_scale(s, "--scale") for s in scale.split(",")]
     query: dict = {"scale": sizes[0]} if len(sizes) == 1 else {"scales": sizes}
-    query.update({k: v for k, v in (("min_cluster_size", min_cluster_size), ("sample", sample)) if v is not None})
+    given = (("min_cluster_size", min_cluster_size), ("sample", sample), ("parts", parts))
+    query.update({k: v for k, v in given if v is not None})
     engine = _engine(cache_dir, device)
     check_everything(engine.method(method))  # named now, not after a prepare
     sid = engine.load_scene(path, allow_references=allow_references)

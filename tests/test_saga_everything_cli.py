@@ -58,6 +58,17 @@ def test_everything_writes_a_3dgs_ply_with_parts_and_a_picture(blobs, tmp_path: 
         assert png.width == 4 * 320 and png.height > 320  # four views over a legend
 
 
+def test_everything_merges_adjacent_parts_only_down_to_a_given_count(blobs, tmp_path: Path):
+    """Asked for one part, the two blobs stay two: only parts that touch merge (a part count is a bound)."""
+    path, scene, labels, cache = blobs
+    res = run("everything", str(path), "--scale", "1.0", "--parts", "1", "--options", TINY, "--out", str(tmp_path),
+              cache=cache)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert f"2 parts of {scene.n_elements:,} elements" in res.stdout
+    parts = np.asarray(PlyData.read(str(tmp_path / "parts.ply"))["vertex"]["part"])
+    assert rand_index(parts, labels) > 0.99
+
+
 def test_segment_takes_a_scale(blobs, tmp_path: Path):
     path, _, labels, cache = blobs
     click = int(np.flatnonzero(labels == 0)[0])
@@ -80,6 +91,8 @@ def test_segment_takes_a_scale(blobs, tmp_path: Path):
         (["--scale", "0.5,zero"], "[bad_request] --scale 'zero'"),
         (["--method", "walk"], "[bad_request] walk cannot segment everything; methods that can: ['saga']"),
         (["--min-cluster-size", "500", "--sample", "100"], "[bad_request] min_cluster_size (500) must not exceed"),
+        (["--scale", "0.5,1", "--parts", "2"], "[bad_request] saga everything query key 'parts' takes one scale"),
+        (["--parts", "-1"], "[bad_request]"),
     ],
 )
 def test_everything_refuses_clearly(blobs, tmp_path: Path, args: list[str], says: str):
