@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -81,6 +82,30 @@ def face_adjacency(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 def _unit(v: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(v, axis=1, keepdims=True)
     return v / np.maximum(n, 1e-30)
+
+
+class FaceCreases(NamedTuple):
+    """A mesh's dual graph with the concavity across each of its edges, and the per-face geometry it came from."""
+
+    pairs: np.ndarray  # (E, 2) faces sharing an edge
+    shared: np.ndarray  # (E, 2) that edge's two vertices
+    concavity: np.ndarray  # (E,) `concavity_weights` across it
+    centres: np.ndarray  # (F, 3) face centres
+    cross: np.ndarray  # (F, 3) unnormalised face normals (their length is twice the face's area)
+
+
+def face_creases(vertices: np.ndarray, faces: np.ndarray) -> FaceCreases:
+    """The mesh's `FaceCreases`: what the walk graph (`CreaseGraph.for_mesh`) and segment everything's
+    boundaries (`methods/saga/boundaries.py`) read creases from."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    tri = v[f]
+    centre = tri.mean(axis=1)
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    fn = _unit(cross)
+    pairs, shared, _ = face_adjacency(f)
+    a, b = pairs.T
+    return FaceCreases(pairs, shared, concavity_weights(fn[a], fn[b], centre[a], centre[b]), centre, cross)
 
 
 def concavity_weights(
@@ -177,13 +202,8 @@ class CreaseGraph:
         """Dual graph: nodes are faces; a click on a vertex seeds the faces around it."""
         v = np.asarray(vertices, dtype=np.float64)
         f = np.asarray(faces, dtype=np.int64)
-        tri = v[f]
-        centre = tri.mean(axis=1)
-        cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        fn = _unit(cross)
-        pairs, shared, _ = face_adjacency(f)
+        pairs, shared, w, centre, cross = face_creases(v, f)
         a, b = pairs.T
-        w = concavity_weights(fn[a], fn[b], centre[a], centre[b])
         length = np.linalg.norm(v[shared[:, 0]] - v[shared[:, 1]], axis=1)
         w *= length / np.maximum(np.linalg.norm(centre[a] - centre[b], axis=1), 1e-30)
         corner_of = (f.ravel(), np.repeat(np.arange(len(f)), 3))

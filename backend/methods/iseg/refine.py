@@ -211,8 +211,7 @@ class CreaseRefiner:
             proposal[allowed] = self._face_probs(probs)[allowed]
             region = under_click(self._smoothed(proposal, seed))
         if len(rows) and not region.any():
-            probs[rows] = decode([(clicks[-1][0], 1)], rows)
-            part = self._face_probs(probs) >= self.threshold
+            part = self._decoder_part(clicks[-1][0], allowed, decode)
             region = under_click(part if grow else ~part)
         if not region.any():
             region = here & (~previous if grow else previous)

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...graphwalk import FIRST_PULL, CreaseGraph, concavity_weights, face_adjacency
+from ...graphwalk import FIRST_PULL, CreaseGraph, face_creases
 from ...scene import MeshScene, Scene
 from ..base import UNSEEN
 from ..walk.graph import element_attributes, knn_edges, normal_weights
@@ -79,13 +79,8 @@ def scene_creases(scene: Scene, snap: bool = False) -> Creases | None:
     if isinstance(scene, MeshScene):
         v = np.asarray(scene.vertices, dtype=np.float64)
         f = np.asarray(scene.faces, dtype=np.int64)
-        tri = v[f]
-        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-30)
-        centre = tri.mean(axis=1)
-        pairs, shared, _ = face_adjacency(f)
-        a, b = pairs.T
-        bend = -np.log(np.maximum(concavity_weights(normals[a], normals[b], centre[a], centre[b]), TINY))
+        dual = face_creases(v, f)
+        shared, bend = dual.shared, -np.log(np.maximum(dual.concavity, TINY))
         edges = np.unique(np.sort(f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1), axis=0)
         walk = CreaseGraph.for_mesh(v, f) if snap else None
         return Creases(np.arange(len(v)), edges, _at_ends(len(v), shared, bend, edges), walk)
