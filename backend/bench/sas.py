@@ -40,6 +40,7 @@ import numba
 import numpy as np
 import torch
 
+from ..clock import clock, since
 from ..eval.generate import splats_from_mesh
 from ..formats import load_scene
 from ..jobs import JobContext
@@ -63,14 +64,6 @@ WORDS = sorted(set(NAMES)) + [f"word {i}" for i in range(16)]
 PER_ELEMENT = ("source0.features", "source1.features", "coverage")  # tensors with a row per element
 DONUT = shared_data_dir() / "splats" / "donut.ply"
 CLIP_TARGET = "≤ 300 s"  # the aim: the donut's prepare with CLIP ViT-B-16 within 5 minutes
-
-
-def _clock() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
-
-
-def _since(start: tuple[float, float]) -> tuple[float, float]:
-    return time.perf_counter() - start[0], time.process_time() - start[1]
 
 
 def _replicated(state: State, copies: int) -> State:
@@ -132,9 +125,9 @@ def _prepare_rows(n: int, options: SASOptions, extra: dict[str, Any]) -> tuple[l
     mesh = sample_mesh()
     scene, labels = splats_from_mesh(mesh, mesh.face_parts, n, seed=0)
     prior = get_prior("oracle_text", labels=labels, names=NAMES)
-    start = _clock()
+    start = clock()
     state = SAS().prepare(scene, prior, options, JobContext())
-    wall, cpu = _since(start)
+    wall, cpu = since(start)
     case = f"prepare, stool, {n:,} G, 2 sources"
     extra["prepare_timings"] = {case: state.meta["timings"]}
     extra["bytes_per_element"] = {case: state.meta["bytes_per_element"]}
@@ -158,15 +151,15 @@ def _clip_rows(scene: Scene, name: str, model: str, options: SASOptions, extra: 
         torch.manual_seed(0)
         checkpoint = Path(tmp) / "random.bin"
         torch.save(open_clip.create_model(model, pretrained=None).state_dict(), checkpoint)
-        start = _clock()
+        start = clock()
         clip = get_prior("clip_sources", clip={"checkpoint": str(checkpoint), "model_name": model})
-        load = _since(start)
-        base_start = _clock()
+        load = since(start)
+        base_start = clock()
         base = SAS().prepare(scene, oracle, options, JobContext())
-        base_wall, base_cpu = _since(base_start)
-        start = _clock()
+        base_wall, base_cpu = since(base_start)
+        start = clock()
         state = SAS().prepare(scene, clip, options, JobContext())
-        wall, cpu = _since(start)
+        wall, cpu = since(start)
     case = f"prepare, {name}, {scene.n_elements:,} G, CLIP {model} dense + crops, {bench_threads()} torch threads"
     extra["clip_prepare"] = {
         "options": options.to_dict(), "prior": clip.describe().options, "torch_threads": bench_threads(),

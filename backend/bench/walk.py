@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..clock import clock, since
 from ..formats import load_scene
 from ..graphwalk import FIRST_PULL, FOLLOW_PULL, CreaseGraph
 from ..methods.walk.graph import element_attributes, knn_edges, scene_graph
@@ -45,14 +46,6 @@ def _big_scene(n: int) -> Scene:
     mesh = sample_mesh()
     scene, _ = splats_from_mesh(mesh, mesh.face_parts, n, seed=0)
     return scene
-
-
-def _clock() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
-
-
-def _since(start: tuple[float, float]) -> tuple[float, float]:
-    return time.perf_counter() - start[0], time.process_time() - start[1]
 
 
 def _build(scene: Scene, opts: WalkOptions) -> tuple[SeededCreaseGraph, dict[str, float]]:
@@ -89,9 +82,9 @@ def _race(ours: ClickWalker, base: ClickWalker, lists: list[list[tuple[int, int]
         answers: dict[str, np.ndarray] = {}
         for k in range(3):
             for name, walker in order:
-                start = _clock()
+                start = clock()
                 answers[name] = walker.scores(clicks[: k + 1])
-                wall, cpu = _since(start)
+                wall, cpu = since(start)
                 times[f"{name}_wall"][k].append(wall)
                 times[f"{name}_cpu"][k].append(cpu)
             differ += int(((answers["ours"] >= 0.5) != (answers["base"] >= 0.5)).sum())

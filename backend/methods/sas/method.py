@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -14,6 +13,7 @@ from scipy.spatial import cKDTree
 from segany.kernels.labels import Labelled, Neighbours
 
 from ...cameras import cameras_for_scene
+from ...clock import clock, since
 from ...errors import SegAnyError
 from ...jobs import JobContext
 from ...options import parse_options
@@ -88,12 +88,13 @@ class SAS(Method):
         for source in sources.values():
             source.require("embed")
         device = ctx.device if str(ctx.device).startswith("cuda") and torch.cuda.is_available() else "cpu"
-        t0, c0 = time.perf_counter(), time.process_time()  # wall and the process's CPU (all threads) per stage
+        start = clock()  # wall and the process's CPU (all threads) per stage
         cams = cameras_for_scene(
             scene, options.views, options.resolution, options.resolution, fov_deg=options.fov_deg, seed=options.seed
         )
         renders = render(scene, cams, device=device, contributors=options.top_k, progress=ctx.sub(0.0, 0.2).progress)
-        timings, cpu = {"render": time.perf_counter() - t0}, {"render": time.process_time() - c0}
+        timings, cpu = {}, {}
+        timings["render"], cpu["render"] = since(start)
         n = scene.n_elements
         rng = np.random.default_rng(options.seed)
         sample = np.sort(rng.choice(n, min(n, options.sample), replace=False)).astype(np.int64)
@@ -101,21 +102,21 @@ class SAS(Method):
         seen = np.zeros(n, dtype=bool)
         share = 0.7 / max(len(sources), 1)
         for i, (name, source) in enumerate(sources.items()):
-            t1, c1 = time.perf_counter(), time.process_time()
+            start = clock()
             sub = ctx.sub(0.2 + i * share, 0.2 + (i + 1) * share).progress
             lifted = lift_source(source, renders, n, sample, options.dims, sub)
             tensors.update(_pack(i, lifted))
             seen |= lifted.seen
-            timings[f"lift {name}"], cpu[f"lift {name}"] = time.perf_counter() - t1, time.process_time() - c1
+            timings[f"lift {name}"], cpu[f"lift {name}"] = since(start)
         ctx.progress(0.9, "graph")
-        t1, c1 = time.perf_counter(), time.process_time()
+        start = clock()
         ids, weights = renders.contrib_ids, renders.contrib_weights
         coverage = np.bincount(ids[ids >= 0], weights=weights[ids >= 0], minlength=n) / max(len(cams), 1)
         tensors["coverage"] = torch.as_tensor(coverage.astype(np.float32))
         edges, affinity = element_graph(scene)
         tensors["graph_edges"], tensors["graph_weights"] = torch.as_tensor(edges), torch.as_tensor(affinity)
         tensors.update(_fill(element_positions(scene), seen))
-        timings["graph"], cpu["graph"] = time.perf_counter() - t1, time.process_time() - c1
+        timings["graph"], cpu["graph"] = since(start)
         per_element = sum(int(t.numel() * t.element_size()) for t in tensors.values()) / max(n, 1)
         meta = {
             "format": FORMAT,
