@@ -29,15 +29,21 @@ the share of creased pairs alone ties every smooth boundary, however long, with 
 automatic stop the same order was worse on splats (0.232 → 0.260), so the automatic mode keeps the share's
 order (journal, session 11). No constant is fitted.
 
-Given a count, the clusters are first snapped to the creases (`snap_to_creases`): a feature boundary may
-run a few elements off the crease beside it, and the merge can only join what the clusters split. Each
-cluster's share of a node's elements (a face's corners, a point's neighbourhood) is diffused on the walk
-method's graph with the pull of a first click (`graphwalk.FIRST_PULL`), and each element takes the cluster
-that holds most of it there: the diffusion stops at creases, so a boundary moves onto the crease next to it.
-Count-given PSB 0.159 → 0.152, splats 0.220 → 0.183, points 0.232 → 0.208 (offline, same clusters); the
-automatic mode is not snapped (PSB 0.236 → 0.240 with it). A point or splat scene past MAX_NODES elements is
-not snapped: its kNN graph is a sample, and the whole walk graph costs 11 s on a million Gaussians, more than
-the whole split (journal, session 11).
+Last, in both modes, the parts' boundaries settle onto the creases (`settle`): each part's share of a node's
+elements (a face's corners, a point's neighbourhood) is diffused on the walk method's graph with the pull of
+a first click (`graphwalk.FIRST_PULL`), each element takes the part that holds most of it there, and this is
+repeated until no element changes part. It is the MBO scheme on a graph (Merriman, Bence and Osher's
+threshold dynamics; on graphs Merkurjev, Kostić and Bertozzi, 2013, and van Gennip et al., 2014): diffuse
+each part's indicator, threshold, repeat — a descent of the graph's weighted cut, which the walk graph makes
+cheap across creases and dear across smooth ground. A feature boundary a few elements off a crease moves
+onto it, a ragged boundary straightens, and a sliver that no crease holds is absorbed by its neighbours
+(so a count given to the merge is an upper bound). One diffusion step alone (session 11, before the merge
+and given a count only) took the count-given PSB error 0.159 → 0.152; repeated to rest after the merge,
+it is 0.152 → 0.136 given the count and 0.236 → 0.186 automatic (splats 0.183 → 0.161 and 0.232 → 0.170;
+journal, session 12). No constant is fitted: the pull is the first click's, the stop is rest (MAX_ROUNDS
+is a bound on the cost; every development scene settled within 55 rounds). A point or splat scene past
+MAX_NODES elements does not settle: its kNN graph is a sample, and the whole walk graph costs 11 s on a
+million Gaussians, more than the whole split (journal, session 11).
 
 Graphs: a mesh's edges between vertices, creases from its faces' normals; a point or splat scene's kNN
 graph with the walk method's normals (a Gaussian's shortest axis, oriented), on at most MAX_NODES elements
@@ -58,6 +64,7 @@ from ..walk.graph import element_attributes, knn_edges, normal_weights
 
 MAX_NODES = 50_000  # the walk graph's own cap on nodes (walk.graph.point_graph's max_nodes)
 SAMPLE_SEED = 0
+MAX_ROUNDS = 100  # settling rounds at most: a bound on the cost should a boundary oscillate (55 were the most seen)
 SMOOTH = 1.0  # a pair above the scene's average pair (creases are normalised to mean 1) is creased
 TINY = 1e-300  # floor under an edge weight before its log: a crease of 690 σ is a crease either way
 
@@ -69,21 +76,20 @@ class Creases:
     nodes: np.ndarray  # (M,) the elements the graph holds (all of them, or a seeded sample)
     edges: np.ndarray  # (E, 2) pairs of rows of `nodes`
     crease: np.ndarray  # (E,) the larger crease at the pair's two ends, 1 on the scene's average pair
-    walk: CreaseGraph | None = None  # the walk graph, to snap clusters to the creases (`snap_to_creases`)
+    walk: CreaseGraph | None = None  # the walk graph, on which the parts' boundaries settle (`settle`)
 
 
-def scene_creases(scene: Scene, snap: bool = False) -> Creases | None:
-    """The scene's boundary graph, or None when it has no normals to tell a crease by (bare points); with
-    `snap`, it also carries the walk graph (a mesh's dual graph; a point or splat scene's kNN graph when it
-    holds every element, at most MAX_NODES)."""
+def scene_creases(scene: Scene) -> Creases | None:
+    """The scene's boundary graph, or None when it has no normals to tell a crease by (bare points), with the
+    walk graph (a mesh's dual graph; a point or splat scene's kNN graph when it holds every element, at most
+    MAX_NODES)."""
     if isinstance(scene, MeshScene):
         v = np.asarray(scene.vertices, dtype=np.float64)
         f = np.asarray(scene.faces, dtype=np.int64)
         dual = face_creases(v, f)
         shared, bend = dual.shared, -np.log(np.maximum(dual.concavity, TINY))
         edges = np.unique(np.sort(f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1), axis=0)
-        walk = CreaseGraph.for_mesh(v, f) if snap else None
-        return Creases(np.arange(len(v)), edges, _at_ends(len(v), shared, bend, edges), walk)
+        return Creases(np.arange(len(v)), edges, _at_ends(len(v), shared, bend, edges), CreaseGraph.for_mesh(v, f))
     positions, normals, _ = element_attributes(scene)
     if normals is None:
         return None
@@ -94,8 +100,8 @@ def scene_creases(scene: Scene, snap: bool = False) -> Creases | None:
     p = np.asarray(positions, dtype=np.float64)[nodes]
     edges, lengths = knn_edges(p)
     bend = -np.log(np.maximum(normal_weights(p, np.asarray(normals)[nodes], edges), TINY))
-    # the walk graph only when the kNN graph holds every element: a sample's walk would snap only the sample
-    walk = CreaseGraph.for_points(p, edges, lengths, np.asarray(normals)[nodes]) if snap and n == len(nodes) else None
+    # the walk graph only when the kNN graph holds every element: a sample's walk would settle only the sample
+    walk = CreaseGraph.for_points(p, edges, lengths, np.asarray(normals)[nodes]) if n == len(nodes) else None
     return Creases(nodes, edges, _at_ends(len(nodes), edges, bend, edges), walk)
 
 
@@ -160,18 +166,28 @@ def merge_smooth(labels: np.ndarray, creases: Creases, parts: int = 0) -> np.nda
     return out
 
 
-def snap_to_creases(labels: np.ndarray, graph: CreaseGraph) -> np.ndarray:
-    """The element labels (N,) moved onto the creases beside their boundaries: each cluster's share of a
-    node's elements (`seed_of`: a face's corners, a point and its neighbours), diffused on the walk graph (no
-    seeds, the first click's pull), and each seen element to the cluster that holds most of it there. UNSEEN
-    elements stay UNSEEN and pull no cluster."""
+def settle(labels: np.ndarray, graph: CreaseGraph) -> np.ndarray:
+    """The element labels (N,) with the parts' boundaries moved onto the creases beside them: `_diffused`
+    until no element changes part (at most MAX_ROUNDS rounds). UNSEEN elements stay UNSEEN."""
+    for _ in range(MAX_ROUNDS):
+        moved = _diffused(labels, graph)
+        if np.array_equal(moved, labels):
+            break
+        labels = moved
+    return labels
+
+
+def _diffused(labels: np.ndarray, graph: CreaseGraph) -> np.ndarray:
+    """One round: each part's share of a node's elements (`seed_of`: a face's corners, a point and its
+    neighbours), diffused on the walk graph (no seeds, the first click's pull), and each seen element to the
+    part that holds most of it there. UNSEEN elements stay UNSEEN and pull no part."""
     seen = labels != UNSEEN
     k = int(labels[seen].max()) + 1 if seen.any() else 0
     if k < 2:
         return labels
     members = np.zeros((len(labels), k))
     members[np.flatnonzero(seen), labels[seen]] = 1.0
-    corners = np.asarray(graph.seed_of.T @ members)  # (nodes, k): each cluster's elements per node
+    corners = np.asarray(graph.seed_of.T @ members)  # (nodes, k): each part's elements per node
     corners /= np.maximum(corners.sum(axis=1, keepdims=True), 1.0)
     none = np.zeros(graph.n, dtype=np.int64)
     held = np.stack([graph.element_scores(graph.walk(corners[:, c], none, FIRST_PULL)) for c in range(k)], axis=1)

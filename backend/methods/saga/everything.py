@@ -15,7 +15,8 @@ every feature points the same way it still cut the residual noise into a dozen "
 Last, adjacent parts whose shared boundary is not a concave crease are merged (`boundaries.py`): the
 features keep a smooth body's patches apart, the geometry says they are one part. Given a part count (the
 benchmark's protocol for the algorithms told the count), parts merge in a normalized cut's order until that
-many are left, after snapping the clusters to the creases beside their boundaries.
+many are left. Then the parts' boundaries settle onto the creases beside them (a diffusion on the walk
+graph repeated to rest), which also absorbs slivers no crease holds.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ...errors import SegAnyError
 from ...options import option, parse_options
 from ...scene import Scene
 from ..base import UNSEEN, Parts, State
-from .boundaries import Creases, merge_smooth, scene_creases, snap_to_creases
+from .boundaries import Creases, merge_smooth, scene_creases, settle
 from .features import gated_features
 from .query import THRESHOLD, checked_scale
 from .train import SCALE_MARGIN
@@ -177,8 +178,8 @@ def segment_everything(
     """Part labels (N,) int64 in 0..K-1 and a colour per part (K, 3) float32.
 
     With the scene's `creases`, adjacent parts are merged across boundaries that are no crease, or until
-    `parts` are left when that is > 0 (`boundaries.merge_smooth`); given a count (`creases` with its walk
-    graph) the clusters are snapped to the creases first (`boundaries.snap_to_creases`).
+    `parts` are left when that is > 0 (`boundaries.merge_smooth`); then, when `creases` carries its walk
+    graph, the boundaries settle onto the creases (`boundaries.settle`), which may absorb a part.
 
     Elements whose feature is all zero (never seen by a view) get `UNSEEN` (-1) instead of a part. Too
     few seen elements to form a cluster, identical features, or a sample HDBSCAN calls all noise give
@@ -195,9 +196,9 @@ def segment_everything(
     shown = unit if len(rows) == len(unit) else unit[rows]  # usually every element is seen: skip the copy
     labels[rows] = _by_size(part[_nearest(shown, centroids)])
     if creases is not None:
-        if parts and creases.walk is not None:
-            labels = snap_to_creases(labels, creases.walk)
         labels[rows] = _by_size(merge_smooth(labels, creases, parts)[rows])
+        if creases.walk is not None:
+            labels[rows] = _by_size(settle(labels, creases.walk)[rows])
     return labels, cluster_colours(int(labels.max()) + 1)
 
 
@@ -258,7 +259,7 @@ class EverythingQuery:
         0,
         0,
         MAX_SAMPLE,
-        doc="merge adjacent parts to this many, costliest to keep apart first (normalized cut); 0: automatic",
+        doc="merge adjacent parts to this many (at most), costliest to keep apart first (normalized cut); 0: automatic",
     )
 
 
@@ -310,7 +311,7 @@ def everything_parts(scene: Scene, state: State, query: Any) -> Parts:
         sample=parsed.sample,
         min_cluster_size=parsed.min_cluster_size,
         seed=parsed.seed,
-        creases=scene_creases(scene, snap=parsed.parts > 0) if parsed.creases or parsed.parts else None,
+        creases=scene_creases(scene) if parsed.creases or parsed.parts else None,
         parts=parsed.parts,
     )
     finest = labels[-1].astype(np.int32)
