@@ -113,11 +113,15 @@ def concavity_weights(
 ) -> np.ndarray:
     """exp(-η (1 - cos θ) / σ) per edge: small across concave creases, near 1 on flat or convex ground."""
     cos = np.clip(np.einsum("ij,ij->i", normals_a, normals_b), -1.0, 1.0)
-    step = centre_b - centre_a
-    concave = np.einsum("ij,ij->i", step, normals_a - normals_b) > 0  # < 0 on a convex edge (a sphere)
+    concave = is_concave(normals_a, normals_b, centre_a, centre_b)
     d = np.where(concave, CONCAVE_ETA, CONVEX_ETA) * (1.0 - cos)
     sigma = max(float(d.mean()), 1e-12)
     return np.exp(-d / sigma)
+
+
+def is_concave(normals_a: np.ndarray, normals_b: np.ndarray, centre_a: np.ndarray, centre_b: np.ndarray) -> np.ndarray:
+    """Per pair of neighbours, whether the surface bends inwards between them (false on a sphere)."""
+    return np.einsum("ij,ij->i", centre_b - centre_a, normals_a - normals_b) > 0
 
 
 def is_convex(points: np.ndarray) -> bool:
@@ -180,6 +184,7 @@ class CreaseGraph:
         seed_of: sp.csr_matrix,
         to_elements: sp.csr_matrix | None = None,
         positions: np.ndarray | None = None,
+        rims: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.n = n
         self.edges = edges
@@ -192,6 +197,7 @@ class CreaseGraph:
         self.to_elements = to_elements  # (click elements, nodes) averaging; None when nodes are the elements
         self.pieces = connected_components(self.W, directed=False)[1]
         self.positions = positions  # per click element, for telling convex pieces; None: never claimed convex
+        self.rims = rims  # per edge, exp(−crease) where concave (else 1) and its boundary length (`rim_crease`)
         self._convex: dict[int, bool] = {}
         self._factors: dict[float, _Factor] = {}
         self._steps: tuple[sp.csr_matrix, float] | None = None  # `steps`, built on first use
@@ -202,16 +208,18 @@ class CreaseGraph:
         """Dual graph: nodes are faces; a click on a vertex seeds the faces around it."""
         v = np.asarray(vertices, dtype=np.float64)
         f = np.asarray(faces, dtype=np.int64)
-        pairs, shared, w, centre, cross = face_creases(v, f)
+        pairs, shared, crease, centre, cross = face_creases(v, f)
         a, b = pairs.T
         length = np.linalg.norm(v[shared[:, 0]] - v[shared[:, 1]], axis=1)
-        w *= length / np.maximum(np.linalg.norm(centre[a] - centre[b], axis=1), 1e-30)
+        w = crease * length / np.maximum(np.linalg.norm(centre[a] - centre[b], axis=1), 1e-30)
+        fn = _unit(cross)
+        rim = np.where(is_concave(fn[a], fn[b], centre[a], centre[b]), crease, 1.0)  # parts end at concave creases
         corner_of = (f.ravel(), np.repeat(np.arange(len(f)), 3))
         seed_of = sp.csr_matrix((np.ones(f.size), corner_of), (len(v), len(f)))
         area = sp.csr_matrix((np.repeat(0.5 * np.linalg.norm(cross, axis=1), 3), corner_of), (len(v), len(f)))
         total = np.asarray(area.sum(axis=1)).ravel()
         to_vertices = (sp.diags(1.0 / np.maximum(total, 1e-30)) @ area).tocsr()
-        return cls(pairs, w, len(f), seed_of, to_vertices, v)
+        return cls(pairs, w, len(f), seed_of, to_vertices, v, rims=(rim, length))
 
     @classmethod
     def for_points(
@@ -270,19 +278,32 @@ class CreaseGraph:
         return np.clip(x, 0.0, 1.0)
 
     def sweep(
-        self, x: np.ndarray, seed: np.ndarray, max_share: float, guide: np.ndarray | None = None, agreement: float = 0.0
+        self,
+        x: np.ndarray,
+        seed: np.ndarray,
+        max_share: float,
+        guide: np.ndarray | None = None,
+        agreement: float = 0.0,
+        rim: float = 0.0,
     ) -> np.ndarray:
         """`sweep_scored`'s level set alone."""
-        return self.sweep_scored(x, seed, max_share, guide, agreement)[0]
+        return self.sweep_scored(x, seed, max_share, guide, agreement, rim)[0]
 
     def sweep_scored(
-        self, x: np.ndarray, seed: np.ndarray, max_share: float, guide: np.ndarray | None = None, agreement: float = 0.0
+        self,
+        x: np.ndarray,
+        seed: np.ndarray,
+        max_share: float,
+        guide: np.ndarray | None = None,
+        agreement: float = 0.0,
+        rim: float = 0.0,
     ) -> tuple[np.ndarray, float]:
         """The level set of x with the lowest conductance that keeps every positive and no negative seed and
         holds at most `max_share` of the graph volume — the sweep cut of local graph partitioning (Andersen,
         Chung, Lang 2006). Nodes with x < 0 never join it. With a `guide` (a soft answer's nodes), a level set
         also pays `agreement` × (1 − its volume IoU with the guide): the crease cut nearest that answer, where
-        the lowest cut alone can be a small crease next to the click (a hoof instead of the leg)."""
+        the lowest cut alone can be a small crease next to the click (a hoof instead of the leg). With `rim`
+        (and `rims`), a level set also pays `rim` × how little of its rim is concave crease (`rim_crease`)."""
         order = np.lexsort((seed <= 0, seed < 0, -x))
         rank = np.empty(self.n, dtype=np.int64)
         rank[order] = np.arange(self.n)
@@ -295,6 +316,8 @@ class CreaseGraph:
             guided = self.degree * np.asarray(guide, dtype=np.float64)
             shared = np.cumsum(guided[order])
             score = score + agreement * (1.0 - shared / np.maximum(guided.sum() + vol - shared, 1e-30))
+        if rim and self.rims is not None:
+            score = score + rim * self.rim_crease(rank)
         k = np.arange(self.n)
         last_pos = int(rank[seed > 0].max())
         first_neg = int(rank[seed < 0].min()) if (seed < 0).any() else self.n
@@ -305,6 +328,24 @@ class CreaseGraph:
         chosen = np.zeros(self.n, dtype=bool)
         chosen[order[: best + 1]] = True
         return chosen, float(score[best])
+
+    def rim_crease(self, rank: np.ndarray) -> np.ndarray:
+        """Per level set of a sweep order (`rank` per node; set k holds the nodes of rank ≤ k): the mean over
+        its rim, weighted by boundary length, of exp(−crease) across concave edges and 1 across convex ones —
+        near 0 where the rim runs all along concave creases, 1 on flat or convex ground, whatever the set's
+        size. Conductance divides the cut by the set's volume, so a larger set cut across flat ground can
+        score below the part bounded by creases all round; parts end at concave creases (the minima rule),
+        and a convex edge (a facet of a faceted mug, a box's corner) is no part's end. A set with no rim (a
+        whole piece) scores 0."""
+        crease, length = self.rims
+        lo, hi = np.sort(rank[self.edges], axis=1).T
+
+        def across(values: np.ndarray) -> np.ndarray:  # per level set, the sum over the edges it cuts
+            return np.cumsum(np.bincount(lo, values, self.n)) - np.cumsum(np.bincount(hi, values, self.n))
+
+        cut = across(length)
+        on = cut > 1e-9 * float(length.sum())
+        return np.where(on, np.clip(across(crease * length) / np.where(on, cut, 1.0), 0.0, 1.0), 0.0)
 
     def convex_piece(self, seed: np.ndarray) -> np.ndarray | None:
         """The nodes of the pieces the positive seeds lie on, when each of them is convex and together they

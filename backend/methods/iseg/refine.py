@@ -7,8 +7,11 @@ clicks, answers later clicks weakly. This stage walks on the concavity-weighted 
 
 - first click: the walk from the clicked faces (no pull towards the decoder), then, among its level
   sets holding up to `FIRST_MAX_SHARE` of the surface, the one whose conductance plus `AGREEMENT` ×
-  (1 − IoU with the decoder's confident answer, ≥ `CONFIDENT`) is lowest — the crease-bounded region
-  closest to the decoder's answer (a spill at 0.6 onto flat ground is not followed). Conductance alone
+  (1 − IoU with the decoder's confident answer, ≥ `CONFIDENT`) plus `RIM_CREASE` × the share of its rim
+  off concave creases (`CreaseGraph.rim_crease`) is lowest — the crease-bounded region closest to the
+  decoder's answer (a spill at 0.6 onto flat ground is not followed). The rim term is there because the
+  geometric prior's masks end where one view stops seeing a part, so its decoder answers a large part only
+  in part, and the agreement term alone followed that edge across flat ground (journal, session 12). Conductance alone
   often picks the smallest crease next to the click (a leg's hoof, not the leg); a size cap of half the
   surface, as the baseline has, would leave a cup's body unreachable, and a walk pulled towards the
   decoder's partial answer bent every level set towards it. On separate pieces of the mesh, which no walk
@@ -70,6 +73,7 @@ MEMO_SIZE = 256
 PART_HOLD = 0.75  # a negative click's part stays where the neutral walk is at least this (PSB dev shapes)
 WEAK_PRIOR_LOSS = 0.2  # "auto" refines when the decoder's final training loss is above this
 REFINED_THRESHOLD = 0.5  # refined scores are area shares of selected faces around each vertex
+RIM_CREASE = 0.02  # first click: weight of a cut rim's share off concave creases (fitted: PSB 1, 2, 21)
 SMOOTH_PULL = 0.1  # the decoder's answer smoothed over about 1/√0.1 ≈ 3 face steps (fitted: PSB 1, 2, 21)
 
 
@@ -268,7 +272,7 @@ class CreaseRefiner:
             x = g.walk(0.0, first_seed, FIRST_PULL)
             x[unclicked] = -1.0  # the sweep stays on the clicked piece
             guide = face_probs >= CONFIDENT if covers else None
-            chosen = g.sweep(x, first_seed, FIRST_MAX_SHARE, guide, AGREEMENT)
+            chosen = g.sweep(x, first_seed, FIRST_MAX_SHARE, guide, AGREEMENT, RIM_CREASE)
         if covers:
             chosen |= unclicked & (face_probs >= 0.5)  # no walk reaches a separate piece: the decoder decides there
         if (seed < 0).any():
