@@ -68,7 +68,9 @@ def test_perfect_sources_label_the_stool(engine: Engine, stool: MeshScene) -> No
 def test_fusion_beats_each_source_and_the_average(engine: Engine, stool: MeshScene) -> None:
     """Two oracles weak on complementary names: SAS's rule with the estimated capability picks, per
     element, the source that tells the candidates apart; neither source alone nor their mean does."""
-    sid = _prepare(engine, stool, stool.face_parts, STOOL_NAMES, confusion=0.9, noise=0.3)
+    # 0.7, not 0.9: with the tiny preset's 6 views a source at 0.9 says its weak part wrong in nearly every view,
+    # and then no estimate can tell which source is right there
+    sid = _prepare(engine, stool, stool.face_parts, STOOL_NAMES, confusion=0.7, noise=0.3)
     got = {}
     for name, keys in {
         "a": {"source": "oracle_a"},

@@ -22,6 +22,7 @@ from torch_scatter import scatter_add
 
 from ...priors import Prior
 from ...render import Renders, Views
+from .capability import view_evidence
 
 VIEWS_PER_CALL = 4  # views a source embeds at once (a dense map of 4 views stays within tens of MB)
 PAIRS_PER_SUM = 1 << 20  # (element, region) credits summed at once: 256 MB of temporaries at 64 components
@@ -45,6 +46,7 @@ class Lifted:
     features: np.ndarray  # (N, d) float32
     basis: np.ndarray  # (d, D) float32, orthonormal rows
     votes: RegionVotes
+    evidence: np.ndarray  # (N,) float32: how consistently the element's views spoke (`capability.view_evidence`)
 
     @property
     def seen(self) -> np.ndarray:
@@ -131,6 +133,11 @@ def lift_source(
     for c0 in range(0, len(elem), PAIRS_PER_SUM):  # bounded temporaries: pairs × dims floats at a time
         c = slice(c0, c0 + PAIRS_PER_SUM)
         scatter_add(weight[c, None] * reduced[reg[c]], elem[c], dim=0, out=sums)
+    credited = torch.zeros(3, n_elements)  # per element Σ w·|e|, Σ w and Σ w² over its (view, region) credits
+    scatter_add(weight * torch.linalg.vector_norm(reduced, dim=1)[reg], elem, dim=0, out=credited[0])
+    scatter_add(weight, elem, dim=0, out=credited[1])
+    scatter_add(weight * weight, elem, dim=0, out=credited[2])
+    evidence = view_evidence(torch.linalg.vector_norm(sums, dim=1).numpy(), *credited.numpy())
     features = torch.nn.functional.normalize(sums, dim=1).numpy()
     kept = np.isin(elem.numpy(), sample)
     votes = RegionVotes(
@@ -140,4 +147,4 @@ def lift_source(
         table @ basis.T,
     )
     progress(1.0, "registered")
-    return Lifted(features, basis, votes)
+    return Lifted(features, basis, votes, evidence)

@@ -28,7 +28,7 @@ from .lift import Lifted, RegionVotes, lift_source
 from .options import LabelQuery, SASOptions, parse_label_query
 from .spreading import element_graph, spreading
 
-FORMAT = "sas/2"  # 2: the walk graph of the elements instead of superpoint ids
+FORMAT = "sas/3"  # 2: the walk graph of the elements instead of superpoint ids; 3: per-element view evidence
 NEGATIVES = ("object", "things", "stuff", "texture")  # LERF's canonical negatives
 FILL_NEIGHBOURS = 8  # an element no view showed takes the mean scores of this many nearest shown ones
 
@@ -48,6 +48,7 @@ def _pack(i: int, lifted: Lifted) -> dict[str, torch.Tensor]:
     v = lifted.votes
     return {
         f"source{i}.features": torch.as_tensor(lifted.features.astype(np.float16)),
+        f"source{i}.evidence": torch.as_tensor(lifted.evidence),
         f"source{i}.basis": torch.as_tensor(lifted.basis),
         f"source{i}.regions": torch.as_tensor(v.embeddings.astype(np.float16)),
         f"source{i}.vote_element": torch.as_tensor(v.element),
