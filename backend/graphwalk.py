@@ -94,7 +94,7 @@ class FaceCreases(NamedTuple):
     cross: np.ndarray  # (F, 3) unnormalised face normals (their length is twice the face's area)
 
 
-def face_creases(vertices: np.ndarray, faces: np.ndarray) -> FaceCreases:
+def face_creases(vertices: np.ndarray, faces: np.ndarray, convex_eta: float = CONVEX_ETA) -> FaceCreases:
     """The mesh's `FaceCreases`: what the walk graph (`CreaseGraph.for_mesh`) and segment everything's
     boundaries (`methods/saga/boundaries.py`) read creases from."""
     v = np.asarray(vertices, dtype=np.float64)
@@ -105,16 +105,21 @@ def face_creases(vertices: np.ndarray, faces: np.ndarray) -> FaceCreases:
     fn = _unit(cross)
     pairs, shared, _ = face_adjacency(f)
     a, b = pairs.T
-    return FaceCreases(pairs, shared, concavity_weights(fn[a], fn[b], centre[a], centre[b]), centre, cross)
+    return FaceCreases(pairs, shared, concavity_weights(fn[a], fn[b], centre[a], centre[b], convex_eta), centre, cross)
 
 
 def concavity_weights(
-    normals_a: np.ndarray, normals_b: np.ndarray, centre_a: np.ndarray, centre_b: np.ndarray
+    normals_a: np.ndarray,
+    normals_b: np.ndarray,
+    centre_a: np.ndarray,
+    centre_b: np.ndarray,
+    convex_eta: float = CONVEX_ETA,
 ) -> np.ndarray:
-    """exp(-η (1 - cos θ) / σ) per edge: small across concave creases, near 1 on flat or convex ground."""
+    """exp(-η (1 - cos θ) / σ) per edge: small across concave creases, near 1 on flat or convex ground
+    (`convex_eta` 0: convex edges do not count at all, as segment everything's boundaries settle)."""
     cos = np.clip(np.einsum("ij,ij->i", normals_a, normals_b), -1.0, 1.0)
     concave = is_concave(normals_a, normals_b, centre_a, centre_b)
-    d = np.where(concave, CONCAVE_ETA, CONVEX_ETA) * (1.0 - cos)
+    d = np.where(concave, CONCAVE_ETA, convex_eta) * (1.0 - cos)
     sigma = max(float(d.mean()), 1e-12)
     return np.exp(-d / sigma)
 
@@ -204,11 +209,11 @@ class CreaseGraph:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_mesh(cls, vertices: np.ndarray, faces: np.ndarray) -> CreaseGraph:
+    def for_mesh(cls, vertices: np.ndarray, faces: np.ndarray, convex_eta: float = CONVEX_ETA) -> CreaseGraph:
         """Dual graph: nodes are faces; a click on a vertex seeds the faces around it."""
         v = np.asarray(vertices, dtype=np.float64)
         f = np.asarray(faces, dtype=np.int64)
-        pairs, shared, crease, centre, cross = face_creases(v, f)
+        pairs, shared, crease, centre, cross = face_creases(v, f, convex_eta)
         a, b = pairs.T
         length = np.linalg.norm(v[shared[:, 0]] - v[shared[:, 1]], axis=1)
         w = crease * length / np.maximum(np.linalg.norm(centre[a] - centre[b], axis=1), 1e-30)
@@ -223,14 +228,19 @@ class CreaseGraph:
 
     @classmethod
     def for_points(
-        cls, positions: np.ndarray, edges: np.ndarray, lengths: np.ndarray, normals: np.ndarray | None
+        cls,
+        positions: np.ndarray,
+        edges: np.ndarray,
+        lengths: np.ndarray,
+        normals: np.ndarray | None,
+        convex_eta: float = CONVEX_ETA,
     ) -> CreaseGraph:
         """kNN graph: nodes are the points; a click seeds the point and its neighbours."""
         a, b = edges.T
         p = np.asarray(positions, dtype=np.float64)
         if normals is not None:
             nn = _unit(np.asarray(normals, dtype=np.float64))
-            w = concavity_weights(nn[a], nn[b], p[a], p[b])
+            w = concavity_weights(nn[a], nn[b], p[a], p[b], convex_eta)
         else:
             w = np.ones(len(a))
         scale = max(float(lengths.mean()), 1e-30) if len(a) else 1.0

@@ -141,6 +141,21 @@ def test_settling_gives_ground_no_crease_divides_to_the_part_that_holds_most_of_
         assert np.all(settle(labels, scene_creases(scene).walk) == larger)
 
 
+@pytest.mark.parametrize("kind", ["mesh", "points"])
+def test_a_convex_ridge_holds_a_settled_boundary_on_points_but_not_on_a_mesh(kind: str) -> None:
+    """A mesh's face normals tell concave from convex exactly, so a mesh settles on concave creases only (the
+    minima rule): the ridge holds nothing and the larger part takes the sheet. A point scene's normals are
+    estimates, so it keeps the walk graph's weight (convex bends count a fifth): the ridge holds the boundary."""
+    scene = valley_mesh(-1.0) if kind == "mesh" else valley_points(-1.0)
+    x = scene.vertices[:, 0] if kind == "mesh" else scene.xyz[:, 0]
+    labels = (x > 0.15).astype(np.int64)
+    settled = settle(labels, scene_creases(scene).walk)
+    if kind == "mesh":
+        assert np.all(settled == 0)  # the flat-side part holds 58%
+    else:
+        assert np.all(settled[x < -0.05] == 0) and np.all(settled[x > 0.05] == 1)
+
+
 def test_a_sampled_point_scene_carries_no_walk_graph_to_settle_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past MAX_NODES the crease graph holds a sample; a walk on it would settle only the sample, so none is
     built (a smaller cap stands in for 50,000 so the scene stays small)."""

@@ -89,7 +89,8 @@ def scene_creases(scene: Scene) -> Creases | None:
         dual = face_creases(v, f)
         shared, bend = dual.shared, -np.log(np.maximum(dual.concavity, TINY))
         edges = np.unique(np.sort(f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1), axis=0)
-        return Creases(np.arange(len(v)), edges, _at_ends(len(v), shared, bend, edges), CreaseGraph.for_mesh(v, f))
+        walk = CreaseGraph.for_mesh(v, f, convex_eta=0.0)  # settle on concave creases only (module docstring)
+        return Creases(np.arange(len(v)), edges, _at_ends(len(v), shared, bend, edges), walk)
     positions, normals, _ = element_attributes(scene)
     if normals is None:
         return None
