@@ -228,19 +228,14 @@ class CreaseGraph:
 
     @classmethod
     def for_points(
-        cls,
-        positions: np.ndarray,
-        edges: np.ndarray,
-        lengths: np.ndarray,
-        normals: np.ndarray | None,
-        convex_eta: float = CONVEX_ETA,
+        cls, positions: np.ndarray, edges: np.ndarray, lengths: np.ndarray, normals: np.ndarray | None
     ) -> CreaseGraph:
         """kNN graph: nodes are the points; a click seeds the point and its neighbours."""
         a, b = edges.T
         p = np.asarray(positions, dtype=np.float64)
         if normals is not None:
             nn = _unit(np.asarray(normals, dtype=np.float64))
-            w = concavity_weights(nn[a], nn[b], p[a], p[b], convex_eta)
+            w = concavity_weights(nn[a], nn[b], p[a], p[b])
         else:
             w = np.ones(len(a))
         scale = max(float(lengths.mean()), 1e-30) if len(a) else 1.0
