@@ -16,7 +16,7 @@ from segany.errors import SegAnyError
 from segany.eval.data import Shape
 from segany.eval.label import part_names, ranking, run_label_eval, word_ious
 
-VARIANTS = ["source:oracle_a", "source:oracle_b", "average", "fused", "fused+superpoints"]
+VARIANTS = ["source:oracle_a", "source:oracle_b", "average", "fused:sas", "fused", "fused+superpoints"]
 
 
 def test_word_ious_weigh_by_area() -> None:

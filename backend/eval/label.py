@@ -3,8 +3,9 @@
 Each shape's segments carry names (part_names.json, per category and shape: a chair's seat, back and legs;
 segments of one kind share a name, so the four legs are one label). The method labels the shape from the
 distinct names through the Engine, once per variant: each language source alone (`source:<name>`), their
-plain average (`average`), SAS's capability-guided fusion (`fused`) and fusion with the 3D step, named for
-SAS's superpoint stage (`fused+superpoints`: the fused scores spread over the walk graph). The score is the
+plain average (`average`), SAS's capability-guided fusion as published (`fused:sas`: per-word capability),
+the method's fusion (`fused`: besides, each source's view evidence at the element) and fusion with the 3D step,
+named for SAS's superpoint stage (`fused+superpoints`: the fused scores spread over the walk graph). The score is the
 mean over names of the IoU of the elements labelled with a name and the elements carrying it, weighted by
 face area on meshes (a face takes the word its three vertices are most relevant to on average) and by
 count on splats and points.
@@ -100,6 +101,7 @@ def variants(sources: list[str]) -> dict[str, dict[str, Any]]:
     """Each variant's query keys besides the words."""
     out: dict[str, dict[str, Any]] = {f"source:{s}": {"source": s, "superpoints": False} for s in sources}
     out["average"] = {"fusion": "average", "superpoints": False}
+    out["fused:sas"] = {"fusion": "sas", "superpoints": False}
     out["fused"] = {"superpoints": False}
     out["fused+superpoints"] = {"superpoints": True}
     return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -146,7 +146,7 @@ class SAS(Method):
                 live.packed = pack(state.tensors, len(names))  # laid out once per state for the label kernel
                 live.sources = state.prior.text_sources()
                 t = state.tensors
-                live.spreading = spreading(t["graph_edges"], t["graph_weights"], t["coverage"])
+                live.spreading = spreading(t["graph_edges"], t["graph_weights"], t["coverage"], live.packed.evidence)
         words = parsed.words
         texts = self._texts(state, live, names, words)
         w = len(words)
@@ -157,8 +157,11 @@ class SAS(Method):
         if parsed.calibration is not None:
             capability, calibrated = apply_calibration(capability, parsed.calibration, live.sources, words)
         mode = "source" if parsed.source is not None else parsed.fusion
+        packed = live.packed
+        if mode == "sas":  # SAS's rule as published: the capability sums without each source's view evidence
+            mode, packed = "capability", replace(packed, evidence=None)
         done = label(
-            live.packed,
+            packed,
             table,
             w,
             mode=mode,

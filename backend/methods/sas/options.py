@@ -46,7 +46,11 @@ class LabelQuery:
 
     words: tuple[str, ...] = option(most=MAX_WORDS, doc="the words, one label each")
     other: bool = option(False, doc="label -1 where a canonical negative beats every word")
-    fusion: str = option("capability", choices=("capability", "average"), doc="SAS's rule or a plain mean")
+    # "capability": SAS's rule with each source's capability sum times its view evidence at the element
+    # (capability.py); "sas": the rule as published, per-word capability only; "average": the plain mean
+    fusion: str = option(
+        "capability", choices=("capability", "sas", "average"), doc="fusion rule: ours, SAS's as published, a mean"
+    )
     source: str | None = option(None, doc="one language source alone (evaluation)")
     # named for SAS's superpoint stage, which it stands in for: on by default since it gained on every scene
     # kind of the oracle evaluation (docs/methods/sas.md); false gives the fused scores as they are
