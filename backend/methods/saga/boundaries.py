@@ -36,12 +36,14 @@ repeated until no element changes part. It is the MBO scheme on a graph (Merrima
 threshold dynamics; on graphs Merkurjev, Kostić and Bertozzi, 2013, and van Gennip et al., 2014): diffuse
 each part's indicator, threshold, repeat — a descent of the graph's weighted cut, which the walk graph makes
 cheap across creases and dear across smooth ground. A feature boundary a few elements off a crease moves
-onto it, a ragged boundary straightens, and a sliver that no crease holds is absorbed by its neighbours
-(so a count given to the merge is an upper bound). One diffusion step alone (session 11, before the merge
-and given a count only) took the count-given PSB error 0.159 → 0.152; repeated to rest after the merge,
-it is 0.152 → 0.136 given the count and 0.236 → 0.186 automatic (splats 0.183 → 0.161 and 0.232 → 0.170;
-journal, session 12). No constant is fitted: the pull is the first click's, the stop is rest (MAX_ROUNDS
-is a bound on the cost; every development scene settled within 55 rounds). A point or splat scene past
+onto it, a ragged boundary straightens, and ground that no crease divides goes whole to the part holding
+most of it (so a count given to the merge is an upper bound). On a mesh the graph counts concave creases
+only (the minima rule; a face's normal tells concave from convex exactly); a point or splat scene keeps
+the walk graph's weight, as a kNN normal's concave/convex call is noisy (concave-only was worse there).
+Repeated to rest after the merge, PSB 0.152 → 0.131 given the count and 0.236 → 0.161 automatic, splats
+0.183 → 0.168 and 0.232 → 0.170, points 0.208 → 0.176 and 0.298 → 0.217 (journal, session 12). No constant
+is fitted: the pull is the first click's, the stop is rest (MAX_ROUNDS is a bound on the cost; every
+development scene came to rest within 72 rounds). A point or splat scene past
 MAX_NODES elements does not settle: its kNN graph is a sample, and the whole walk graph costs 11 s on a
 million Gaussians, more than the whole split (journal, session 11).
 
@@ -64,7 +66,7 @@ from ..walk.graph import element_attributes, knn_edges, normal_weights
 
 MAX_NODES = 50_000  # the walk graph's own cap on nodes (walk.graph.point_graph's max_nodes)
 SAMPLE_SEED = 0
-MAX_ROUNDS = 100  # settling rounds at most: a bound on the cost should a boundary oscillate (55 were the most seen)
+MAX_ROUNDS = 100  # settling rounds at most: a bound on the cost should a boundary oscillate (72 were the most seen)
 SMOOTH = 1.0  # a pair above the scene's average pair (creases are normalised to mean 1) is creased
 TINY = 1e-300  # floor under an edge weight before its log: a crease of 690 σ is a crease either way
 
