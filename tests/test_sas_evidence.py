@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from segany.cameras import cameras_for_scene
 from segany.engine import Engine
 from segany.eval.label import word_ious
 from segany.methods.sas.capability import view_evidence
 from segany.methods.sas.lift import lift_source
-from segany.methods.sas.spreading import spreading
 from segany.priors import get_prior
 from segany.render import render
 from segany.scene import MeshScene
@@ -115,16 +113,3 @@ def test_view_evidence_mends_what_a_per_word_capability_cannot(stool: MeshScene,
     np.testing.assert_array_equal(capability["sas"], capability["ours"])
     assert got["ours"] > got["sas"] + 0.15, got  # 0.71 against 0.45
     assert got["ours"] > max(got["a"], got["b"]) + 0.15, got
-
-
-def test_the_3d_step_leans_on_neighbours_where_views_disagreed() -> None:
-    """An element's own share in the 3D step is its coverage times its sources' mean view evidence against a
-    typical element's: where its views disagreed it follows its neighbours more; unseen sources do not count."""
-    edges, weights, coverage = torch.tensor([[0, 1], [1, 2]]), torch.ones(2), torch.ones(3)
-    plain = spreading(edges, weights, coverage)
-    np.testing.assert_allclose(plain.own, [0.5, 0.5, 0.5])
-    evidence = np.array([[1.0, 0.25, 1.0], [0.0, 0.25, 1.0]], dtype=np.float32)  # source 1 did not see element 0
-    own = spreading(edges, weights, coverage, evidence).own
-    typical = (1.0 + 0.25 + 1.0) / 3
-    np.testing.assert_allclose(own, [1 / (1 + typical), 0.25 / (0.25 + typical), 1 / (1 + typical)], rtol=1e-6)
-    assert own[1] < plain.own[1] < own[0]

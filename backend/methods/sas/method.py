@@ -146,7 +146,7 @@ class SAS(Method):
                 live.packed = pack(state.tensors, len(names))  # laid out once per state for the label kernel
                 live.sources = state.prior.text_sources()
                 t = state.tensors
-                live.spreading = spreading(t["graph_edges"], t["graph_weights"], t["coverage"], live.packed.evidence)
+                live.spreading = spreading(t["graph_edges"], t["graph_weights"], t["coverage"])
         words = parsed.words
         texts = self._texts(state, live, names, words)
         w = len(words)
