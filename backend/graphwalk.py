@@ -39,6 +39,7 @@ FIRST_SHARE = 0.5  # first click: the region holds at most this share of the gra
 CONFIDENT = 0.75  # the guide's nodes at or above this guide the cut (PSB dev shapes)
 AGREEMENT = 0.1  # weight of disagreeing with the guide against a cut's conductance (PSB dev shapes)
 FIRST_MAX_SHARE = 0.98  # a guided first answer may hold all but a small part: the guide, not a cap, says how large
+RIM_CREASE = 0.02  # weight of a guided cut's rim share off concave creases (`rim_crease`; fitted: PSB 1, 2, 21)
 FOLLOW_PULL = 1e-4  # later clicks: pull of the previous answer, relative to the mean node degree
 MAX_CACHED_COLUMNS = 512  # per γ: solves for seeded nodes kept for later clicks
 CONVEX_TOLERANCE = 1e-4  # a point this far inside the hull, relative to the piece's extent, is a dent, not rounding

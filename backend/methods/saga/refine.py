@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ... import deadline
-from ...graphwalk import AGREEMENT, CONFIDENT, FIRST_MAX_SHARE, FIRST_PULL
+from ...graphwalk import AGREEMENT, CONFIDENT, FIRST_MAX_SHARE, FIRST_PULL, RIM_CREASE
 from ...scene import MeshScene, Scene
 from ..walk.graph import element_attributes, point_graph
 from ..walk.solve import SeededCreaseGraph
@@ -147,7 +147,8 @@ class CreaseRefiner:
                 break
             saga = self._nodes(similarity(list(clicks), scale))
             covers = bool((saga[seed > 0] >= THRESHOLD).any())  # else SAGA answers another click: geometry decides
-            chosen, score = g.sweep_scored(x, seed, FIRST_MAX_SHARE, saga >= CONFIDENT if covers else None, AGREEMENT)
+            guide = saga >= CONFIDENT if covers else None
+            chosen, score = g.sweep_scored(x, seed, FIRST_MAX_SHARE, guide, AGREEMENT, RIM_CREASE)
             if covers:
                 chosen |= unclicked & (saga >= THRESHOLD)
             if best is None or score < best[0]:
