@@ -54,6 +54,16 @@ def _bits(typingctx, x):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
+def _float(typingctx, x):  # type: ignore[no-untyped-def]
+    """An int32's bits as a float32."""
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
 def _copy_rows(typingctx, dest, src, start, count):  # type: ignore[no-untyped-def]
     """dest[:count] = src[start : start + count] of 1-D arrays, as one memcpy (libc's streaming copy: numba's
     loop was half its speed)."""
@@ -450,20 +460,26 @@ def widen_range(packed, start, m, buf):  # type: ignore[no-untyped-def]
 
 @njit(parallel=True, **JIT)
 def narrow_rows(packed, sources, pairs, norms):  # type: ignore[no-untyped-def]
-    """The fp16 rows as bf16 pairs (rounded to nearest even; fp16 values are finite) and each source's L2 norm,
-    summed in float64 and rounded up, so that it bounds the fp16 features' norm."""
+    """The fp16 rows as bf16 pairs (rounded to nearest even; fp16 values are finite), with norms[0, s] each
+    source's L2 norm and norms[1, s] that of its rounding residual x − bf16(x), summed in float64 and rounded
+    up, so that they bound the true norms."""
     c = packed.shape[1] // sources
     for i in prange(packed.shape[0]):
         for s in range(sources):
-            total = 0.0
+            total, lost = 0.0, 0.0
             for j in range(s * c, (s + 1) * c, 2):
-                x, y = _widen(packed[i, j]), _widen(packed[i, j + 1])
-                total += np.float64(x) * x + np.float64(y) * y
-                bx, by = np.uint32(_bits(x)), np.uint32(_bits(y))
-                bx = (bx + np.uint32(0x7FFF) + ((bx >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-                by = (by + np.uint32(0x7FFF) + ((by >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-                pairs[i, j // 2] = np.int32(bx | (by << np.uint32(16)))
-            norms[i, s] = np.float32(np.sqrt(total) * (1.0 + 2.0**-20))
+                bits = np.uint32(0)
+                for h in range(2):
+                    x = _widen(packed[i, j + h])
+                    b = np.uint32(_bits(x))
+                    b = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+                    r = np.float64(x) - np.float64(_float(np.int32(b << np.uint32(16))))
+                    total += np.float64(x) * x
+                    lost += r * r
+                    bits |= b << np.uint32(16 * h)
+                pairs[i, j // 2] = np.int32(bits)
+            norms[0, s, i] = np.float32(np.sqrt(total) * (1.0 + 2.0**-20))
+            norms[1, s, i] = np.float32(np.sqrt(lost) * (1.0 + 2.0**-20))
 
 
 @njit(**JIT)
@@ -496,7 +512,7 @@ def fused_range(packed, seen, tt, n_words, n_cols, mode, source, cap, temperatur
 
 @njit(**JIT)
 def fused_range_bf16(
-    pairs, norms, tw, tnorm, eps, seen, n_words, n_cols, mode, source, cap, temperature, evidence, other, start, m,
+    pairs, norms, tw, tscale, seen, n_words, n_cols, mode, source, cap, temperature, evidence, other, start, m,
     work,
 ):  # fmt: skip  # type: ignore[no-untyped-def]
     """Fused scores (Kp, B) of rows start..start+m from bf16 products, with each row's bound on how far they
@@ -513,9 +529,10 @@ def fused_range_bf16(
         doubt[r] = 0
     for s in range(sources):
         b = bound[s]
-        scale = eps * tnorm[s]
+        whole, lost = norms[0, s], norms[1, s]
+        a, c = tscale[0, s], tscale[1, s]
         for r in range(m):
-            b[r] = scale * norms[start + r, s]
+            b[r] = a * whole[start + r] + c * lost[start + r]
             if mode != 2 or s == source:  # the fused scores' weights sum to at most 1
                 err[r] = max(err[r], b[r])
     if mode == 0:
@@ -552,10 +569,10 @@ def answer(  # type: ignore[no-untyped-def]
 ):
     """Every row answered from its fused scores; the rows with a `slot` also keep them in `kept` (the scores
     the unseen elements average, see `answer_unseen`). When `whole` has rows, every row's fused scores go
-    there too, and its key into `keys` (the 3D step's inputs). `fast`: (pairs, norms, tw, tnorm, eps, doubt,
+    there too, and its key into `keys` (the 3D step's inputs). `fast`: (pairs, norms, tw, tscale, doubt,
     errs, kept_err) for bf16 products, with each row's bound into `errs` / `kept_err` and doubt[row] = 1
     where it does not certify the answer; empty `doubt`: the exact path."""
-    pairs, norms, tw, tnorm, eps, doubt, errs, kept_err = fast
+    pairs, norms, tw, tscale, doubt, errs, kept_err = fast
     bf16 = doubt.shape[0] > 0
     n = packed.shape[0]
     blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
@@ -566,7 +583,7 @@ def answer(  # type: ignore[no-untyped-def]
             m = min(BLOCK_ROWS, n - start)
             if bf16:
                 fused = fused_range_bf16(
-                    pairs, norms, tw, tnorm, eps, seen, n_words, n_cols, mode, source, cap, temperature, evidence,
+                    pairs, norms, tw, tscale, seen, n_words, n_cols, mode, source, cap, temperature, evidence,
                     other, start, m, work,
                 )  # fmt: skip
                 err, flags = work[7][tw.shape[0]], work[8]
@@ -614,20 +631,21 @@ def answer_unseen(kept, unseen, slots, n_words, n_cols, other, labels, scores, r
     for start in range(0, len(unseen), BLOCK_ROWS):
         m = min(BLOCK_ROWS, len(unseen) - start)
         for r in range(m):
+            big = np.float32(0.0)
             for j in range(n_cols):
                 total = np.float32(0.0)
                 for i in range(k):
-                    total += kept[slots[start + r, i], j]
+                    value = kept[slots[start + r, i], j]
+                    total += value
+                    big = max(big, abs(value))
                 fused[j, r] = total / np.float32(k)
+            err[r] = big
         if doubt.shape[0] > 0:
             for r in range(m):
-                far, big = np.float32(0.0), np.float32(0.0)
+                far = np.float32(0.0)
                 for i in range(k):
-                    at = slots[start + r, i]
-                    far = max(far, kept_err[at])
-                    for j in range(n_cols):
-                        big = max(big, abs(kept[at, j]))
-                err[r] = far + np.float32(2.0 * (k + 1) * 2.0**-24) * big if far > 0 else np.float32(0.0)
+                    far = max(far, kept_err[slots[start + r, i]])
+                err[r] = far + np.float32(2.0 * (k + 1) * 2.0**-24) * err[r] if far > 0 else np.float32(0.0)
                 flags[r] = 0
             doubt_answer(fused, m, n_words, n_cols, other, err, flags)
         answer_block(fused, m, n_words, n_cols, other, got_labels, got_scores, got_rel, got_keys, 0, best, worst, which)
@@ -649,39 +667,36 @@ def answer_unseen(kept, unseen, slots, n_words, n_cols, other, labels, scores, r
 
 
 @njit(fastmath=FAST, **JIT)
-def mix_row(indptr, indices, weights, own, whole, i, acc, out, col, errs):  # type: ignore[no-untyped-def]
+def mix_row(indptr, indices, weights, own, whole, i, acc, out, col, errs, emax):  # type: ignore[no-untyped-def]
     """out[:, col] = own_i · whole[i] + (1 − own_i) · Σ_j P_ij whole[j] (spreading.py's step), the neighbours
     summed in their order, each over the columns in vectors. Returns how far it can be from the exact
-    path's mix when `errs` (N,) bounds the rows' distance from theirs (0 when every row is exact): the
-    weighted bounds plus both paths' rounding of a sum of deg + 2 terms."""
+    path's mix when `errs` (N,) bounds the rows' distance from theirs, at most `emax` (0 when every row is
+    exact): the weighted bounds plus both paths' rounding of a sum of deg + 2 terms."""
     n_cols = whole.shape[1]
     for k in range(n_cols):
         acc[k] = np.float32(0.0)
     far = np.float32(0.0)
+    mine, share = whole[i], own[i]
+    big = np.float32(0.0)
+    for k in range(n_cols):
+        big = max(big, abs(mine[k]))
     for p in range(indptr[i], indptr[i + 1]):
         w, row = weights[p], whole[indices[p]]
         for k in range(n_cols):
             acc[k] += w * row[k]
-        if errs.shape[0] > 0:
-            far += w * errs[indices[p]]
-    mine, share = whole[i], own[i]
+            big = max(big, abs(row[k]))
     for k in range(n_cols):
         out[k, col] = share * mine[k] + (np.float32(1.0) - share) * acc[k]
     if errs.shape[0] == 0:
         return np.float32(0.0)
-    far = share * errs[i] + (np.float32(1.0) - share) * far
+    far = share * errs[i] + (np.float32(1.0) - share) * emax  # the weights sum to 1: no gather of theirs
     if far == 0:
         return far
-    big = np.float32(0.0)
-    for p in range(indptr[i], indptr[i + 1] + 1):
-        row = whole[indices[p]] if p < indptr[i + 1] else mine
-        for k in range(n_cols):
-            big = max(big, abs(row[k]))
     return far * np.float32(1.0 + 2.0**-20) + np.float32(2.0**-22) * np.float32(indptr[i + 1] - indptr[i] + 2) * big
 
 
 @njit(**JIT)
-def spread_answer(indptr, indices, weights, own, whole, ids, m, n_words, other, labels, scores, rel, errs, doubt):  # type: ignore[no-untyped-def]
+def spread_answer(indptr, indices, weights, own, whole, ids, m, n_words, other, labels, scores, rel, errs, doubt, emax):  # type: ignore[no-untyped-def]
     """ids[:m] answered from their spread scores; with `errs` rows, doubt[id] = 1 where the bound on the
     mixes does not certify the answer."""
     n_cols = whole.shape[1]
@@ -690,7 +705,7 @@ def spread_answer(indptr, indices, weights, own, whole, ids, m, n_words, other, 
     acc = np.empty(n_cols, np.float32)
     err, flags = np.empty(BLOCK_ROWS, np.float32), np.zeros(BLOCK_ROWS, np.uint8)
     for r in range(m):
-        err[r] = mix_row(indptr, indices, weights, own, whole, ids[r], acc, fused, r, errs)
+        err[r] = mix_row(indptr, indices, weights, own, whole, ids[r], acc, fused, r, errs, emax)
     if errs.shape[0] > 0:
         doubt_answer(fused, m, n_words, n_cols, other, err, flags)
     best, worst = np.empty(BLOCK_ROWS, np.float32), np.empty(BLOCK_ROWS, np.float32)
@@ -711,16 +726,24 @@ def spread_answer(indptr, indices, weights, own, whole, ids, m, n_words, other, 
 
 
 @njit(parallel=True, **JIT)
-def spread_frontier(indptr, indices, weights, own, keys, whole, n_words, other, labels, scores, rel, errs, doubt):  # type: ignore[no-untyped-def]
+def spread_frontier(
+    indptr, indices, weights, own, keys, whole, n_words, other, labels, scores, rel, errs, doubt, only, emax
+):  # type: ignore[no-untyped-def]
     """The 3D step where it can change a label: the rows with a neighbour of another key are answered again
     from their spread scores; a row whose neighbours all share its key keeps its answer, since a convex
-    combination of score rows that share their largest column has that largest column too."""
+    combination of score rows that share their largest column has that largest column too. With `only`
+    (N,) uint8, just its rows (the bf16 path's doubted ones, once their rows are exact), by the same code."""
     n = whole.shape[0]
     for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
         start = b * BLOCK_ROWS
         ids = np.empty(BLOCK_ROWS, np.int64)
         m = 0
         for i in range(start, min(start + BLOCK_ROWS, n)):
+            if only.shape[0] > 0:
+                if only[i]:
+                    ids[m] = i
+                    m += 1
+                continue
             key = keys[i]
             for p in range(indptr[i], indptr[i + 1]):
                 if keys[indices[p]] != key:
@@ -729,29 +752,5 @@ def spread_frontier(indptr, indices, weights, own, keys, whole, n_words, other, 
                     break
         if m > 0:
             spread_answer(
-                indptr, indices, weights, own, whole, ids, m, n_words, other, labels, scores, rel, errs, doubt
+                indptr, indices, weights, own, whole, ids, m, n_words, other, labels, scores, rel, errs, doubt, emax
             )
-
-
-@njit(parallel=True, **JIT)
-def spread_rows(indptr, indices, weights, own, whole, ids, n_words, other, labels, scores, rel):  # type: ignore[no-untyped-def]
-    """The frontier rows `ids` answered again from exact rows of `whole` (the bf16 path's doubted ones)."""
-    no_errs, no_doubt = np.empty(0, np.float32), np.empty(0, np.uint8)
-    for b in prange((len(ids) + BLOCK_ROWS - 1) // BLOCK_ROWS):
-        part = ids[b * BLOCK_ROWS : min((b + 1) * BLOCK_ROWS, len(ids))]
-        spread_answer(
-            indptr,
-            indices,
-            weights,
-            own,
-            whole,
-            part,
-            len(part),
-            n_words,
-            other,
-            labels,
-            scores,
-            rel,
-            no_errs,
-            no_doubt,
-        )

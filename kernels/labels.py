@@ -22,6 +22,8 @@ its own score and relevancy (docs/methods/sas.md); a frontier element answers fr
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -36,6 +38,7 @@ MAX_CHANNELS = 1024  # components per source the bound below covers
 # operands rounded to bf16 (2u + u², u = 2^-8), both paths' fp32 sums of up to MAX_CHANNELS products and the
 # fusion's rounding (under 2^-12 together)
 EPS = 2.0**-7 + 2.0**-12
+SERIAL_ROWS = 65_536  # fallbacks of fewer rows run on one thread (`_serial`)
 # one query at a time in the loops: each already uses every core, and numba's fallback threading layer
 # (workqueue, where neither OpenMP nor TBB is found) aborts when two threads enter parallel code at once
 _RUNNING = threading.Lock()
@@ -90,8 +93,9 @@ def filling(unseen: np.ndarray, fill: np.ndarray, n: int) -> Filling:
 @dataclass(frozen=True)
 class Narrow:
     """The features as the bf16 products read them: `pairs` (N, S·C/2) int32, two bf16 components (rounded
-    to nearest even from the fp16 ones) per 32 bits, and `norms` (N, S) float32, each source's L2 norm of
-    the fp16 features rounded up — the scale of how far a bf16 score can be from the exact one."""
+    to nearest even from the fp16 ones) per 32 bits, and `norms` (2, S, N) float32: per source the L2 norm of
+    the fp16 features and of their rounding residual, rounded up — what bounds how far a bf16 score can be
+    from the exact one."""
 
     pairs: np.ndarray
     norms: np.ndarray
@@ -104,7 +108,7 @@ def narrow(packed: np.ndarray, sources: int) -> Narrow | None:
     if c % 2 or c > MAX_CHANNELS or not _loops().BF16:
         return None
     pairs = np.empty((packed.shape[0], packed.shape[1] // 2), np.int32)
-    norms = np.empty((packed.shape[0], sources), np.float32)
+    norms = np.empty((2, sources, packed.shape[0]), np.float32)
     with _RUNNING:
         _loops().narrow_rows(packed, sources, pairs, norms)
     return Narrow(pairs, norms)
@@ -196,7 +200,7 @@ class _Run:
         self.kept_err = np.zeros(fill.kept, np.float32)
         self.redone = 0
         if fast is not None:
-            self.tw, self.tnorm = _narrow_texts(args[2])
+            self.tw, self.tscale = _narrow_texts(args[2])
 
     def passes(self) -> None:
         """The pass over the features, then the unseen elements; each followed by the exact path on the rows
@@ -205,8 +209,7 @@ class _Run:
             bounds = _EXACT
         else:
             doubt = np.zeros(self.n, np.uint8)
-            bounds = (self.fast.pairs, self.fast.norms, self.tw, self.tnorm, np.float32(EPS), doubt, self.errs,
-                      self.kept_err)  # fmt: skip
+            bounds = (self.fast.pairs, self.fast.norms, self.tw, self.tscale, doubt, self.errs, self.kept_err)
         out = (self.labels, self.scores, self.rel, self.keys, self.whole)
         with _RUNNING:
             _loops().answer(*self.args, self.fill.slot, self.kept, self.other, *out, bounds)
@@ -249,7 +252,7 @@ class _Run:
         keys, whole = np.empty(rows, np.int32), np.empty((rows, self.args[4]), np.float32)
         slot = self.fill.slot[ids]
         sub = (np.ascontiguousarray(packed[ids]), seen[ids], *rest, evidence[:, ids] if evidence.shape[1] else evidence)
-        with _RUNNING:
+        with _RUNNING, _serial(len(ids)):
             _loops().answer(*sub, slot, self.kept, self.other, labels, scores, rel, keys, whole, _EXACT)
         self.kept_err[slot[slot >= 0]] = 0
         if answers:
@@ -266,9 +269,12 @@ class _Run:
         neighbours' fused scores are made exact and it is answered again."""
         graph = (op.indptr, op.indices, op.weights, op.own)
         n_words, out = self.args[3], (self.labels, self.scores, self.rel)
-        doubt = np.zeros(len(self.errs), np.uint8)
+        doubt, every = np.zeros(len(self.errs), np.uint8), np.zeros(0, np.uint8)
         with _RUNNING:
-            _loops().spread_frontier(*graph, self.keys, self.whole, n_words, self.other, *out, self.errs, doubt)
+            _loops().spread_frontier(
+                *graph, self.keys, self.whole, n_words, self.other, *out, self.errs, doubt, every,
+                np.float32(self.errs.max(initial=0.0)),
+            )  # fmt: skip
         again = np.flatnonzero(doubt)
         if len(again) == 0:
             return
@@ -282,20 +288,37 @@ class _Run:
         hidden = position[needed]
         self.redo(needed[hidden < 0], answers=False)
         self.unseen(hidden[hidden >= 0], answers=False)
-        with _RUNNING:
-            _loops().spread_rows(*graph, self.whole, again.astype(np.int64), n_words, self.other, *out)
+        with _RUNNING, _serial(len(again)):  # their rows now exact: the exact path's code, on them alone
+            _loops().spread_frontier(*graph, self.keys, self.whole, n_words, self.other, *out, self.errs[:0], doubt[:0],
+                                     doubt, np.float32(0.0))  # fmt: skip
 
 
 _EXACT = (  # the loops' bf16 arguments, empty: the exact path
     np.zeros((0, 1), np.int32),
-    np.zeros((0, 1), np.float32),
+    np.zeros((2, 1, 0), np.float32),
     np.zeros((1, 1, 8), np.int32),
-    np.zeros(0, np.float32),
-    np.float32(0.0),
+    np.zeros((2, 1), np.float32),
     np.zeros(0, np.uint8),
     np.zeros(0, np.float32),
     np.zeros(0, np.float32),
 )
+
+
+@contextmanager
+def _serial(rows: int) -> Iterator[None]:
+    """One numba thread for a fallback of few rows: waking the other threads cost more than the work
+    (20 ms of wall, 7 of CPU for 2,350 rows on the loaded 2-core machine; 3 and 1.5 on one thread)."""
+    if rows >= SERIAL_ROWS:
+        yield
+        return
+    import numba
+
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(threads)
 
 
 def _nowhere(n: int, words: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -304,14 +327,26 @@ def _nowhere(n: int, words: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _narrow_texts(tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The texts (S, C, Kp) float32 as bf16 pairs (S, C/2, Kp) int32 for the bf16 tiles, and per source the
-    largest L2 norm of its columns rounded up (the bound's other factor)."""
+    """The texts (S, C, Kp) float32 as bf16 pairs (S, C/2, Kp) int32 for the bf16 tiles, and the bound's
+    factors (2, S): a row's bound is scale[0, s]·‖x_s‖ + scale[1, s]·‖x_s − x̃_s‖.
+
+    Why: x·y − x̃·ỹ = x·(y − ỹ) + (x − x̃)·ỹ exactly, so by Cauchy–Schwarz each score of source s is within
+    ‖x‖·max‖y − ỹ‖ + ‖x − x̃‖·max‖ỹ‖ of its value in exact arithmetic, plus both paths' fp32 rounding of
+    sums of C products (γ_C each, γ_C = C·2^-24/(1 − C·2^-24)) and of the fusion's sum of S weighted scores;
+    `EPS` bounds the whole for every input."""
     bits = _bf16_bits(tt).astype(np.uint32)
     s, c, kp = tt.shape
     pairs = bits.reshape(s, c // 2, 2, kp)
     tw = np.ascontiguousarray(pairs[:, :, 0] | (pairs[:, :, 1] << 16)).view(np.int32)
-    tnorm = (np.sqrt((tt.astype(np.float64) ** 2).sum(axis=1)).max(axis=1) * (1 + 2.0**-20)).astype(np.float32)
-    return tw, tnorm
+    y = tt.astype(np.float64)
+    rounded = (bits << 16).view(np.float32).astype(np.float64)
+    size = np.sqrt((y**2).sum(axis=1)).max(axis=1)
+    rounding = 2.1 * c * 2.0**-24 * (1 + 2.0**-7) + 2.0**-18  # both paths' sums and the fusion's, per ‖x‖·‖y‖
+    scale = np.stack(
+        [np.sqrt(((y - rounded) ** 2).sum(axis=1)).max(axis=1) + rounding * size,
+         np.sqrt((rounded**2).sum(axis=1)).max(axis=1)]
+    )  # fmt: skip
+    return tw, (scale * (1 + 2.0**-16)).astype(np.float32)
 
 
 def _bf16_bits(x: np.ndarray) -> np.ndarray:
