@@ -22,6 +22,7 @@ from segany.methods import get_method
 from segany.methods.base import State
 from segany.methods.iseg.refine import CreaseRefiner
 from segany.priors import get_prior
+from segany.priors.config import STATE_KEY
 from segany.scene import MeshScene
 
 
@@ -206,6 +207,19 @@ def test_auto_refines_only_when_the_decoder_could_not_fit_its_prior(prepared, st
     weak = State(state.tensors, {**state.meta, "losses": {**state.meta["losses"], "decoder_last": 0.6}})
     refined = method.query(stool, weak, {"clicks": clicks})
     assert np.array_equal(refined.scores, method.query(stool, weak, {"clicks": clicks, "refine": True}).scores)
+    assert not np.array_equal(refined.scores, auto.scores)  # the two paths answer differently here
+
+
+def test_auto_refines_a_geometric_prior_whatever_the_decoders_fit(prepared, stool: MeshScene) -> None:
+    """The same decoder recorded as trained on the geometric prior: its low loss says it fitted masks that are
+    the mesh's shape alone, which the crease cuts already are, so "auto" refines; the oracle's record does not."""
+    method, state = prepared
+    clicks = [[_part_centre(stool, 0), 1], [_part_centre(stool, 1), 1]]
+    refined = method.query(stool, state, {"clicks": clicks, "refine": True}).scores
+    raw = method.query(stool, state, {"clicks": clicks, "refine": False}).scores
+    for prior, expected in (("geometric", refined), ("oracle", raw)):
+        recorded = State(state.tensors, {**state.meta, STATE_KEY: {"name": prior, "options": {}}})
+        assert np.array_equal(method.query(stool, recorded, {"clicks": clicks}).scores, expected)
 
 
 def test_a_decoder_answer_that_leaves_the_click_out_is_ignored() -> None:
@@ -413,10 +427,12 @@ def _click_on(graph: CreaseGraph, faces: np.ndarray) -> np.ndarray:
     return graph.seeds([(int(faces[0, 0]), 1)])
 
 
-def test_a_loose_convex_piece_is_one_part(stool: MeshScene) -> None:
+@pytest.mark.parametrize("creases", [True, False])
+def test_a_loose_convex_piece_is_one_part(stool: MeshScene, creases: bool) -> None:
     """A leg modelled as its own cylinder, clicked on its outer side, the decoder answering the half of it that
     views showing the click show (it never sees the far side with the click): the first answer is the whole
-    leg. Before, the decoder-led sweep took the half, its lengthwise cut along the facets being nearly free."""
+    leg, refined or not. Before, the decoder-led sweep took the half, its lengthwise cut along the facets being
+    nearly free, and unrefined the decoder's half stood."""
     v, f = stool.vertices, stool.faces
     leg = stool.face_parts == 2
     idx = np.unique(f[leg])
@@ -426,7 +442,7 @@ def test_a_loose_convex_piece_is_one_part(stool: MeshScene) -> None:
     near_half[idx[outward[idx] > 0]] = 0.9
     click = int(idx[np.argmax(outward[idx] - np.abs(v[idx, 2] - axis[2]))])
     for answer in (near_half, np.zeros(len(v))):  # a decoder answer, and a silent decoder
-        picked = CreaseRefiner(v, f)([(click, 1)], fixed(answer))[f].mean(axis=1) >= 0.5
+        picked = CreaseRefiner(v, f)([(click, 1)], fixed(answer), creases=creases)[f].mean(axis=1) >= 0.5
         assert np.array_equal(picked, leg)
 
 
@@ -484,6 +500,37 @@ def test_decoder_answers_to_later_clicks_only_add_or_take_away_under_the_click()
     assert (three >= two).all() and three[labels == leg_b].any()  # the faces around the click, not leg A's loss
     assert (four <= three).all()
     assert np.array_equal(four, two)  # the negative click takes away what the third one added, nothing else
+
+
+@pytest.mark.parametrize("creases", [False, True])
+def test_a_click_back_takes_back_at_most_what_the_earlier_click_there_changed(creases: bool) -> None:
+    """The top and leg A selected at the first click, a positive click on leg A (nothing to add), then the same
+    vertex clicked negative with a decoder that now holds only the top: the click back takes the faces around
+    the vertex and what the positive click changed, not the rest of leg A (without the rule the leg went,
+    unrefined). Refined, the positive click may have added some of the leg: no more than that goes."""
+    v, f, labels, top, legs = _table()
+    refiner = CreaseRefiner(v, f)
+    ring = (f == legs[0]).any(axis=1)
+    leg = labels == np.bincount(labels[ring]).argmax()
+    top_only = np.where(v[:, 2] > 7.0, 0.9, 0.05)
+    with_leg = np.where(np.isin(np.arange(len(v)), f[leg]), 0.9, top_only)
+
+    def decode(clicks: list[tuple[int, int]], rows: np.ndarray | None = None) -> np.ndarray:
+        probs = top_only if clicks[-1] == (legs[0], -1) else with_leg
+        return probs if rows is None else probs[rows]
+
+    def picked(clicks: list[tuple[int, int]], creases: bool = creases) -> np.ndarray:
+        return refiner(clicks, decode, creases=creases)[f].mean(axis=1) >= 0.5
+
+    first = picked([(legs[0], 1)], creases=False)  # the decoder's answer: top and leg A
+    assert first[leg].mean() > 0.95 and first[labels == 0].mean() > 0.8
+    clicks = [(top, 1), (legs[0], 1)]
+    before = picked(clicks)
+    assert (before & leg & ~ring).sum() > ring.sum()  # leg A is held well beyond the clicked faces
+    back = picked([*clicks, (legs[0], -1)])
+    assert (back <= before).all() and not back[ring].any()
+    if not creases:  # unrefined, the top's click already held leg A: the positive click on it changed nothing
+        assert np.array_equal(back[~ring], before[~ring])
 
 
 def test_random_decoder_answers_stay_monotone() -> None:
@@ -614,22 +661,37 @@ def tiny_oracle(request: pytest.FixtureRequest, stool: MeshScene):
 def test_oracle_trained_clicks_only_add_or_take_away_and_keep_the_clicked_vertex(tiny_oracle, refine: bool) -> None:
     """A real oracle-trained state (tiny preset) and random click sequences: on every click a positive one
     only adds to the answer before it and a negative one only takes away (every vertex's score, so every face
-    the evaluation reads), and the clicked vertex ends on the clicked side, whatever the decoder says."""
+    the evaluation reads), and the clicked vertex ends on the clicked side, whatever the decoder says. A click
+    back on a vertex clicked with the other sign (a third of them here) changes only the vertices of its own faces
+    and of the faces the click it takes back changed."""
     method, scene, state = tiny_oracle
-    used = np.unique(np.asarray(scene.faces))
+    faces = np.asarray(scene.faces)
+    used = np.unique(faces)
     rng = np.random.default_rng(7)
     for _ in range(3):
         clicks = [[int(rng.choice(used)), 1]]
         before = method.query(scene, state, {"clicks": clicks, "refine": refine}).scores
+        history = [np.zeros_like(before), before]  # the scores after each number of clicks
         for _ in range(7):
-            clicks.append([int(rng.choice(used)), 1 if rng.random() < 0.5 else -1])
+            back = rng.random() < 0.3
+            if back:
+                vertex, sign = clicks[int(rng.integers(len(clicks)))]
+                clicks.append([vertex, -sign])
+            else:
+                clicks.append([int(rng.choice(used)), 1 if rng.random() < 0.5 else -1])
             after = method.query(scene, state, {"clicks": clicks, "refine": refine}).scores
             vertex, sign = clicks[-1]
+            if back:  # only the faces around it and those the click it takes back changed (their vertices)
+                j = max(i for i, c in enumerate(clicks[:-1]) if c == [vertex, -sign])
+                undone = np.flatnonzero(np.abs(history[j + 1] - history[j]) > 1e-12)
+                around = np.union1d(faces[(faces == vertex).any(axis=1)], undone)
+                assert np.isin(np.flatnonzero(np.abs(after - before) > 1e-12), around).all()
             if sign > 0:
                 assert (after >= before - 1e-12).all() and after[vertex] >= 0.5
             else:
                 assert (after <= before + 1e-12).all() and after[vertex] < 0.5
             before = after
+            history.append(after)
 
 
 def test_a_ragged_decoder_edge_is_smoothed_along_the_surface() -> None:

@@ -38,6 +38,8 @@ class Prior:
 
     name: ClassVar[str] = ""
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    # its masks are cut from the rendered shape alone: they know no more about parts than the mesh's creases do
+    shape_only: ClassVar[bool] = False
     Config: ClassVar[type] = NoOptions
     config: Any
 

@@ -276,6 +276,7 @@ class GeometricPrior(Prior):
 
     name: ClassVar[str] = "geometric"
     capabilities: ClassVar[frozenset[str]] = frozenset({"prompt", "auto", "embed"})
+    shape_only: ClassVar[bool] = True
 
     @dataclass(frozen=True)
     class Config:

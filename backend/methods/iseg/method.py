@@ -15,7 +15,8 @@ from segany.kernels.fps import farthest_point_sampling
 
 from ...errors import SegAnyError
 from ...jobs import JobContext
-from ...priors import Prior
+from ...priors import Prior, prior_class
+from ...priors.config import STATE_KEY
 from ...scene import MeshScene, Scene
 from ..base import Method, PerState, Selection, State
 from ..queries import parse_query
@@ -169,7 +170,7 @@ class ISeg(Method):
         state = State(tensors=tensors, meta=meta)
         ctx.progress(1.0, "crease graph")
         t4 = time.perf_counter()
-        refine = wants_refinement(meta["losses"]["decoder_last"])  # what "auto" will do: warm that path
+        refine = wants_refinement(meta["losses"]["decoder_last"], prior.shape_only)  # what "auto" will do: warm it
         self._refiners.get(state, lambda: self._warm_refiner(scene, options.threshold, refine, background=False))
         timings["crease_graph"] = time.perf_counter() - t4
         return state
@@ -198,7 +199,9 @@ class ISeg(Method):
             return Selection(np.zeros(n, dtype=np.float32), threshold)
         scorer = self._scorers.get(state, lambda: build_scorer(state))
         if refine == "auto":
-            refine = wants_refinement(state.meta.get("losses", {}).get("decoder_last"))
+            prior = state.meta.get(STATE_KEY, {}).get("name")  # the engine records the prior a state was made with
+            shape_only = prior is not None and prior_class(prior).shape_only
+            refine = wants_refinement(state.meta.get("losses", {}).get("decoder_last"), shape_only)
 
         def decode(clicks: list[tuple[int, int]], rows: np.ndarray | None = None) -> np.ndarray:
             v = torch.as_tensor([c[0] for c in clicks], dtype=torch.long)
