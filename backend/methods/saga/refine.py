@@ -10,8 +10,11 @@ guides it — the way iSeg's refinement guides a walk with its decoder (`segany.
 
 - the first positive click (with `cut_first`: `SAGA.query` asks for it with "auto" on a mesh, whose creases
   are exact) takes, among the level sets of a walk from it, the one whose conductance plus
-  `AGREEMENT` × (1 − its IoU with SAGA's confident answer, ≥ `CONFIDENT`) is lowest: the crease-bounded
-  region nearest the features' answer. On a separate piece of the scene, which no walk from the click
+  `AGREEMENT` × (1 − its IoU with SAGA's confident answer, ≥ `CONFIDENT`) plus `RIM_CREASE` × its rim's share
+  off concave creases (`CreaseGraph.rim_crease`, iSeg's term) is lowest: the crease-bounded region nearest the
+  features' answer. The rim term because the features learnt the prior's masks, which end a part where one view
+  stops seeing it: the agreement term alone followed that edge across flat ground (on meshes only: a point
+  graph has no rims). On a separate piece of the scene, which no walk from the click
   reaches, SAGA's answer stands (where the click itself is in it). When even that cut scores above `CLIMB`,
   the features' part at the query's scale follows no crease (a patch of a smooth cup body: the prior split
   it at three of its four granularities), so the answer at the next coarser scale the prior saw around the
