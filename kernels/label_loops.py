@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
@@ -28,7 +27,6 @@ FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}  # no "nnan" / "ninf": -inf
 JIT = {"nogil": True, "boundscheck": False, "error_model": "numpy", "cache": True}  # numpy's: no zero-division branch
 
 _widen = _scalar_widen("float16")
-BF16 = "+avx512bf16" in llvm.get_host_cpu_features().flatten()  # vdpbf16ps: the fast path's products
 
 
 @intrinsic
@@ -41,40 +39,6 @@ def _pow2(typingctx, n):  # type: ignore[no-untyped-def]
         return builder.bitcast(bits, ir.FloatType())
 
     return types.float32(types.int32), codegen
-
-
-@intrinsic
-def _bits(typingctx, x):  # type: ignore[no-untyped-def]
-    """A float32's bits as an int32."""
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.int32(types.float32), codegen
-
-
-@intrinsic
-def _float(typingctx, x):  # type: ignore[no-untyped-def]
-    """An int32's bits as a float32."""
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.int32), codegen
-
-
-@intrinsic
-def _copy_rows(typingctx, dest, src, start, count):  # type: ignore[no-untyped-def]
-    """dest[:count] = src[start : start + count] of 1-D arrays, as one memcpy (libc's streaming copy: numba's
-    loop was half its speed)."""
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        d, s = (context.make_array(t)(context, builder, a) for t, a in zip(sig.args[:2], args[:2], strict=True))
-        item = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(sig.args[0].dtype)))
-        cgutils.raw_memcpy(builder, d.data, builder.gep(s.data, [args[2]]), args[3], item)
-        return context.get_dummy_value()
-
-    return types.void(dest, src, start, count), codegen
 
 
 @njit(fastmath=FAST, inline="always", **JIT)
@@ -167,79 +131,6 @@ def _transpose8(builder: Any, vectors: list[Any]) -> list[Any]:
 _tile1, _tile2, _tile3 = _gemm_tile(1), _gemm_tile(2), _gemm_tile(3)
 
 
-def _bf16_tile(size: int) -> Any:
-    """`_gemm_tile` on bfloat16 pairs: buf (B, S·C/2) int32 and tt (C/2, Kp) int32 hold two bf16 values per
-    32 bits (channels 2k, 2k + 1), and vdpbf16ps adds both pairs' products to each fp32 sum in one
-    instruction, twice the multiply-adds of an fp32 FMA per cycle on this CPU's vector units (and the block
-    needs no widening)."""
-
-    @intrinsic
-    def tile(typingctx, buf, tt, out, off, r0, c0):  # type: ignore[no-untyped-def]
-        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-            arrays = [context.make_array(t)(context, builder, a) for t, a in zip(sig.args[:3], args[:3], strict=True)]
-            data, weights, dest = (a.data for a in arrays)
-            width = cgutils.unpack_tuple(builder, arrays[0].shape, 2)[1]
-            pairs, kp = cgutils.unpack_tuple(builder, arrays[1].shape, 2)
-            rows = cgutils.unpack_tuple(builder, arrays[2].shape, 2)[1]
-            v = _Vectors(builder)
-            i8 = ir.VectorType(v.i32, _LANES)
-            dot = _dot_bf16(builder, v)
-            i64 = v.i64
-            at, first_row, col = args[3], args[4], args[5]
-            zero_mask = ir.Constant(i8, [0] * _LANES)
-            undef = ir.Constant(i8, ir.Undefined)
-            slots = [[cgutils.alloca_once_value(builder, v.const(0.0)) for _ in range(size)] for _ in range(_LANES)]
-            bases = [
-                builder.add(builder.mul(builder.add(first_row, ir.Constant(i64, r)), width), at) for r in range(_LANES)
-            ]
-            with cgutils.for_range(builder, pairs) as loop:
-                j = loop.index
-                row_w = builder.add(builder.mul(j, kp), col)
-                ws = [v.load(weights, builder.add(row_w, ir.Constant(i64, _LANES * q)), i8) for q in range(size)]
-                for r in range(_LANES):
-                    x = builder.load(builder.gep(data, [builder.add(bases[r], j)]))
-                    xs = builder.shuffle_vector(
-                        builder.insert_element(undef, x, ir.Constant(v.i32, 0)), undef, zero_mask
-                    )
-                    for q in range(size):
-                        summed = [builder.load(slots[r][q]), xs, ws[q]]
-                        builder.store(builder.call(dot, summed) if BF16 else dot(summed), slots[r][q])
-            acc = [[builder.load(slot) for slot in row] for row in slots]
-            for q in range(size):
-                columns = _transpose8(builder, [acc[r][q] for r in range(_LANES)])
-                for lane, vec in enumerate(columns):
-                    c = builder.add(col, ir.Constant(i64, _LANES * q + lane))
-                    v.store(vec, dest, builder.add(builder.mul(c, rows), first_row))
-            return context.get_dummy_value()
-
-        return types.void(buf, tt, out, off, r0, c0), codegen
-
-    return tile
-
-
-def _dot_bf16(builder: Any, v: _Vectors) -> Any:
-    """acc + a·b summed over each lane's bf16 pair: vdpbf16ps where the CPU has it; elsewhere (where the query
-    takes the exact path and this never runs, but `answer` must still compile) the same sums by two FMAs."""
-    i8 = ir.VectorType(v.i32, _LANES)
-    if BF16:
-        return cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v.f8, [v.f8, i8, i8]), "llvm.x86.avx512bf16.dpbf16ps.256"
-        )
-    fmuladd = v.fn("fmuladd", 3)
-    sixteen, top = ir.Constant(i8, [16] * _LANES), ir.Constant(i8, [-65536] * _LANES)
-
-    def dot(args: list[Any]) -> Any:
-        acc, a, b = args
-        low = [builder.bitcast(builder.shl(x, sixteen), v.f8) for x in (a, b)]
-        high = [builder.bitcast(builder.and_(x, top), v.f8) for x in (a, b)]
-        return builder.call(fmuladd, [high[0], high[1], builder.call(fmuladd, [low[0], low[1], acc])])
-
-    return dot
-
-
-_bf1, _bf2, _bf3 = _bf16_tile(1), _bf16_tile(2), _bf16_tile(3)
-
-
 @njit(**JIT)
 def products(buf, tt, out, m, mode, source):  # type: ignore[no-untyped-def]
     """out[s, c, r] = buf[r, s-th C] · tt[s, :, c] for the block's rows, 8 at a time, up to 24 columns a tile."""
@@ -257,69 +148,6 @@ def products(buf, tt, out, m, mode, source):  # type: ignore[no-untyped-def]
                     _tile2(buf, tt[s], out[s], s * channels, r0, g * _LANES)
                 else:
                     _tile1(buf, tt[s], out[s], s * channels, r0, g * _LANES)
-
-
-@njit(**JIT)
-def products_bf16(buf, tw, out, m, mode, source):  # type: ignore[no-untyped-def]
-    """`products` from the block's bf16 pairs buf (B, S·C/2) against tw (S, C/2, Kp)."""
-    sources, pairs, kp = tw.shape
-    vectors = kp // _LANES
-    for s in range(sources):
-        if mode == 2 and s != source:
-            continue
-        for r0 in range(0, m, _LANES):
-            for g in range(0, vectors, GROUP):
-                size = min(GROUP, vectors - g)
-                if size == 3:
-                    _bf3(buf, tw[s], out[s], s * pairs, r0, g * _LANES)
-                elif size == 2:
-                    _bf2(buf, tw[s], out[s], s * pairs, r0, g * _LANES)
-                else:
-                    _bf1(buf, tw[s], out[s], s * pairs, r0, g * _LANES)
-
-
-@njit(fastmath=FAST, **JIT)
-def doubt_sources(sc, m, bits, n_words, bound, doubt):  # type: ignore[no-untyped-def]
-    """doubt[r] = 1 where a seeing source's two best words are within twice its bound: its prediction (which
-    sets the fusion's weights) might differ in exact arithmetic. A zero bound is no doubt: the features are
-    zero, and both paths' scores are exactly zero."""
-    for t in range(sc.shape[0]):
-        best, second, slack = np.empty(m, np.float32), np.empty(m, np.float32), bound[t]
-        row = sc[t, 0]
-        for r in range(m):
-            best[r] = row[r]
-            second[r] = np.float32(-np.inf)
-        for j in range(1, n_words):
-            row = sc[t, j]
-            for r in range(m):
-                x = row[r]
-                second[r] = max(second[r], min(x, best[r]))
-                best[r] = max(best[r], x)
-        for r in range(m):
-            if (bits[r] >> t) & 1 and slack[r] > 0 and best[r] - second[r] <= np.float32(2.0) * slack[r]:
-                doubt[r] = 1
-
-
-@njit(fastmath=FAST, **JIT)
-def doubt_answer(fused, m, n_words, n_cols, other, err, doubt):  # type: ignore[no-untyped-def]
-    """doubt[r] = 1 where the answer's decision is within 2·err[r] of changing: the two best words, or with
-    `other` the two best columns of all (which also decides the 3D step's key). A zero bound is no doubt: the
-    fused scores are then the exact path's bit for bit (zero features, or exact rows)."""
-    last = n_cols if other else n_words
-    best, second = np.empty(m, np.float32), np.empty(m, np.float32)
-    row = fused[0]
-    for r in range(m):
-        best[r] = row[r]
-        second[r] = np.float32(-np.inf)
-    for j in range(1, last):
-        row = fused[j]
-        for r in range(m):
-            x = row[r]
-            second[r] = max(second[r], min(x, best[r]))
-            best[r] = max(best[r], x)
-    for r in range(m):
-        if err[r] > 0 and best[r] - second[r] <= np.float32(2.0) * err[r]:
-            doubt[r] = 1
 
 
 @njit(fastmath=FAST, **JIT)
@@ -458,90 +286,28 @@ def widen_range(packed, start, m, buf):  # type: ignore[no-untyped-def]
             buf[r, j] = _widen(packed[start + r, j])
 
 
-@njit(parallel=True, **JIT)
-def narrow_rows(packed, sources, pairs, norms):  # type: ignore[no-untyped-def]
-    """The fp16 rows as bf16 pairs (rounded to nearest even; fp16 values are finite), with norms[0, s] each
-    source's L2 norm and norms[1, s] that of its rounding residual x − bf16(x), summed in float64 and rounded
-    up, so that they bound the true norms."""
-    c = packed.shape[1] // sources
-    for i in prange(packed.shape[0]):
-        for s in range(sources):
-            total, lost = 0.0, 0.0
-            for j in range(s * c, (s + 1) * c, 2):
-                bits = np.uint32(0)
-                for h in range(2):
-                    x = _widen(packed[i, j + h])
-                    b = np.uint32(_bits(x))
-                    b = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-                    r = np.float64(x) - np.float64(_float(np.int32(b << np.uint32(16))))
-                    total += np.float64(x) * x
-                    lost += r * r
-                    bits |= b << np.uint32(16 * h)
-                pairs[i, j // 2] = np.int32(bits)
-            norms[0, s, i] = np.float32(np.sqrt(total) * (1.0 + 2.0**-20))
-            norms[1, s, i] = np.float32(np.sqrt(lost) * (1.0 + 2.0**-20))
-
-
 @njit(**JIT)
-def scratch(sources, width, kp, fast):  # type: ignore[no-untyped-def]
+def scratch(sources, width, kp):  # type: ignore[no-untyped-def]
     return (
-        np.zeros((0 if fast else BLOCK_ROWS, width), np.float32),
+        np.zeros((BLOCK_ROWS, width), np.float32),
         np.empty((sources, kp, BLOCK_ROWS), np.float32),
         np.empty((kp, BLOCK_ROWS), np.float32),
         np.empty((sources, BLOCK_ROWS), np.float32),
         np.empty(BLOCK_ROWS, np.int32),
         np.empty((3, BLOCK_ROWS), np.float32),
-        np.empty(BLOCK_ROWS * width // 2 if fast else 0, np.int32),  # the block's bf16 pairs
-        np.empty((sources + 1, BLOCK_ROWS), np.float32),  # each source's bound, then the fused one
-        np.empty(BLOCK_ROWS, np.uint8),  # the rows in doubt
     )
 
 
 @njit(**JIT)
 def fused_range(packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, evidence, start, m, work):  # type: ignore[no-untyped-def]
-    """Fused scores (Kp, B) of rows start..start+m, in fp32 from the fp16 features: the exact path."""
-    buf, sc, fused, soft, which, rows = work[:6]
+    """Fused scores (Kp, B) of rows start..start+m."""
+    buf, sc, fused, soft, which, rows = work
     widen_range(packed, start, m, buf)
     products(buf, tt, sc, m, mode, source)
     fuse_block(
         sc, m, seen[start:], n_words, n_cols, mode, source, cap, temperature, fused, soft, which, rows,
         evidence[:, start:],
     )  # fmt: skip
-    return fused
-
-
-@njit(**JIT)
-def fused_range_bf16(
-    pairs, norms, tw, tscale, seen, n_words, n_cols, mode, source, cap, temperature, evidence, other, start, m,
-    work,
-):  # fmt: skip  # type: ignore[no-untyped-def]
-    """Fused scores (Kp, B) of rows start..start+m from bf16 products, with each row's bound on how far they
-    are from the exact path's in work[7][-1] and work[8][r] = 1 where a decision is closer than that."""
-    _, sc, fused, soft, which, rows, flat, bound, doubt = work
-    h = pairs.shape[1]
-    source_pairs = pairs.reshape(-1)
-    _copy_rows(flat, source_pairs, start * h, m * h)  # one streaming copy: the tiles then read 8 rows at a time
-    products_bf16(flat.reshape((BLOCK_ROWS, h)), tw, sc, m, mode, source)
-    sources = tw.shape[0]
-    err = bound[sources]
-    for r in range(m):
-        err[r] = np.float32(0.0)
-        doubt[r] = 0
-    for s in range(sources):
-        b = bound[s]
-        whole, lost = norms[0, s], norms[1, s]
-        a, c = tscale[0, s], tscale[1, s]
-        for r in range(m):
-            b[r] = a * whole[start + r] + c * lost[start + r]
-            if mode != 2 or s == source:  # the fused scores' weights sum to at most 1
-                err[r] = max(err[r], b[r])
-    if mode == 0:
-        doubt_sources(sc, m, seen[start:], n_words, bound, doubt)
-    fuse_block(
-        sc, m, seen[start:], n_words, n_cols, mode, source, cap, temperature, fused, soft, which, rows,
-        evidence[:, start:],
-    )  # fmt: skip
-    doubt_answer(fused, m, n_words, n_cols, other, err, doubt)
     return fused
 
 
@@ -565,40 +331,20 @@ def answer(  # type: ignore[no-untyped-def]
     rel,
     keys,
     whole,
-    fast,
 ):
     """Every row answered from its fused scores; the rows with a `slot` also keep them in `kept` (the scores
     the unseen elements average, see `answer_unseen`). When `whole` has rows, every row's fused scores go
-    there too, and its key into `keys` (the 3D step's inputs). `fast`: (pairs, norms, tw, tscale, doubt,
-    errs, kept_err) for bf16 products, with each row's bound into `errs` / `kept_err` and doubt[row] = 1
-    where it does not certify the answer; empty `doubt`: the exact path."""
-    pairs, norms, tw, tscale, doubt, errs, kept_err = fast
-    bf16 = doubt.shape[0] > 0
+    there too, and its key into `keys` (the 3D step's inputs)."""
     n = packed.shape[0]
     blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
     for run in prange((blocks + RUN_BLOCKS - 1) // RUN_BLOCKS):
-        work = scratch(tt.shape[0], packed.shape[1], tt.shape[2], bf16)  # once per run of blocks
+        work = scratch(tt.shape[0], packed.shape[1], tt.shape[2])  # once per run of blocks, not per block
         for b in range(run * RUN_BLOCKS, min((run + 1) * RUN_BLOCKS, blocks)):
             start = b * BLOCK_ROWS
             m = min(BLOCK_ROWS, n - start)
-            if bf16:
-                fused = fused_range_bf16(
-                    pairs, norms, tw, tscale, seen, n_words, n_cols, mode, source, cap, temperature, evidence,
-                    other, start, m, work,
-                )  # fmt: skip
-                err, flags = work[7][tw.shape[0]], work[8]
-                for r in range(m):
-                    doubt[start + r] = flags[r]
-                    at = slot[start + r]
-                    if at >= 0:
-                        kept_err[at] = err[r]
-                if errs.shape[0] > 0:
-                    for r in range(m):
-                        errs[start + r] = err[r]
-            else:
-                fused = fused_range(
-                    packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, evidence, start, m, work
-                )
+            fused = fused_range(
+                packed, seen, tt, n_words, n_cols, mode, source, cap, temperature, evidence, start, m, work
+            )
             for r in range(m):
                 at = slot[start + r]
                 if at >= 0:
@@ -613,12 +359,9 @@ def answer(  # type: ignore[no-untyped-def]
 
 
 @njit(**JIT)
-def answer_unseen(kept, unseen, slots, n_words, n_cols, other, labels, scores, rel, keys, whole, bounds):  # type: ignore[no-untyped-def]
+def answer_unseen(kept, unseen, slots, n_words, n_cols, other, labels, scores, rel, keys, whole):  # type: ignore[no-untyped-def]
     """The elements no view showed answered again, from the mean kept scores of their fill elements (and
-    those scores, with their keys, into `whole` and `keys` when they have rows). `bounds`: (kept_err, doubt
-    (U,), errs) of the bf16 path — a mean is as far from the exact one as its farthest term, plus both
-    paths' rounding of the mean; empty `doubt`: the kept scores are exact."""
-    kept_err, doubt, errs = bounds
+    those scores, with their keys, into `whole` and `keys` when they have rows)."""
     k = slots.shape[1]
     kp = (n_cols + _LANES - 1) // _LANES * _LANES
     fused = np.zeros((kp, BLOCK_ROWS), np.float32)
@@ -627,27 +370,14 @@ def answer_unseen(kept, unseen, slots, n_words, n_cols, other, labels, scores, r
     got_labels, got_scores = np.empty(BLOCK_ROWS, np.int32), np.empty(BLOCK_ROWS, np.float32)
     got_rel = np.empty((BLOCK_ROWS if rel.shape[0] > 0 else 0, rel.shape[1]), np.float32)
     got_keys = np.empty(BLOCK_ROWS if keys.shape[0] > 0 else 0, np.int32)
-    err, flags = np.zeros(BLOCK_ROWS, np.float32), np.zeros(BLOCK_ROWS, np.uint8)
     for start in range(0, len(unseen), BLOCK_ROWS):
         m = min(BLOCK_ROWS, len(unseen) - start)
         for r in range(m):
-            big = np.float32(0.0)
             for j in range(n_cols):
                 total = np.float32(0.0)
                 for i in range(k):
-                    value = kept[slots[start + r, i], j]
-                    total += value
-                    big = max(big, abs(value))
+                    total += kept[slots[start + r, i], j]
                 fused[j, r] = total / np.float32(k)
-            err[r] = big
-        if doubt.shape[0] > 0:
-            for r in range(m):
-                far = np.float32(0.0)
-                for i in range(k):
-                    far = max(far, kept_err[slots[start + r, i]])
-                err[r] = far + np.float32(2.0 * (k + 1) * 2.0**-24) * err[r] if far > 0 else np.float32(0.0)
-                flags[r] = 0
-            doubt_answer(fused, m, n_words, n_cols, other, err, flags)
         answer_block(fused, m, n_words, n_cols, other, got_labels, got_scores, got_rel, got_keys, 0, best, worst, which)
         for r in range(m):
             e = unseen[start + r]
@@ -660,97 +390,58 @@ def answer_unseen(kept, unseen, slots, n_words, n_cols, other, labels, scores, r
                 keys[e] = got_keys[r]
                 for j in range(n_cols):
                     whole[e, j] = fused[j, r]
-            if doubt.shape[0] > 0:
-                doubt[start + r] = flags[r]
-                if errs.shape[0] > 0:
-                    errs[e] = err[r]
 
 
 @njit(fastmath=FAST, **JIT)
-def mix_row(indptr, indices, weights, own, whole, i, acc, out, col, errs, emax):  # type: ignore[no-untyped-def]
+def mix_row(indptr, indices, weights, own, whole, i, acc, out, col):  # type: ignore[no-untyped-def]
     """out[:, col] = own_i · whole[i] + (1 − own_i) · Σ_j P_ij whole[j] (spreading.py's step), the neighbours
-    summed in their order, each over the columns in vectors. Returns how far it can be from the exact
-    path's mix when `errs` (N,) bounds the rows' distance from theirs, at most `emax` (0 when every row is
-    exact): the weighted bounds plus both paths' rounding of a sum of deg + 2 terms."""
+    summed in their order, each over the columns in vectors."""
     n_cols = whole.shape[1]
     for k in range(n_cols):
         acc[k] = np.float32(0.0)
-    far = np.float32(0.0)
-    mine, share = whole[i], own[i]
-    big = np.float32(0.0)
-    for k in range(n_cols):
-        big = max(big, abs(mine[k]))
     for p in range(indptr[i], indptr[i + 1]):
         w, row = weights[p], whole[indices[p]]
         for k in range(n_cols):
             acc[k] += w * row[k]
-            big = max(big, abs(row[k]))
+    mine, share = whole[i], own[i]
     for k in range(n_cols):
         out[k, col] = share * mine[k] + (np.float32(1.0) - share) * acc[k]
-    if errs.shape[0] == 0:
-        return np.float32(0.0)
-    far = share * errs[i] + (np.float32(1.0) - share) * emax  # the weights sum to 1: no gather of theirs
-    if far == 0:
-        return far
-    return far * np.float32(1.0 + 2.0**-20) + np.float32(2.0**-22) * np.float32(indptr[i + 1] - indptr[i] + 2) * big
-
-
-@njit(**JIT)
-def spread_answer(indptr, indices, weights, own, whole, ids, m, n_words, other, labels, scores, rel, errs, doubt, emax):  # type: ignore[no-untyped-def]
-    """ids[:m] answered from their spread scores; with `errs` rows, doubt[id] = 1 where the bound on the
-    mixes does not certify the answer."""
-    n_cols = whole.shape[1]
-    kp = (n_cols + _LANES - 1) // _LANES * _LANES
-    fused = np.empty((kp, BLOCK_ROWS), np.float32)  # the answer reads the first n_cols rows, m columns
-    acc = np.empty(n_cols, np.float32)
-    err, flags = np.empty(BLOCK_ROWS, np.float32), np.zeros(BLOCK_ROWS, np.uint8)
-    for r in range(m):
-        err[r] = mix_row(indptr, indices, weights, own, whole, ids[r], acc, fused, r, errs, emax)
-    if errs.shape[0] > 0:
-        doubt_answer(fused, m, n_words, n_cols, other, err, flags)
-    best, worst = np.empty(BLOCK_ROWS, np.float32), np.empty(BLOCK_ROWS, np.float32)
-    which = np.empty(BLOCK_ROWS, np.int32)
-    got_labels, got_scores = np.empty(BLOCK_ROWS, np.int32), np.empty(BLOCK_ROWS, np.float32)
-    got_rel = np.empty((BLOCK_ROWS if rel.shape[0] > 0 else 0, rel.shape[1]), np.float32)
-    no_keys = np.empty(0, np.int32)
-    answer_block(fused, m, n_words, n_cols, other, got_labels, got_scores, got_rel, no_keys, 0, best, worst, which)
-    for r in range(m):
-        e = ids[r]
-        labels[e] = got_labels[r]
-        scores[e] = got_scores[r]
-        if got_rel.shape[0] > 0:
-            for j in range(rel.shape[1]):
-                rel[e, j] = got_rel[r, j]
-        if errs.shape[0] > 0:
-            doubt[e] = flags[r]
 
 
 @njit(parallel=True, **JIT)
-def spread_frontier(
-    indptr, indices, weights, own, keys, whole, n_words, other, labels, scores, rel, errs, doubt, only, emax
-):  # type: ignore[no-untyped-def]
+def spread_frontier(indptr, indices, weights, own, keys, whole, n_words, other, labels, scores, rel):  # type: ignore[no-untyped-def]
     """The 3D step where it can change a label: the rows with a neighbour of another key are answered again
     from their spread scores; a row whose neighbours all share its key keeps its answer, since a convex
-    combination of score rows that share their largest column has that largest column too. With `only`
-    (N,) uint8, just its rows (the bf16 path's doubted ones, once their rows are exact), by the same code."""
-    n = whole.shape[0]
+    combination of score rows that share their largest column has that largest column too."""
+    n, n_cols = whole.shape
+    kp = (n_cols + _LANES - 1) // _LANES * _LANES
     for b in prange((n + BLOCK_ROWS - 1) // BLOCK_ROWS):
         start = b * BLOCK_ROWS
         ids = np.empty(BLOCK_ROWS, np.int64)
         m = 0
         for i in range(start, min(start + BLOCK_ROWS, n)):
-            if only.shape[0] > 0:
-                if only[i]:
-                    ids[m] = i
-                    m += 1
-                continue
             key = keys[i]
             for p in range(indptr[i], indptr[i + 1]):
                 if keys[indices[p]] != key:
                     ids[m] = i
                     m += 1
                     break
-        if m > 0:
-            spread_answer(
-                indptr, indices, weights, own, whole, ids, m, n_words, other, labels, scores, rel, errs, doubt, emax
-            )
+        if m == 0:
+            continue
+        fused = np.empty((kp, BLOCK_ROWS), np.float32)  # the answer reads the first n_cols rows, m columns
+        acc = np.empty(n_cols, np.float32)
+        for r in range(m):
+            mix_row(indptr, indices, weights, own, whole, ids[r], acc, fused, r)
+        best, worst = np.empty(BLOCK_ROWS, np.float32), np.empty(BLOCK_ROWS, np.float32)
+        which = np.empty(BLOCK_ROWS, np.int32)
+        got_labels, got_scores = np.empty(BLOCK_ROWS, np.int32), np.empty(BLOCK_ROWS, np.float32)
+        got_rel = np.empty((BLOCK_ROWS if rel.shape[0] > 0 else 0, rel.shape[1]), np.float32)
+        no_keys = np.empty(0, np.int32)
+        answer_block(fused, m, n_words, n_cols, other, got_labels, got_scores, got_rel, no_keys, 0, best, worst, which)
+        for r in range(m):
+            e = ids[r]
+            labels[e] = got_labels[r]
+            scores[e] = got_scores[r]
+            if got_rel.shape[0] > 0:
+                for j in range(rel.shape[1]):
+                    rel[e, j] = got_rel[r, j]

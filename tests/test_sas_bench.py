@@ -26,9 +26,7 @@ def test_quick_sas_bench_writes_report(tmp_path: Path) -> None:
     timed = [r for r in doc["rows"] if r["case"].startswith("query") and r["baseline"]]
     assert len(timed) == 4 and all(r["value"] > 0 and r["baseline_value"] > 0 for r in timed)
     assert all("10,000 G" in r["case"] and "streaming read" in r["baseline"] for r in timed)
-    assert all(r["value"] > 0 for r in doc["rows"] if r["unit"] != "rows")
-    assert doc["extra"]["bf16"]["labels_differ"] == 0  # bf16 products with the fallback: fp32's labels
-    assert any(r["baseline"] == "fp32 products everywhere" and r["baseline_value"] > 0 for r in doc["rows"])
+    assert all(r["value"] > 0 for r in doc["rows"])
     case = next(iter(doc["extra"]["bytes_per_element"]))
     assert "2,000 G" in case and doc["extra"]["prepare_timings"][case]["render"] > 0
 

@@ -40,16 +40,13 @@ import numba
 import numpy as np
 import torch
 
-from segany.kernels.labels import label_elements
-
 from ..clock import clock, since
 from ..eval.generate import splats_from_mesh
 from ..formats import load_scene
 from ..jobs import JobContext
 from ..methods.base import State
 from ..methods.sas import SAS
-from ..methods.sas.fusion import text_table
-from ..methods.sas.options import SASOptions, parse_label_query
+from ..methods.sas.options import SASOptions
 from ..options import parse_options
 from ..priors import get_prior
 from ..samples import sample_mesh, shared_data_dir
@@ -124,46 +121,6 @@ def _query_rows(scene: Scene, state: State, turns: int, extra: dict[str, Any]) -
         ]  # fmt: skip
     extra["query"] = {"numba_threads": numba.get_num_threads(), "feature_bytes": int(words.nbytes), "turns": turns}
     return rows
-
-
-def _exact_rows(scene: Scene, state: State, turns: int, extra: dict[str, Any]) -> list[Row]:
-    """The default query's label pass (fusion, 3D step) with bf16 products and the exact fallback against
-    the same pass with fp32 products everywhere, alternating in one process: what the bf16 products gain
-    after paying for the rows answered again (both give the same labels)."""
-    method = SAS()
-    selection = method.query(scene, state, {"words": WORDS})  # packs the state and embeds the words
-    live = method._live.get(state, lambda: None)  # the query's own inputs
-    words = parse_label_query({"words": WORDS}).words
-    table = text_table(method._texts(state, live, list(state.meta["sources"]), words), live.packed.channels)
-    packed = live.packed
-    keys = {"capability": selection.extras["capability"], "fill": packed.fill, "spread": live.spreading,
-            "evidence": packed.evidence}  # fmt: skip
-    answers: dict[bool, Any] = {}
-    cpu: dict[bool, list[float]] = {False: [], True: []}
-
-    def turn(exact: bool) -> None:
-        start = time.process_time()
-        answers[exact] = label_elements(packed.rows, packed.seen, table, len(words), **keys, fast=packed.fast,
-                                        exact=exact)  # fmt: skip
-        cpu[exact].append(time.process_time() - start)
-
-    times = interleaved_times([lambda: turn(False), lambda: turn(True)], turns)
-    ratio = paired_ratio(times)
-    fast, exact = answers[False], answers[True]
-    case = f"label pass, {scene.n_elements / 1e6:g}M G, default query: bf16 products + exact fallback"
-    extra["bf16"] = {
-        "paired_ratio": ratio, "rows_redone": fast.redone, "labels_differ": int((fast.labels != exact.labels).sum()),
-        "max_score_difference": float(np.abs(fast.scores - exact.scores).max()),
-    }  # fmt: skip
-    return [
-        Row(case, "wall time (median)", 1e3 * float(np.median(times[0])), "ms", "fp32 products everywhere",
-            1e3 * float(np.median(times[1]))),
-        Row(case, "paired ratio to fp32 products (median)", ratio["median"], "x"),
-        Row(case, "CPU time, all threads (median)", 1e3 * float(np.median(cpu[False][1:])), "ms",
-            "fp32 products everywhere", 1e3 * float(np.median(cpu[True][1:]))),
-        Row(case, "rows answered again in fp32", fast.redone, "rows"),
-        Row(case, "labels that differ from fp32 products'", int((fast.labels != exact.labels).sum()), "rows"),
-    ]  # fmt: skip
 
 
 def _prepare_rows(n: int, options: SASOptions, extra: dict[str, Any]) -> tuple[list[Row], Any, State]:
@@ -243,8 +200,6 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         extra["clip_prepare"] = f"{DONUT} not found: the CLIP prepare rows are left out"
     copies = big // prepared
     scene, _ = splats_from_mesh(mesh, mesh.face_parts, prepared * copies, seed=0)
-    big_state = _replicated(state, copies)
-    rows += _query_rows(scene, big_state, 3 if quick else 9, extra)
-    rows += _exact_rows(scene, big_state, 3 if quick else 9, extra)
+    rows += _query_rows(scene, _replicated(state, copies), 3 if quick else 9, extra)
     extra["load_average_1_5_15_after"] = list(os.getloadavg())
     return write_report("sas", out_dir, rows, extra)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from segany.kernels.labels import Filling, Labelled, Narrow, Neighbours, filling, label_elements, narrow
+from segany.kernels.labels import Filling, Labelled, Neighbours, filling, label_elements
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,7 @@ class Packed:
     fill: Filling  # the elements no view showed and the shown ones each takes its scores from
     sample_rows: np.ndarray  # (M, S·C) int16: `rows` of the capability sample
     sample_seen: np.ndarray  # (M,) uint8
-    channels: int  # C (even: the bf16 products take the components in pairs)
-    fast: Narrow | None  # `rows` as the bf16 products read them (None on CPUs without them)
-    sample_fast: Narrow | None
+    channels: int  # C
     evidence: np.ndarray | None  # (S, N) float32: each source's weight at the element (`source{i}.evidence`)
 
 
@@ -42,7 +40,7 @@ def pack(tensors: dict[str, torch.Tensor], n_sources: int) -> Packed:
     """The state's `source{i}.features` (N, C_i) float16, `unseen`, `fill` and `sample` as `Packed`."""
     features = [tensors[f"source{i}.features"] for i in range(n_sources)]
     n = len(features[0])
-    c = -(-max(f.shape[1] for f in features) // 2) * 2
+    c = max(f.shape[1] for f in features)
     rows = np.zeros((n, n_sources * c), np.int16)
     seen = np.zeros(n, np.uint8)
     for i, f in enumerate(features):
@@ -51,11 +49,9 @@ def pack(tensors: dict[str, torch.Tensor], n_sources: int) -> Packed:
         seen |= ((bits & 0x7FFF) != 0).any(axis=1).astype(np.uint8) << i  # ±0 is no opinion
     fill = filling(tensors["unseen"].numpy(), tensors["fill"].numpy(), n)
     sample = tensors["sample"].numpy().astype(np.int64)
-    sample_rows = np.ascontiguousarray(rows[sample])
-    fast, sample_fast = narrow(rows, n_sources), narrow(sample_rows, n_sources)
     named = [f"source{i}.evidence" for i in range(n_sources)]
     evidence = np.stack([tensors[k].numpy() for k in named]).astype(np.float32) if named[0] in tensors else None
-    return Packed(rows, seen, fill, sample_rows, seen[sample], c, fast, sample_fast, evidence)
+    return Packed(rows, seen, fill, np.ascontiguousarray(rows[sample]), seen[sample], c, evidence)
 
 
 def text_table(texts: list[torch.Tensor], channels: int) -> np.ndarray:
@@ -69,9 +65,7 @@ def text_table(texts: list[torch.Tensor], channels: int) -> np.ndarray:
 def consensus(packed: Packed, texts: np.ndarray, n_words: int) -> np.ndarray:
     """Per sampled element the nearest word of the mean score of the sources that saw it, -1 where none did:
     what the capability estimate compares each source's views with (`capability.py`)."""
-    done = label_elements(
-        packed.sample_rows, packed.sample_seen, texts, n_words, mode="average", fast=packed.sample_fast
-    )
+    done = label_elements(packed.sample_rows, packed.sample_seen, texts, n_words, mode="average")
     return np.where(packed.sample_seen > 0, done.labels, -1)
 
 
@@ -102,6 +96,5 @@ def label(
         other=other,
         relevancy=relevancy,
         spread=spread,
-        fast=packed.fast,
         evidence=packed.evidence if mode == "capability" else None,
     )
