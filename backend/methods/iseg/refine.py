@@ -67,7 +67,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ... import deadline
-from ...graphwalk import AGREEMENT, CONFIDENT, FIRST_MAX_SHARE, FIRST_PULL, FOLLOW_PULL
+from ...graphwalk import AGREEMENT, CONFIDENT, FIRST_MAX_SHARE, FIRST_PULL, FOLLOW_PULL, RIM_CREASE
 from ..walk.solve import SeededCreaseGraph
 
 Click = tuple[int, int]
@@ -77,7 +77,6 @@ MEMO_SIZE = 256
 PART_HOLD = 0.75  # a negative click's part stays where the neutral walk is at least this (PSB dev shapes)
 WEAK_PRIOR_LOSS = 0.2  # "auto" refines when the decoder's final training loss is above this
 REFINED_THRESHOLD = 0.5  # refined scores are area shares of selected faces around each vertex
-RIM_CREASE = 0.02  # first click: weight of a cut rim's share off concave creases (fitted: PSB 1, 2, 21)
 SMOOTH_PULL = 0.1  # the decoder's answer smoothed over about 1/√0.1 ≈ 3 face steps (fitted: PSB 1, 2, 21)
 
 
