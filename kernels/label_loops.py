@@ -358,38 +358,49 @@ def answer(  # type: ignore[no-untyped-def]
             answer_block(fused, m, n_words, n_cols, other, labels, scores, rel, keys, start, best, worst, which)
 
 
-@njit(**JIT)
+@njit(parallel=True, **JIT)
 def answer_unseen(kept, unseen, slots, n_words, n_cols, other, labels, scores, rel, keys, whole):  # type: ignore[no-untyped-def]
     """The elements no view showed answered again, from the mean kept scores of their fill elements (and
-    those scores, with their keys, into `whole` and `keys` when they have rows)."""
+    those scores, with their keys, into `whole` and `keys` when they have rows). Blocks go over numba's
+    threads; an element's fill rows are added row by row, vectorised over the columns (each column still
+    summed in the fill order: the same floats as column by column, which gathered every value apart)."""
     k = slots.shape[1]
     kp = (n_cols + _LANES - 1) // _LANES * _LANES
-    fused = np.zeros((kp, BLOCK_ROWS), np.float32)
-    best, worst = np.empty(BLOCK_ROWS, np.float32), np.empty(BLOCK_ROWS, np.float32)
-    which = np.empty(BLOCK_ROWS, np.int32)
-    got_labels, got_scores = np.empty(BLOCK_ROWS, np.int32), np.empty(BLOCK_ROWS, np.float32)
-    got_rel = np.empty((BLOCK_ROWS if rel.shape[0] > 0 else 0, rel.shape[1]), np.float32)
-    got_keys = np.empty(BLOCK_ROWS if keys.shape[0] > 0 else 0, np.int32)
-    for start in range(0, len(unseen), BLOCK_ROWS):
-        m = min(BLOCK_ROWS, len(unseen) - start)
-        for r in range(m):
-            for j in range(n_cols):
-                total = np.float32(0.0)
-                for i in range(k):
-                    total += kept[slots[start + r, i], j]
-                fused[j, r] = total / np.float32(k)
-        answer_block(fused, m, n_words, n_cols, other, got_labels, got_scores, got_rel, got_keys, 0, best, worst, which)
-        for r in range(m):
-            e = unseen[start + r]
-            labels[e] = got_labels[r]
-            scores[e] = got_scores[r]
-            if got_rel.shape[0] > 0:
-                for j in range(rel.shape[1]):
-                    rel[e, j] = got_rel[r, j]
-            if got_keys.shape[0] > 0:
-                keys[e] = got_keys[r]
+    blocks = (len(unseen) + BLOCK_ROWS - 1) // BLOCK_ROWS
+    for run in prange((blocks + RUN_BLOCKS - 1) // RUN_BLOCKS):
+        fused = np.zeros((kp, BLOCK_ROWS), np.float32)
+        total = np.empty(n_cols, np.float32)
+        best, worst = np.empty(BLOCK_ROWS, np.float32), np.empty(BLOCK_ROWS, np.float32)
+        which = np.empty(BLOCK_ROWS, np.int32)
+        got_labels, got_scores = np.empty(BLOCK_ROWS, np.int32), np.empty(BLOCK_ROWS, np.float32)
+        got_rel = np.empty((BLOCK_ROWS if rel.shape[0] > 0 else 0, rel.shape[1]), np.float32)
+        got_keys = np.empty(BLOCK_ROWS if keys.shape[0] > 0 else 0, np.int32)
+        for b in range(run * RUN_BLOCKS, min((run + 1) * RUN_BLOCKS, blocks)):
+            start = b * BLOCK_ROWS
+            m = min(BLOCK_ROWS, len(unseen) - start)
+            for r in range(m):
                 for j in range(n_cols):
-                    whole[e, j] = fused[j, r]
+                    total[j] = np.float32(0.0)
+                for i in range(k):
+                    row = kept[slots[start + r, i]]
+                    for j in range(n_cols):
+                        total[j] += row[j]
+                for j in range(n_cols):
+                    fused[j, r] = total[j] / np.float32(k)
+            answer_block(
+                fused, m, n_words, n_cols, other, got_labels, got_scores, got_rel, got_keys, 0, best, worst, which
+            )
+            for r in range(m):
+                e = unseen[start + r]
+                labels[e] = got_labels[r]
+                scores[e] = got_scores[r]
+                if got_rel.shape[0] > 0:
+                    for j in range(rel.shape[1]):
+                        rel[e, j] = got_rel[r, j]
+                if got_keys.shape[0] > 0:
+                    keys[e] = got_keys[r]
+                    for j in range(n_cols):
+                        whole[e, j] = fused[j, r]
 
 
 @njit(fastmath=FAST, **JIT)
