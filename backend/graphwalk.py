@@ -283,18 +283,6 @@ class CreaseGraph:
         x = y + z @ (beta * target) - z @ np.linalg.solve(k, y[nodes] + z[nodes] @ (beta * target))
         return np.clip(x, 0.0, 1.0)
 
-    def sweep(
-        self,
-        x: np.ndarray,
-        seed: np.ndarray,
-        max_share: float,
-        guide: np.ndarray | None = None,
-        agreement: float = 0.0,
-        rim: float = 0.0,
-    ) -> np.ndarray:
-        """`sweep_scored`'s level set alone."""
-        return self.sweep_scored(x, seed, max_share, guide, agreement, rim)[0]
-
     def sweep_scored(
         self,
         x: np.ndarray,
@@ -389,7 +377,7 @@ class CreaseGraph:
         piece = self.convex_piece(seed)
         if piece is not None:
             return piece
-        return self.sweep(self.walk(0.0, seed, FIRST_PULL), seed, max_share)
+        return self.sweep_scored(self.walk(0.0, seed, FIRST_PULL), seed, max_share)[0]
 
     def follow_walk(self, previous: np.ndarray, seed: np.ndarray) -> np.ndarray:
         """A later click's walk: Grady's walker over all clicks with the previous answer as a weak prior."""

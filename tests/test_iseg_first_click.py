@@ -45,7 +45,7 @@ def test_points_without_rims_sweep_as_before() -> None:
     g = CreaseGraph.for_points(p, edges, np.linalg.norm(p[edges[:, 0]] - p[edges[:, 1]], axis=1), None)
     seed = g.seeds([(0, 1)])
     x = g.walk(0.0, seed, 1e-3)
-    assert (g.sweep(x, seed, 0.9, None, 0.0, 0.5) == g.sweep(x, seed, 0.9)).all()
+    assert (g.sweep_scored(x, seed, 0.9, None, 0.0, 0.5)[0] == g.sweep_scored(x, seed, 0.9)[0]).all()
 
 
 @pytest.mark.parametrize("height", [5.5, 6.5])

@@ -68,7 +68,7 @@ def test_sweep_keeps_nodes_below_zero_out(stool: MeshScene, graph: CreaseGraph) 
     x = np.where(leg, 0.9, -1.0)
     x[np.flatnonzero(leg)[:5]] = -1.0  # a few faces of the clicked piece itself
     seed = graph.seeds([(int(stool.faces[np.flatnonzero(leg)[100], 0]), 1)])
-    chosen = graph.sweep(x, seed, 0.5)
+    chosen = graph.sweep_scored(x, seed, 0.5)[0]
     assert not chosen[~leg].any() and chosen[leg].sum() == leg.sum() - 5
 
 

@@ -301,7 +301,7 @@ class CreaseRefiner:
             x = g.walk(0.0, first_seed, FIRST_PULL)
             x[unclicked] = -1.0  # the sweep stays on the clicked piece
             guide = face_probs >= CONFIDENT if covers else None
-            chosen = g.sweep(x, first_seed, FIRST_MAX_SHARE, guide, AGREEMENT, RIM_CREASE)
+            chosen = g.sweep_scored(x, first_seed, FIRST_MAX_SHARE, guide, AGREEMENT, RIM_CREASE)[0]
         if covers:
             chosen |= unclicked & (face_probs >= 0.5)  # no walk reaches a separate piece: the decoder decides there
         if (seed < 0).any():
