@@ -74,6 +74,27 @@ def test_a_first_cut_that_follows_no_crease_climbs_to_the_coarser_scale_whose_cu
     assert scale == 0.1 and iou(fine >= 0.5, sphere) > 0.95
 
 
+def test_a_climbed_first_cut_takes_other_pieces_only_where_the_querys_scale_held_them() -> None:
+    """Two separate spheres, a click on the first one's pole. At the query's scale the similarity holds a cap
+    around the click (no crease bounds it: the cut climbs) and the far half of the second sphere; at the
+    coarser scale it holds everything, as a coarse level's answer does (a mug's body with its separate handle).
+    The climb decides the clicked sphere's extent only: the answer is the first sphere and the second one's
+    far half, not the second sphere whole (which the coarser level's answer on it would add)."""
+    scene = spheres([0.0, 3.0])
+    sphere = np.arange(len(scene.vertices)) < len(scene.vertices) // 2
+    click = int(np.argmax(scene.vertices[:, 0] * sphere - 10 * ~sphere))  # the first sphere's +x pole
+    cap = sphere & (np.linalg.norm(scene.vertices - scene.vertices[click], axis=1) < 0.6)
+    far_half = ~sphere & (scene.vertices[:, 0] > 3.0)
+
+    def similarity(clicks: list[Click], scale: float) -> np.ndarray:
+        return (cap | far_half if scale < 0.5 else np.ones(len(sphere), dtype=bool)).astype(np.float32)
+
+    scores, scale = CreaseRefiner(scene).scores([(click, 1)], [0.1, 1.0], similarity, cut_first=True, asked=True)
+    picked = scores >= 0.5
+    assert scale == 1.0 and iou(picked & sphere, sphere) > 0.95
+    assert iou(picked & ~sphere, far_half) > 0.9
+
+
 def test_a_first_cut_that_follows_a_crease_keeps_the_querys_scale() -> None:
     """The similarity already holds the clicked sphere at the query's scale: its cut is free and agrees, so
     no coarser scale is asked for (a click costs one similarity, as before)."""

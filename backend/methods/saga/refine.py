@@ -15,10 +15,12 @@ guides it — the way iSeg's refinement guides a walk with its decoder (`segany.
   features' answer. The rim term because the features learnt the prior's masks, which end a part where one view
   stops seeing it: the agreement term alone followed that edge across flat ground (on meshes only: a point
   graph has no rims). On a separate piece of the scene, which no walk from the click
-  reaches, SAGA's answer stands (where the click itself is in it). When even that cut scores above `CLIMB`,
-  the features' part at the query's scale follows no crease (a patch of a smooth cup body: the prior split
-  it at three of its four granularities), so the answer at the next coarser scale the prior saw around the
-  click is tried, and taken when its cut scores lower; that scale then answers the later clicks too;
+  reaches, SAGA's answer at the query's scale stands (where the click itself is in it). When even that cut scores
+  above `CLIMB`, the features' part at the query's scale follows no crease (a patch of a smooth cup body: the
+  prior split it at three of its four granularities), so the answer at the next coarser scale the prior saw
+  around the click is tried, and taken when its cut scores lower; that scale then answers the later clicks too.
+  The climb is judged on the clicked piece's cut alone, so it changes only that piece: the coarser level's
+  answer on another piece is the whole object (it took a mug's body with a click on its separate handle);
 - each later click runs Grady's random walker (2006) seeded by every click (positive 1, negative 0), its
   prior the mean of the previous answer and SAGA's answer to all the clicks at the same scale, at the
   first click's pull. The clicks are hard evidence and spread only as far as the graph lets them (to the
@@ -137,14 +139,15 @@ class CreaseRefiner:
         self, clicks: tuple[Click, ...], first: int, scales: tuple[float, ...], similarity: Similarity
     ) -> tuple[np.ndarray, float]:
         """The crease cut from the first positive click nearest SAGA's answer, climbing to a coarser scale
-        while the cut scores above `CLIMB` and the coarser answer's cut scores lower (module docstring);
-        negative clicks before it then take their side of the creases."""
+        while the cut scores above `CLIMB` and the coarser answer's cut scores lower (module docstring); other
+        pieces keep the query's scale's answer; negative clicks before it then take their side of the creases."""
         g = self.graph
         seed = g.seeds(clicks[first:])
         unclicked = ~np.isin(g.pieces, g.pieces[seed > 0])
         x = g.walk(0.0, seed, FIRST_PULL)
         x[unclicked] = -1.0  # the sweep stays on the clicked piece
         best: tuple[float, np.ndarray, float] | None = None
+        others: np.ndarray | None = None
         for scale in scales:
             if best is not None and best[0] <= CLIMB:
                 break
@@ -152,8 +155,9 @@ class CreaseRefiner:
             covers = bool((saga[seed > 0] >= THRESHOLD).any())  # else SAGA answers another click: geometry decides
             guide = saga >= CONFIDENT if covers else None
             chosen, score = g.sweep_scored(x, seed, FIRST_MAX_SHARE, guide, AGREEMENT, RIM_CREASE)
-            if covers:
-                chosen |= unclicked & (saga >= THRESHOLD)
+            if others is None:  # the query's own scale answers the other pieces: a climb is judged on the clicked one
+                others = unclicked & (saga >= THRESHOLD) if covers else np.zeros_like(unclicked)
+            chosen |= others
             if best is None or score < best[0]:
                 best = (score, chosen, scale)
         assert best is not None  # `scales` holds the query's scale at least
