@@ -272,3 +272,43 @@ def test_evidence_weighs_each_source_capability_sum() -> None:
     assert label_elements(rows, seen, eye, 2, capability=cap).labels[0] == 0
     with pytest.raises(SegAnyError, match="evidence"):
         label_elements(rows, seen, eye, 2, capability=cap, evidence=np.ones((2, 5), np.float32))
+
+
+def test_threads_and_the_reused_step_buffer_answer_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scene above SERIAL_ROWS runs on numba's threads, one below on one thread: the same answers (blocks are
+    independent). The 3D step's fused scores live in a buffer kept between queries: a query of another size
+    in between changes nothing, and `fused_scores` hands back its own copy."""
+    from segany.kernels import labels
+    from segany.methods.sas.spreading import spreading
+
+    n = labels.SERIAL_ROWS + 1000
+    tensors, texts = _state(n, [64, 32], 24, seed=11)
+    packed = pack(tensors, 2)
+    table = text_table(texts, packed.channels)
+    capability = np.random.default_rng(4).random((2, 20)).astype(np.float32)
+    rng = np.random.default_rng(5)
+    pairs = rng.integers(0, n, (4 * n, 2))
+    pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0).astype(np.int32)
+    weights = torch.as_tensor(rng.uniform(0.01, 1.0, len(pairs)).astype(np.float32))
+    op = spreading(torch.as_tensor(pairs), weights, torch.as_tensor(rng.uniform(0.1, 2.0, n).astype(np.float32)))
+
+    def ask() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        got = label_elements(packed.rows, packed.seen, table, 20, capability=capability, fill=packed.fill,
+                             other=True, relevancy=True, spread=op)  # fmt: skip
+        return got.labels, got.scores, got.relevancy
+
+    threaded = ask()
+    fused = fused_scores(packed.rows, packed.seen, table, 20, capability=capability, fill=packed.fill)
+    kept = fused.copy()
+    small, small_texts = _state(3000, [64, 64], 9, seed=12)
+    small_packed = pack(small, 2)
+    inside = pairs.max(axis=1) < 3000
+    small_op = spreading(torch.as_tensor(pairs[inside]), weights[inside], torch.ones(3000))
+    label_elements(small_packed.rows, small_packed.seen, text_table(small_texts, 64), 5, mode="average",
+                   fill=small_packed.fill, spread=small_op)  # fmt: skip
+    np.testing.assert_array_equal(fused, kept)
+    for got, want in zip(ask(), threaded, strict=True):
+        np.testing.assert_array_equal(got, want)
+    monkeypatch.setattr(labels, "SERIAL_ROWS", n + 1)
+    for got, want in zip(ask(), threaded, strict=True):
+        np.testing.assert_array_equal(got, want)
