@@ -20,7 +20,7 @@ from segany.eval.everything import humans_count, run_everything_eval
 from segany.methods.base import UNSEEN
 from segany.methods.saga import boundaries
 from segany.methods.saga.boundaries import Creases, merge_smooth, scene_creases, settle
-from segany.methods.saga.everything import parse_everything, segment_everything
+from segany.methods.saga.everything import parse_everything, segment_everything, settled_apart
 from segany.samples import sample_mesh
 from segany.scene import MeshScene, PointScene
 
@@ -227,3 +227,18 @@ def test_the_eval_gives_each_shape_the_humans_count_and_says_so(tmp_path: Path) 
     saga = results["shapes"][0]["methods"]["saga"]
     assert saga["given_parts"] == 3 and 1 <= saga["parts"] <= 3
     assert "Given the humans' part count" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_settle_that_leaves_one_part_of_several_keeps_the_merged_parts() -> None:
+    """On the flat sheet `settle` gives the larger part everything; in segment everything the merge has already
+    decided what is one part, so a settle that would leave one part of two leaves the merged labels (a thinned
+    splat capture, whose graph steps span the object, would otherwise always come out as one part)."""
+    scene = valley_mesh(fold=0.0)
+    walk = scene_creases(scene).walk
+    labels = (scene.vertices[:, 0] > 0.15).astype(np.int64)
+    assert part_count(settle(labels, walk)) == 1
+    np.testing.assert_array_equal(settled_apart(labels, walk), labels)
+    fold = valley_mesh()  # a valley holds the boundary: the settle stands
+    labels = (fold.vertices[:, 0] > 0.15).astype(np.int64)
+    creased = scene_creases(fold).walk
+    np.testing.assert_array_equal(settled_apart(labels, creased), settle(labels, creased))

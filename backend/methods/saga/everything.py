@@ -31,6 +31,7 @@ import numpy as np
 
 from ... import deadline
 from ...errors import SegAnyError
+from ...graphwalk import CreaseGraph
 from ...options import option, parse_options
 from ...scene import Scene
 from ..base import UNSEEN, Parts, State
@@ -179,7 +180,7 @@ def segment_everything(
 
     With the scene's `creases`, adjacent parts are merged across boundaries that are no crease, or until
     `parts` are left when that is > 0 (`boundaries.merge_smooth`); then, when `creases` carries its walk
-    graph, the boundaries settle onto the creases (`boundaries.settle`), which may absorb a part.
+    graph, the boundaries settle onto the creases (`settled_apart`), which may absorb a part.
 
     Elements whose feature is all zero (never seen by a view) get `UNSEEN` (-1) instead of a part. Too
     few seen elements to form a cluster, identical features, or a sample HDBSCAN calls all noise give
@@ -198,8 +199,22 @@ def segment_everything(
     if creases is not None:
         labels[rows] = _by_size(merge_smooth(labels, creases, parts)[rows])
         if creases.walk is not None:
-            labels[rows] = _by_size(settle(labels, creases.walk)[rows])
+            labels[rows] = _by_size(settled_apart(labels, creases.walk)[rows])
     return labels, cluster_colours(int(labels.max()) + 1)
+
+
+def settled_apart(labels: np.ndarray, walk: CreaseGraph) -> np.ndarray:
+    """`settle`'s labels, unless it leaves one part of several: then the merged labels stand. Settling moves
+    boundaries and absorbs slivers; whether the scene is one part is the merge's call, and a settle's diffusion
+    reaches a fixed number of graph steps, which on a sparse scene (a splat capture thinned to a few thousand
+    Gaussians) spans the whole object and absorbs every part whatever its size."""
+    settled = settle(labels, walk)
+    return labels if part_count(settled) < 2 <= part_count(labels) else settled
+
+
+def part_count(labels: np.ndarray) -> int:
+    """The number of distinct parts among seen elements."""
+    return len(np.unique(labels[labels != UNSEEN]))
 
 
 def hierarchy(
